@@ -1,0 +1,1 @@
+"""Benchmark modules; each registers its benchmarks with bench.registry.benchmark on import."""

@@ -1,0 +1,97 @@
+"""`python -m bench <command>`: dispatch to the subcommands. Later commands plug in through COMMANDS."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from bench.errors import UserError, allowed, fail
+
+RUN_HELP = """usage: python -m bench run [OVERRIDE ...] [-m] [--cfg job]
+
+Run benchmarks and write results/<run-id>/{manifest.json,records.jsonl}. Configuration is Hydra:
+  suite=quick|default          which benchmarks and sizes (conf/suite/)
+  benchmark=FAMILY|[a,b]|all   load and run these families (see `python -m bench list`)
+  only=NAME|[a,b]              run only these benchmarks of the loaded families
+  model=llama3_8b|...          model preset for KV shapes (conf/model/)
+  harness.KEY=VALUE            warmup_s, min_samples, max_samples, noise_target, time_budget_s,
+                               l2_flush, device=auto|cuda|cpu, cpu_max_bytes, progress
+  storage.path=DIR             directory for storage benchmarks
+  run.root=DIR run.id=NAME     where results go
+  -m KEY=a,b,c                 multirun sweep (one job per value; inner axes are swept in-process)
+  hydra/launcher=slurm -m ...  submit the sweep to SLURM (needs the [slurm] extra)
+  --cfg job                    print the composed config and exit
+Examples:
+  python -m bench run suite=quick
+  python -m bench run benchmark=transfer model=llama3_70b -m transfer.block_tokens=16,32,64
+"""
+
+
+def cmd_run(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(RUN_HELP)
+        return 0
+    from bench.runner import run
+
+    return run(argv)
+
+
+def cmd_list(argv: list[str]) -> int:
+    """List benchmarks, presets and workloads with one-line descriptions."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench list", description=cmd_list.__doc__)
+    p.add_argument("what", nargs="?", default="all", choices=["all", "benchmarks", "presets"],
+                   help="what to list (default: all)")
+    args = p.parse_args(argv)
+    from bench.listing import print_listing
+
+    print_listing(args.what)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (cmd_run, "run benchmarks (Hydra overrides, -m sweeps) into results/<run-id>/"),
+    "list": (cmd_list, "list benchmarks, presets and workloads"),
+}
+
+
+def register(name: str, fn: Callable[[list[str]], int], summary: str) -> None:
+    COMMANDS[name] = (fn, summary)
+
+
+def usage() -> str:
+    lines = ["usage: python -m bench <command> [args]   (python -m bench <command> --help)", "", "commands:"]
+    lines += [f"  {n:<9} {s}" for n, (_, s) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _load_plugins() -> None:
+    """Commands added by other modules (model, compare, report, validate) register themselves on import."""
+    import importlib
+
+    for mod in ("bench.model.cli", "bench.compare", "bench.report.cli", "bench.validate"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (mod == e.name or mod.startswith(e.name + ".")):
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _load_plugins()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        import bench
+
+        print(f"tierbench {bench.__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    try:
+        if name not in COMMANDS:
+            raise allowed("command", name, COMMANDS)
+        return COMMANDS[name][0](rest) or 0
+    except UserError as e:
+        fail(e)

@@ -1,0 +1,200 @@
+"""Config schemas (Hydra ConfigStore, type-checked) and the value checks that give one-line errors.
+
+The YAML in conf/ extends these dataclasses: a key that is not declared, or a value of the wrong type, is refused
+by Hydra/OmegaConf; ranges and names are checked by :func:`validate`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from bench.errors import UserError
+from bench.validators import validator
+
+MiB = 1 << 20
+
+
+def conf_dir() -> Path:
+    """conf/ of a source checkout (editable install), else the copy shipped inside the package."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "_conf"):
+        if (cand / "config.yaml").exists():
+            return cand
+    raise RuntimeError(f"tierbench config directory not found next to {here}")
+
+
+def kernels_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "kernels", here / "_kernels"):
+        if cand.is_dir():
+            return cand
+    raise RuntimeError(f"tierbench kernels directory not found next to {here}")
+
+
+def _host_tag() -> str:
+    """Short host name, process id, and the SLURM job/task when set: runs from different nodes or processes
+    never share a directory."""
+    tag = f"{socket.gethostname().split('.')[0] or 'host'}-p{os.getpid()}"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        tag += f"-j{job}" + (f"-t{os.environ['SLURM_PROCID']}" if os.environ.get("SLURM_PROCID") else "")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", tag)
+
+
+if not OmegaConf.has_resolver("tb_host"):
+    OmegaConf.register_new_resolver("tb_host", _host_tag)
+
+
+@dataclass
+class HarnessConfig:
+    device: str = "auto"  # auto | cuda | cpu
+    device_index: int = 0
+    warmup_s: float = 0.05  # warm-up time per point, excluded from the numbers
+    min_samples: int = 5
+    max_samples: int = 1000
+    noise_target: float = 0.02  # stop when IQR/median falls below this
+    time_budget_s: float = 2.0  # sampling time per point before giving up (converged=False)
+    l2_flush: bool = True  # flush GPU L2 before samples of L2-cold benchmarks
+    progress: bool = True
+    cpu_max_bytes: int = 64 * MiB  # CPU mode: points needing more memory are skipped with that reason
+    gpu_mem_fraction: float = 0.8  # GPU: budget per point as a fraction of free memory
+
+
+@dataclass
+class RunConfig:
+    root: str = "results"
+    id: str = "${now:%Y%m%d-%H%M%S}-${tb_host:}"
+    notes: str = ""
+
+
+@dataclass
+class SuiteConfig:
+    description: str = ""
+    benchmarks: list = field(default_factory=lambda: ["all"])
+
+
+@dataclass
+class StorageConfig:
+    path: Optional[str] = None  # directory for storage benchmarks; null = a temp dir on the root disk
+
+
+@dataclass
+class ModelConfig:
+    """A transformer's published shape. Derived quantities live in bench.shapes."""
+
+    name: str = MISSING
+    description: str = ""
+    source: str = ""
+    layers: int = MISSING
+    hidden: int = MISSING
+    heads: int = MISSING
+    kv_heads: int = MISSING
+    head_dim: int = MISSING
+    ffn: int = MISSING  # dense MLP intermediate size
+    vocab: int = 0
+    dtype: str = "bfloat16"
+    attention: str = "gqa"  # gqa | mla
+    # mixture of experts (0 = dense)
+    experts: int = 0
+    experts_active: int = 0
+    shared_experts: int = 0
+    moe_ffn: int = 0
+    dense_layers: int = 0  # leading dense layers in an MoE model
+    # multi-head latent attention (deepseek)
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    rope_head_dim: int = 0
+    v_head_dim: int = 0
+
+
+@dataclass
+class CeilingsConfig:
+    copy_bytes: list = MISSING
+    gemm_n: list = MISSING
+    gemm_dtype: str = "bfloat16"
+    cpu_gemm_dtype: str = "float32"
+
+
+@dataclass
+class RootConfig:
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ceilings: CeilingsConfig = field(default_factory=CeilingsConfig)
+    # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
+    families: dict = field(default_factory=dict)
+    only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="tierbench_schema", node=RootConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig, package="model")
+
+
+register_schemas()
+
+DTYPES = ("float32", "float16", "bfloat16", "float8_e4m3fn")
+
+
+def check(ok: bool, key: str, value, rule: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} is not allowed: {rule}")
+
+
+def positive_ints(key: str, values) -> None:
+    check(len(values) > 0, key, list(values), "give at least one value")
+    for v in values:
+        check(isinstance(v, int) and not isinstance(v, bool) and v > 0, key, v, "every value must be an integer > 0")
+
+
+def validate(cfg) -> None:
+    """Range and name checks beyond types; raises UserError naming the key, the value and what is allowed."""
+    from bench.device import DEVICE_CHOICES
+
+    h = cfg.harness
+    check(h.device in DEVICE_CHOICES, "harness.device", h.device, f"one of {', '.join(DEVICE_CHOICES)}")
+    check(h.device_index >= 0, "harness.device_index", h.device_index, "an integer >= 0")
+    check(h.min_samples >= 1, "harness.min_samples", h.min_samples, "an integer >= 1")
+    check(h.max_samples >= h.min_samples, "harness.max_samples", h.max_samples,
+           f"an integer >= harness.min_samples ({h.min_samples})")
+    check(0 < h.noise_target < 1, "harness.noise_target", h.noise_target, "a fraction between 0 and 1 (e.g. 0.02)")
+    check(h.time_budget_s > 0, "harness.time_budget_s", h.time_budget_s, "seconds > 0")
+    check(h.warmup_s >= 0, "harness.warmup_s", h.warmup_s, "seconds >= 0")
+    check(h.cpu_max_bytes > 0, "harness.cpu_max_bytes", h.cpu_max_bytes, "bytes > 0")
+    check(0 < h.gpu_mem_fraction <= 1, "harness.gpu_mem_fraction", h.gpu_mem_fraction, "a fraction in (0, 1]")
+    check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
+           "letters, digits, '.', '_' and '-' only")
+    for key in ("ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype", "model.dtype"):
+        val = OmegaConf.select(cfg, key)
+        check(val in DTYPES, key, val, f"one of {', '.join(DTYPES)}")
+    for key in ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn"):
+        val = cfg.model[key]
+        check(isinstance(val, int) and val > 0, f"model.{key}", val, "an integer > 0")
+    check(cfg.model.heads % cfg.model.kv_heads == 0, "model.kv_heads", cfg.model.kv_heads,
+           f"a divisor of model.heads ({cfg.model.heads})")
+    check(cfg.model.attention in ("gqa", "mla"), "model.attention", cfg.model.attention, "gqa or mla")
+    if cfg.storage.path is not None:
+        check(str(cfg.storage.path).strip() != "", "storage.path", cfg.storage.path, "a directory path or null")
+    from bench import validators
+    from bench.registry import select
+
+    benches = select(cfg)
+    for family, family_check in validators.CHECKS:
+        if family in {b.family for b in benches}:
+            family_check(cfg)
+
+
+@validator("ceilings")
+def _ceilings(cfg) -> None:
+    positive_ints("ceilings.copy_bytes", cfg.ceilings.copy_bytes)
+    positive_ints("ceilings.gemm_n", cfg.ceilings.gemm_n)

@@ -1,0 +1,236 @@
+"""The harness: runs each benchmark point with warm-up, timing, stopping, clock sampling and failure isolation.
+
+A benchmark function receives a :class:`State`; it allocates and prepares its buffers, declares what one call
+moves (``add_bytes``) or computes (``add_flops``), hands the call to ``state.exec`` and verifies the result.
+Everything about timing, stopping, records and failures belongs here.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from contextlib import nullcontext
+from typing import Callable, Optional
+
+import torch
+
+from bench.device import Device, L2Flusher
+from bench.nvml import ClockSampler
+from bench.timing import StoppingRule, Stats, measure
+
+
+class Skip(Exception):
+    """Raised by ``state.skip``: the point cannot run here; recorded as status=skipped."""
+
+
+class VerificationError(Exception):
+    """A transfer or result failed its check: recorded as status=error, never as a number."""
+
+
+class State:
+    """What a benchmark function sees for one point: its params, the device, the config, and the timer."""
+
+    def __init__(self, bench, params: dict, device: Device, cfg, rule: StoppingRule, warmup_s: float,
+                 l2: Optional[L2Flusher], mem_budget_bytes: int, hardware: Optional[dict] = None):
+        self.bench = bench
+        self.hardware = hardware or {}
+        self.gpu = self.hardware.get("gpu") or {}  # fingerprint of the GPU ({} on CPU): peaks, PCIe link, L2
+        self.params = params
+        self.device = device
+        self.cfg = cfg
+        self.rule = rule
+        self.warmup_s = warmup_s
+        self.l2 = l2
+        self.mem_budget_bytes = mem_budget_bytes
+        self.stats: Optional[Stats] = None
+        self.metrics: dict = {}
+        self.bytes = 0
+        self.flops = 0
+        self.items: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
+        self.verified: Optional[bool] = None
+        self.l2_flushed = False
+        self.notes: dict = {}
+
+    # -- declarations -------------------------------------------------------------------------------------
+    def skip(self, reason: str) -> "NoReturn":  # noqa: F821
+        raise Skip(reason)
+
+    def require_bytes(self, nbytes: int, what: str = "buffers") -> None:
+        """Skip the point if ``nbytes`` exceeds this device's budget (CPU: harness.cpu_max_bytes)."""
+        if nbytes > self.mem_budget_bytes:
+            where = "harness.cpu_max_bytes" if not self.device.is_cuda else "free GPU memory x harness.gpu_mem_fraction"
+            self.skip(f"{what} need {nbytes} bytes > {self.mem_budget_bytes} allowed by {where}")
+
+    def add_bytes(self, nbytes: int) -> None:
+        """Bytes one call moves; gives ``gbps`` (1e9 bytes/s) from the median time."""
+        self.bytes += int(nbytes)
+
+    def add_flops(self, flops: float) -> None:
+        """Floating-point operations of one call; gives ``tflops`` (1e12/s)."""
+        self.flops += float(flops)
+
+    def add_items(self, name: str, count: float) -> None:
+        """Items per call (tokens, blocks, requests); gives ``<name>_per_s``."""
+        self.items[name] = self.items.get(name, 0.0) + float(count)
+
+    def set_peak(self, kind: str, value: float) -> None:
+        """Theoretical ceiling of what this point is bounded by ('gbps' or 'tflops'); a result above it is flagged."""
+        if value:
+            self.peaks[kind] = float(value)
+
+    def set_metric(self, name: str, value) -> None:
+        self.metrics[name] = value
+
+    def note(self, **kv) -> None:
+        """Facts about how the point ran (backend used, fallbacks), recorded under ``info``."""
+        self.notes.update(kv)
+
+    def verify(self, ok: bool, detail: str = "") -> None:
+        """Record a correctness check done outside the timed region; failing it fails the point loudly."""
+        if not ok:
+            self.verified = False
+            raise VerificationError(detail or "verification failed")
+        self.verified = True if self.verified is None else self.verified
+
+    # -- timing ----------------------------------------------------------------------------------------------
+    def exec(self, fn: Callable[[], object], *, prepare: Optional[Callable[[], object]] = None,
+             flush_l2: bool = False, clock=None) -> Stats:
+        """Time ``fn`` (one call = what was declared). ``prepare`` runs untimed before each sample;
+        ``flush_l2`` evicts the GPU L2 before each sample when harness.l2_flush is on."""
+        steps = [p for p in (prepare, self.l2 if (flush_l2 and self.l2 is not None and self.l2.active) else None) if p]
+        self.l2_flushed = len(steps) > (1 if prepare else 0)
+        pre = None if not steps else (steps[0] if len(steps) == 1 else (lambda: [s() for s in steps]))
+        self.stats = measure(fn, clock or self.device.clock(), self.rule, self.warmup_s, prepare=pre)
+        return self.stats
+
+    def derived(self) -> dict:
+        out = {}
+        if self.stats is None:
+            return out
+        t = self.stats.median_s
+        if self.bytes:
+            out["bytes"] = self.bytes
+            out["gbps"] = self.bytes / t / 1e9
+            out["gbps_best"] = self.bytes / self.stats.min_s / 1e9
+        if self.flops:
+            out["flops"] = self.flops
+            out["tflops"] = self.flops / t / 1e12
+        for name, count in self.items.items():
+            out[name] = count
+            out[f"{name}_per_s"] = count / t
+        return out
+
+
+def plausibility(metrics: dict, peaks: dict) -> dict:
+    """Flag a result above the physical ceiling (2% slack for clock/rounding): that is a bug, not a result."""
+    out = {}
+    for kind, peak in peaks.items():
+        if kind in metrics:
+            frac = metrics[kind] / peak
+            out[f"{kind}_peak"] = peak
+            out[f"{kind}_fraction_of_peak"] = frac
+            if frac > 1.02:
+                out["implausible"] = f"{kind}={metrics[kind]:.3g} exceeds theoretical peak {peak:.3g}"
+    return out
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))) or \
+        "out of memory" in str(e).lower()
+
+
+def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warmup_s: float,
+              l2: Optional[L2Flusher], mem_budget_bytes: int, sampler: ClockSampler,
+              hardware: Optional[dict] = None) -> dict:
+    """Run one point and return its record body (never raises, except KeyboardInterrupt/SystemExit)."""
+    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware)
+    status, reason = "ok", None
+    before = sampler.read()
+    t0 = time.perf_counter()
+    try:
+        reason = bench.supports(device)
+        if reason:
+            raise Skip(reason)
+        bench.fn(state)
+        if state.stats is None and not state.metrics:
+            raise RuntimeError(f"benchmark {bench.name} neither timed anything nor set a metric")
+    except Skip as e:
+        status, reason = "skipped", str(e)
+    except VerificationError as e:
+        status, reason = "error", f"verification failed: {e}"
+    except Exception as e:
+        status = "skipped"
+        kind = "out of memory" if _is_oom(e) else type(e).__name__
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        reason = f"{kind}: {first}"
+        state.notes["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]
+    finally:
+        device.release()
+    after = sampler.read()
+    clocks, throttle = sampler.around(before, after)
+    metrics = {}
+    if status == "ok":
+        if state.stats is not None:
+            metrics.update(state.stats.as_metrics())
+        metrics.update(state.derived())
+        metrics.update(state.metrics)
+        flags = plausibility(metrics, state.peaks)
+        if "implausible" in flags:
+            state.notes["implausible"] = flags.pop("implausible")
+        metrics.update(flags)
+    return {
+        "status": status,
+        "reason": reason,
+        "metrics": metrics,
+        "verified": state.verified,
+        "l2_flushed": state.l2_flushed,
+        "clocks": clocks,
+        "throttle": throttle,
+        "info": state.notes,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def memory_budget(device: Device, hcfg) -> int:
+    if device.is_cuda:
+        free, _total = torch.cuda.mem_get_info(device.index)
+        return int(free * float(hcfg.gpu_mem_fraction))
+    return int(hcfg.cpu_max_bytes)
+
+
+def progress_bar(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[point]}"), transient=False)
+
+
+def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -m bench run",
+              hardware: Optional[dict] = None) -> dict:
+    """Run every point of every benchmark, appending one record per point to ``store``. Returns counts."""
+    h = cfg.harness
+    rule = StoppingRule(h.min_samples, h.max_samples, h.noise_target, h.time_budget_s)
+    sampler = ClockSampler(device)
+    l2 = L2Flusher(device) if h.l2_flush and device.is_cuda else None
+    plan = [(b, p) for b in benches for p in b.points(cfg)]
+    counts = {"ok": 0, "skipped": 0, "error": 0}
+    with progress_bar(bool(h.progress)) as prog:
+        task = prog.add_task("tierbench", total=len(plan), point="") if prog else None
+        for bench, params in plan:
+            if prog:
+                prog.update(task, description=bench.name, point=_short(params))
+            body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
+                             memory_budget(device, h), sampler, hardware)
+            counts[body["status"]] = counts.get(body["status"], 0) + 1
+            store.append({"benchmark": bench.name, "family": bench.family, "params": params,
+                          "device": device.kind, **body,
+                          "repro": f"{repro_prefix} benchmark={bench.family} only={bench.name}"})
+            if prog:
+                prog.advance(task)
+    return counts
+
+
+def _short(params: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())[:80]

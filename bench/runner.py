@@ -1,0 +1,95 @@
+"""`python -m bench run`: the Hydra entry point. Thin: validate, fingerprint, run the suite, store results."""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import bench
+from bench.config import conf_dir, validate
+from bench.errors import UserError, fail
+
+
+def git_sha() -> dict:
+    src = Path(bench.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip()) if sha else None
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = None, None
+    return {"git_sha": sha, "git_dirty": dirty}
+
+
+def execute(cfg: DictConfig) -> dict:
+    """Run the selected benchmarks into this job's output directory; returns the status counts."""
+    from bench.device import select_device
+    from bench.fingerprint import fingerprint
+    from bench.harness import run_suite
+    from bench.registry import select
+    from bench.store import RunStore, now_iso
+
+    validate(cfg)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    run_id = cfg.run.id if hc.mode.name == "RUN" else f"{cfg.run.id}-job{hc.job.num}"
+    benches = select(cfg)
+    device = select_device(cfg.harness.device, cfg.harness.device_index)
+    store = RunStore(run_dir, run_id)
+    overrides = list(hc.overrides.task)
+    hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
+    store.write_manifest({
+        "schema_version": 1,
+        "run_id": run_id,
+        "status": "running",
+        "started": now_iso(),
+        "finished": None,
+        "tool": {"name": "tierbench", "version": bench.__version__, **git_sha()},
+        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "bench", "run", *overrides]),
+        "overrides": overrides,
+        "device": device.kind,
+        "benchmarks": [b.name for b in benches],
+        "hardware": hardware,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    })
+    repro = "python -m bench run " + " ".join(shlex.quote(o) for o in overrides if not o.startswith(("benchmark=", "only=")))
+    try:
+        counts = run_suite(benches, cfg, device, store, repro_prefix=repro.strip(), hardware=hardware)
+    except KeyboardInterrupt:
+        store.finish("interrupted")
+        print(f"\ninterrupted: completed points kept in {run_dir}", file=sys.stderr)
+        sys.exit(130)
+    except BaseException as e:
+        store.finish("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    store.finish("complete", counts=counts)
+    print(f"run {run_id}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} error "
+          f"on {device.kind} -> {run_dir}")
+    return counts
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig):
+    try:
+        return execute(cfg)
+    except UserError as e:
+        fail(e)
+
+
+def run(argv: list[str]) -> int:
+    """Hand ``argv`` (overrides and Hydra flags) to Hydra after checking every override gives a valid config."""
+    from bench.overrides import precheck, split_args
+
+    precheck(argv)
+    flags, overrides = split_args(argv)
+    sys.argv = ["python -m bench run", *flags, *overrides]  # argparse wants flags before the overrides
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    hydra_main()
+    return 0

@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=None, timeout=300, env=None):
+    """Run `python -m bench ...` as a user would; returns CompletedProcess with text output."""
+    e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=e)
+
+
+@pytest.fixture
+def harness_cfg():
+    """A minimal resolved config for driving the harness directly."""
+    return OmegaConf.create({
+        "harness": {"device": "cpu", "device_index": 0, "warmup_s": 0.0, "min_samples": 3, "max_samples": 20,
+                    "noise_target": 0.5, "time_budget_s": 0.2, "l2_flush": False, "progress": False,
+                    "cpu_max_bytes": 1 << 26, "gpu_mem_fraction": 0.8},
+    })
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One `suite=quick` run in CPU mode, shared by the tests that read its output."""
+    root = tmp_path_factory.mktemp("results")
+    r = run_cli("run", "suite=quick", f"run.root={root}", "run.id=quick", "harness.progress=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return root / "quick"
+
+
+@pytest.fixture
+def registered():
+    """Register throw-away benchmarks for a test and remove them afterwards."""
+    from bench.registry import REGISTRY, load_all
+
+    load_all()
+    before = set(REGISTRY)
+    yield REGISTRY
+    for k in set(REGISTRY) - before:
+        del REGISTRY[k]

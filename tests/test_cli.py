@@ -1,0 +1,79 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bench.store import load, read_records
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["run", "benchmark=nope"], "unknown benchmark preset 'nope'; allowed: all"),
+    (["run", "suite=quick", "harness.min_samples=-3"], "harness.min_samples=-3 is not allowed: an integer >= 1"),
+    (["run", "model=nope"], "unknown model preset 'nope'; allowed:"),
+    (["run", "only=nope"], "unknown benchmark 'nope'; allowed:"),
+    (["run", "harness.noise_target=abc"], "harness.noise_target=abc"),
+    (["run", "harness.device=gpu"], "harness.device='gpu' is not allowed"),
+    (["run", "-m", "harness.min_samples=3,0"], "harness.min_samples=0 is not allowed"),
+    (["nope"], "unknown command 'nope'; allowed:"),
+])
+def test_bad_input_is_one_line_exit_2(args, expect):
+    r = run_cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert expect in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_help_and_list():
+    r = run_cli("--help")
+    assert r.returncode == 0 and "run" in r.stdout and "list" in r.stdout
+    r = run_cli("run", "--help")
+    assert r.returncode == 0 and "suite=quick" in r.stdout
+    r = run_cli("list")
+    assert r.returncode == 0
+    for word in ("d2d_copy", "gemm", "llama3_70b", "quick"):
+        assert word in r.stdout
+
+
+def test_quick_suite_writes_loadable_run_with_manifest(quick_run):
+    df = load(quick_run)
+    assert len(df) > 0 and (df["device"] == "cpu").all()
+    assert (df[df.status == "ok"]["metric.median_s"] > 0).all()
+    # pandas alone reads it too, in one call
+    assert len(pd.read_json(quick_run / "records.jsonl", lines=True)) == len(df)
+    m = json.loads((quick_run / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["finished"] and m["started"]
+    assert m["device"] == "cpu" and m["run_id"] == "quick"
+    assert m["tool"]["version"] and "git_sha" in m["tool"]
+    assert m["config"]["harness"]["min_samples"] >= 1
+    hw = m["hardware"]
+    assert hw["host"]["cpu_model"] and hw["host"]["memory_bytes"] > 0 and hw["host"]["cpu_cores"] >= 1
+    assert hw["gpu"] is None and "gpu" in hw["missing"]  # null with a reason, not a crash
+    assert hw["software"]["torch"]
+
+
+def test_sigkill_mid_run_keeps_completed_records_parseable(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, "-m", "bench", "run", "benchmark=ceilings", "only=d2d_copy", f"run.root={tmp_path}",
+            "run.id=killed", "harness.progress=false", "harness.time_budget_s=0.3", "harness.noise_target=1e-9",
+            "ceilings.copy_bytes=[65536,131072,262144,524288,1048576,2097152,4194304,8388608]"]
+    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rec = tmp_path / "killed" / "records.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not rec.exists() or rec.read_bytes().count(b"\n") < 2):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    recs = read_records(rec)
+    assert 2 <= len(recs) < 8
+    assert rec.read_bytes().endswith(b"\n")  # only whole lines
+    assert all(r["status"] == "ok" for r in recs)
+    m = json.loads((tmp_path / "killed" / "manifest.json").read_text())
+    assert m["status"] == "running" and m["finished"] is None
