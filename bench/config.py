@@ -123,6 +123,21 @@ class CeilingsConfig:
 
 
 @dataclass
+class TransferConfig:
+    sizes: list = MISSING
+    latency_max_bytes: int = MISSING
+    streams: list = MISSING
+    stream_bytes: int = MISSING
+    numa_pin: bool = True
+    block_tokens: list = MISSING
+    layouts: list = MISSING
+    methods: list = MISSING
+    paged_bytes: int = MISSING
+    pool_factor: int = MISSING
+    seed: int = 1234
+
+
+@dataclass
 class RootConfig:
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -130,6 +145,7 @@ class RootConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ceilings: CeilingsConfig = field(default_factory=CeilingsConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
     families: dict = field(default_factory=dict)
     only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]

@@ -31,10 +31,11 @@ class Device:
         if self.is_cuda:
             torch.cuda.synchronize(self.index)
 
-    def clock(self):
+    def clock(self, hold_stream: bool = True):
+        """The timer for this device; ``hold_stream=False`` for host-synchronous calls (pageable copies)."""
         from bench.timing import CpuClock, CudaClock
 
-        return CudaClock() if self.is_cuda else CpuClock()
+        return CudaClock(hold_stream) if self.is_cuda else CpuClock()
 
     def release(self) -> None:
         """Free what a finished or failed point left behind (used after OOM and between points)."""

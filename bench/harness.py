@@ -30,8 +30,10 @@ class State:
     """What a benchmark function sees for one point: its params, the device, the config, and the timer."""
 
     def __init__(self, bench, params: dict, device: Device, cfg, rule: StoppingRule, warmup_s: float,
-                 l2: Optional[L2Flusher], mem_budget_bytes: int, hardware: Optional[dict] = None):
+                 l2: Optional[L2Flusher], mem_budget_bytes: int, hardware: Optional[dict] = None,
+                 ref_cache: Optional[dict] = None):
         self.bench = bench
+        self.ref_cache = {} if ref_cache is None else ref_cache
         self.hardware = hardware or {}
         self.gpu = self.hardware.get("gpu") or {}  # fingerprint of the GPU ({} on CPU): peaks, PCIe link, L2
         self.params = params
@@ -94,14 +96,28 @@ class State:
 
     # -- timing ----------------------------------------------------------------------------------------------
     def exec(self, fn: Callable[[], object], *, prepare: Optional[Callable[[], object]] = None,
-             flush_l2: bool = False, clock=None) -> Stats:
+             flush_l2: bool = False, hold_stream: bool = True) -> Stats:
         """Time ``fn`` (one call = what was declared). ``prepare`` runs untimed before each sample;
-        ``flush_l2`` evicts the GPU L2 before each sample when harness.l2_flush is on."""
-        steps = [p for p in (prepare, self.l2 if (flush_l2 and self.l2 is not None and self.l2.active) else None) if p]
-        self.l2_flushed = len(steps) > (1 if prepare else 0)
-        pre = None if not steps else (steps[0] if len(steps) == 1 else (lambda: [s() for s in steps]))
-        self.stats = measure(fn, clock or self.device.clock(), self.rule, self.warmup_s, prepare=pre)
+        ``flush_l2`` evicts the GPU L2 before each sample when harness.l2_flush is on; ``hold_stream=False``
+        for calls that block the host (pageable copies), where a spin kernel ahead of them would be timed."""
+        self.stats = self._measure(fn, prepare, flush_l2, hold_stream)
         return self.stats
+
+    def reference(self, key, fn: Callable[[], object], **kw) -> Stats:
+        """Time a reference operation (e.g. the contiguous copy a paged method is compared with) once per run
+        and ``key``; same rules as :meth:`exec`, but not this point's own timing."""
+        if key not in self.ref_cache:
+            self.ref_cache[key] = self._measure(fn, kw.get("prepare"), kw.get("flush_l2", False),
+                                                kw.get("hold_stream", True))
+        return self.ref_cache[key]
+
+    def _measure(self, fn, prepare, flush_l2: bool, hold_stream: bool) -> Stats:
+        flush = self.l2 if (flush_l2 and self.l2 is not None and self.l2.active) else None
+        steps = [p for p in (prepare, flush) if p is not None]
+        if flush is not None:
+            self.l2_flushed = True
+        pre = None if not steps else (steps[0] if len(steps) == 1 else (lambda: [s() for s in steps]))
+        return measure(fn, self.device.clock(hold_stream), self.rule, self.warmup_s, prepare=pre)
 
     def derived(self) -> dict:
         out = {}
@@ -141,9 +157,9 @@ def _is_oom(e: BaseException) -> bool:
 
 def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warmup_s: float,
               l2: Optional[L2Flusher], mem_budget_bytes: int, sampler: ClockSampler,
-              hardware: Optional[dict] = None) -> dict:
+              hardware: Optional[dict] = None, ref_cache: Optional[dict] = None) -> dict:
     """Run one point and return its record body (never raises, except KeyboardInterrupt/SystemExit)."""
-    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware)
+    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware, ref_cache)
     status, reason = "ok", None
     before = sampler.read()
     t0 = time.perf_counter()
@@ -201,10 +217,12 @@ def memory_budget(device: Device, hcfg) -> int:
 def progress_bar(enabled: bool):
     if not enabled:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[point]}"), transient=False)
+                    TimeElapsedColumn(), TextColumn("{task.fields[point]}"), transient=False,
+                    console=Console(stderr=True))
 
 
 def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -m bench run",
@@ -216,13 +234,14 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
     l2 = L2Flusher(device) if h.l2_flush and device.is_cuda else None
     plan = [(b, p) for b in benches for p in b.points(cfg)]
     counts = {"ok": 0, "skipped": 0, "error": 0}
+    ref_cache: dict = {}
     with progress_bar(bool(h.progress)) as prog:
         task = prog.add_task("tierbench", total=len(plan), point="") if prog else None
         for bench, params in plan:
             if prog:
                 prog.update(task, description=bench.name, point=_short(params))
             body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
-                             memory_budget(device, h), sampler, hardware)
+                             memory_budget(device, h), sampler, hardware, ref_cache)
             counts[body["status"]] = counts.get(body["status"], 0) + 1
             store.append({"benchmark": bench.name, "family": bench.family, "params": params,
                           "device": device.kind, **body,
@@ -233,4 +252,4 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
 
 
 def _short(params: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())[:80]
+    return " ".join(f"{v}" for v in params.values())[:48]

@@ -1,0 +1,168 @@
+"""Contiguous copies between host and GPU memory: latency (small sizes) and bandwidth (GB/s = 1e9 B/s).
+
+On the CPU the "device" buffer is host memory too, so the same code measures host memcpy (records say device=cpu).
+Every copy is verified outside the timed region: destination poisoned, seeded source compared after.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.hostmem import POISON, first_mismatch, host_buffer, pattern
+from bench.registry import benchmark
+
+# direction -> (source side, destination side); "host" sides use pinned or pageable memory
+DIRECTIONS = {"h2d": ("host", "dev"), "d2h": ("dev", "host"), "d2d": ("dev", "dev")}
+
+
+def pcie_peak(state):
+    return (state.gpu.get("pcie") or {}).get("peak_gbps_per_direction")
+
+
+def numa_node(state):
+    return state.gpu.get("numa_node") if state.cfg.transfer.numa_pin else None
+
+
+def alloc(state, side: str, nbytes: int, pinned: bool, seed: int | None):
+    """A buffer on ``side`` ('host' or 'dev'): seeded pattern when ``seed`` is given, else poisoned."""
+    if side == "host":
+        buf, facts = host_buffer(nbytes, pinned, state.device, numa_node(state))
+        state.note(**facts)
+        if seed is not None:
+            buf.copy_(pattern(nbytes, seed, "cpu"))
+        else:
+            buf.fill_(POISON)
+        return buf
+    if seed is not None:
+        return pattern(nbytes, seed, state.device.torch)
+    return torch.full((nbytes,), POISON, dtype=torch.uint8, device=state.device.torch)
+
+
+def check_copy(state, dst, src, what: str) -> None:
+    bad = first_mismatch(dst, src, unit=max(1, min(4096, dst.numel())))
+    state.verify(bad is None, f"{what}: destination differs from source in 4 KiB page {bad}")
+
+
+def set_link_peak(state, direction: str, streams_both_ways: bool = False) -> None:
+    if not state.device.is_cuda:
+        return
+    if direction == "d2d":
+        state.set_peak("gbps", state.gpu.get("hbm_peak_gbps"))
+    else:
+        peak = pcie_peak(state)
+        state.set_peak("gbps", peak * 2 if (peak and streams_both_ways) else peak)
+
+
+def contiguous_copy(state, direction: str, pinned: bool) -> None:
+    n = int(state.params["size_bytes"])
+    src_side, dst_side = DIRECTIONS[direction]
+    state.require_bytes(2 * n, "source + destination")
+    seed = int(state.cfg.transfer.seed)
+    src = alloc(state, src_side, n, pinned, seed)
+    dst = alloc(state, dst_side, n, pinned, None)
+    copy = lambda: dst.copy_(src, non_blocking=True)  # noqa: E731
+    copy()
+    state.device.synchronize()
+    check_copy(state, dst, src, direction)
+    # d2d reads and writes HBM: count both, as the copy ceiling does; host<->device counts the payload once
+    state.add_bytes(2 * n if direction == "d2d" else n)
+    set_link_peak(state, direction)
+    # pageable copies block the host until done: a spin kernel queued ahead would be timed with them
+    state.exec(copy, hold_stream=pinned or direction == "d2d")
+    dst.fill_(POISON)
+    copy()
+    state.device.synchronize()
+    check_copy(state, dst, src, direction + " (after timing)")
+    if n <= int(state.cfg.transfer.latency_max_bytes):
+        state.set_metric("latency_us", state.stats.median_s * 1e6)
+
+
+def _sizes(c):
+    return {"size_bytes": list(c.transfer.sizes)}
+
+
+def _register(name: str, direction: str, pinned: bool, doc: str) -> None:
+    def fn(state):
+        contiguous_copy(state, direction, pinned)
+
+    fn.__doc__ = doc
+    benchmark(name, family="transfer", axes=_sizes)(fn)
+
+
+_register("h2d_pinned", "h2d", True, "Host-to-device copy from pinned memory (one cudaMemcpyAsync); GB/s of payload, "
+          "latency_us for small sizes. Times the copy only; allocation and verification are outside.")
+_register("d2h_pinned", "d2h", True, "Device-to-host copy into pinned memory (one cudaMemcpyAsync); GB/s of payload, "
+          "latency_us for small sizes.")
+_register("h2d_pageable", "h2d", False, "Host-to-device copy from pageable memory (driver-staged, host-synchronous); "
+          "GB/s of payload.")
+_register("d2h_pageable", "d2h", False, "Device-to-host copy into pageable memory (driver-staged, host-synchronous); "
+          "GB/s of payload.")
+_register("d2d", "d2d", True, "Device-to-device copy across the size sweep; GB/s counts bytes read + written "
+          "(compare with the HBM peak).")
+
+
+def _streams(state) -> list:
+    if state.device.is_cuda:
+        return [torch.cuda.Stream() for _ in range(int(state.params["streams"]))]
+    return []
+
+
+def concurrent_copies(state, pairs) -> None:
+    """Time all ``(dst, src)`` copies issued at once, one CUDA stream each (sequential on the CPU)."""
+    streams = _streams(state)
+
+    def run():
+        if not streams:
+            for dst, src in pairs:
+                dst.copy_(src)
+            return
+        main = torch.cuda.current_stream()
+        for s, (dst, src) in zip(streams, pairs):
+            s.wait_stream(main)
+            with torch.cuda.stream(s):
+                dst.copy_(src, non_blocking=True)
+        for s in streams:
+            main.wait_stream(s)
+
+    run()
+    state.device.synchronize()
+    for i, (dst, src) in enumerate(pairs):
+        check_copy(state, dst, src, f"stream {i}")
+    state.exec(run)
+    if not streams:
+        state.note(streams="sequential on the CPU")
+
+
+@benchmark("bidir_pinned", family="transfer", axes=lambda c: {"size_bytes": list(c.transfer.sizes)})
+def bidir_pinned(state):
+    """H2D and D2H at once on two streams (pinned); GB/s is the total of both directions."""
+    n = int(state.params["size_bytes"])
+    state.require_bytes(4 * n, "two source + two destination buffers")
+    seed = int(state.cfg.transfer.seed)
+    state.params.setdefault("streams", 2)
+    pairs = [(alloc(state, "dev", n, True, None), alloc(state, "host", n, True, seed)),
+             (alloc(state, "host", n, True, None), alloc(state, "dev", n, True, seed + 1))]
+    state.add_bytes(2 * n)
+    set_link_peak(state, "h2d", streams_both_ways=True)
+    concurrent_copies(state, pairs)
+
+
+def _multistream(direction: str):
+    def fn(state):
+        k = int(state.params["streams"])
+        n = int(state.cfg.transfer.stream_bytes)
+        state.require_bytes(2 * k * n, f"{k} source + destination buffers")
+        src_side, dst_side = DIRECTIONS[direction]
+        seed = int(state.cfg.transfer.seed)
+        pairs = [(alloc(state, dst_side, n, True, None), alloc(state, src_side, n, True, seed + i)) for i in range(k)]
+        state.add_bytes(k * n)
+        set_link_peak(state, direction)
+        concurrent_copies(state, pairs)
+
+    fn.__doc__ = (f"{direction.upper()} pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is "
+                  "the total (one link: streams share it).")
+    return fn
+
+
+for _d in ("h2d", "d2h"):
+    benchmark(f"{_d}_pinned_streams", family="transfer",
+              axes=lambda c: {"streams": list(c.transfer.streams)})(_multistream(_d))

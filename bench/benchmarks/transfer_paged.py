@@ -1,0 +1,144 @@
+"""Paged KV-cache block transfers between a GPU pool and host memory, shaped by the model preset.
+
+offload = gather N random blocks of the pool into a packed pinned host buffer; onload = scatter them back.
+Methods side by side: one copy per chunk, staging gather + one bulk copy, and the UVA kernel (kernels/).
+GB/s counts KV payload bytes once; ``fraction_of_contiguous`` compares with one contiguous pinned copy of the
+same bytes in the same direction, measured in the same run.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.benchmarks.transfer_contiguous import alloc, set_link_peak
+from bench.config import check, positive_ints
+from bench.hostmem import POISON, first_mismatch
+from bench.kvlayout import LAYOUTS, METHODS, PagedPool, kernel_copies, per_block_copies, staged_copies
+from bench.registry import benchmark
+from bench.shapes import ModelShape
+from bench.validators import validator
+
+
+def _axes(c):
+    return {"layout": list(c.transfer.layouts), "method": list(c.transfer.methods),
+            "block_tokens": list(c.transfer.block_tokens)}
+
+
+def plan(state):
+    """(pool, number of blocks moved per call, packed bytes) for this point."""
+    t = state.cfg.transfer
+    shape = ModelShape.from_cfg(state.cfg.model)
+    block_tokens = int(state.params["block_tokens"])
+    block_bytes = shape.kv_block_bytes(block_tokens)
+    n = max(1, int(t.paged_bytes) // block_bytes)
+    pool_blocks = n * int(t.pool_factor)
+    packed_bytes = n * block_bytes
+    # pool + packed host buffer + staging (device) + a verification copy of the packed data
+    state.require_bytes(pool_blocks * block_bytes + 3 * packed_bytes, "KV pool, host, staging and check buffers")
+    return shape, block_tokens, n, pool_blocks, packed_bytes
+
+
+def paged_transfer(state, offload: bool) -> None:
+    t = state.cfg.transfer
+    shape, block_tokens, n, pool_blocks, packed_bytes = plan(state)
+    method, layout = state.params["method"], state.params["layout"]
+    dev = state.device.torch
+    seed = int(t.seed)
+    pool = PagedPool.allocate(shape, block_tokens, layout, pool_blocks, dev, seed)
+    g = torch.Generator().manual_seed(seed + block_tokens)
+    idx_cpu = torch.randperm(pool_blocks, generator=g)[:n]  # random, unsorted: blocks come back in any order
+    idx = idx_cpu.to(dev)
+    packed = alloc(state, "host", packed_bytes, True, None if offload else seed + 7)
+    host_pattern = None if offload else packed.clone()
+    staging = torch.empty(packed_bytes, dtype=torch.uint8, device=dev)
+
+    if method == "memcpy_per_block":
+        run = per_block_copies(pool, idx_cpu.tolist(), packed, offload)
+        state.note(copy_calls_per_transfer=n * pool.n_src)
+    elif method == "staged":
+        run = staged_copies(pool, idx, packed, staging, offload)
+    else:
+        run, impl = kernel_copies(pool, idx, packed, offload)
+        state.note(kernel_impl=impl)
+
+    untouched = _untouched_sample(pool, idx_cpu, pool_blocks)
+    _poison(pool, packed, idx, offload)
+    run()
+    state.device.synchronize()
+    _check(state, pool, idx, packed, host_pattern, offload, untouched, "before timing")
+
+    state.add_bytes(packed_bytes)
+    state.add_items("blocks", n)
+    set_link_peak(state, "d2h" if offload else "h2d")
+    state.exec(run)
+
+    _poison(pool, packed, idx, offload)
+    run()
+    state.device.synchronize()
+    _check(state, pool, idx, packed, host_pattern, offload, untouched, "after timing")
+
+    # the contiguous copy of the same bytes, same direction, once per run: the bar the paged methods are held to
+    ref_dev = staging
+    contiguous = (lambda: packed.copy_(ref_dev, non_blocking=True)) if offload else \
+        (lambda: ref_dev.copy_(packed, non_blocking=True))
+    ref = state.reference(("contiguous_pinned", offload, packed_bytes), contiguous)
+    contiguous_gbps = packed_bytes / ref.median_s / 1e9
+    state.set_metric("contiguous_gbps", contiguous_gbps)
+    state.set_metric("fraction_of_contiguous", (packed_bytes / state.stats.median_s / 1e9) / contiguous_gbps)
+    state.set_metric("us_per_block", state.stats.median_s / n * 1e6)
+    state.note(block_bytes=pool.block_bytes, chunk_bytes=pool.chunk_bytes, chunks_per_block=pool.n_src,
+               blocks_moved=n, pool_blocks=pool_blocks)
+
+
+def _untouched_sample(pool: PagedPool, idx_cpu: torch.Tensor, pool_blocks: int, k: int = 16):
+    """A few blocks not moved, with their contents, to prove an onload wrote nowhere else."""
+    moved = set(idx_cpu.tolist())
+    others = torch.tensor([b for b in range(pool_blocks) if b not in moved][:k], dtype=torch.long,
+                          device=pool.tensors[0].device)
+    return others, pool.gather_reference(others).clone()
+
+
+def _poison(pool: PagedPool, packed: torch.Tensor, idx: torch.Tensor, offload: bool) -> None:
+    if offload:
+        packed.fill_(POISON)
+    else:
+        for s in pool.sources():
+            s.index_fill_(0, idx, POISON)
+
+
+def _check(state, pool, idx, packed, host_pattern, offload, untouched, when: str) -> None:
+    dev = pool.tensors[0].device
+    got = pool.gather_reference(idx) if not offload else packed.to(dev).view(len(idx), -1)
+    want = host_pattern.to(dev).view(len(idx), -1) if not offload else pool.gather_reference(idx)
+    bad = first_mismatch(got, want, unit=pool.block_bytes)
+    state.verify(bad is None, f"{when}: block {bad} (pool block {int(idx[bad]) if bad is not None else -1}) "
+                              f"differs from its seeded pattern")
+    others, before = untouched
+    state.verify(bool(torch.equal(pool.gather_reference(others), before)),
+                 f"{when}: a block that was not moved changed")
+
+
+@benchmark("paged_offload", family="transfer", axes=_axes)
+def paged_offload(state):
+    """Gather N random KV blocks of a paged GPU pool into pinned host memory (KV offload); GB/s of KV bytes,
+    us_per_block, fraction_of_contiguous. Times the transfer only; pool fill and verification are outside."""
+    paged_transfer(state, offload=True)
+
+
+@benchmark("paged_onload", family="transfer", axes=_axes)
+def paged_onload(state):
+    """Scatter N KV blocks from pinned host memory into random slots of a paged GPU pool (KV onload); GB/s of
+    KV bytes, us_per_block, fraction_of_contiguous."""
+    paged_transfer(state, offload=False)
+
+
+@validator("transfer")
+def _transfer(cfg) -> None:
+    t = cfg.transfer
+    for key in ("sizes", "streams", "block_tokens"):
+        positive_ints(f"transfer.{key}", t[key])
+    for key in ("paged_bytes", "pool_factor", "stream_bytes", "latency_max_bytes"):
+        positive_ints(f"transfer.{key}", [t[key]])
+    for v in t.layouts:
+        check(v in LAYOUTS, "transfer.layouts", v, f"each one of {', '.join(LAYOUTS)}")
+    for v in t.methods:
+        check(v in METHODS, "transfer.methods", v, f"each one of {', '.join(METHODS)}")

@@ -1,0 +1,56 @@
+"""CuPy RawModule loading of kernels/*.cu and launch helpers (GPU only; import needs cupy)."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from bench.config import kernels_dir
+from bench.errors import UserError
+
+
+@functools.lru_cache(maxsize=None)
+def module(name: str):
+    try:
+        import cupy
+    except ImportError:
+        raise UserError("the uva_kernel method needs CuPy: pip install -e '.[gpu]'") from None
+    src = (kernels_dir() / name).read_text()
+    return cupy.RawModule(code=src, options=("--std=c++17",))
+
+
+def _stream():
+    import cupy
+
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+
+def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Tensor, packed: torch.Tensor,
+                         offload: bool):
+    """A callable launching kv_gather (offload) or kv_scatter (onload) on torch's current stream."""
+    for p in ptrs + [packed.data_ptr()]:
+        if p % 16:
+            raise ValueError(f"address {p:#x} is not 16-byte aligned; the kernel uses 16-byte accesses")
+    if chunk % 16 or stride % 16:
+        raise ValueError(f"chunk {chunk} / stride {stride} bytes not multiples of 16")
+    dev = idx.device if idx.device.type == "cuda" else torch.device("cuda")
+    table = torch.tensor(ptrs, dtype=torch.int64, device=dev)
+    ids = idx.to(dev, torch.int64)
+    n = len(ids)
+    kern = module("kv_transfer.cu").get_function("kv_gather" if offload else "kv_scatter")
+    words = n * len(ptrs) * chunk // 16
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    threads = 256
+    blocks = int(max(1, min((words + threads - 1) // threads, sms * 8)))
+    args = (np.uint64(table.data_ptr()), np.int32(len(ptrs)), np.uint64(ids.data_ptr()), np.int64(n),
+            np.int64(chunk), np.int64(stride), np.uint64(packed.data_ptr()))
+
+    stream = _stream()  # RawKernel launches on CuPy's current stream: make that torch's current stream
+
+    def run():
+        with stream:
+            kern((blocks,), (threads,), args)
+
+    run.keepalive = (table, ids)  # the kernel reads these through raw pointers
+    return run

@@ -1,0 +1,135 @@
+"""Model arithmetic in one place: KV bytes per token, parameters and FLOPs per token for a model preset.
+
+Used by the transfer benchmarks (KV block sizes), the attention/layer benchmarks (FLOP counts) and the throughput
+model. Conventions: a multiply-add is 2 FLOPs; SwiGLU MLPs (gate, up, down); bytes are of the preset's dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int = 0
+    dtype: str = "bfloat16"
+    attention: str = "gqa"
+    experts: int = 0
+    experts_active: int = 0
+    shared_experts: int = 0
+    moe_ffn: int = 0
+    dense_layers: int = 0
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    rope_head_dim: int = 0
+    v_head_dim: int = 0
+
+    @classmethod
+    def from_cfg(cls, m) -> "ModelShape":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: m[k] for k in names if k in m})
+
+    # -- KV cache -------------------------------------------------------------------------------------------
+    @property
+    def elt_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def is_mla(self) -> bool:
+        return self.attention == "mla"
+
+    @property
+    def kv_components(self) -> int:
+        """Separately stored KV tensors per layer: K and V for GQA, one compressed latent for MLA."""
+        return 1 if self.is_mla else 2
+
+    @property
+    def kv_token_elems_per_component(self) -> int:
+        """Elements of one component for one token in one layer."""
+        return self.kv_lora_rank + self.rope_head_dim if self.is_mla else self.kv_heads * self.head_dim
+
+    @property
+    def kv_bytes_per_token_per_layer(self) -> int:
+        return self.kv_components * self.kv_token_elems_per_component * self.elt_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one token occupies across all layers (llama3_8b bf16: 131072)."""
+        return self.layers * self.kv_bytes_per_token_per_layer
+
+    def kv_block_bytes(self, block_tokens: int) -> int:
+        return block_tokens * self.kv_bytes_per_token
+
+    # -- parameters -------------------------------------------------------------------------------------------
+    @property
+    def v_dim(self) -> int:
+        return self.v_head_dim or self.head_dim
+
+    def attn_params(self) -> int:
+        h, d = self.hidden, self.head_dim
+        if self.is_mla:
+            q = (h * self.q_lora_rank + self.q_lora_rank * self.heads * d) if self.q_lora_rank else h * self.heads * d
+            kv = h * (self.kv_lora_rank + self.rope_head_dim) + \
+                self.kv_lora_rank * self.heads * ((d - self.rope_head_dim) + self.v_dim)
+            return q + kv + self.heads * self.v_dim * h
+        return h * d * (2 * self.heads + 2 * self.kv_heads)
+
+    def mlp_params_active(self, layer: int) -> int:
+        """Parameters one token passes through in the MLP of ``layer`` (MoE: routed active + shared + router)."""
+        if not self.experts or layer < self.dense_layers:
+            return 3 * self.hidden * self.ffn
+        per_expert = 3 * self.hidden * self.moe_ffn
+        return (self.experts_active + self.shared_experts) * per_expert + self.hidden * self.experts
+
+    def mlp_params_total(self, layer: int) -> int:
+        if not self.experts or layer < self.dense_layers:
+            return 3 * self.hidden * self.ffn
+        return (self.experts + self.shared_experts) * 3 * self.hidden * self.moe_ffn + self.hidden * self.experts
+
+    def active_params(self, with_embeddings: bool = True) -> int:
+        """Parameters touched per token (MoE: active experts only)."""
+        n = sum(self.attn_params() + self.mlp_params_active(i) for i in range(self.layers))
+        return n + (2 * self.vocab * self.hidden if with_embeddings else 0)
+
+    def total_params(self, with_embeddings: bool = True) -> int:
+        n = sum(self.attn_params() + self.mlp_params_total(i) for i in range(self.layers))
+        return n + (2 * self.vocab * self.hidden if with_embeddings else 0)
+
+    def weight_bytes(self) -> int:
+        return self.total_params() * self.elt_bytes
+
+    # -- FLOPs ---------------------------------------------------------------------------------------------------
+    def linear_flops_per_token(self, layers: int | None = None) -> float:
+        """Projection + MLP FLOPs for one token through ``layers`` layers (default all), no attention scores."""
+        n = self.layers if layers is None else layers
+        return 2.0 * sum(self.attn_params() + self.mlp_params_active(i) for i in range(n))
+
+    def attn_score_flops(self, q_tokens: int, kv_tokens_sum: float, layers: int | None = None) -> float:
+        """QK^T and PV FLOPs: 2 * heads * (qk_dim + v_dim) per (query, key) pair, summed over pairs.
+
+        ``kv_tokens_sum`` is the number of (query, key) pairs: decode = batch * ctx; causal prefill of n new tokens
+        after c cached = n*c + n(n+1)/2 (see :func:`causal_pairs`)."""
+        n = self.layers if layers is None else layers
+        return 2.0 * self.heads * (self.head_dim + self.v_dim) * kv_tokens_sum * n
+
+    def prefill_flops(self, n_new: int, n_ctx: int = 0, layers: int | None = None) -> float:
+        return self.linear_flops_per_token(layers) * n_new + self.attn_score_flops(n_new, causal_pairs(n_new, n_ctx), layers)
+
+    def decode_flops(self, batch: int, ctx: int, layers: int | None = None) -> float:
+        return self.linear_flops_per_token(layers) * batch + self.attn_score_flops(batch, batch * ctx, layers)
+
+    def lm_head_flops(self, tokens: int) -> float:
+        return 2.0 * self.hidden * self.vocab * tokens
+
+
+def causal_pairs(n_new: int, n_ctx: int = 0) -> float:
+    """(query, key) pairs of a causal prefill of ``n_new`` tokens after ``n_ctx`` cached ones."""
+    return n_new * n_ctx + n_new * (n_new + 1) / 2
