@@ -82,7 +82,18 @@ class SuiteConfig:
 
 @dataclass
 class StorageConfig:
-    path: Optional[str] = None  # directory for storage benchmarks; null = a temp dir on the root disk
+    path: Optional[str] = None  # directory for storage benchmarks; null = /var/tmp on the root disk
+    direct: str = "auto"
+    file_bytes: int = MISSING
+    request_bytes: list = MISSING
+    kv_block_tokens: list = MISSING
+    patterns: list = MISSING
+    queue_depths: list = MISSING
+    requests_per_call: int = MISSING
+    cache_check_bytes: int = MISSING
+    gpu_request_bytes: list = MISSING
+    gpu_queue_depths: list = MISSING
+    seed: int = 99
 
 
 @dataclass
@@ -167,8 +178,8 @@ def check(ok: bool, key: str, value, rule: str) -> None:
         raise UserError(f"{key}={value!r} is not allowed: {rule}")
 
 
-def positive_ints(key: str, values) -> None:
-    check(len(values) > 0, key, list(values), "give at least one value")
+def positive_ints(key: str, values, allow_empty: bool = False) -> None:
+    check(allow_empty or len(values) > 0, key, list(values), "give at least one value")
     for v in values:
         check(isinstance(v, int) and not isinstance(v, bool) and v > 0, key, v, "every value must be an integer > 0")
 

@@ -26,14 +26,33 @@ class VerificationError(Exception):
     """A transfer or result failed its check: recorded as status=error, never as a number."""
 
 
+class RunContext:
+    """What outlives one point inside a run: reference timings, shared resources (pattern files, open files) and
+    their cleanups, which run at the end of the run whatever ends it (normal end, error, Ctrl-C, SIGTERM)."""
+
+    def __init__(self):
+        self.refs: dict = {}
+        self.resources: dict = {}
+        self.cleanups: list = []
+
+    def close(self) -> None:
+        while self.cleanups:
+            fn = self.cleanups.pop()
+            try:
+                fn()
+            except Exception:
+                pass
+        self.resources.clear()
+
+
 class State:
     """What a benchmark function sees for one point: its params, the device, the config, and the timer."""
 
     def __init__(self, bench, params: dict, device: Device, cfg, rule: StoppingRule, warmup_s: float,
                  l2: Optional[L2Flusher], mem_budget_bytes: int, hardware: Optional[dict] = None,
-                 ref_cache: Optional[dict] = None):
+                 ctx: Optional[RunContext] = None):
         self.bench = bench
-        self.ref_cache = {} if ref_cache is None else ref_cache
+        self.ctx = ctx or RunContext()
         self.hardware = hardware or {}
         self.gpu = self.hardware.get("gpu") or {}  # fingerprint of the GPU ({} on CPU): peaks, PCIe link, L2
         self.params = params
@@ -106,10 +125,19 @@ class State:
     def reference(self, key, fn: Callable[[], object], **kw) -> Stats:
         """Time a reference operation (e.g. the contiguous copy a paged method is compared with) once per run
         and ``key``; same rules as :meth:`exec`, but not this point's own timing."""
-        if key not in self.ref_cache:
-            self.ref_cache[key] = self._measure(fn, kw.get("prepare"), kw.get("flush_l2", False),
-                                                kw.get("hold_stream", True))
-        return self.ref_cache[key]
+        if key not in self.ctx.refs:
+            self.ctx.refs[key] = self._measure(fn, kw.get("prepare"), kw.get("flush_l2", False),
+                                               kw.get("hold_stream", True))
+        return self.ctx.refs[key]
+
+    def run_resource(self, key, create: Callable[[], object], cleanup: Optional[Callable[[object], object]] = None):
+        """A resource shared by the points of a run (created once per ``key``; ``cleanup`` runs at run end)."""
+        if key not in self.ctx.resources:
+            obj = create()
+            self.ctx.resources[key] = obj
+            if cleanup is not None:
+                self.ctx.cleanups.append(lambda: cleanup(obj))
+        return self.ctx.resources[key]
 
     def _measure(self, fn, prepare, flush_l2: bool, hold_stream: bool) -> Stats:
         flush = self.l2 if (flush_l2 and self.l2 is not None and self.l2.active) else None
@@ -157,9 +185,9 @@ def _is_oom(e: BaseException) -> bool:
 
 def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warmup_s: float,
               l2: Optional[L2Flusher], mem_budget_bytes: int, sampler: ClockSampler,
-              hardware: Optional[dict] = None, ref_cache: Optional[dict] = None) -> dict:
+              hardware: Optional[dict] = None, ctx: Optional[RunContext] = None) -> dict:
     """Run one point and return its record body (never raises, except KeyboardInterrupt/SystemExit)."""
-    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware, ref_cache)
+    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware, ctx)
     status, reason = "ok", None
     before = sampler.read()
     t0 = time.perf_counter()
@@ -234,14 +262,14 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
     l2 = L2Flusher(device) if h.l2_flush and device.is_cuda else None
     plan = [(b, p) for b in benches for p in b.points(cfg)]
     counts = {"ok": 0, "skipped": 0, "error": 0}
-    ref_cache: dict = {}
-    with progress_bar(bool(h.progress)) as prog:
+    ctx = RunContext()
+    with progress_bar(bool(h.progress)) as prog, _closing(ctx):
         task = prog.add_task("tierbench", total=len(plan), point="") if prog else None
         for bench, params in plan:
             if prog:
                 prog.update(task, description=bench.name, point=_short(params))
             body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
-                             memory_budget(device, h), sampler, hardware, ref_cache)
+                             memory_budget(device, h), sampler, hardware, ctx)
             counts[body["status"]] = counts.get(body["status"], 0) + 1
             store.append({"benchmark": bench.name, "family": bench.family, "params": params,
                           "device": device.kind, **body,
@@ -249,6 +277,18 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
             if prog:
                 prog.advance(task)
     return counts
+
+
+class _closing:
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def __enter__(self):
+        return self.ctx
+
+    def __exit__(self, *exc):
+        self.ctx.close()
+        return False
 
 
 def _short(params: dict) -> str:

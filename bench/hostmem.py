@@ -40,15 +40,19 @@ def on_numa_node(node: Optional[int]):
         os.sched_setaffinity(0, old)
 
 
-def host_buffer(nbytes: int, pinned: bool, device, numa_node: Optional[int] = None) -> tuple[torch.Tensor, dict]:
-    """A uint8 host buffer of ``nbytes`` and facts about it (pinned or not, NUMA node used).
+def host_buffer(nbytes: int, pinned: bool, device, numa_node: Optional[int] = None,
+                align: int = 4096) -> tuple[torch.Tensor, dict]:
+    """A uint8 host buffer of ``nbytes`` starting on an ``align``-byte boundary (O_DIRECT and 16-byte kernel
+    accesses need it) and facts about it (pinned or not, NUMA node used).
 
     Pinned memory needs CUDA; on the CPU the buffer is ordinary memory and the facts say so."""
     want_pin = pinned and device.is_cuda
     with on_numa_node(numa_node if want_pin else None) as used:
-        buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=want_pin)
-        buf.fill_(0)  # first touch inside the NUMA binding (cudaHostAlloc has already faulted pinned pages)
-    return buf, {"pinned": bool(buf.is_pinned()) if device.is_cuda else False, "host_numa_node": used}
+        raw = torch.empty(nbytes + align, dtype=torch.uint8, pin_memory=want_pin)
+        raw.fill_(0)  # first touch inside the NUMA binding (cudaHostAlloc has already faulted pinned pages)
+    off = (-raw.data_ptr()) % align
+    buf = raw[off:off + nbytes]
+    return buf, {"pinned": bool(raw.is_pinned()) if device.is_cuda else False, "host_numa_node": used}
 
 
 def pattern(nbytes: int, seed: int, device) -> torch.Tensor:

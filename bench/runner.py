@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,10 @@ def git_sha() -> dict:
     except (OSError, subprocess.SubprocessError):
         sha, dirty = None, None
     return {"git_sha": sha, "git_dirty": dirty}
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def execute(cfg: DictConfig) -> dict:
@@ -59,6 +64,7 @@ def execute(cfg: DictConfig) -> dict:
         "hardware": hardware,
         "config": OmegaConf.to_container(cfg, resolve=True),
     })
+    signal.signal(signal.SIGTERM, _sigterm)  # batch schedulers stop jobs with SIGTERM: clean up like Ctrl-C
     repro = "python -m bench run " + " ".join(shlex.quote(o) for o in overrides if not o.startswith(("benchmark=", "only=")))
     try:
         counts = run_suite(benches, cfg, device, store, repro_prefix=repro.strip(), hardware=hardware)

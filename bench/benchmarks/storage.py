@@ -1,0 +1,378 @@
+"""Storage tier: KV blocks and raw requests between host memory (or the GPU) and files under storage.path.
+
+Reads never come from the page cache: files are opened with O_DIRECT (aligned buffers) or, where the filesystem
+refuses it, read buffered after a per-file page-cache drop; before every timed read the file's resident pages
+are counted with mincore and must be 0, or the point fails. Every block read back is checked against its seeded
+pattern outside timing. GB/s = 1e9 B/s of payload; iops = requests/s; lat_p50_us / lat_p99_us per request.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+import socket
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import check, positive_ints
+from bench.errors import UserError
+from bench.fileio import (IOPass, StorageFault, create_pattern_file, direct_alignment, drop_cache, expected_bytes,
+                          first_bad_page, offsets, open_file, pattern_tile)
+from bench.registry import benchmark
+from bench.shapes import ModelShape
+from bench.validators import validator
+
+PATTERNS = ("sequential", "random", "repeat")
+DIRECT = ("auto", "require", "off")
+
+
+def storage_root(cfg) -> str:
+    """storage.path, or a temp dir on the root disk (/var/tmp: /tmp is tmpfs on many systems)."""
+    if cfg.storage.path is not None:
+        return str(cfg.storage.path)
+    return "/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir()
+
+
+def request_sizes(c) -> list[int]:
+    """Raw request sizes plus the KV block sizes of the model preset, ascending, no duplicates."""
+    shape = ModelShape.from_cfg(c.model)
+    sizes = set(int(s) for s in c.storage.request_bytes)
+    sizes.update(shape.kv_block_bytes(int(b)) for b in c.storage.kv_block_tokens)
+    return sorted(sizes)
+
+
+def _axes(c):
+    return {"request_bytes": request_sizes(c), "pattern": list(c.storage.patterns),
+            "queue_depth": list(c.storage.queue_depths)}
+
+
+class Workdir:
+    """A private directory under storage.path holding the run's pattern files; removed at the end of the run
+    (also on Ctrl-C/SIGTERM through the harness's cleanups)."""
+
+    def __init__(self, root: str):
+        self.path = Path(root) / f".tierbench-{socket.gethostname().split('.')[0]}-{os.getpid()}"
+        self.path.mkdir(exist_ok=True)
+        self.files: dict = {}
+
+    def pattern_file(self, nbytes: int, seed: int, direct: str) -> tuple[str, str]:
+        key = (nbytes, seed, direct)
+        if key not in self.files:
+            p = str(self.path / f"kv-{nbytes}-{seed}.bin")
+            self.files[key] = (p, create_pattern_file(p, nbytes, seed, direct))
+        return self.files[key]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def workdir(state) -> Workdir:
+    root = storage_root(state.cfg)
+    return state.run_resource(("storage_workdir", root), lambda: Workdir(root), Workdir.remove)
+
+
+@dataclass
+class Target:
+    """The file a point works on and the request pass over it."""
+
+    path: str
+    fd: int
+    mode: str  # o_direct | buffered+drop
+    io: IOPass
+    file_bytes: int
+    tile: np.ndarray
+
+
+def open_cached(state, path: str, write: bool) -> tuple[int, str]:
+    direct = state.cfg.storage.direct
+    return state.run_resource(("fd", path, write, direct), lambda: open_file(path, write, direct),
+                              lambda fm: os.close(fm[0]))
+
+
+def setup(state, write: bool, targets_for=None) -> Target:
+    """Pattern file, open descriptor and request pass for this point (skips with the reason when impossible)."""
+    s = state.cfg.storage
+    req = int(state.params["request_bytes"])
+    qd = int(state.params.get("queue_depth", 1))
+    pattern = state.params.get("pattern", "sequential")
+    file_bytes = int(s.file_bytes)
+    wd = workdir(state)
+    align = direct_alignment(str(wd.path))
+    if req % align:
+        state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
+    state.require_bytes(req * qd, "per-thread I/O buffers")
+    path, _ = wd.pattern_file(file_bytes, int(s.seed), s.direct)
+    fd, mode = open_cached(state, path, write)
+    offs = offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
+    tile = pattern_tile(int(s.seed))
+    targets = targets_for(len(offs) * req) if targets_for else None
+    io = IOPass(fd, offs, req, qd, write, align, tile if write else None,
+                targets=None if targets is None else [targets[i * req:(i + 1) * req] for i in range(len(offs))])
+    state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
+               requests_per_pass=len(offs))
+    return Target(path, fd, mode, io, file_bytes, tile)
+
+
+def _drop_and_prove(fd: int, file_bytes: int):
+    def prepare():
+        left = drop_cache(fd, file_bytes)
+        if left:
+            raise StorageFault(f"{left} pages of the file still in the page cache after the drop: a read now "
+                               "would measure memory, not the disk")
+    return prepare
+
+
+def _latency_metrics(state, io: IOPass) -> None:
+    lat = np.concatenate(io.latencies_s) if io.latencies_s else np.array([np.nan])
+    state.set_metric("lat_p50_us", float(np.percentile(lat, 50)) * 1e6)
+    state.set_metric("lat_p99_us", float(np.percentile(lat, 99)) * 1e6)
+    state.set_metric("iops", len(io.offs) / state.stats.median_s)
+
+
+def _verify_reads(state, io: IOPass, tile, what: str) -> None:
+    bad = io.run(verify_tile=tile)
+    state.verify(not bad, f"{what}: {len(bad)} request(s) read wrong data, first at offset {bad[0][0] if bad else 0} "
+                          f"(page {bad[0][1] if bad else 0})")
+
+
+@benchmark("file_read", family="storage", axes=_axes)
+def file_read(state):
+    """Read requests from a file into host memory (O_DIRECT, or buffered after a proven page-cache drop) with
+    queue_depth synchronous threads; GB/s, iops, lat_p50_us, lat_p99_us. Times the pread calls of one pass."""
+    try:
+        t = setup(state, write=False)
+        prepare = _drop_and_prove(t.fd, t.file_bytes)
+        prepare()
+        _verify_reads(state, t.io, t.tile, "before timing")
+        state.add_bytes(t.io.bytes)
+        state.exec(t.io.run, prepare=prepare)
+        _latency_metrics(state, t.io)
+        state.note(page_cache="dropped and verified empty (mincore) before every timed pass")
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+@benchmark("file_write", family="storage", axes=_axes)
+def file_write(state):
+    """Write requests from host memory to a file (O_DIRECT; buffered fallback adds fdatasync to the timed pass so
+    bytes reach the device); GB/s, iops, latency percentiles. Data read back and checked afterwards."""
+    try:
+        t = setup(state, write=True)
+        run = t.io.run if t.mode == "o_direct" else (lambda: (t.io.run(), os.fdatasync(t.fd)))
+        state.add_bytes(t.io.bytes)
+        state.exec(run)
+        _latency_metrics(state, t.io)
+        rfd, _ = open_cached(state, t.path, False)
+        drop_cache(rfd, t.file_bytes)
+        check_io = IOPass(rfd, t.io.offs, t.io.request, t.io.queue_depth, False, t.io.align)
+        _verify_reads(state, check_io, t.tile, "read-back after writes")
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+@benchmark("file_read_cache_check", family="storage",
+           axes=lambda c: {"request_bytes": [int(c.storage.cache_check_bytes)], "queue_depth": [1]})
+def file_read_cache_check(state):
+    """Proof that reads miss the page cache: the same block read over and over vs distinct random blocks.
+    Reports repeat_over_distinct (speed ratio); above 1 + 3 x noise the point is flagged cache_suspect."""
+    try:
+        results = {}
+        for pattern in ("random", "repeat"):
+            state.params["pattern"] = pattern
+            t = setup(state, write=False)
+            _verify_reads(state, t.io, t.tile, pattern)
+            prepare = _drop_and_prove(t.fd, t.file_bytes)
+            results[pattern] = state.reference(("cache_check", pattern, t.io.request), t.io.run, prepare=prepare)
+        state.params["pattern"] = "random+repeat"
+        state.add_bytes(t.io.bytes)
+        state.stats = results["random"]
+        ratio = results["random"].median_s / results["repeat"].median_s
+        noise = max(results["random"].noise, results["repeat"].noise)
+        state.set_metric("repeat_over_distinct", ratio)
+        state.set_metric("cache_suspect", bool(ratio > 1 + 3 * noise))
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+# -- GPU <-> file -------------------------------------------------------------------------------------------------
+def _kvikio_supported(device):
+    if not device.is_cuda:
+        return "KvikIO GPU<->file needs a CUDA device"
+    try:
+        import kvikio  # noqa: F401
+    except ImportError:
+        return "kvikio not installed (pip install -e '.[gds]')"
+    return None
+
+
+def kvikio_settings() -> dict:
+    import kvikio
+    import kvikio.defaults as d
+
+    out = {"kvikio": getattr(kvikio, "__version__", None)}
+    for key in ("compat_mode", "num_threads", "task_size", "gds_threshold", "auto_direct_io_read",
+                "auto_direct_io_write"):
+        try:
+            out[key] = str(d.get(key))
+        except Exception:  # older KvikIO: per-setting functions
+            fn = getattr(d, key, None) or getattr(d, f"get_{key}", None)
+            out[key] = str(fn()) if callable(fn) else None
+    return out
+
+
+def _gpu_axes(c):
+    return {"request_bytes": [int(x) for x in c.storage.gpu_request_bytes], "pattern": ["sequential", "random"],
+            "queue_depth": list(c.storage.gpu_queue_depths)}
+
+
+def gpu_file_kvikio(state, write: bool) -> None:
+    import kvikio
+    import kvikio.defaults as d
+
+    s = state.cfg.storage
+    req, qd = int(state.params["request_bytes"]), int(state.params["queue_depth"])
+    try:
+        d.set("num_threads", qd)
+    except Exception:
+        getattr(d, "num_threads_reset", lambda n: None)(qd)
+    file_bytes = int(s.file_bytes)
+    path, _ = workdir(state).pattern_file(file_bytes, int(s.seed), s.direct)
+    offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
+    total = len(offs) * req
+    state.require_bytes(total, "GPU buffer")
+    tile = pattern_tile(int(s.seed))
+    gbuf = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
+    if write:  # the GPU buffer holds the file's own pattern for those offsets, so the file stays verifiable
+        gbuf.copy_(torch.from_numpy(np.concatenate([expected_bytes(tile, int(o), req) for o in offs])))
+    f = kvikio.CuFile(path, "r+" if write else "r")
+    state.run_resource(("cufile", path, write), lambda: f, lambda x: x.close())
+    views = [gbuf[i * req:(i + 1) * req] for i in range(len(offs))]
+
+    def run():
+        futs = [(f.pwrite if write else f.pread)(v, req, int(o)) for v, o in zip(views, offs)]
+        for fu in futs:
+            fu.get()
+
+    fd, _ = open_cached(state, path, False)
+    prepare = None if write else _drop_and_prove(fd, file_bytes)
+    if prepare:
+        prepare()
+    run()
+    torch.cuda.synchronize()
+    if not write:
+        host = gbuf.cpu().numpy()
+        bad = [o for i, o in enumerate(offs) if first_bad_page(host[i * req:(i + 1) * req], tile, int(o)) is not None]
+        state.verify(not bad, f"{len(bad)} request(s) read wrong data into the GPU")
+    state.add_bytes(total)
+    state.exec(run, prepare=prepare, hold_stream=False)
+    state.note(**kvikio_settings())
+
+
+@benchmark("gpu_file_read_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported)
+def gpu_file_read_kvikio(state):
+    """File -> GPU memory through KvikIO (GDS, or its POSIX compat mode: recorded); GB/s of payload. Page cache
+    dropped and verified before every timed pass."""
+    try:
+        gpu_file_kvikio(state, write=False)
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+@benchmark("gpu_file_write_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported)
+def gpu_file_write_kvikio(state):
+    """GPU memory -> file through KvikIO (compat mode recorded); GB/s of payload."""
+    try:
+        gpu_file_kvikio(state, write=True)
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+def gpu_file_bounce(state, write: bool) -> None:
+    """Two hops through pinned host memory: file <-> pinned (O_DIRECT threads) and pinned <-> GPU (one copy)."""
+    from bench.hostmem import host_buffer
+
+    pinned = {}
+
+    def pinned_slices(total: int):
+        state.require_bytes(2 * total, "pinned host and device buffers")
+        pinned["t"], facts = host_buffer(total, True, state.device)  # page aligned: usable with O_DIRECT
+        state.note(**facts)
+        return memoryview(pinned["t"].numpy())
+
+    t = setup(state, write, targets_for=pinned_slices)
+    host, total = pinned["t"], t.io.bytes
+    dev = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
+    if write:
+        dev.copy_(torch.from_numpy(np.concatenate([expected_bytes(t.tile, int(o), t.io.request) for o in t.io.offs])))
+
+        def run():
+            host.copy_(dev)  # synchronous D2H: the file writes need the bytes
+            t.io.run()
+            if t.mode != "o_direct":
+                os.fdatasync(t.fd)
+        prepare = None
+    else:
+        def run():
+            t.io.run()
+            dev.copy_(host, non_blocking=True)
+            state.device.synchronize()
+        prepare = _drop_and_prove(t.fd, t.file_bytes)
+        prepare()
+        run()
+        got = dev.cpu().numpy()
+        req = t.io.request
+        bad = [o for i, o in enumerate(t.io.offs) if first_bad_page(got[i * req:(i + 1) * req], t.tile, int(o)) is not None]
+        state.verify(not bad, f"{len(bad)} request(s) arrived wrong on the device")
+    state.add_bytes(total)
+    state.exec(run, prepare=prepare, hold_stream=False)
+    if write:
+        rfd, _ = open_cached(state, t.path, False)
+        drop_cache(rfd, t.file_bytes)
+        _verify_reads(state, IOPass(rfd, t.io.offs, t.io.request, t.io.queue_depth, False, t.io.align), t.tile,
+                      "read-back after writes")
+
+
+@benchmark("gpu_file_read_bounce", family="storage", axes=_gpu_axes)
+def gpu_file_read_bounce(state):
+    """File -> pinned host (O_DIRECT, queue_depth threads) -> GPU (one copy), not overlapped; GB/s of payload.
+    On the CPU the second hop is a host copy."""
+    try:
+        gpu_file_bounce(state, write=False)
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+@benchmark("gpu_file_write_bounce", family="storage", axes=_gpu_axes)
+def gpu_file_write_bounce(state):
+    """GPU -> pinned host (one copy) -> file (O_DIRECT, queue_depth threads), not overlapped; GB/s of payload."""
+    try:
+        gpu_file_bounce(state, write=True)
+    except StorageFault as e:
+        state.skip(str(e))
+
+
+@validator("storage")
+def _storage(cfg) -> None:
+    s = cfg.storage
+    root = storage_root(cfg)
+    if not os.path.isdir(root):
+        raise UserError(f"storage.path={root!r} does not exist or is not a directory; create it or pick another")
+    try:  # a real probe: os.access says yes to root even on a read-only mount
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".tierbench-probe-"):
+            pass
+    except OSError as e:
+        raise UserError(f"storage.path={root!r} is not writable ({e.strerror}); pick a writable directory") from None
+    check(s.direct in DIRECT, "storage.direct", s.direct, f"one of {', '.join(DIRECT)}")
+    for v in s.patterns:
+        check(v in PATTERNS, "storage.patterns", v, f"each one of {', '.join(PATTERNS)}")
+    for key in ("request_bytes", "queue_depths", "gpu_request_bytes", "gpu_queue_depths"):
+        positive_ints(f"storage.{key}", s[key])
+    positive_ints("storage.kv_block_tokens", s.kv_block_tokens, allow_empty=True)
+    for key in ("file_bytes", "requests_per_call", "cache_check_bytes"):
+        positive_ints(f"storage.{key}", [s[key]])
+    for v in list(s.request_bytes) + list(s.gpu_request_bytes) + [s.cache_check_bytes]:
+        check(v % 4096 == 0, "storage.request_bytes", v, "multiples of 4096 (O_DIRECT alignment)")
+        check(v <= s.file_bytes, "storage.request_bytes", v, f"at most storage.file_bytes ({s.file_bytes})")

@@ -1,0 +1,167 @@
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench.benchmarks.storage as storage
+import bench.fileio as fio
+from bench.device import Device
+from bench.harness import run_suite
+from bench.overrides import compose_checked
+from bench.registry import load_all
+from bench.store import RunStore, read_records
+from tests.conftest import run_cli
+
+
+def cfg(tmp_path, *overrides):
+    return compose_checked(["suite=quick", "model=tiny", "harness.progress=false", "harness.device=cpu",
+                            "harness.time_budget_s=0.05", f"storage.path={tmp_path}", "storage.file_bytes=8388608",
+                            "storage.request_bytes=[65536]", "storage.kv_block_tokens=[16]",
+                            "storage.queue_depths=[2]", "storage.patterns=[random]", *overrides])
+
+
+def run(names, c, tmp_path):
+    reg = load_all()
+    out = tmp_path / "out"
+    store = RunStore(out, "t")
+    run_suite([reg[n] for n in names], c, Device("cpu"), store)
+    store.finish("complete")
+    return read_records(out / "records.jsonl")
+
+
+def test_alignment_of_buffers_and_requests(tmp_path):
+    a = fio.direct_alignment(str(tmp_path))
+    assert a >= 4096 and a % 512 == 0
+    for align in (4096, 8192, 65536):
+        mv = fio.aligned_buffer(10000, align)
+        import ctypes
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(mv))
+        assert addr % align == 0 and len(mv) == 10000
+    from bench.hostmem import host_buffer
+    buf, facts = host_buffer(12345, True, Device("cpu"))
+    assert buf.data_ptr() % 4096 == 0 and buf.numel() == 12345 and facts["pinned"] is False
+
+
+def test_unaligned_request_is_skipped_with_reason(tmp_path):
+    c = cfg(tmp_path, "storage.kv_block_tokens=[1]")  # tiny: 1 token = 2048 bytes, below the alignment
+    recs = run(["file_read"], c, tmp_path)
+    odd = [r for r in recs if r["params"]["request_bytes"] == 2048][0]
+    assert odd["status"] == "skipped" and "alignment" in odd["reason"]
+
+
+def test_page_cache_drop_is_verified(tmp_path):
+    p = str(tmp_path / "f")
+    assert fio.create_pattern_file(p, 1 << 20, 5, "auto") in ("o_direct", "buffered+drop")
+    fd = os.open(p, os.O_RDONLY)
+    os.read(fd, 1 << 20)  # buffered read pulls the pages in
+    assert fio.resident_pages(fd, 1 << 20) > 0
+    assert fio.drop_cache(fd, 1 << 20) == 0
+    os.close(fd)
+
+
+def test_read_that_would_hit_the_cache_is_never_a_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(fio, "drop_cache", lambda fd, n: 7)  # as on tmpfs: pages cannot be evicted
+    monkeypatch.setattr(storage, "drop_cache", lambda fd, n: 7)
+    recs = run(["file_read"], cfg(tmp_path), tmp_path)
+    assert recs and all(r["status"] == "skipped" and "page cache" in r["reason"] for r in recs)
+    assert all("gbps" not in r["metrics"] for r in recs)
+
+
+def test_tmpfs_gives_fallback_or_clear_skip_never_a_cached_number(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or "tmpfs" not in Path("/proc/mounts").read_text():
+        pytest.skip("no tmpfs at /dev/shm")
+    d = shm / f"tb-test-{os.getpid()}"
+    d.mkdir()
+    try:
+        recs = run(["file_read"], cfg(d), tmp_path)
+        for r in recs:
+            assert r["status"] == "skipped", r  # tmpfs pages are the storage: nothing to measure as a disk
+            assert "page cache" in r["reason"] or "O_DIRECT" in r["reason"]
+        assert not list(d.iterdir())  # pattern files removed
+    finally:
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+
+
+def test_integrity_check_catches_a_flipped_byte(tmp_path):
+    p = str(tmp_path / "f")
+    fio.create_pattern_file(p, 1 << 20, 3, "off")
+    tile = fio.pattern_tile(3)
+    with open(p, "rb") as f:
+        data = f.read()
+    assert fio.first_bad_page(data[65536:131072], tile, 65536) is None
+    assert fio.first_bad_page(data[65536:131072], tile, 0) == 0  # wrong offset: page stamps differ
+    with open(p, "r+b") as f:
+        f.seek(70000)
+        b = f.read(1)
+        f.seek(70000)
+        f.write(bytes([b[0] ^ 0x01]))
+    with open(p, "rb") as f:
+        data = f.read()
+    assert fio.first_bad_page(data[65536:131072], tile, 65536) == 70000 // 4096
+
+
+def test_corrupt_file_fails_the_read_point_loudly(tmp_path, monkeypatch):
+    real = fio.create_pattern_file
+
+    def corrupting(path, nbytes, seed, direct, chunk=16 << 20):
+        mode = real(path, nbytes, seed, direct, chunk)
+        with open(path, "r+b") as f:
+            f.seek(12345)
+            f.write(b"\x00\xff")
+        return mode
+
+    monkeypatch.setattr(storage, "create_pattern_file", corrupting)
+    recs = run(["file_read"], cfg(tmp_path, "storage.patterns=[sequential]"), tmp_path)
+    assert recs[0]["status"] == "error" and "wrong data" in recs[0]["reason"]
+
+
+def test_not_enough_space_is_checked_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(fio, "free_bytes", lambda p: 1 << 20)
+    recs = run(["file_write"], cfg(tmp_path), tmp_path)
+    assert recs and all(r["status"] == "skipped" and "not enough free space" in r["reason"] for r in recs)
+    assert not list(tmp_path.glob(".tierbench-*"))
+
+
+def test_enospc_while_writing_removes_partial_file(tmp_path, monkeypatch):
+    real_pwrite = os.pwrite
+    calls = {"n": 0}
+
+    def full_disk(fd, data, off):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, off)
+
+    monkeypatch.setattr(fio.os, "pwrite", full_disk)
+    with pytest.raises(fio.StorageFault, match="no space left"):
+        fio.create_pattern_file(str(tmp_path / "f"), 64 << 20, 1, "auto", chunk=1 << 20)
+    assert not (tmp_path / "f").exists()
+
+
+def test_storage_suite_on_cpu_is_verified_and_cleans_up(tmp_path):
+    c = cfg(tmp_path, "storage.patterns=[sequential,random]")
+    names = ["file_read", "file_write", "file_read_cache_check", "gpu_file_read_bounce", "gpu_file_write_bounce"]
+    recs = run(names, c, tmp_path)
+    assert all(r["status"] == "ok" and r["verified"] for r in recs), [(r["benchmark"], r["reason"]) for r in recs]
+    for r in recs:
+        if r["benchmark"] in ("file_read", "file_write"):
+            m = r["metrics"]
+            assert m["gbps"] > 0 and m["iops"] > 0 and m["lat_p99_us"] >= m["lat_p50_us"] > 0
+            assert r["info"]["io_mode"] in ("o_direct", "buffered+drop")
+    assert not list(tmp_path.glob(".tierbench-*"))  # pattern files removed at run end
+
+
+@pytest.mark.parametrize("path, expect", [
+    ("/definitely/missing", "storage.path='/definitely/missing' does not exist"),
+    ("/sys", "storage.path='/sys' is not writable"),
+])
+def test_bad_storage_path_is_one_line_exit_2(path, expect):
+    r = run_cli("run", "benchmark=storage", f"storage.path={path}")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {r.stderr.strip()[7:]}"]
+    assert expect in r.stderr
