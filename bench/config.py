@@ -149,6 +149,32 @@ class TransferConfig:
 
 
 @dataclass
+class AttentionConfig:
+    backends: list = MISSING
+    dtype: str = "model"
+    cpu_dtype: str = "float32"
+    prefill_new: list = MISSING
+    prefill_ctx: list = MISSING
+    decode_batch: list = MISSING
+    decode_ctx: list = MISSING
+    page_tokens: int = 16
+    check_tokens: int = 64
+    cpu: dict = field(default_factory=dict)
+
+
+@dataclass
+class LayersConfig:
+    dtype: str = "model"
+    cpu_dtype: str = "float32"
+    prefill_new: list = MISSING
+    prefill_ctx: list = MISSING
+    decode_batch: list = MISSING
+    decode_ctx: list = MISSING
+    layer_counts: list = MISSING
+    cpu: dict = field(default_factory=dict)
+
+
+@dataclass
 class RootConfig:
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -157,6 +183,8 @@ class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     ceilings: CeilingsConfig = field(default_factory=CeilingsConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    layers: LayersConfig = field(default_factory=LayersConfig)
     # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
     families: dict = field(default_factory=dict)
     only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]
@@ -184,6 +212,19 @@ def positive_ints(key: str, values, allow_empty: bool = False) -> None:
         check(isinstance(v, int) and not isinstance(v, bool) and v > 0, key, v, "every value must be an integer > 0")
 
 
+def apply_cpu_overrides(cfg) -> list[str]:
+    """On a CPU-only run, replace each loaded family's sweep by its ``cpu:`` block (small shapes); returns the
+    families changed. The records and the manifest show the values actually used."""
+    changed = []
+    for family, on in (cfg.families or {}).items():
+        sec = cfg.get(family)
+        if on and sec is not None and "cpu" in sec and sec.cpu:
+            for k, v in sec.cpu.items():
+                sec[k] = v
+            changed.append(family)
+    return changed
+
+
 def validate(cfg) -> None:
     """Range and name checks beyond types; raises UserError naming the key, the value and what is allowed."""
     from bench.device import DEVICE_CHOICES
@@ -201,7 +242,8 @@ def validate(cfg) -> None:
     check(0 < h.gpu_mem_fraction <= 1, "harness.gpu_mem_fraction", h.gpu_mem_fraction, "a fraction in (0, 1]")
     check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
            "letters, digits, '.', '_' and '-' only")
-    for key in ("ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype", "model.dtype"):
+    for key in ("ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype", "model.dtype", "attention.cpu_dtype",
+                "layers.cpu_dtype"):
         val = OmegaConf.select(cfg, key)
         check(val in DTYPES, key, val, f"one of {', '.join(DTYPES)}")
     for key in ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn"):

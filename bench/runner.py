@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import bench
-from bench.config import conf_dir, validate
+from bench.config import apply_cpu_overrides, conf_dir, validate
 from bench.errors import UserError, fail
 
 
@@ -47,6 +47,8 @@ def execute(cfg: DictConfig) -> dict:
     run_id = cfg.run.id if hc.mode.name == "RUN" else f"{cfg.run.id}-job{hc.job.num}"
     benches = select(cfg)
     device = select_device(cfg.harness.device, cfg.harness.device_index)
+    cpu_sized = apply_cpu_overrides(cfg) if not device.is_cuda else []
+    validate(cfg)
     store = RunStore(run_dir, run_id)
     overrides = list(hc.overrides.task)
     hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
@@ -61,6 +63,7 @@ def execute(cfg: DictConfig) -> dict:
         "overrides": overrides,
         "device": device.kind,
         "benchmarks": [b.name for b in benches],
+        "cpu_sized_families": cpu_sized,
         "hardware": hardware,
         "config": OmegaConf.to_container(cfg, resolve=True),
     })

@@ -112,19 +112,32 @@ class ModelShape:
         n = self.layers if layers is None else layers
         return 2.0 * sum(self.attn_params() + self.mlp_params_active(i) for i in range(n))
 
-    def attn_score_flops(self, q_tokens: int, kv_tokens_sum: float, layers: int | None = None) -> float:
-        """QK^T and PV FLOPs: 2 * heads * (qk_dim + v_dim) per (query, key) pair, summed over pairs.
+    def attn_dims(self, decode: bool) -> tuple[int, int, int, int]:
+        """(query heads, kv heads, qk dim, v dim) of the attention kernel.
 
-        ``kv_tokens_sum`` is the number of (query, key) pairs: decode = batch * ctx; causal prefill of n new tokens
-        after c cached = n*c + n(n+1)/2 (see :func:`causal_pairs`)."""
+        GQA: (heads, kv_heads, head_dim, head_dim). MLA prefill runs per head on decompressed K/V
+        (qk = nope + rope = head_dim, v = v_head_dim); MLA decode runs absorbed, as an MQA over the cached latent
+        (one kv head, qk = kv_lora_rank + rope_head_dim, v = kv_lora_rank)."""
+        if not self.is_mla:
+            return self.heads, self.kv_heads, self.head_dim, self.head_dim
+        if decode:
+            return self.heads, 1, self.kv_lora_rank + self.rope_head_dim, self.kv_lora_rank
+        return self.heads, self.heads, self.head_dim, self.v_dim
+
+    def attn_score_flops(self, pairs: float, decode: bool, layers: int | None = None) -> float:
+        """QK^T and PV FLOPs: 2 * q_heads * (qk_dim + v_dim) per (query, key) pair, summed over ``pairs``:
+        decode = batch * ctx; causal prefill of n new tokens after c cached = n*c + n(n+1)/2 (:func:`causal_pairs`)."""
         n = self.layers if layers is None else layers
-        return 2.0 * self.heads * (self.head_dim + self.v_dim) * kv_tokens_sum * n
+        hq, _, qk, v = self.attn_dims(decode)
+        return 2.0 * hq * (qk + v) * pairs * n
 
     def prefill_flops(self, n_new: int, n_ctx: int = 0, layers: int | None = None) -> float:
-        return self.linear_flops_per_token(layers) * n_new + self.attn_score_flops(n_new, causal_pairs(n_new, n_ctx), layers)
+        return self.linear_flops_per_token(layers) * n_new + \
+            self.attn_score_flops(causal_pairs(n_new, n_ctx), False, layers)
 
     def decode_flops(self, batch: int, ctx: int, layers: int | None = None) -> float:
-        return self.linear_flops_per_token(layers) * batch + self.attn_score_flops(batch, batch * ctx, layers)
+        """One decode step: ``batch`` sequences each adding one token after ``ctx`` cached ones."""
+        return self.linear_flops_per_token(layers) * batch + self.attn_score_flops(batch * (ctx + 1), True, layers)
 
     def lm_head_flops(self, tokens: int) -> float:
         return 2.0 * self.hidden * self.vocab * tokens

@@ -1,0 +1,146 @@
+"""Full transformer layers of the model preset: prefill (n_new after n_ctx cached) and decode (batch x ctx).
+
+Times ``layers`` stacked layers (1, 2, 4 ...) with random weights and a real KV cache, reports the per-layer
+time and scales it to the whole model by the preset's layer count; the 2- and 4-layer points check that scaling
+against the 1-layer time of the same run (``scaling_error``). Outputs the costs the throughput model fits:
+``prefill_s_per_token`` and ``model_prefill_s`` (prefill), ``model_decode_step_s`` (decode). Numerics are
+checked once per configuration against a float64 copy of the layer on small shapes.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench import roofline
+from bench.config import check, positive_ints
+from bench.layer import Layer
+from bench.registry import benchmark
+from bench.shapes import ModelShape, causal_pairs
+from bench.validators import validator
+
+
+def representative_index(shape: ModelShape) -> int:
+    """The layer kind that dominates: the first MoE layer of an MoE model, else layer 0."""
+    return shape.dense_layers if shape.experts else 0
+
+
+def layer_dtype(state) -> torch.dtype:
+    c = state.cfg.layers
+    return roofline.compute_dtype(state, state.cfg.model.dtype if c.dtype == "model" else c.dtype, c.cpu_dtype)
+
+
+def layer_param_bytes(shape: ModelShape, idx: int, dtype) -> int:
+    return (shape.attn_params() + shape.mlp_params_total(idx) + 2 * shape.hidden) * (torch.finfo(dtype).bits // 8)
+
+
+def check_layer_numerics(state, shape: ModelShape, idx: int, dtype, decode: bool) -> None:
+    """Small shapes: the layer in ``dtype`` against the same weights in float64 (MoE routing taken from the
+    float64 run, so a near-tie flipping an expert is not reported as an error)."""
+    key = ("layer_check", shape.name, decode, str(dtype))
+
+    def run():
+        layer = Layer(shape, idx, dtype, state.device.torch, seed=11)
+        ref = layer.to(torch.float64)
+        b, n, ctx = (2, 1, 32) if decode else (1, 16, 16)
+        x = torch.randn(b, n, shape.hidden, device=state.device.torch, generator=torch.Generator(
+            device=state.device.torch).manual_seed(5), dtype=torch.float32)
+        cache = layer.new_cache(b, ctx + n, 9)
+        cache64 = tuple(c.to(torch.float64) for c in cache)
+        y_ref, ids = ref.forward(x.double(), cache64, ctx, decode)
+        y, _ = layer.forward(x.to(dtype), cache, ctx, decode, forced_topk=ids)
+        return roofline.rel_error(y, y_ref)
+
+    err = state.run_resource(key, run)
+    tol = 2 * roofline.tolerance(dtype)  # a whole layer: two matmul chains and a softmax
+    state.set_metric("check_rel_error", err)
+    state.verify(err < tol, f"layer output relative error {err:.2e} against float64 exceeds {tol:g}")
+
+
+def build(state, decode: bool):
+    shape = ModelShape.from_cfg(state.cfg.model)
+    dtype = layer_dtype(state)
+    idx = representative_index(shape)
+    k = int(state.params["layers"])
+    p = state.params
+    b, n, ctx = (int(p["batch"]), 1, int(p["ctx"])) if decode else (1, int(p["n_new"]), int(p["n_ctx"]))
+    elt = torch.finfo(dtype).bits // 8
+    cache_bytes = b * (ctx + n) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
+    act_bytes = b * n * max(shape.hidden, shape.ffn, shape.moe_ffn * max(1, shape.experts_active)) * elt * 8
+    state.require_bytes(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes,
+                        f"{k} layer(s) of weights, KV cache and activations")
+    check_layer_numerics(state, shape, idx, dtype, decode)
+    layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
+    caches = [l.new_cache(b, ctx + n, 200 + i) for i, l in enumerate(layers)]
+    x = torch.randn(b, n, shape.hidden, device=state.device.torch, dtype=torch.float32).to(dtype)
+
+    def run(count=k):
+        y = x
+        for layer, cache in zip(layers[:count], caches[:count]):
+            y, _ = layer.forward(y, cache, ctx, decode)
+        return y
+
+    # work of one layer: linear + attention FLOPs; bytes: weights read (MoE: experts touched) + KV read
+    tokens = b * n
+    lin = 2.0 * (shape.attn_params() + shape.mlp_params_active(idx)) * tokens
+    pairs = b * (ctx + 1) if decode else causal_pairs(n, ctx)
+    flops = lin + shape.attn_score_flops(pairs, decode, layers=1)
+    weights = (shape.attn_params() + (0 if layers[0].moe else shape.mlp_params_total(idx))) * elt + \
+        layers[0].touched_expert_bytes(tokens)
+    kv_read = b * (ctx + n) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
+    state.note(dtype=str(dtype).replace("torch.", ""), layer_index=idx, moe=layers[0].moe,
+               moe_impl="loop over routed experts" if layers[0].moe else None,
+               attention="mla" if shape.is_mla else "gqa", model_layers=shape.layers)
+    return shape, dtype, k, run, flops, weights + kv_read, tokens
+
+
+def finish(state, shape, dtype, k, run, flops, nbytes):
+    per_layer = state.stats.median_s / k
+    state.set_metric("per_layer_s", per_layer)
+    if k > 1:  # scaling check against the 1-layer time of the same configuration, same run
+        key = ("layer1",) + tuple(sorted((a, v) for a, v in state.params.items() if a != "layers")) + (shape.name,)
+        one = state.reference(key, lambda: run(1)).median_s
+        state.set_metric("one_layer_s", one)
+        state.set_metric("scaling_error", per_layer / one - 1)
+    state.add_flops(flops * k)
+    roofline.report(state, flops * k, nbytes * k, dtype)
+    return per_layer * shape.layers
+
+
+@benchmark("layer_prefill", family="layers",
+           axes=lambda c: {"n_new": list(c.layers.prefill_new), "n_ctx": list(c.layers.prefill_ctx),
+                           "layers": list(c.layers.layer_counts)})
+def layer_prefill(state):
+    """Prefill through `layers` stacked transformer layers (n_new tokens after n_ctx cached; weights, norms,
+    RoPE, attention, MLP/MoE); per_layer_s, model_prefill_s = per layer x model layers, prefill_s_per_token."""
+    shape, dtype, k, run, flops, nbytes, tokens = build(state, decode=False)
+    run()
+    state.add_items("tokens", tokens)
+    state.exec(run)
+    model_s = finish(state, shape, dtype, k, run, flops, nbytes)
+    state.set_metric("model_prefill_s", model_s)
+    state.set_metric("prefill_s_per_token", model_s / tokens)
+
+
+@benchmark("layer_decode", family="layers",
+           axes=lambda c: {"batch": list(c.layers.decode_batch), "ctx": list(c.layers.decode_ctx),
+                           "layers": list(c.layers.layer_counts)})
+def layer_decode(state):
+    """One decode step through `layers` stacked layers for `batch` sequences at `ctx` cached tokens;
+    per_layer_s, model_decode_step_s = per layer x model layers, decode_tokens_per_s for the whole model."""
+    shape, dtype, k, run, flops, nbytes, tokens = build(state, decode=True)
+    run()
+    state.add_items("tokens", tokens)
+    state.exec(run, flush_l2=True)
+    model_s = finish(state, shape, dtype, k, run, flops, nbytes)
+    state.set_metric("model_decode_step_s", model_s)
+    state.set_metric("decode_tokens_per_s", tokens / model_s)
+
+
+@validator("layers")
+def _layers(cfg) -> None:
+    c = cfg.layers
+    for key in ("prefill_new", "decode_batch", "decode_ctx", "layer_counts"):
+        positive_ints(f"layers.{key}", c[key])
+    for v in c.prefill_ctx:
+        check(isinstance(v, int) and v >= 0, "layers.prefill_ctx", v, "integers >= 0")
+    check(1 in c.layer_counts, "layers.layer_counts", list(c.layer_counts),
+          "must include 1 (the scaling check compares with one layer)")

@@ -1,0 +1,138 @@
+"""Plots from a records DataFrame (bench.store.load). Each function draws one figure into ``path`` (PNG) and
+returns the path, or None when the run has no data for it. Titles carry the device so a picture stays
+readable outside its report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _ok(df: pd.DataFrame, benchmarks) -> pd.DataFrame:
+    if df.empty or "benchmark" not in df:
+        return df.iloc[0:0]
+    d = df[(df["benchmark"].isin(list(benchmarks))) & (df["status"] == "ok")]
+    return d
+
+
+def _label(df: pd.DataFrame) -> str:
+    names = df["gpu_name"].dropna().unique() if "gpu_name" in df else []
+    devs = df["device"].dropna().unique() if "device" in df else []
+    return ", ".join(map(str, names)) or ", ".join(map(str, devs)) or "?"
+
+
+def _save(fig, path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _series_key(df: pd.DataFrame) -> pd.Series:
+    """Tells runs apart when several are plotted together (e.g. H100 vs H200)."""
+    if df["run_id"].nunique() > 1:
+        return df["gpu_name"].fillna(df["device"]).astype(str) + " " + df["run_id"].astype(str)
+    return pd.Series([""] * len(df), index=df.index)
+
+
+def bandwidth_vs_size(df: pd.DataFrame, path) -> Optional[str]:
+    """GB/s of the contiguous copies against transfer size (log x), one line per benchmark (and run)."""
+    d = _ok(df, ["h2d_pinned", "d2h_pinned", "h2d_pageable", "d2h_pageable", "bidir_pinned", "d2d"])
+    if d.empty or "param.size_bytes" not in d:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    key = _series_key(d)
+    for (name, run), g in d.groupby([d["benchmark"], key]):
+        g = g.sort_values("param.size_bytes")
+        ax.plot(g["param.size_bytes"], g["metric.gbps"], marker="o", label=f"{name} {run}".strip())
+    peak = d.get("metric.gbps_peak")
+    if peak is not None and peak.notna().any():
+        for p in sorted(peak.dropna().unique()):
+            ax.axhline(p, color="grey", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("transfer size (bytes)")
+    ax.set_ylabel("GB/s (1e9 B/s)")
+    ax.set_title(f"Host <-> device copy bandwidth ({_label(d)})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def paged_methods(df: pd.DataFrame, path) -> Optional[str]:
+    """Paged KV offload/onload GB/s against block size, per method and layout, with the contiguous figure."""
+    d = _ok(df, ["paged_offload", "paged_onload"])
+    if d.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, name in zip(axes, ["paged_offload", "paged_onload"]):
+        g0 = d[d["benchmark"] == name]
+        for (method, layout), g in g0.groupby(["param.method", "param.layout"]):
+            g = g.sort_values("param.block_tokens")
+            ax.plot(g["param.block_tokens"], g["metric.gbps"], marker="o", label=f"{method} / {layout}")
+        if not g0.empty:
+            ax.axhline(g0["metric.contiguous_gbps"].median(), color="black", ls="--", lw=1, label="contiguous copy")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("block size (tokens)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("GB/s of KV bytes")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Paged KV transfer methods ({_label(d)})")
+    return _save(fig, path)
+
+
+def storage_vs_queue_depth(df: pd.DataFrame, path) -> Optional[str]:
+    """Storage GB/s against queue depth, per request size, read and write."""
+    d = _ok(df, ["file_read", "file_write"])
+    if d.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, name in zip(axes, ["file_read", "file_write"]):
+        g0 = d[(d["benchmark"] == name)]
+        for (req, pat), g in g0.groupby(["param.request_bytes", "param.pattern"]):
+            g = g.sort_values("param.queue_depth")
+            ax.plot(g["param.queue_depth"], g["metric.gbps"], marker="o", label=f"{int(req) >> 10} KiB {pat}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("queue depth (threads)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("GB/s")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Storage bandwidth ({_label(d)})")
+    return _save(fig, path)
+
+
+def roofline(df: pd.DataFrame, path) -> Optional[str]:
+    """Prefill vs decode points (attention kernels and whole layers) on the run's measured roofline."""
+    d = _ok(df, ["attn_prefill", "attn_decode", "layer_prefill", "layer_decode"])
+    if d.empty or "metric.intensity_flop_per_byte" not in d:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    peak = float(d["metric.ceiling_tflops"].median())
+    bw = float(d["metric.ceiling_gbps"].median())
+    x = np.logspace(np.log10(max(d["metric.intensity_flop_per_byte"].min() / 4, 1e-2)),
+                    np.log10(d["metric.intensity_flop_per_byte"].max() * 4), 200)
+    ax.plot(x, np.minimum(peak, x * bw / 1e3), color="black", lw=1.5,
+            label=f"roofline: {peak:.3g} TFLOP/s, {bw:.4g} GB/s (measured)")
+    styles = {"attn_prefill": ("tab:red", "o"), "layer_prefill": ("tab:red", "s"),
+              "attn_decode": ("tab:blue", "o"), "layer_decode": ("tab:blue", "s")}
+    for name, g in d.groupby("benchmark"):
+        c, m = styles[name]
+        ax.scatter(g["metric.intensity_flop_per_byte"], g["metric.tflops"], color=c, marker=m, label=name,
+                   alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("TFLOP/s")
+    ax.set_title(f"Prefill (red) vs decode (blue) on the roofline ({_label(d)})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,67 @@
+"""Ceilings measured in the same run, and where a compute point sits against them (roofline).
+
+The ceilings are timed once per run and cached in the run context: a dense GEMM (TFLOP/s) in the compute dtype
+and a device-memory copy (GB/s, bytes read + written). Attainable = min(peak TFLOP/s, intensity x bandwidth).
+"""
+from __future__ import annotations
+
+import torch
+
+GEMM_N = {"cuda": 8192, "cpu": 1024}
+COPY_BYTES = {"cuda": 1 << 30, "cpu": 32 << 20}
+
+
+def compute_dtype(state, cuda_name: str, cpu_name: str) -> torch.dtype:
+    """bf16 (or the configured dtype) on the GPU; float32 on the CPU, where bf16 matmul is emulated."""
+    return getattr(torch, cuda_name if state.device.is_cuda else cpu_name)
+
+
+def gemm_ceiling_tflops(state, dtype: torch.dtype) -> float:
+    n = GEMM_N[state.device.kind]
+    dev = state.device.torch
+
+    def make():
+        return (torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype),
+                torch.empty(n, n, device=dev, dtype=dtype))
+
+    a, b, c = state.run_resource(("ceiling_gemm_buffers", dtype), make)
+    st = state.reference(("ceiling_gemm", dtype), lambda: torch.matmul(a, b, out=c))
+    return 2.0 * n ** 3 / st.median_s / 1e12
+
+
+def copy_ceiling_gbps(state) -> float:
+    n = COPY_BYTES[state.device.kind]
+    dev = state.device.torch
+    src, dst = state.run_resource("ceiling_copy_buffers", lambda: (
+        torch.randint(0, 256, (n,), dtype=torch.uint8, device=dev), torch.empty(n, dtype=torch.uint8, device=dev)))
+    st = state.reference("ceiling_copy", lambda: dst.copy_(src))
+    return 2.0 * n / st.median_s / 1e9
+
+
+def report(state, flops: float, bytes_moved: float, dtype: torch.dtype) -> None:
+    """Add ceilings, arithmetic intensity, attainable TFLOP/s and the fraction reached to this point's metrics."""
+    peak_tflops = gemm_ceiling_tflops(state, dtype)
+    bw_gbps = copy_ceiling_gbps(state)
+    t = state.stats.median_s
+    intensity = flops / bytes_moved if bytes_moved else float("inf")
+    attainable = min(peak_tflops, intensity * bw_gbps / 1e3)
+    achieved = flops / t / 1e12
+    state.set_metric("ceiling_tflops", peak_tflops)
+    state.set_metric("ceiling_gbps", bw_gbps)
+    state.set_metric("intensity_flop_per_byte", intensity)
+    state.set_metric("attainable_tflops", attainable)
+    state.set_metric("fraction_of_roofline", achieved / attainable)
+    state.set_metric("bound", "compute" if intensity * bw_gbps / 1e3 >= peak_tflops else "memory")
+    state.set_metric("fraction_of_ceiling_tflops", achieved / peak_tflops)
+    state.set_metric("fraction_of_ceiling_gbps", bytes_moved / t / 1e9 / bw_gbps)
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64."""
+    out, ref = out.double(), ref.double()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative-error bound for a result computed in ``dtype`` against float64 (METHOD: bf16 1e-3..1e-2)."""
+    return {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}.get(dtype, 5e-2)

@@ -1,0 +1,142 @@
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import bench.benchmarks.attention as attention
+from bench.config import conf_dir
+from bench.device import Device
+from bench.harness import run_suite
+from bench.layer import Layer
+from bench.overrides import compose_checked
+from bench.registry import load_all
+from bench.shapes import ModelShape, causal_pairs
+from bench.store import RunStore, read_records
+
+
+def preset(name):
+    return ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / f"{name}.yaml"))
+
+
+def test_kv_bytes_per_token_by_hand():
+    assert preset("llama3_8b").kv_bytes_per_token == 2 * 32 * 8 * 128 * 2 == 131072
+    assert preset("llama3_70b").kv_bytes_per_token == 2 * 80 * 8 * 128 * 2 == 327680
+    # MLA caches one latent of kv_lora_rank + rope per layer: (512 + 64) * 2 bytes * 61 layers
+    assert preset("deepseek_v3").kv_bytes_per_token == (512 + 64) * 2 * 61 == 70272
+    assert preset("mixtral_8x7b").kv_bytes_per_token == 131072
+
+
+def test_linear_flops_llama3_8b_by_hand():
+    attn = 4096 * 128 * (2 * 32 + 2 * 8)          # q, k, v, o
+    mlp = 3 * 4096 * 14336                        # gate, up, down
+    assert preset("llama3_8b").linear_flops_per_token() == 2 * 32 * (attn + mlp) == 13_958_643_712
+    assert preset("llama3_8b").active_params() == pytest.approx(8.03e9, rel=0.002)
+    assert preset("llama3_70b").active_params() == pytest.approx(70.55e9, rel=0.002)
+
+
+def test_moe_active_parameters():
+    m = preset("mixtral_8x7b")
+    per_layer_attn = 4096 * 128 * (64 + 16)
+    per_layer_moe = 2 * 3 * 4096 * 14336 + 4096 * 8   # two active experts + router
+    assert m.active_params(with_embeddings=False) == 32 * (per_layer_attn + per_layer_moe)
+    assert m.active_params() == pytest.approx(12.9e9, rel=0.01)     # published: 12.9B active
+    assert m.total_params() == pytest.approx(46.7e9, rel=0.01)      # published: 46.7B total
+    d = preset("deepseek_v3")
+    assert d.active_params() == pytest.approx(37.5e9, rel=0.02)     # published: 37B active
+    assert d.total_params() == pytest.approx(671e9, rel=0.01)       # published: 671B
+
+
+def test_attention_flops_and_pairs():
+    assert causal_pairs(4, 0) == 10 and causal_pairs(4, 6) == 34
+    s = preset("llama3_8b")
+    assert s.attn_score_flops(1000, decode=True, layers=1) == 2 * 32 * 256 * 1000
+    assert s.decode_flops(2, 99, layers=1) == s.linear_flops_per_token(1) * 2 + 2 * 32 * 256 * 200
+    d = preset("deepseek_v3")
+    assert d.attn_dims(decode=True) == (128, 1, 576, 512)
+    assert d.attn_dims(decode=False) == (128, 128, 192, 128)
+
+
+def test_mla_absorbed_decode_equals_decompressed():
+    s = ModelShape(name="m", layers=1, hidden=64, heads=4, kv_heads=4, head_dim=24, ffn=128, attention="mla",
+                   kv_lora_rank=32, q_lora_rank=48, rope_head_dim=8, v_head_dim=16, dtype="float32")
+    layer = Layer(s, 0, torch.float64, "cpu", 0)
+    cache = layer.new_cache(2, 9, 1)
+    x = torch.randn(2, 1, 64, dtype=torch.float64)
+    a, _ = layer.forward(x, (cache[0].clone(),), 8, decode=True)
+    b, _ = layer.forward(x, (cache[0].clone(),), 8, decode=False)
+    assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_ctx", [0, 5])
+def test_sdpa_matches_float64_reference_with_lower_right_causal_mask(n_ctx):
+    q, k, v = attention.make_qkv(1, 8, 2, 7, 7 + n_ctx, 16, 16, torch.float32, "cpu", 3)
+    fn, facts = attention.sdpa("math", q, k, v, n_ctx, causal=True)
+    ref = attention.reference_attention(q, k, v, n_ctx, causal=True)
+    assert facts["gqa"] == "native"
+    assert (fn().double() - ref).norm() / ref.norm() < 1e-5
+
+
+def _run(names, overrides, tmp_path):
+    cfg = compose_checked(["suite=quick", "harness.progress=false", "harness.device=cpu",
+                           "harness.time_budget_s=0.05", *overrides])
+    from bench.config import apply_cpu_overrides
+    apply_cpu_overrides(cfg)
+    reg = load_all()
+    store = RunStore(tmp_path / "run", "t")
+    run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
+    store.finish("complete")
+    return read_records(tmp_path / "run" / "records.jsonl")
+
+
+def test_fast_wrong_attention_never_shows_up_as_a_result(tmp_path, monkeypatch):
+    real = attention.sdpa
+
+    def wrong(backend, q, k, v, n_ctx, causal):
+        fn, facts = real(backend, q, k, v, n_ctx, causal)
+        return (lambda: fn() * 1.05), facts
+
+    monkeypatch.setattr(attention, "sdpa", wrong)
+    recs = _run(["attn_decode"], ["model=tiny", "attention.cpu.backends=[math]"], tmp_path)
+    assert recs and all(r["status"] == "error" and "relative error" in r["reason"] for r in recs)
+    assert all("tflops" not in r["metrics"] for r in recs)
+
+
+MINI_MOE = ["model=mixtral_8x7b", "model.hidden=64", "model.heads=4", "model.kv_heads=2", "model.head_dim=16",
+            "model.ffn=128", "model.moe_ffn=32", "model.experts=8", "model.experts_active=2", "model.layers=4",
+            "model.dtype=float32"]
+MINI_MLA = ["model=deepseek_v3", "model.hidden=64", "model.heads=4", "model.kv_heads=4", "model.head_dim=24",
+            "model.v_head_dim=16", "model.rope_head_dim=8", "model.kv_lora_rank=32", "model.q_lora_rank=48",
+            "model.ffn=128", "model.moe_ffn=32", "model.experts=8", "model.experts_active=2",
+            "model.dense_layers=1", "model.layers=3", "model.dtype=float32"]
+
+
+@pytest.mark.parametrize("model", [["model=tiny"], MINI_MOE, MINI_MLA], ids=["gqa", "moe", "mla_moe"])
+def test_layers_and_attention_run_checked_on_cpu(model, tmp_path):
+    recs = _run(["attn_prefill", "attn_decode", "layer_prefill", "layer_decode"], model, tmp_path)
+    bad = [(r["benchmark"], r["params"], r["reason"]) for r in recs if r["status"] != "ok"]
+    assert not bad
+    for r in recs:
+        m = r["metrics"]
+        assert r["verified"] is True and m["check_rel_error"] < 1e-3
+        assert 0 < m["fraction_of_roofline"] and m["tflops"] > 0 and m["bound"] in ("compute", "memory")
+    pre = [r for r in recs if r["benchmark"] == "layer_prefill"]
+    dec = [r for r in recs if r["benchmark"] == "layer_decode"]
+    for r in pre:
+        m = r["metrics"]
+        layers = r["info"]["model_layers"]
+        assert m["model_prefill_s"] == pytest.approx(m["per_layer_s"] * layers)
+        assert m["prefill_s_per_token"] == pytest.approx(m["model_prefill_s"] / r["params"]["n_new"])
+    assert any("scaling_error" in r["metrics"] for r in pre + dec)
+    for r in dec:
+        assert r["metrics"]["decode_tokens_per_s"] == pytest.approx(
+            r["params"]["batch"] / r["metrics"]["model_decode_step_s"])
+    if "model=deepseek_v3" in model:
+        assert all(r["info"]["attention"] == "mla" and r["info"]["moe"] for r in pre + dec)
+
+
+def test_layer_counts_must_include_one():
+    from bench.config import validate
+    from bench.errors import UserError
+    with pytest.raises(UserError, match="layers.layer_counts"):
+        validate(compose_checked(["layers.layer_counts=[2,4]"]))
