@@ -190,9 +190,60 @@ class RootConfig:
     only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]
 
 
+@dataclass
+class WorkloadConfig:
+    name: str = MISSING
+    description: str = ""
+    source: str = ""
+    shared_prefix_tokens: int = MISSING
+    session_context_tokens: int = 0
+    turns: int = MISSING
+    new_tokens: int = MISSING
+    output_tokens: int = MISSING
+    spread: float = 0.5
+    think_time_s: float = 5.0
+    sessions_per_s: float = 1.0
+    max_context_tokens: int = 131072
+
+
+@dataclass
+class FleetConfig:
+    description: str = ""
+    gpus: int = 64
+    mode: str = "disaggregated"  # disaggregated | colocated
+    prefill_fraction: Optional[float] = None  # null = the best split; else a fixed share of GPUs on prefill
+    gpus_per_instance: Optional[int] = None  # tensor-parallel degree; null = smallest power of 2 that fits
+    hbm_bytes: Optional[int] = None  # per GPU; null = from the run's fingerprint
+    reserve_fraction: float = 0.1  # HBM kept for activations and fragmentation
+    max_batch: int = 256
+    slo_ms_per_token: Optional[float] = None  # decode latency SLO (time per output token)
+    overlap_load: bool = True  # KV loads overlap prefill compute layer by layer (else they add)
+    colocated_interference: float = 0.0
+    hbm_cache_fraction: float = 0.3  # share of free HBM per instance kept as prefix cache
+    host_bytes_per_gpu: int = 137438953472  # 128 GiB of host DRAM per GPU for the host tier
+    storage_bytes_per_gpu: int = 2000000000000  # 2 TB of NVMe per GPU for the storage tier
+    block_tokens: int = 512  # cache block (Mooncake traces use 512)
+    sessions: int = 2000  # synthetic sessions to generate when no trace is given
+    sim_instances: int = 8
+    routings: list = field(default_factory=lambda: ["session", "prefix", "round_robin"])
+    cache_slack: float = 0.02
+    seed: int = 0
+
+
+@dataclass
+class AnalysisConfig:
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    model: Any = None  # null = the run's model; naming another one is refused
+    trace: Optional[str] = None  # Mooncake-format JSONL to replay instead of synthetic sessions
+    hit_rate: Optional[float] = None  # evaluate at this reuse fraction instead of the workload's own
+    out: Optional[str] = None  # output directory; null = <run>/model-<workload>
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="tierbench_schema", node=RootConfig)
+    cs.store(name="analysis_schema", node=AnalysisConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig, package="model")
 
 

@@ -55,19 +55,18 @@ def variants(overrides: list[str]) -> list[list[str]]:
     return out
 
 
-def compose_checked(overrides: list[str]):
+def compose_checked(overrides: list[str], config_name: str = "config"):
+    """Compose ``config_name`` with ``overrides``; any composition error becomes one UserError line."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         try:
-            return compose(config_name="config", overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
         except MissingConfigException as e:
             raise _missing(e, overrides) from None
         except (ConfigCompositionException, OmegaConfBaseException) as e:
             cause = e.__cause__ or e
             msg = " ".join(str(cause).split("\n")[0].split())
             raise UserError(f"bad override ({' '.join(overrides)}): {msg}") from None
-        finally:
-            pass
 
 
 def _missing(e: MissingConfigException, overrides: list[str]) -> UserError:

@@ -1,0 +1,87 @@
+"""`python -m bench model RUN_DIR [overrides]`: the throughput model and the 2x verdict for a measured run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.cli import register
+from bench.errors import UserError
+
+HELP = """usage: python -m bench model RUN_DIR [OVERRIDE ...] [--json]
+
+Fit prefill/decode/tier costs from RUN_DIR's records, replay a workload through a tiered KV cache, and say how
+much throughput KV reuse buys on that hardware (and whether "up to 2x" holds). Overrides (Hydra):
+  workload=agentic_coding|agentic_coding_copilot|chatbot|customer_support
+  fleet=default|seed_50_50   fleet.gpus=64 fleet.mode=disaggregated|colocated fleet.prefill_fraction=0.5
+  fleet.slo_ms_per_token=50  fleet.host_bytes_per_gpu=... fleet.routings=[session,prefix,round_robin]
+  trace=PATH.jsonl           replay a Mooncake-format trace instead of synthetic sessions
+  hit_rate=0.9               what-if: every request reuses this fraction of its input
+  out=DIR                    where model.json and the plots go (default RUN_DIR/model-<workload>)
+  --json                     print the JSON result instead of the table
+"""
+
+
+def cmd_model(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP)
+        return 0
+    as_json = "--json" in argv
+    args = [a for a in argv if a != "--json"]
+    run_dir, overrides = args[0], args[1:]
+    if "=" in run_dir:
+        raise UserError(f"first argument must be a run directory, got override {run_dir!r}")
+    from bench.model.analyze import analyze
+    from bench.model.validate_cfg import validate_analysis
+    from bench.overrides import compose_checked
+
+    cfg = compose_checked(overrides, config_name="analysis")
+    validate_analysis(cfg)
+    result = analyze(run_dir, cfg)
+    out = Path(cfg.out or Path(result["run"]) / f"model-{result['workload']['name']}")
+    out.mkdir(parents=True, exist_ok=True)
+    from bench.model import plots
+
+    result["plots"] = {"speedup_vs_hit_rate": plots.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
+                       "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),
+                       "break_even": plots.break_even(result, out / "break_even.png")}
+    (out / "model.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if as_json:
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        print_table(result, out)
+    return 0
+
+
+def print_table(r: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=170)
+    t = Table(title=f"{r['model']} on {r['gpu']}, workload {r['workload']['name']}, {r['fleet']['gpus']} GPUs")
+    t.add_column("scenario", justify="left", no_wrap=True)
+    for col in ("prefill GPU-s/req", "decode GPU-s/req", "split P:D", "req/s", "out tok/s", "speedup",
+                "tier GB/s", "break-even GB/s"):
+        t.add_column(col, justify="right")
+    b = r["baseline"]
+    split = lambda v: f"{v['prefill_gpus']}:{v['decode_gpus']}" if "prefill_gpus" in v else "colocated"  # noqa
+    t.add_row("no reuse", f"{b['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}", split(b),
+              f"{b['requests_per_s']:.4g}", f"{b['output_tokens_per_s']:.4g}", "1.00x", "", "")
+    for tier, v in r["reuse"].items():
+        t.add_row(f"reuse from {tier}", f"{v['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}", split(v),
+                  f"{v['requests_per_s']:.4g}", f"{v['output_tokens_per_s']:.4g}", f"{v['speedup']:.2f}x",
+                  "" if v["measured_gbps"] is None else f"{v['measured_gbps']:.3g}",
+                  "" if v["break_even_gbps"] is None else f"{v['break_even_gbps']:.3g}")
+    for routing, v in r["simulated"].items():
+        t.add_row(f"simulated, {routing} (hit {v['hit_rate']:.1%})", f"{v['prefill_gpu_s']:.4g}",
+                  f"{b['decode_gpu_s']:.4g}", split(v), "", "", f"{v['speedup']:.2f}x", "", "")
+    con.print(t)
+    con.print(f"Amdahl bound {b['amdahl_bound']:.2f}x (prefill share {b['prefill_share']:.0%}); decode batch "
+              f"{r['fleet']['decode_batch']} (limited by {r['fleet']['decode_batch_limited_by']}), "
+              f"{r['fleet']['gpus_per_instance']} GPU(s) per instance.")
+    con.print(f"[bold]Verdict:[/bold] {r['verdict']}")
+    for w in r["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {w}")
+    con.print(f"wrote {out}/model.json and plots")
+
+
+register("model", cmd_model, "throughput model + 2x verdict from a run's measurements")

@@ -1,0 +1,176 @@
+"""Measured costs fitted from a run's records: prefill time, decode step time, and tier load time.
+
+prefill  t_p(n, c) = a0 + a1 n + a2 (n c + n(n+1)/2)     from layer_prefill: model_prefill_s
+decode   t_d(B, c) = b0 + b1 B + b2 B c                  from layer_decode: model_decode_step_s
+load     t_X(bytes) = latency_X + bytes / bandwidth_X    host: paged_onload (best method at the block size),
+                                                        storage: gpu_file_read_* or file_read + the host hop
+Coefficients are non-negative (a negative cost is unphysical); fit quality is the relative RMS residual.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import UserError
+from bench.shapes import causal_pairs
+
+
+def nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with coefficients >= 0 (small active-set loop; a handful of features)."""
+    active = list(range(X.shape[1]))
+    coef = np.zeros(X.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(X[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef[:] = 0
+            coef[active] = sol
+            return coef
+        active.pop(int(np.argmin(sol)))
+    return coef
+
+
+@dataclass
+class Fit:
+    name: str
+    features: list
+    coef: np.ndarray
+    rel_rms: float
+    n_points: int
+    ranges: dict
+    notes: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"features": self.features, "coef": [float(c) for c in self.coef], "rel_rms_residual": self.rel_rms,
+                "points": self.n_points, "measured_ranges": self.ranges, "notes": self.notes}
+
+
+def _fit(name, X, y, features, ranges) -> Fit:
+    w = 1.0 / y  # relative residuals: small and large points count alike
+    coef = nnls(X * w[:, None], y * w)
+    pred = X @ coef
+    rel = float(np.sqrt(np.mean(((pred - y) / y) ** 2)))
+    return Fit(name, features, coef, rel, len(y), ranges)
+
+
+def _ok(df: pd.DataFrame, bench: str) -> pd.DataFrame:
+    if df.empty:
+        return df
+    return df[(df["benchmark"] == bench) & (df["status"] == "ok")]
+
+
+def fit_prefill(df: pd.DataFrame) -> Fit:
+    d = _ok(df, "layer_prefill")
+    if d.empty:
+        raise UserError("the run has no layer_prefill records: run `python -m bench run benchmark=layers` with the "
+                        "same model first")
+    n = d["param.n_new"].astype(float).to_numpy()
+    c = d["param.n_ctx"].astype(float).to_numpy()
+    y = d["metric.model_prefill_s"].astype(float).to_numpy()
+    X = np.stack([np.ones_like(n), n, causal_pairs(n, c)], axis=1)
+    f = _fit("prefill", X, y, ["seconds", "per_new_token", "per_attention_pair"],
+             {"n_new": [float(n.min()), float(n.max())], "n_ctx": [float(c.min()), float(c.max())]})
+    if len(np.unique(n)) < 2:
+        f.notes.append("one n_new measured: the per-token and per-pair terms are not separable")
+    return f
+
+
+def fit_decode(df: pd.DataFrame) -> Fit:
+    d = _ok(df, "layer_decode")
+    if d.empty:
+        raise UserError("the run has no layer_decode records: run `python -m bench run benchmark=layers` with the "
+                        "same model first")
+    b = d["param.batch"].astype(float).to_numpy()
+    c = d["param.ctx"].astype(float).to_numpy()
+    y = d["metric.model_decode_step_s"].astype(float).to_numpy()
+    X = np.stack([np.ones_like(b), b, b * c], axis=1)
+    f = _fit("decode", X, y, ["seconds", "per_sequence", "per_sequence_context_token"],
+             {"batch": [float(b.min()), float(b.max())], "ctx": [float(c.min()), float(c.max())]})
+    if len(np.unique(c)) < 2:
+        f.notes.append("one decode ctx measured: context scaling is not separable from batch scaling")
+    return f
+
+
+@dataclass
+class Tier:
+    """Loading KV from a tier into HBM: seconds = latency_s + bytes / (gbps * 1e9)."""
+
+    name: str
+    gbps: float
+    latency_s: float
+    source: str
+
+    def load_s(self, nbytes):
+        return np.where(np.asarray(nbytes) > 0, self.latency_s + np.asarray(nbytes) / (self.gbps * 1e9), 0.0)
+
+
+def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
+    d = _ok(df, "paged_onload")
+    if d.empty:
+        raise UserError("the run has no paged_onload records (host tier): run `python -m bench run "
+                        "benchmark=transfer` with the same model first")
+    bt = d["param.block_tokens"].astype(float)
+    nearest = d[(bt - block_tokens).abs() == (bt - block_tokens).abs().min()]
+    best = nearest.loc[nearest["metric.gbps"].astype(float).idxmax()]
+    lat = 0.0
+    small = _ok(df, "h2d_pinned")
+    if not small.empty and "metric.latency_us" in small and small["metric.latency_us"].notna().any():
+        lat = float(small["metric.latency_us"].dropna().min()) * 1e-6
+    return Tier("host", float(best["metric.gbps"]), lat,
+                f"paged_onload {best['param.method']}/{best['param.layout']} at {int(best['param.block_tokens'])} "
+                f"tokens/block; latency from h2d_pinned")
+
+
+def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tier]:
+    """GPU <- file: KvikIO if measured, else file_read followed by the host hop (serial, conservative)."""
+    for bench in ("gpu_file_read_kvikio", "gpu_file_read_bounce"):
+        d = _ok(df, bench)
+        if not d.empty:
+            best = d.loc[d["metric.gbps"].astype(float).idxmax()]
+            return Tier("storage", float(best["metric.gbps"]), 0.0,
+                        f"{bench} (request {int(best['param.request_bytes'])} B, qd {int(best['param.queue_depth'])})")
+    d = _ok(df, "file_read")
+    if d.empty:
+        return None
+    rb = d["param.request_bytes"].astype(float)
+    near = d[(rb - block_bytes).abs() == (rb - block_bytes).abs().min()]
+    best = near.loc[near["metric.gbps"].astype(float).idxmax()]
+    file_gbps = float(best["metric.gbps"])
+    gbps = 1.0 / (1.0 / file_gbps + 1.0 / host.gbps)
+    return Tier("storage", gbps, float(best.get("metric.lat_p50_us", 0.0) or 0.0) * 1e-6,
+                f"file_read {int(best['param.request_bytes'])} B qd {int(best['param.queue_depth'])} "
+                f"({file_gbps:.3g} GB/s) then host hop ({host.gbps:.3g} GB/s), serial")
+
+
+@dataclass
+class Costs:
+    prefill: Fit
+    decode: Fit
+    tiers: dict  # name -> Tier ("hbm" has no load cost)
+    kv_bytes_per_token: int
+    warnings: list = field(default_factory=list)
+
+    def prefill_s(self, n_new, n_ctx):
+        n, c = np.asarray(n_new, float), np.asarray(n_ctx, float)
+        a = self.prefill.coef
+        return np.where(n > 0, a[0] + a[1] * n + a[2] * causal_pairs(n, c), 0.0)
+
+    def decode_step_s(self, batch, ctx):
+        b, c = np.asarray(batch, float), np.asarray(ctx, float)
+        d = self.decode.coef
+        return d[0] + d[1] * b + d[2] * b * c
+
+    def load_s(self, tier: str, tokens):
+        if tier == "hbm":
+            return np.zeros_like(np.asarray(tokens, float))
+        return self.tiers[tier].load_s(np.asarray(tokens, float) * self.kv_bytes_per_token)
+
+    def check_range(self, what: str, values, measured: list) -> None:
+        """Warn (once per quantity) when the workload goes far outside what was measured."""
+        v = np.asarray(values, float)
+        lo, hi = measured
+        if v.size and (v.max() > 2 * max(hi, 1) or (lo > 0 and v[v > 0].size and v[v > 0].min() < lo / 2)):
+            self.warnings.append(f"{what}: workload spans {v.min():.0f}..{v.max():.0f}, measured {lo:.0f}..{hi:.0f}: "
+                                 "extrapolated; measure closer sizes for a firmer answer")

@@ -1,0 +1,33 @@
+"""Value checks for `bench model` (one clear line per bad value)."""
+from __future__ import annotations
+
+from bench.config import check
+from bench.model.cachesim import ROUTINGS
+
+
+def validate_analysis(cfg) -> None:
+    f, w = cfg.fleet, cfg.workload
+    check(f.gpus >= 2, "fleet.gpus", f.gpus, "an integer >= 2 (prefill and decode need a GPU each)")
+    check(f.mode in ("disaggregated", "colocated"), "fleet.mode", f.mode, "disaggregated or colocated")
+    if f.prefill_fraction is not None:
+        check(0 < f.prefill_fraction < 1, "fleet.prefill_fraction", f.prefill_fraction, "a fraction in (0, 1) or null")
+    for key in ("max_batch", "block_tokens", "sessions", "sim_instances"):
+        check(f[key] >= 1, f"fleet.{key}", f[key], "an integer >= 1")
+    for key in ("reserve_fraction", "hbm_cache_fraction", "colocated_interference", "cache_slack"):
+        check(0 <= f[key] < 1, f"fleet.{key}", f[key], "a fraction in [0, 1)")
+    for key in ("host_bytes_per_gpu", "storage_bytes_per_gpu"):
+        check(f[key] >= 0, f"fleet.{key}", f[key], "bytes >= 0")
+    if f.slo_ms_per_token is not None:
+        check(f.slo_ms_per_token > 0, "fleet.slo_ms_per_token", f.slo_ms_per_token, "milliseconds > 0 or null")
+    if f.gpus_per_instance is not None:
+        check(f.gpus_per_instance >= 1, "fleet.gpus_per_instance", f.gpus_per_instance, "an integer >= 1 or null")
+    for r in f.routings:
+        check(r in ROUTINGS, "fleet.routings", r, f"each one of {', '.join(ROUTINGS)}")
+    for key in ("shared_prefix_tokens", "session_context_tokens"):
+        check(w[key] >= 0, f"workload.{key}", w[key], "tokens >= 0")
+    for key in ("turns", "new_tokens", "output_tokens"):
+        check(w[key] >= 1, f"workload.{key}", w[key], "an integer >= 1")
+    check(w.spread >= 0, "workload.spread", w.spread, ">= 0")
+    check(w.max_context_tokens >= 1, "workload.max_context_tokens", w.max_context_tokens, "tokens >= 1")
+    if cfg.hit_rate is not None:
+        check(0 <= cfg.hit_rate <= 1, "hit_rate", cfg.hit_rate, "a fraction in [0, 1] (or null for the workload's)")

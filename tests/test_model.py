@@ -1,0 +1,168 @@
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from bench.config import conf_dir
+from bench.model import fleet as F
+from bench.model.analyze import break_even_gbps
+from bench.model.cachesim import Trace, simulate, simulate_reference
+from bench.model.costs import Costs, Fit, nnls
+from bench.model.workload import Request, Workload, generate, read_trace, write_trace
+from bench.shapes import causal_pairs
+from tests.conftest import run_cli
+
+
+def workload(name):
+    return Workload.from_cfg(OmegaConf.load(conf_dir() / "workload" / f"{name}.yaml"))
+
+
+def test_published_2x_arithmetic_is_a_special_case():
+    # 64 GPUs, prefill and decode equal work per request -> best split 32:32
+    p0 = d = 1.0
+    base = F.best_split(64, p0, d)
+    assert (base.prefill_gpus, base.decode_gpus) == (32, 32)
+    # reuse removes prefill: all 64 GPUs decode
+    reuse = F.best_split(64, 0.0, d)
+    assert (reuse.prefill_gpus, reuse.decode_gpus) == (0, 64)
+    assert reuse.requests_per_s / base.requests_per_s == pytest.approx(2.0)
+    assert F.amdahl_bound(p0, d) == pytest.approx(2.0) == F.speedup(p0, 0.0, d)
+    assert F.prefill_share(p0, d) == 0.5
+
+
+def test_fleet_formulas_by_hand():
+    assert F.amdahl_bound(3.0, 1.0) == 4.0            # prefill 75% -> 1/(1-0.75)
+    assert F.speedup(3.0, 1.0, 1.0) == 2.0            # (3+1)/(1+1)
+    s = F.best_split(10, 3.0, 1.0)                    # 7.5:2.5 ideal -> 7:3 or 8:2
+    assert s.requests_per_s == pytest.approx(max(min(7 / 3, 3 / 1), min(8 / 3, 2 / 1)))
+    assert F.fixed_split(64, 0.5, 2.0, 1.0).requests_per_s == pytest.approx(16.0)
+    assert F.colocated_rate(64, 1.0, 1.0) == 32.0
+    # decode batch: 80 GB, 16 GB weights, 10% reserve -> (72-16)/1 GB per sequence = 56
+    b, why = F.decode_batch(80e9, 16e9, 1e9, 0.1, None, lambda b: 0.01 * b, 256, 1)
+    assert (b, why) == (56, "HBM")
+    b, why = F.decode_batch(80e9, 16e9, 1e9, 0.1, 0.2, lambda b: 0.01 * b, 256, 1)  # step <= 0.2 s -> 20
+    assert (b, why) == (20, "latency SLO")
+
+
+def test_nnls_and_break_even_by_hand():
+    X = np.array([[1, 1.0], [1, 2.0], [1, 3.0]])
+    assert nnls(X, X @ np.array([0.5, 2.0])) == pytest.approx([0.5, 2.0])
+    assert nnls(X, np.array([3.0, 2.0, 1.0]))[1] == 0  # a negative slope is clamped
+    a1, a2, kvb = 1e-4, 1e-8, 131072
+    costs = Costs(Fit("p", [], np.array([0.0, a1, a2]), 0, 3, {}), None, {}, kvb)
+    n, c = 1000.0, 20000.0
+    saved = a1 * c + a2 * (causal_pairs(n + c, 0) - causal_pairs(n, c))  # = a1 c + a2 c(c+1)/2
+    assert saved == pytest.approx(a1 * c + a2 * c * (c + 1) / 2)
+    assert break_even_gbps(costs, [n], [c], 0.0) == pytest.approx(c * kvb / saved / 1e9)
+
+
+def test_presets_reproduce_their_calibration():
+    s = workload("agentic_coding").summary()
+    assert s["hit_rate"] == pytest.approx(0.972, abs=0.005)          # Manus: 97.2%
+    assert s["input_output_ratio"] == pytest.approx(100, rel=0.05)   # 100:1
+    s = workload("agentic_coding_copilot").summary()
+    assert s["hit_rate"] == pytest.approx(0.857, abs=0.005)          # Copilot dataset: 85.7%
+    assert s["input_output_ratio"] == pytest.approx(128.6, rel=0.05)
+    assert workload("chatbot").summary()["hit_rate"] < s["hit_rate"]
+
+
+def test_generated_sessions_reuse_their_history_and_cap_context():
+    w = workload("agentic_coding")
+    reqs = generate(w, 20, 512, seed=3)
+    assert max(r.input_length + r.output_length for r in reqs) <= w.max_context_tokens
+    by_s = {}
+    for r in sorted(reqs, key=lambda r: r.timestamp_ms):
+        prev = by_s.get(r.session_id)
+        if prev is not None:  # the full blocks of the previous input and answer prefix this input
+            full_prev = (prev.input_length + prev.output_length) // 512
+            assert r.hash_ids[:full_prev] == (prev.hash_ids[:prev.input_length // 512] + prev.output_hash_ids)
+        by_s[r.session_id] = r
+    assert len(by_s) == 20
+
+
+@pytest.mark.parametrize("caps", [(40, 80, 160), (15, 0, 60), (25, 25, 0), (10**6, 0, 0), (3, 2, 1)])
+def test_cache_simulator_matches_brute_force_lru(caps):
+    reqs = generate(workload("customer_support"), 25, 256, seed=7)
+    hits, miss = simulate_reference(reqs, 256, caps)
+    r = simulate(Trace.from_requests(reqs), 256, caps)
+    assert np.array_equal(r.hit_tokens, hits) and np.array_equal(r.miss_tokens, miss)
+    assert (r.hit_tokens.sum(axis=1) + r.miss_tokens == [q.input_length for q in reqs]).all()
+
+
+def test_content_aware_routing_beats_round_robin():
+    reqs = generate(workload("agentic_coding"), 60, 512, seed=1)
+    tr = Trace.from_requests(reqs)
+    caps = (400, 0, 0)
+    rr = simulate(tr, 512, caps, instances=4, routing="round_robin").rates()["hit_rate"]
+    ss = simulate(tr, 512, caps, instances=4, routing="session").rates()["hit_rate"]
+    px = simulate(tr, 512, caps, instances=4, routing="prefix").rates()["hit_rate"]
+    assert ss > rr + 0.1 and px > rr + 0.1
+
+
+def test_trace_round_trip_and_bad_traces(tmp_path):
+    reqs = generate(workload("chatbot"), 5, 512)
+    p = tmp_path / "t.jsonl"
+    write_trace(reqs, p)
+    back = read_trace(p)
+    assert [r.hash_ids for r in back] == [r.hash_ids for r in reqs]
+    from bench.errors import UserError
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError, match="empty"):
+        read_trace(tmp_path / "empty.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"timestamp": 1, "input_length": 5}\n')
+    with pytest.raises(UserError, match="line 1 is not a Mooncake record"):
+        read_trace(tmp_path / "bad.jsonl")
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mrun")
+    r = run_cli("run", "suite=quick", "benchmark=[transfer,storage,layers]", "model=tiny", f"run.root={root}",
+                "run.id=m", "harness.progress=false", "harness.time_budget_s=0.1", "transfer.sizes=[4096]",
+                "storage.request_bytes=[65536]", "storage.queue_depths=[1]")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root / "m"
+
+
+def test_model_command_end_to_end(model_run, tmp_path):
+    out = tmp_path / "o"
+    r = run_cli("model", str(model_run), "fleet.sessions=100", f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Verdict:" in r.stdout and "Amdahl bound" in r.stdout
+    res = json.loads((out / "model.json").read_text())
+    b = res["baseline"]
+    assert b["amdahl_bound"] == pytest.approx(1 / (1 - b["prefill_share"]))
+    for tier, v in res["reuse"].items():
+        assert 1.0 <= v["speedup_continuous"] <= b["amdahl_bound"] + 1e-9
+        assert res["sweep"][tier][0] == pytest.approx(1.0)
+    assert set(res["simulated"]) == {"session", "prefix", "round_robin"}
+    for name in ("speedup_vs_hit_rate", "gpu_split", "break_even"):
+        assert (out / f"{name}.png").stat().st_size > 10_000
+    assert "verdict" in res and res["fits"]["prefill"]["rel_rms_residual"] >= 0
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["hit_rate=1.5"], "hit_rate=1.5 is not allowed: a fraction in [0, 1]"),
+    (["workload=nope"], "unknown workload preset 'nope'"),
+    (["fleet.gpus=1"], "fleet.gpus=1 is not allowed"),
+    (["model=llama3_70b"], "measured tiny"),
+])
+def test_model_bad_inputs(model_run, args, expect):
+    r = run_cli("model", str(model_run), *args)
+    assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_model_empty_trace_and_missing_transfer_data(model_run, tmp_path):
+    (tmp_path / "e.jsonl").write_text("")
+    r = run_cli("model", str(model_run), f"trace={tmp_path / 'e.jsonl'}")
+    assert r.returncode == 2 and "empty" in r.stderr
+    only_ceilings = tmp_path / "c"
+    rr = run_cli("run", "benchmark=ceilings", "suite=quick", f"run.root={tmp_path}", "run.id=c",
+                 "harness.progress=false")
+    assert rr.returncode == 0
+    r = run_cli("model", str(only_ceilings))
+    assert r.returncode == 2 and "python -m bench run benchmark=" in r.stderr
