@@ -79,8 +79,25 @@ def _missing(e: MissingConfigException, overrides: list[str]) -> UserError:
     return UserError(" ".join(str(e).split("\n")[0].split()))
 
 
+def check_launcher(overrides: list[str]) -> None:
+    """hydra/launcher=NAME must be one we ship (or Hydra's basic) and its plugin must be installed."""
+    for o in overrides:
+        if o.startswith("hydra/launcher="):
+            name = o.split("=", 1)[1]
+            ours = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))
+            if name not in ours + ["basic"]:
+                raise allowed("hydra/launcher", name, ours + ["basic"])
+            if name == "slurm":
+                try:
+                    import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+                except ImportError:
+                    raise UserError("hydra/launcher=slurm needs hydra-submitit-launcher: "
+                                    "pip install -e '.[slurm]'") from None
+
+
 def precheck(argv: list[str]) -> None:
     flags, overrides = split_args(argv)
+    check_launcher(overrides)
     for ov in variants(overrides):
         cfg = compose_checked(ov)
         validate(cfg)

@@ -100,5 +100,8 @@ def run(argv: list[str]) -> int:
     flags, overrides = split_args(argv)
     sys.argv = ["python -m bench run", *flags, *overrides]  # argparse wants flags before the overrides
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    hydra_main()
+    try:
+        hydra_main()
+    except ValueError as e:  # Hydra's own flag checks (e.g. -m with --cfg) raise before any job runs
+        raise UserError(f"hydra: {e}") from None
     return 0

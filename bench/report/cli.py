@@ -1,0 +1,115 @@
+"""`python -m bench report RUN [RUN ...]`: one self-contained HTML page (plots embedded) and a markdown file with
+the plots beside it: bandwidth vs size, paged methods vs block size, storage vs queue depth, prefill vs decode on
+the roofline, speedup vs hit rate with the Amdahl bound, each under the hardware fingerprint of its runs."""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+from pathlib import Path
+
+from bench.cli import register
+from bench.compare import FINGERPRINT_KEYS
+from bench.errors import UserError
+from bench.report import plots
+from bench.store import load, read_manifest, run_dirs
+
+PLOTS = [("bandwidth_vs_size", "Host <-> device copy bandwidth vs size", plots.bandwidth_vs_size),
+         ("paged_methods", "Paged KV transfer methods vs block size", plots.paged_methods),
+         ("storage_vs_queue_depth", "Storage bandwidth vs queue depth", plots.storage_vs_queue_depth),
+         ("roofline", "Prefill vs decode on the roofline", plots.roofline)]
+
+
+def model_results(dirs) -> list[dict]:
+    """model.json files written by `bench model` for these runs."""
+    out = []
+    for d in dirs:
+        for p in sorted(Path(d).glob("model-*/model.json")):
+            out.append(json.loads(p.read_text()))
+    return out
+
+
+def build(paths, out_dir) -> dict:
+    dirs = run_dirs(paths)
+    df = load(*dirs)
+    out = Path(out_dir)
+    img = out / "img"
+    made = []
+    for name, title, fn in PLOTS:
+        path = fn(df, img / f"{name}.png")
+        if path:
+            made.append((name, title, path))
+    from bench.model import plots as mplots
+
+    for r in model_results(dirs):
+        wl = r["workload"]["name"]
+        made.append((f"speedup_{wl}", f"Speedup vs hit rate with the Amdahl bound ({r['model']}, {wl})",
+                     mplots.speedup_vs_hit_rate(r, img / f"speedup_vs_hit_rate_{wl}.png")))
+    mans = [read_manifest(d) for d in dirs]
+    fp = [(k, [str(f(m)) for m in mans]) for k, f in FINGERPRINT_KEYS.items()]
+    counts = df.groupby("status").size().to_dict() if not df.empty else {}
+    verdicts = [(r["model"], r["workload"]["name"], r["verdict"]) for r in model_results(dirs)]
+    missing = [title for name, title, _ in PLOTS if name not in {m[0] for m in made}]
+    write_html(out / "report.html", dirs, fp, made, counts, verdicts, missing)
+    write_md(out / "report.md", dirs, fp, made, counts, verdicts, missing)
+    return {"html": str(out / "report.html"), "markdown": str(out / "report.md"),
+            "images": [p for _, _, p in made], "missing": missing}
+
+
+def _fp_rows(dirs, fp):
+    return [["", *[Path(d).name for d in dirs]]] + [[k, *v] for k, v in fp]
+
+
+def write_html(path, dirs, fp, made, counts, verdicts, missing) -> None:
+    esc = html.escape
+    rows = _fp_rows(dirs, fp)
+    table = "<table>" + "".join(
+        "<tr>" + "".join(f"<{'th' if i == 0 or j == 0 else 'td'}>{esc(str(c))}</{'th' if i == 0 or j == 0 else 'td'}>"
+                         for j, c in enumerate(r)) + "</tr>" for i, r in enumerate(rows)) + "</table>"
+    figs = []
+    for name, title, p in made:
+        data = base64.b64encode(Path(p).read_bytes()).decode()
+        figs.append(f'<figure id="{esc(name)}"><figcaption>{esc(title)}</figcaption>'
+                    f'<img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>')
+    verdict_html = "".join(f"<p><b>{esc(m)} / {esc(w)}:</b> {esc(v)}</p>" for m, w, v in verdicts) or \
+        "<p>No throughput-model result yet: run <code>python -m bench model RUN</code> to add the verdict.</p>"
+    miss = "".join(f"<li>{esc(t)}: no data in these runs</li>" for t in missing)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tierbench report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
+font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{margin:1.5em 0}}
+img{{max-width:100%;border:1px solid #eee}}figcaption{{font-weight:bold;margin-bottom:.4em}}</style></head><body>
+<h1>tierbench report</h1><p>Runs: {esc(', '.join(str(d) for d in dirs))}. Points: {esc(json.dumps(counts))}.</p>
+<h2>Hardware fingerprint</h2>{table}<h2>Verdict</h2>{verdict_html}<h2>Plots</h2>{''.join(figs)}
+{f'<h2>Not shown</h2><ul>{miss}</ul>' if miss else ''}</body></html>"""
+    Path(path).write_text(page)
+
+
+def write_md(path, dirs, fp, made, counts, verdicts, missing) -> None:
+    rows = _fp_rows(dirs, fp)
+    lines = ["# tierbench report", "", f"Runs: {', '.join(str(d) for d in dirs)}. Points: {json.dumps(counts)}.", "",
+             "## Hardware fingerprint", "", "| " + " | ".join(rows[0]) + " |",
+             "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += ["", "## Verdict", ""] + ([f"**{m} / {w}:** {v}" for m, w, v in verdicts] or
+                                       ["No throughput-model result yet: run `python -m bench model RUN`."])
+    lines += ["", "## Plots", ""]
+    for _, title, p in made:
+        lines += [f"### {title}", "", f"![{title}]({Path(p).relative_to(Path(path).parent)})", ""]
+    lines += [f"- not shown: {t} (no data)" for t in missing]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def cmd_report(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories (or a folder of runs)")
+    p.add_argument("--out", help="output directory (default: the first run's report/)")
+    a = p.parse_args(argv)
+    out = a.out or str(Path(run_dirs(a.runs)[0]) / "report")
+    res = build(a.runs, out)
+    print(f"wrote {res['html']} and {res['markdown']} ({len(res['images'])} plots)")
+    for t in res["missing"]:
+        print(f"  not shown: {t} (no data in these runs)")
+    return 0
+
+
+register("report", cmd_report, "HTML + markdown report with plots and the fingerprint")
