@@ -175,6 +175,22 @@ class LayersConfig:
 
 
 @dataclass
+class ValidateConfig:
+    workload: Any = None
+    modes: list = MISSING
+    sessions: int = 2
+    turns: int = 6
+    scale_tokens: float = 0.25
+    layers: Optional[int] = None
+    repeats: int = 3
+    dtype: str = "model"
+    cpu_dtype: str = "float32"
+    vocab_rows: int = 4096
+    seed: int = 5
+    cpu: dict = field(default_factory=dict)
+
+
+@dataclass
 class RootConfig:
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -185,6 +201,7 @@ class RootConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     layers: LayersConfig = field(default_factory=LayersConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
     families: dict = field(default_factory=dict)
     only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]

@@ -30,10 +30,11 @@ class RunContext:
     """What outlives one point inside a run: reference timings, shared resources (pattern files, open files) and
     their cleanups, which run at the end of the run whatever ends it (normal end, error, Ctrl-C, SIGTERM)."""
 
-    def __init__(self):
+    def __init__(self, records_path=None):
         self.refs: dict = {}
         self.resources: dict = {}
         self.cleanups: list = []
+        self.records_path = records_path  # this run's records so far (benchmarks that build on earlier points)
 
     def close(self) -> None:
         while self.cleanups:
@@ -262,7 +263,7 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
     l2 = L2Flusher(device) if h.l2_flush and device.is_cuda else None
     plan = [(b, p) for b in benches for p in b.points(cfg)]
     counts = {"ok": 0, "skipped": 0, "error": 0}
-    ctx = RunContext()
+    ctx = RunContext(getattr(store, "records_path", None))
     with progress_bar(bool(h.progress)) as prog, _closing(ctx):
         task = prog.add_task("tierbench", total=len(plan), point="") if prog else None
         for bench, params in plan:

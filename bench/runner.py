@@ -29,6 +29,9 @@ def git_sha() -> dict:
     return {"git_sha": sha, "git_dirty": dirty}
 
 
+LAST_RUN_DIR = None  # set by execute(): the directory of the last run in this process
+
+
 def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
@@ -50,6 +53,8 @@ def execute(cfg: DictConfig) -> dict:
     cpu_sized = apply_cpu_overrides(cfg) if not device.is_cuda else []
     validate(cfg)
     store = RunStore(run_dir, run_id)
+    global LAST_RUN_DIR
+    LAST_RUN_DIR = run_dir
     overrides = list(hc.overrides.task)
     hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
     store.write_manifest({

@@ -119,12 +119,12 @@ def test_trace_round_trip_and_bad_traces(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mrun")
-    r = run_cli("run", "suite=quick", "benchmark=[transfer,storage,layers]", "model=tiny", f"run.root={root}",
-                "run.id=m", "harness.progress=false", "harness.time_budget_s=0.1", "transfer.sizes=[4096]",
-                "storage.request_bytes=[65536]", "storage.queue_depths=[1]")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return root / "m"
+    """A recorded CPU run of the suite (tiny model: transfer, storage, layers), see tests/data/runs."""
+    import shutil
+    from tests.conftest import ROOT
+    dst = tmp_path_factory.mktemp("mrun") / "cpu_a"
+    shutil.copytree(ROOT / "tests" / "data" / "runs" / "cpu_a", dst)
+    return dst
 
 
 def test_model_command_end_to_end(model_run, tmp_path):

@@ -1,0 +1,249 @@
+"""A miniature of the agentic loop on one device: sessions of turns, each turn prefills its new tokens against the
+cached context and decodes its output tokens (teacher-forced, so every mode does the same work), keeping the KV.
+
+Modes (same sessions, same weights):
+  recompute      no reuse: every turn prefills the whole context from scratch
+  reuse_hbm      the session's KV stays in device memory between turns
+  reuse_host     KV is offloaded to pinned host memory after each turn and loaded back before the next; loads are
+                 issued on a copy stream layer by layer, so layer l's prefill waits only for layer l's KV
+  reuse_storage  as reuse_host, with the host copy written to a file (O_DIRECT) and read back, page cache dropped
+Each session's KV lives in one slab per layer (capacity = the session's final context), not in shared pages: a
+non-fused paged gather would add work the microbenchmarks do not time. Offload happens after the turn and is
+reported apart (real systems write back asynchronously); loads are on the critical path and counted in prefill.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bench.layer import Layer
+from bench.shapes import ModelShape
+
+MODES = ("recompute", "reuse_hbm", "reuse_host", "reuse_storage")
+
+
+@dataclass
+class Turn:
+    new_ids: torch.Tensor  # token ids of this turn's new input
+    out_ids: torch.Tensor  # token ids of this turn's output (teacher-forced)
+
+
+@dataclass
+class Session:
+    turns: list
+
+    @property
+    def max_tokens(self) -> int:
+        return sum(len(t.new_ids) + len(t.out_ids) for t in self.turns)
+
+
+def make_sessions(w, sessions: int, turns: int, scale: float, vocab: int, seed: int) -> list[Session]:
+    """Sessions shaped like workload ``w`` (token counts x ``scale``, at most ``turns`` turns), shared prefix equal."""
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda n: torch.randint(0, vocab, (max(1, int(n)),), generator=g)  # noqa: E731
+    prefix = ids(w.shared_prefix_tokens * scale)
+    out = []
+    for _ in range(sessions):
+        ts = []
+        for k in range(min(turns, w.turns)):
+            new = ids((w.session_context_tokens + w.new_tokens) * scale) if k else \
+                torch.cat([prefix, ids((w.session_context_tokens + w.new_tokens) * scale)])
+            ts.append(Turn(new, ids(w.output_tokens * scale)))
+        out.append(Session(ts))
+    return out
+
+
+@dataclass
+class Engine:
+    shape: ModelShape
+    layers: list
+    emb: torch.Tensor  # [vocab_rows, hidden]; also the (tied) output head
+    device: torch.device
+    dtype: torch.dtype
+    workdir: str = "/var/tmp"
+    copy_stream: object = None
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, shape: ModelShape, n_layers: int, dtype, device, vocab_rows: int, seed: int = 0, workdir="/var/tmp"):
+        dev = torch.device(device)
+        g = torch.Generator(device=dev).manual_seed(seed)
+        emb = (torch.randn(vocab_rows, shape.hidden, device=dev, generator=g) / 4).to(dtype)
+        layers = [Layer(shape, shape.dense_layers if shape.experts else 0, dtype, dev, seed + 1 + i)
+                  for i in range(n_layers)]
+        cs = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        return cls(shape, layers, emb, dev, dtype, workdir, cs)
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def new_cache(self, capacity: int):
+        return [layer.new_cache(1, capacity, 0) for layer in self.layers]
+
+    def forward(self, ids: torch.Tensor, cache, n_ctx: int, decode: bool, ready=None):
+        """Run ids [n] after n_ctx cached positions through the layers; returns logits of the last position.
+        ``ready[l]`` (CUDA events) gates layer l on its KV having arrived."""
+        x = self.emb[ids.to(self.device)].unsqueeze(0)
+        for li, (layer, c) in enumerate(zip(self.layers, cache)):
+            if ready is not None:
+                torch.cuda.current_stream(self.device).wait_event(ready[li])
+            x, _ = layer.forward(x, c, n_ctx, decode)
+        return (x[0, -1].float() @ self.emb.float().T)
+
+    # -- offload / load of a session's KV -----------------------------------------------------------------------
+    def offload(self, cache, ctx: int, host, path=None):
+        """Copy the first ``ctx`` positions of every layer's KV to pinned ``host`` (and a file when ``path``)."""
+        for li, c in enumerate(cache):
+            for ti, t in enumerate(c):
+                src = _positions(t, ctx)
+                dst = host[li][ti][: src.numel()].view(src.shape)
+                dst.copy_(src, non_blocking=True)
+        self.sync()
+        if path is not None:
+            from bench.fileio import open_file
+
+            fd, _ = open_file(path, True, "auto")
+            try:
+                off = 0
+                for li, c in enumerate(cache):
+                    for ti, t in enumerate(c):
+                        n = _padded(_positions(t, ctx).numel() * t.element_size())
+                        os.pwrite(fd, memoryview(host[li][ti].view(torch.uint8).numpy())[:n], off)
+                        off += n
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def load(self, cache, ctx: int, host, path=None):
+        """Bring the KV back (file -> host first when ``path``); returns per-layer ready events (CUDA) or None."""
+        if path is not None:
+            from bench.fileio import drop_cache, open_file
+
+            fd, _ = open_file(path, False, "auto")
+            try:
+                drop_cache(fd, 0)
+                off = 0
+                for li, c in enumerate(cache):
+                    for ti, t in enumerate(c):
+                        n = _padded(_positions(t, ctx).numel() * t.element_size())
+                        os.preadv(fd, [memoryview(host[li][ti].view(torch.uint8).numpy())[:n]], off)
+                        off += n
+            finally:
+                os.close(fd)
+        if self.copy_stream is None:
+            for li, c in enumerate(cache):
+                for ti, t in enumerate(c):
+                    dst = _positions(t, ctx)
+                    dst.copy_(host[li][ti][: dst.numel()].view(dst.shape))
+            return None
+        events = []
+        self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.copy_stream):
+            for li, c in enumerate(cache):
+                for ti, t in enumerate(c):
+                    dst = _positions(t, ctx)
+                    dst.copy_(host[li][ti][: dst.numel()].view(dst.shape), non_blocking=True)
+                ev = torch.cuda.Event()
+                ev.record(self.copy_stream)
+                events.append(ev)
+        return events
+
+    def host_buffers(self, cache):
+        from bench.hostmem import host_buffer
+
+        class _Dev:
+            is_cuda = self.device.type == "cuda"
+
+        out = []
+        for c in cache:
+            layer = []
+            for t in c:
+                nbytes = _padded(t.numel() * t.element_size())
+                buf, _ = host_buffer(nbytes, True, _Dev())
+                layer.append(buf.view(t.dtype) if t.element_size() > 1 else buf)
+            out.append(layer)
+        return out
+
+    # -- one session in one mode ----------------------------------------------------------------------------------
+    def run_session(self, s: Session, mode: str, path=None) -> dict:
+        """Replay ``s``; returns seconds spent (prefill incl. loads, decode, offload) and logits per step."""
+        t = {"prefill_s": 0.0, "decode_s": 0.0, "offload_s": 0.0, "load_bytes": 0, "prefill_tokens": 0,
+             "decode_tokens": 0}
+        logits = []
+        history = torch.zeros(0, dtype=torch.long)
+        cache = self.new_cache(s.max_tokens)
+        host = self.host_buffers(cache) if mode in ("reuse_host", "reuse_storage") else None
+        ctx = 0
+        for k, turn in enumerate(s.turns):
+            self.sync()
+            t0 = time.perf_counter()
+            ready = None
+            if mode == "recompute":
+                ids, n_ctx = torch.cat([history, turn.new_ids]), 0
+            else:
+                ids, n_ctx = turn.new_ids, ctx
+                if mode in ("reuse_host", "reuse_storage") and k > 0:
+                    ready = self.load(cache, ctx, host, path if mode == "reuse_storage" else None)
+                    t["load_bytes"] += sum(_positions(x, ctx).numel() * x.element_size() for c in cache for x in c)
+            logits.append(self.forward(ids, cache, n_ctx, decode=False, ready=ready))
+            self.sync()
+            t1 = time.perf_counter()
+            t["prefill_s"] += t1 - t0
+            t["prefill_tokens"] += len(ids)
+            ctx = n_ctx + len(ids)
+            for tok in turn.out_ids:  # teacher-forced decode: the same tokens in every mode
+                logits.append(self.forward(tok.view(1), cache, ctx, decode=True))
+                ctx += 1
+            self.sync()
+            t2 = time.perf_counter()
+            t["decode_s"] += t2 - t1
+            t["decode_tokens"] += len(turn.out_ids)
+            history = torch.cat([history, turn.new_ids, turn.out_ids])
+            if mode in ("reuse_host", "reuse_storage") and k + 1 < len(s.turns):
+                self.offload(cache, ctx, host, path if mode == "reuse_storage" else None)
+                for c in cache:  # poison the device copy: the next turn must really load it back
+                    for x in c:
+                        _positions(x, ctx).fill_(float("nan"))
+                self.sync()
+                t["offload_s"] += time.perf_counter() - t2
+        t["logits"] = torch.stack(logits).cpu()
+        return t
+
+    def turn_plan(self, s: Session, mode: str) -> list:
+        """(n_new, n_ctx, load_tokens, decode contexts) per turn: what the cost model is evaluated on."""
+        plan, hist, ctx = [], 0, 0
+        for k, turn in enumerate(s.turns):
+            n = len(turn.new_ids)
+            if mode == "recompute":
+                row = (hist + n, 0, 0)
+            else:
+                row = (n, ctx, ctx if (mode in ("reuse_host", "reuse_storage") and k) else 0)
+            start = hist + n
+            plan.append((*row, list(range(start, start + len(turn.out_ids)))))
+            hist += n + len(turn.out_ids)
+            ctx = hist
+        return plan
+
+
+def _positions(t: torch.Tensor, ctx: int) -> torch.Tensor:
+    """The first ``ctx`` positions of a cache tensor: GQA [1, kvh, T, d] -> dim 2; MLA latent [1, T, r] -> dim 1."""
+    return t[:, :, :ctx] if t.dim() == 4 else t[:, :ctx]
+
+
+def _padded(n: int, align: int = 4096) -> int:
+    return (n + align - 1) // align * align
+
+
+def layers_that_fit(shape: ModelShape, dtype, budget_bytes: int, max_tokens: int) -> int:
+    """How many layers (<= the model's) fit the budget with their KV for ``max_tokens`` positions."""
+    from bench.benchmarks.layers import layer_param_bytes, representative_index
+
+    elt = torch.finfo(dtype).bits // 8
+    per = layer_param_bytes(shape, representative_index(shape), dtype) + \
+        2 * max_tokens * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
+    return int(min(shape.layers, budget_bytes // max(per, 1)))

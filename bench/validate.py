@@ -1,0 +1,60 @@
+"""`python -m bench validate [overrides]`: microbenchmarks + the end-to-end agentic replay in one run, then the
+measured vs predicted table (a thin wrapper over `run benchmark=[layers,transfer,storage,validate]`)."""
+from __future__ import annotations
+
+from bench.cli import register
+
+HELP = """usage: python -m bench validate [OVERRIDE ...]
+
+Runs layers, transfer, storage and the e2e_agentic_replay benchmark in one run, then prints, per mode
+(recompute, reuse_hbm, reuse_host, reuse_storage), the measured prefill/decode time and speedup next to what the
+costs fitted from the same run predict. Overrides as for `run`, plus:
+  workload=agentic_coding|...     sessions to replay (validate.workload)
+  validate.sessions=2 validate.turns=6 validate.scale_tokens=0.25 validate.layers=4 validate.modes=[...]
+Example (CPU): python -m bench validate suite=quick model=tiny
+"""
+
+
+def cmd_validate(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    from bench import runner
+
+    args = [("workload@validate.workload=" + a.split("=", 1)[1]) if a.startswith("workload=") else a for a in argv]
+    if not any(a.startswith("benchmark=") for a in args):
+        args.insert(0, "benchmark=[layers,transfer,storage,validate]")
+    runner.run(args)
+    if runner.LAST_RUN_DIR is not None:
+        print_summary(runner.LAST_RUN_DIR)
+    return 0
+
+
+def print_summary(run_dir) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.store import RECORDS, read_records
+
+    recs = [r for r in read_records(run_dir / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
+    con = Console(width=160)
+    t = Table(title=f"end-to-end replay vs cost model ({run_dir})")
+    for col in ("mode", "status", "prefill s", "decode s", "speedup measured", "speedup predicted",
+                "speedup error", "time error", "logits vs recompute"):
+        t.add_column(col, justify="right")
+    f = lambda m, k, fmt: fmt.format(m[k]) if m.get(k) is not None else ""  # noqa: E731
+    for r in recs:
+        m = r["metrics"]
+        t.add_row(r["params"]["mode"], r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
+                  f(m, "prefill_s", "{:.4g}"), f(m, "decode_s", "{:.4g}"), f(m, "speedup_measured", "{:.3f}x"),
+                  f(m, "speedup_predicted", "{:.3f}x"), f(m, "speedup_prediction_error", "{:+.1%}"),
+                  f(m, "time_prediction_error", "{:+.1%}"), f(m, "logits_rel_error_vs_recompute", "{:.1e}"))
+    con.print(t)
+    misses = [r for r in recs if abs((r["metrics"].get("speedup_prediction_error") or 0)) > 0.15]
+    for r in misses:
+        con.print(f"[yellow]miss > 15%:[/yellow] {r['params']['mode']}: the replay pays costs the microbenchmarks "
+                  "do not time (embedding/output head, per-step launch and Python overhead, cache writes); "
+                  "see the time error column")
+
+
+register("validate", cmd_validate, "end-to-end agentic replay vs the cost model's prediction")

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bench.config import conf_dir
+from bench.model.workload import Workload
+from bench.replay import MODES, Engine, make_sessions
+from bench.shapes import ModelShape
+from tests.conftest import run_cli
+
+
+def shape(name, **kw):
+    s = OmegaConf.load(conf_dir() / "model" / f"{name}.yaml")
+    return ModelShape.from_cfg({**OmegaConf.to_container(s), **kw})
+
+
+@pytest.mark.parametrize("model", ["gqa", "mla_moe"])
+def test_all_modes_compute_the_same_function(tmp_path, model):
+    if model == "gqa":
+        sh = shape("tiny")
+    else:
+        sh = ModelShape(name="m", layers=2, hidden=64, heads=4, kv_heads=4, head_dim=24, ffn=128, attention="mla",
+                        kv_lora_rank=32, q_lora_rank=48, rope_head_dim=8, v_head_dim=16, experts=4,
+                        experts_active=2, moe_ffn=32, dtype="float32")
+    eng = Engine.build(sh, 2, torch.float64, "cpu", vocab_rows=64, workdir=str(tmp_path))
+    w = Workload.from_cfg(OmegaConf.load(conf_dir() / "workload" / "customer_support.yaml"))
+    (s,) = make_sessions(w, 1, 3, 0.01, 64, seed=1)
+    path = str(tmp_path / "kv.bin")
+    out = {m: eng.run_session(s, m, path if m == "reuse_storage" else None) for m in MODES}
+    ref = out["recompute"]["logits"]
+    assert ref.shape[0] == len(s.turns) + sum(len(t.out_ids) for t in s.turns)
+    for m in MODES[1:]:
+        assert torch.allclose(out[m]["logits"], ref, rtol=1e-9, atol=1e-9), m
+        assert torch.equal(out[m]["logits"].argmax(-1), ref.argmax(-1))
+    # reuse prefills only the new tokens; recompute prefills the whole history every turn
+    assert out["reuse_hbm"]["prefill_tokens"] < out["recompute"]["prefill_tokens"]
+    assert out["reuse_host"]["load_bytes"] > 0 and out["reuse_hbm"]["load_bytes"] == 0
+
+
+def test_a_lost_kv_load_is_caught(tmp_path, monkeypatch):
+    eng = Engine.build(shape("tiny"), 2, torch.float64, "cpu", vocab_rows=64, workdir=str(tmp_path))
+    w = Workload.from_cfg(OmegaConf.load(conf_dir() / "workload" / "customer_support.yaml"))
+    (s,) = make_sessions(w, 1, 3, 0.01, 64, seed=1)
+    ref = eng.run_session(s, "recompute")["logits"]
+    monkeypatch.setattr(Engine, "load", lambda self, cache, ctx, host, path=None: None)  # forget to load
+    bad = eng.run_session(s, "reuse_host")["logits"]
+    assert not torch.isfinite(bad).all() or not torch.allclose(bad, ref)  # poisoned KV shows
+
+
+def test_validate_command_on_cpu(tmp_path):
+    r = run_cli("validate", "suite=quick", "model=tiny", f"run.root={tmp_path}", "run.id=v",
+                "harness.progress=false", "transfer.sizes=[4096]", "transfer.methods=[uva_kernel]",
+                "storage.request_bytes=[65536]", "storage.queue_depths=[1]", "storage.patterns=[sequential]",
+                "workload=customer_support")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "end-to-end replay vs cost model" in r.stdout
+    from bench.store import read_records
+    recs = [x for x in read_records(tmp_path / "v" / "records.jsonl") if x["benchmark"] == "e2e_agentic_replay"]
+    assert {x["params"]["mode"] for x in recs} == set(MODES)
+    for x in recs:
+        assert x["status"] == "ok" and x["verified"], x["reason"]
+        m = x["metrics"]
+        assert m["speedup_predicted"] > 0 and "speedup_prediction_error" in m
+        assert x["info"]["workload"] == "customer_support"
+    assert [x for x in recs if x["params"]["mode"] == "recompute"][0]["metrics"]["speedup_measured"] == 1.0
+
+
+def test_validate_refuses_modes_without_baseline():
+    r = run_cli("validate", "validate.modes=[reuse_hbm]")
+    assert r.returncode == 2 and "must include recompute" in r.stderr
