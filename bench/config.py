@@ -149,29 +149,28 @@ class TransferConfig:
 
 
 @dataclass
-class AttentionConfig:
-    backends: list = MISSING
-    dtype: str = "model"
+class ComputeSweep:
+    """Prefill (n_new x n_ctx) and decode (batch x ctx) axes shared by the attention and layers families."""
+
+    dtype: str = "model"  # model = the preset's dtype
     cpu_dtype: str = "float32"
     prefill_new: list = MISSING
     prefill_ctx: list = MISSING
     decode_batch: list = MISSING
     decode_ctx: list = MISSING
-    page_tokens: int = 16
-    check_tokens: int = 64
-    cpu: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)  # replaces the sweep on a CPU-only run
 
 
 @dataclass
-class LayersConfig:
-    dtype: str = "model"
-    cpu_dtype: str = "float32"
-    prefill_new: list = MISSING
-    prefill_ctx: list = MISSING
-    decode_batch: list = MISSING
-    decode_ctx: list = MISSING
+class AttentionConfig(ComputeSweep):
+    backends: list = MISSING
+    page_tokens: int = 16
+    check_tokens: int = 64
+
+
+@dataclass
+class LayersConfig(ComputeSweep):
     layer_counts: list = MISSING
-    cpu: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.nvml import nvml, nvml_error
+from bench.nvml import handle_for, nvml, nvml_error
 
 # PCIe per-lane data rate after encoding, GB/s (1e9 B/s), per generation (gen1-2: 8b/10b, gen3+: 128b/130b; gen6 ~FLIT).
 PCIE_GBPS_PER_LANE = {1: 0.25, 2: 0.5, 3: 0.9846, 4: 1.9692, 5: 3.9385, 6: 7.5631}
@@ -78,7 +78,7 @@ def gpu_info(index: int, probe: _Probe) -> Optional[dict]:
     if lib is None:
         probe.missing["gpu.nvml"] = nvml_error() or "pynvml unavailable"
         return g
-    h = probe.get("gpu.handle", lambda: lib.nvmlDeviceGetHandleByIndex(index))
+    h = probe.get("gpu.handle", lambda: handle_for(index))
     if h is None:
         return g
     g["driver"] = probe.get("gpu.driver", lambda: _s(lib.nvmlSystemGetDriverVersion()))

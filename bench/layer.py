@@ -135,7 +135,7 @@ class Layer:
     def _mla(self, h, cache, n_ctx, decode):
         s, w = self.s, self.w
         b, n, _ = h.shape
-        nope, r = s.head_dim - s.rope_head_dim, s.rope_head_dim
+        nope = s.head_dim - s.rope_head_dim
         q = (rms_norm(h @ w["dq"], w["q_norm"]) @ w["uq"]).view(b, n, s.heads, s.head_dim).transpose(1, 2)
         q_nope, q_rope = q[..., :nope], rope(q[..., nope:], n_ctx)
         ckv = h @ w["dkv"]

@@ -45,6 +45,22 @@ def nvml_error() -> Optional[str]:
     return _nvml_error
 
 
+def handle_for(cuda_index: int):
+    """NVML handle of the GPU torch calls ``cuda_index``. NVML numbers all GPUs, CUDA only the visible ones
+    (CUDA_VISIBLE_DEVICES), so match by PCI bus id when torch reports it; fall back to the index."""
+    lib = nvml()
+    if lib is None:
+        raise RuntimeError(nvml_error() or "pynvml unavailable")
+    try:
+        import torch
+
+        p = torch.cuda.get_device_properties(cuda_index)
+        bus = f"{p.pci_domain_id:08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
+        return lib.nvmlDeviceGetHandleByPciBusId(bus.encode())
+    except Exception:
+        return lib.nvmlDeviceGetHandleByIndex(cuda_index)
+
+
 class ClockSampler:
     """Samples SM/memory clocks and throttle reasons before and after a point."""
 
@@ -57,7 +73,7 @@ class ClockSampler:
                 self.reason = f"pynvml unavailable ({nvml_error()})"
             else:
                 try:
-                    self.handle = lib.nvmlDeviceGetHandleByIndex(device.index)
+                    self.handle = handle_for(device.index)
                 except Exception as e:
                     self.reason = f"nvml handle: {e}"
 

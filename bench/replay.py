@@ -17,7 +17,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from bench.layer import Layer

@@ -11,6 +11,18 @@
 
 typedef unsigned long long u64;
 
+// Word w of the packed side belongs to chunk (b, s); returns the address of that chunk in the pool and sets *off
+// to the word's offset inside the chunk.
+__device__ __forceinline__ u64 chunk_base(const u64* __restrict__ ptrs, int n_src, const long long* __restrict__ ids,
+                                          long long words, long long block_stride, long long w, long long* off)
+{
+    const long long chunk = w / words;
+    *off = w - chunk * words;
+    const long long b = chunk / n_src;
+    const int s = (int)(chunk - b * n_src);
+    return ptrs[s] + (u64)(ids[b] * block_stride);
+}
+
 extern "C" __global__ void kv_gather(const u64* __restrict__ src_ptrs, int n_src,
                                      const long long* __restrict__ block_ids, long long n_blocks,
                                      long long chunk_bytes, long long block_stride,
@@ -20,11 +32,9 @@ extern "C" __global__ void kv_gather(const u64* __restrict__ src_ptrs, int n_src
     const long long total = n_blocks * (long long)n_src * words;
     for (long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x; w < total;
          w += (long long)gridDim.x * blockDim.x) {
-        const long long chunk = w / words;
-        const long long off = w - chunk * words;
-        const long long b = chunk / n_src;
-        const int s = (int)(chunk - b * n_src);
-        const uint4* src = reinterpret_cast<const uint4*>(src_ptrs[s] + (u64)(block_ids[b] * block_stride));
+        long long off;
+        const uint4* src = reinterpret_cast<const uint4*>(
+            chunk_base(src_ptrs, n_src, block_ids, words, block_stride, w, &off));
         packed[w] = __ldg(src + off);
     }
 }
@@ -38,11 +48,8 @@ extern "C" __global__ void kv_scatter(const u64* __restrict__ dst_ptrs, int n_sr
     const long long total = n_blocks * (long long)n_src * words;
     for (long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x; w < total;
          w += (long long)gridDim.x * blockDim.x) {
-        const long long chunk = w / words;
-        const long long off = w - chunk * words;
-        const long long b = chunk / n_src;
-        const int s = (int)(chunk - b * n_src);
-        uint4* dst = reinterpret_cast<uint4*>(dst_ptrs[s] + (u64)(block_ids[b] * block_stride));
+        long long off;
+        uint4* dst = reinterpret_cast<uint4*>(chunk_base(dst_ptrs, n_src, block_ids, words, block_stride, w, &off));
         dst[off] = packed[w];
     }
 }

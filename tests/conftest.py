@@ -45,3 +45,22 @@ def registered():
     yield REGISTRY
     for k in set(REGISTRY) - before:
         del REGISTRY[k]
+
+
+def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
+    """Compose the config with ``overrides`` and run ``names`` in-process on the CPU; returns the records."""
+    from bench.config import apply_cpu_overrides
+    from bench.device import Device
+    from bench.harness import run_suite
+    from bench.overrides import compose_checked
+    from bench.registry import load_all
+    from bench.store import RunStore, read_records
+
+    cfg = compose_checked(["harness.progress=false", "harness.device=cpu", *overrides])
+    if cpu_sized:
+        apply_cpu_overrides(cfg)
+    reg = load_all()
+    store = RunStore(tmp_path / "run", "t")
+    run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
+    store.finish("complete")
+    return read_records(tmp_path / "run" / "records.jsonl")

@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -6,13 +5,10 @@ from omegaconf import OmegaConf
 
 import bench.benchmarks.attention as attention
 from bench.config import conf_dir
-from bench.device import Device
-from bench.harness import run_suite
 from bench.layer import Layer
 from bench.overrides import compose_checked
-from bench.registry import load_all
 from bench.shapes import ModelShape, causal_pairs
-from bench.store import RunStore, read_records
+from tests.conftest import run_benchmarks
 
 
 def preset(name):
@@ -78,15 +74,7 @@ def test_sdpa_matches_float64_reference_with_lower_right_causal_mask(n_ctx):
 
 
 def _run(names, overrides, tmp_path):
-    cfg = compose_checked(["suite=quick", "harness.progress=false", "harness.device=cpu",
-                           "harness.time_budget_s=0.05", *overrides])
-    from bench.config import apply_cpu_overrides
-    apply_cpu_overrides(cfg)
-    reg = load_all()
-    store = RunStore(tmp_path / "run", "t")
-    run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
-    store.finish("complete")
-    return read_records(tmp_path / "run" / "records.jsonl")
+    return run_benchmarks(names, ["suite=quick", "harness.time_budget_s=0.05", *overrides], tmp_path, cpu_sized=True)
 
 
 def test_fast_wrong_attention_never_shows_up_as_a_result(tmp_path, monkeypatch):

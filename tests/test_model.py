@@ -1,6 +1,4 @@
 import json
-import math
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from bench.model import fleet as F
 from bench.model.analyze import break_even_gbps
 from bench.model.cachesim import Trace, simulate, simulate_reference
 from bench.model.costs import Costs, Fit, nnls
-from bench.model.workload import Request, Workload, generate, read_trace, write_trace
+from bench.model.workload import Workload, generate, read_trace, write_trace
 from bench.shapes import causal_pairs
 from tests.conftest import run_cli
 

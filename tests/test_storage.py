@@ -1,35 +1,25 @@
 import errno
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import bench.benchmarks.storage as storage
 import bench.fileio as fio
 from bench.device import Device
-from bench.harness import run_suite
-from bench.overrides import compose_checked
-from bench.registry import load_all
-from bench.store import RunStore, read_records
-from tests.conftest import run_cli
+from tests.conftest import run_benchmarks, run_cli
 
 
 def cfg(tmp_path, *overrides):
-    return compose_checked(["suite=quick", "model=tiny", "harness.progress=false", "harness.device=cpu",
-                            "harness.time_budget_s=0.05", f"storage.path={tmp_path}", "storage.file_bytes=8388608",
-                            "storage.request_bytes=[65536]", "storage.kv_block_tokens=[16]",
-                            "storage.queue_depths=[2]", "storage.patterns=[random]", *overrides])
+    return ["suite=quick", "model=tiny", "harness.time_budget_s=0.05", f"storage.path={tmp_path}",
+            "storage.file_bytes=8388608", "storage.request_bytes=[65536]", "storage.kv_block_tokens=[16]",
+            "storage.queue_depths=[2]", "storage.patterns=[random]", *overrides]
 
 
-def run(names, c, tmp_path):
-    reg = load_all()
+def run(names, overrides, tmp_path):
     out = tmp_path / "out"
-    store = RunStore(out, "t")
-    run_suite([reg[n] for n in names], c, Device("cpu"), store)
-    store.finish("complete")
-    return read_records(out / "records.jsonl")
+    out.mkdir(exist_ok=True)
+    return run_benchmarks(names, overrides, out)
 
 
 def test_alignment_of_buffers_and_requests(tmp_path):

@@ -14,6 +14,7 @@ from bench.overrides import compose_checked
 from bench.registry import load_all
 from bench.shapes import ModelShape
 from bench.store import RunStore, read_records
+from tests.conftest import run_benchmarks
 
 
 def shape(name):
@@ -59,17 +60,15 @@ def test_every_method_moves_exactly_the_selected_blocks(layout, method):
     assert torch.equal(pool.gather_reference(torch.tensor([1, 3, 4])), before_rest)
 
 
+QUICK_TINY = ["suite=quick", "model=tiny", "harness.progress=false", "harness.device=cpu", "harness.time_budget_s=0.05"]
+
+
 def _cfg(*overrides):
-    return compose_checked(["suite=quick", "model=tiny", "harness.progress=false", "harness.device=cpu",
-                            "harness.time_budget_s=0.05", *overrides])
+    return compose_checked([*QUICK_TINY, *overrides])
 
 
-def _run(names, cfg, tmp_path):
-    reg = load_all()
-    store = RunStore(tmp_path / "run", "t")
-    run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
-    store.finish("complete")
-    return read_records(tmp_path / "run" / "records.jsonl")
+def _run(names, overrides, tmp_path):
+    return run_benchmarks(names, [*QUICK_TINY, *overrides], tmp_path)
 
 
 def test_injected_corrupt_block_fails_the_point_loudly(tmp_path, monkeypatch):
@@ -84,8 +83,8 @@ def test_injected_corrupt_block_fails_the_point_loudly(tmp_path, monkeypatch):
         return bad
 
     monkeypatch.setattr(paged, "staged_copies", corrupting)
-    recs = _run(["paged_offload"], _cfg("transfer.methods=[staged]", "transfer.layouts=[block_major]",
-                                        "transfer.block_tokens=[16]"), tmp_path)
+    recs = _run(["paged_offload"], ["transfer.methods=[staged]", "transfer.layouts=[block_major]",
+                                    "transfer.block_tokens=[16]"], tmp_path)
     assert len(recs) == 1
     r = recs[0]
     assert r["status"] == "error" and "block 2" in r["reason"] and "differs" in r["reason"]
@@ -93,9 +92,8 @@ def test_injected_corrupt_block_fails_the_point_loudly(tmp_path, monkeypatch):
 
 
 def test_cpu_transfer_suite_runs_every_benchmark_verified(tmp_path):
-    cfg = _cfg("transfer.sizes=[4096,65536]", "transfer.block_tokens=[16]")
     names = [b.name for b in load_all().values() if b.family == "transfer"]
-    recs = _run(names, cfg, tmp_path)
+    recs = _run(names, ["transfer.sizes=[4096,65536]", "transfer.block_tokens=[16]"], tmp_path)
     assert {r["benchmark"] for r in recs} == set(names)
     assert all(r["status"] == "ok" and r["verified"] is True for r in recs), [r["reason"] for r in recs]
     paged_recs = [r for r in recs if r["benchmark"].startswith("paged_")]

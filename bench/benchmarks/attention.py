@@ -122,18 +122,22 @@ def _supports(backend: str, device) -> str | None:
     return None
 
 
-def attn_prefill_point(state):
-    p = state.params
-    backend, n_new, n_ctx = p["backend"], int(p["n_new"]), int(p["n_ctx"])
-    if backend == "flashinfer":
+def _prologue(state, decode: bool):
+    """Skip what cannot run here; the model's attention geometry, dtype and element size for this point."""
+    backend = state.params["backend"]
+    if backend == "flashinfer" and not decode:
         state.skip("flashinfer is measured for paged decode only (attn_decode)")
     reason = _supports(backend, state.device)
     if reason:
         state.skip(reason)
     shape = ModelShape.from_cfg(state.cfg.model)
     dtype = dtype_of(state)
-    hq, hkv, qk, vd = shape.attn_dims(decode=False)
-    elt = torch.finfo(dtype).bits // 8
+    return backend, shape, dtype, shape.attn_dims(decode), torch.finfo(dtype).bits // 8
+
+
+def attn_prefill_point(state):
+    n_new, n_ctx = int(state.params["n_new"]), int(state.params["n_ctx"])
+    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
     n_k = n_ctx + n_new
     nbytes = (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
     state.require_bytes(nbytes * 2, "Q, K, V, O")
@@ -150,15 +154,8 @@ def attn_prefill_point(state):
 
 
 def attn_decode_point(state):
-    p = state.params
-    backend, batch, ctx = p["backend"], int(p["batch"]), int(p["ctx"])
-    reason = _supports(backend, state.device)
-    if reason:
-        state.skip(reason)
-    shape = ModelShape.from_cfg(state.cfg.model)
-    dtype = dtype_of(state)
-    hq, hkv, qk, vd = shape.attn_dims(decode=True)
-    elt = torch.finfo(dtype).bits // 8
+    batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
+    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
     kv_bytes = batch * ctx * hkv * (qk + vd) * elt
     state.require_bytes(kv_bytes + batch * hq * (qk + vd) * elt, "KV cache and queries")
     check_numerics(state, backend, shape, True, dtype, causal=False)

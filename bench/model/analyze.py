@@ -4,7 +4,6 @@ Amdahl bound, break-even bandwidths, simulated tiered-cache hit rates per routin
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf

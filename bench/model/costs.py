@@ -55,42 +55,36 @@ def _fit(name, X, y, features, ranges) -> Fit:
     return Fit(name, features, coef, rel, len(y), ranges)
 
 
+
 def _ok(df: pd.DataFrame, bench: str) -> pd.DataFrame:
     if df.empty:
         return df
     return df[(df["benchmark"] == bench) & (df["status"] == "ok")]
 
 
-def fit_prefill(df: pd.DataFrame) -> Fit:
-    d = _ok(df, "layer_prefill")
+def _fit_records(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, features, names, need: str) -> Fit:
+    """Fit ``y`` of ``bench``'s ok records on features(a, b) of its two axes; notes an axis measured at one value."""
+    d = _ok(df, bench)
     if d.empty:
-        raise UserError("the run has no layer_prefill records: run `python -m bench run benchmark=layers` with the "
-                        "same model first")
-    n = d["param.n_new"].astype(float).to_numpy()
-    c = d["param.n_ctx"].astype(float).to_numpy()
-    y = d["metric.model_prefill_s"].astype(float).to_numpy()
-    X = np.stack([np.ones_like(n), n, causal_pairs(n, c)], axis=1)
-    f = _fit("prefill", X, y, ["seconds", "per_new_token", "per_attention_pair"],
-             {"n_new": [float(n.min()), float(n.max())], "n_ctx": [float(c.min()), float(c.max())]})
-    if len(np.unique(n)) < 2:
-        f.notes.append("one n_new measured: the per-token and per-pair terms are not separable")
+        raise UserError(f"the run has no {bench} records: run `python -m bench run {need}` with the same model first")
+    a, b = (d[f"param.{ax}"].astype(float).to_numpy() for ax in axes)
+    f = _fit(bench, np.stack(features(a, b), axis=1), d[f"metric.{y}"].astype(float).to_numpy(), names,
+             {ax: [float(v.min()), float(v.max())] for ax, v in zip(axes, (a, b))})
+    f.notes += [f"only one {ax} measured: its term is not separable" for ax, v in zip(axes, (a, b))
+                if len(np.unique(v)) < 2]
     return f
+
+
+def fit_prefill(df: pd.DataFrame) -> Fit:
+    return _fit_records(df, "layer_prefill", ("n_new", "n_ctx"), "model_prefill_s",
+                        lambda n, c: [np.ones_like(n), n, causal_pairs(n, c)],
+                        ["seconds", "per_new_token", "per_attention_pair"], "benchmark=layers")
 
 
 def fit_decode(df: pd.DataFrame) -> Fit:
-    d = _ok(df, "layer_decode")
-    if d.empty:
-        raise UserError("the run has no layer_decode records: run `python -m bench run benchmark=layers` with the "
-                        "same model first")
-    b = d["param.batch"].astype(float).to_numpy()
-    c = d["param.ctx"].astype(float).to_numpy()
-    y = d["metric.model_decode_step_s"].astype(float).to_numpy()
-    X = np.stack([np.ones_like(b), b, b * c], axis=1)
-    f = _fit("decode", X, y, ["seconds", "per_sequence", "per_sequence_context_token"],
-             {"batch": [float(b.min()), float(b.max())], "ctx": [float(c.min()), float(c.max())]})
-    if len(np.unique(c)) < 2:
-        f.notes.append("one decode ctx measured: context scaling is not separable from batch scaling")
-    return f
+    return _fit_records(df, "layer_decode", ("batch", "ctx"), "model_decode_step_s",
+                        lambda b, c: [np.ones_like(b), b, b * c],
+                        ["seconds", "per_sequence", "per_sequence_context_token"], "benchmark=layers")
 
 
 @dataclass

@@ -1,12 +1,7 @@
 """Pictures of a model result: speedup vs hit rate per tier with the Amdahl bound, GPU split, break-even."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from bench.report.plots import _save, plt
 
 
 def speedup_vs_hit_rate(r: dict, path) -> str:
@@ -58,9 +53,3 @@ def break_even(r: dict, path) -> str:
     return _save(fig, path)
 
 
-def _save(fig, path) -> str:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)

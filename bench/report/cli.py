@@ -11,7 +11,6 @@ from pathlib import Path
 
 from bench.cli import register
 from bench.compare import FINGERPRINT_KEYS
-from bench.errors import UserError
 from bench.report import plots
 from bench.store import load, read_manifest, run_dirs
 

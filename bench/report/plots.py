@@ -66,27 +66,39 @@ def bandwidth_vs_size(df: pd.DataFrame, path) -> Optional[str]:
     return _save(fig, path)
 
 
+def _two_panels(d: pd.DataFrame, names, groups, x: str, label, xlabel: str, ylabel: str, title: str, path,
+                extra=None) -> str:
+    """One panel per benchmark in ``names``: metric.gbps against ``x``, one line per ``groups`` value."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, name in zip(axes, names):
+        g0 = d[d["benchmark"] == name]
+        for key, g in g0.groupby(groups):
+            g = g.sort_values(x)
+            ax.plot(g[x], g["metric.gbps"], marker="o", label=label(key))
+        if extra is not None and not g0.empty:
+            extra(ax, g0)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{title} ({_label(d)})")
+    return _save(fig, path)
+
+
 def paged_methods(df: pd.DataFrame, path) -> Optional[str]:
     """Paged KV offload/onload GB/s against block size, per method and layout, with the contiguous figure."""
     d = _ok(df, ["paged_offload", "paged_onload"])
     if d.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for ax, name in zip(axes, ["paged_offload", "paged_onload"]):
-        g0 = d[d["benchmark"] == name]
-        for (method, layout), g in g0.groupby(["param.method", "param.layout"]):
-            g = g.sort_values("param.block_tokens")
-            ax.plot(g["param.block_tokens"], g["metric.gbps"], marker="o", label=f"{method} / {layout}")
-        if not g0.empty:
-            ax.axhline(g0["metric.contiguous_gbps"].median(), color="black", ls="--", lw=1, label="contiguous copy")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("block size (tokens)")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("GB/s of KV bytes")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"Paged KV transfer methods ({_label(d)})")
-    return _save(fig, path)
+
+    def contiguous(ax, g0):
+        ax.axhline(g0["metric.contiguous_gbps"].median(), color="black", ls="--", lw=1, label="contiguous copy")
+
+    return _two_panels(d, ["paged_offload", "paged_onload"], ["param.method", "param.layout"], "param.block_tokens",
+                       lambda k: f"{k[0]} / {k[1]}", "block size (tokens)", "GB/s of KV bytes",
+                       "Paged KV transfer methods", path, extra=contiguous)
 
 
 def storage_vs_queue_depth(df: pd.DataFrame, path) -> Optional[str]:
@@ -94,20 +106,9 @@ def storage_vs_queue_depth(df: pd.DataFrame, path) -> Optional[str]:
     d = _ok(df, ["file_read", "file_write"])
     if d.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for ax, name in zip(axes, ["file_read", "file_write"]):
-        g0 = d[(d["benchmark"] == name)]
-        for (req, pat), g in g0.groupby(["param.request_bytes", "param.pattern"]):
-            g = g.sort_values("param.queue_depth")
-            ax.plot(g["param.queue_depth"], g["metric.gbps"], marker="o", label=f"{int(req) >> 10} KiB {pat}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("queue depth (threads)")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("GB/s")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"Storage bandwidth ({_label(d)})")
-    return _save(fig, path)
+    return _two_panels(d, ["file_read", "file_write"], ["param.request_bytes", "param.pattern"], "param.queue_depth",
+                       lambda k: f"{int(k[0]) >> 10} KiB {k[1]}", "queue depth (threads)", "GB/s",
+                       "Storage bandwidth", path)
 
 
 def roofline(df: pd.DataFrame, path) -> Optional[str]:
