@@ -10,20 +10,23 @@ from bench.config import kernels_dir
 from bench.errors import UserError
 
 
-@functools.lru_cache(maxsize=None)
-def module(name: str):
+def cupy_module():
     try:
         import cupy
     except ImportError:
         raise UserError("the uva_kernel method needs CuPy: pip install -e '.[gpu]'") from None
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def module(name: str):
+    cupy = cupy_module()
     src = (kernels_dir() / name).read_text()
     return cupy.RawModule(code=src, options=("--std=c++17",))
 
 
 def _stream():
-    import cupy
-
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    return cupy_module().cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
 
 
 def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Tensor, packed: torch.Tensor,
@@ -38,7 +41,9 @@ def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Te
     table = torch.tensor(ptrs, dtype=torch.int64, device=dev)
     ids = idx.to(dev, torch.int64)
     n = len(ids)
-    kern = module("kv_transfer.cu").get_function("kv_gather" if offload else "kv_scatter")
+    device = cupy_module().cuda.Device(dev.index if dev.index is not None else torch.cuda.current_device())
+    with device:  # compile and load on the GPU torch uses
+        kern = module("kv_transfer.cu").get_function("kv_gather" if offload else "kv_scatter")
     words = n * len(ptrs) * chunk // 16
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     threads = 256
@@ -49,7 +54,7 @@ def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Te
     stream = _stream()  # RawKernel launches on CuPy's current stream: make that torch's current stream
 
     def run():
-        with stream:
+        with device, stream:
             kern((blocks,), (threads,), args)
 
     run.keepalive = (table, ids)  # the kernel reads these through raw pointers
