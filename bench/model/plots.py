@@ -1,7 +1,7 @@
 """Pictures of a model result: speedup vs hit rate per tier with the Amdahl bound, GPU split, break-even."""
 from __future__ import annotations
 
-from bench.report.plots import _save, plt
+from bench.report.plots import _finish, _save, plt
 
 
 def speedup_vs_hit_rate(r: dict, path) -> str:
@@ -14,11 +14,8 @@ def speedup_vs_hit_rate(r: dict, path) -> str:
     ax.axhline(2.0, color="grey", ls=":", lw=1, label="the 2x claim")
     ax.axvline(r["workload"]["ideal_hit_rate"], color="tab:green", ls="-.", lw=1,
                label=f"{r['workload']['name']} reuse {r['workload']['ideal_hit_rate']:.1%}")
-    ax.set_xlabel("KV hit rate (fraction of input tokens served from cache)")
-    ax.set_ylabel("throughput speedup vs no reuse")
-    ax.set_title(f"{r['model']} on {r['gpu']}: speedup vs hit rate")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "KV hit rate (fraction of input tokens served from cache)", "throughput speedup vs no reuse",
+            f"{r['model']} on {r['gpu']}: speedup vs hit rate", legend_size=8)
     return _save(fig, path)
 
 
@@ -46,10 +43,7 @@ def break_even(r: dict, path) -> str:
            label="break-even (load = recompute)")
     ax.set_xticks(list(x), tiers)
     ax.set_yscale("log")
-    ax.set_ylabel("GB/s")
-    ax.set_title("Tier bandwidth vs break-even")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
+    _finish(ax, "tier", "GB/s", "Tier bandwidth vs break-even", legend_size=8)
     return _save(fig, path)
 
 

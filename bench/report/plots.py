@@ -27,6 +27,15 @@ def _label(df: pd.DataFrame) -> str:
     return ", ".join(map(str, names)) or ", ".join(map(str, devs)) or "?"
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, legend_size: int = 7, grid_which: str = "major") -> None:
+    """Labels, title, grid and legend: the same closing steps of every plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which=grid_which)
+    ax.legend(fontsize=legend_size)
+
+
 def _save(fig, path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,11 +67,7 @@ def bandwidth_vs_size(df: pd.DataFrame, path) -> Optional[str]:
         for p in sorted(peak.dropna().unique()):
             ax.axhline(p, color="grey", ls=":", lw=1)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("transfer size (bytes)")
-    ax.set_ylabel("GB/s (1e9 B/s)")
-    ax.set_title(f"Host <-> device copy bandwidth ({_label(d)})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish(ax, "transfer size (bytes)", "GB/s (1e9 B/s)", f"Host <-> device copy bandwidth ({_label(d)})")
     return _save(fig, path)
 
 
@@ -131,9 +136,6 @@ def roofline(df: pd.DataFrame, path) -> Optional[str]:
                    alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
-    ax.set_ylabel("TFLOP/s")
-    ax.set_title(f"Prefill (red) vs decode (blue) on the roofline ({_label(d)})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _finish(ax, "arithmetic intensity (FLOP / byte)", "TFLOP/s",
+            f"Prefill (red) vs decode (blue) on the roofline ({_label(d)})", grid_which="both")
     return _save(fig, path)
