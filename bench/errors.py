@@ -16,6 +16,11 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class Skip(Exception):
+    """A benchmark point that cannot run here (too big, unsupported, no space): recorded as status=skipped with
+    this message as the reason. Raise it (or ``state.skip``) anywhere below a benchmark function."""
+
+
 def fail(err: UserError) -> "NoReturn":  # noqa: F821
     print(f"error: {err}", file=sys.stderr)
     sys.exit(EXIT_USAGE)

@@ -18,6 +18,8 @@ from typing import Optional
 
 import numpy as np
 
+from bench.errors import Skip
+
 PAGE = mmap.PAGESIZE
 PATTERN_PERIOD = 1 << 20  # the seeded random tile repeats every 1 MiB; each page is stamped with its index
 
@@ -28,8 +30,9 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 
 
-class StorageFault(Exception):
-    """A storage problem that makes a point unmeasurable (no space, O_DIRECT refused when required)."""
+class StorageFault(Skip):
+    """A storage problem that makes a point unmeasurable (no space, O_DIRECT refused when required, pages that
+    stay cached): the harness records the point as skipped with this reason."""
 
 
 # -- alignment ---------------------------------------------------------------------------------------------------

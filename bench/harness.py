@@ -14,12 +14,9 @@ from typing import Callable, Optional
 import torch
 
 from bench.device import Device, L2Flusher
+from bench.errors import Skip
 from bench.nvml import ClockSampler
 from bench.timing import StoppingRule, Stats, measure
-
-
-class Skip(Exception):
-    """Raised by ``state.skip``: the point cannot run here; recorded as status=skipped."""
 
 
 class VerificationError(Exception):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,25 @@ def _latency_metrics(state, io: IOPass) -> None:
     state.set_metric("iops", len(io.offs) / state.stats.median_s)
 
 
+def _expected(tile, offs, req: int) -> np.ndarray:
+    """The file's content at each request offset, concatenated (what a buffer holding those requests must hold)."""
+    return np.concatenate([expected_bytes(tile, int(o), req) for o in offs])
+
+
+def _verify_buffer(state, data: np.ndarray, offs, req: int, tile, what: str) -> None:
+    """``data`` holds the requests at ``offs`` back to back; each must match the file's pattern."""
+    bad = [o for i, o in enumerate(offs) if first_bad_page(data[i * req:(i + 1) * req], tile, int(o)) is not None]
+    state.verify(not bad, f"{len(bad)} request(s) {what}")
+
+
+def _verify_written(state, t: "Target") -> None:
+    """Read the written requests back (page cache dropped) and check them against the pattern."""
+    rfd, _ = open_cached(state, t.path, False)
+    drop_cache(rfd, t.file_bytes)
+    _verify_reads(state, IOPass(rfd, t.io.offs, t.io.request, t.io.queue_depth, False, t.io.align), t.tile,
+                  "read-back after writes")
+
+
 def _verify_reads(state, io: IOPass, tile, what: str) -> None:
     bad = io.run(verify_tile=tile)
     state.verify(not bad, f"{what}: {len(bad)} request(s) read wrong data, first at offset {bad[0][0] if bad else 0} "
@@ -142,35 +161,26 @@ def _verify_reads(state, io: IOPass, tile, what: str) -> None:
 def file_read(state):
     """Read requests from a file into host memory (O_DIRECT, or buffered after a proven page-cache drop) with
     queue_depth synchronous threads; GB/s, iops, lat_p50_us, lat_p99_us. Times the pread calls of one pass."""
-    try:
-        t = setup(state, write=False)
-        prepare = _drop_and_prove(t.fd, t.file_bytes)
-        prepare()
-        _verify_reads(state, t.io, t.tile, "before timing")
-        state.add_bytes(t.io.bytes)
-        state.exec(t.io.run, prepare=prepare)
-        _latency_metrics(state, t.io)
-        state.note(page_cache="dropped and verified empty (mincore) before every timed pass")
-    except StorageFault as e:
-        state.skip(str(e))
+    t = setup(state, write=False)
+    prepare = _drop_and_prove(t.fd, t.file_bytes)
+    prepare()
+    _verify_reads(state, t.io, t.tile, "before timing")
+    state.add_bytes(t.io.bytes)
+    state.exec(t.io.run, prepare=prepare)
+    _latency_metrics(state, t.io)
+    state.note(page_cache="dropped and verified empty (mincore) before every timed pass")
 
 
 @benchmark("file_write", family="storage", axes=_axes)
 def file_write(state):
     """Write requests from host memory to a file (O_DIRECT; buffered fallback adds fdatasync to the timed pass so
     bytes reach the device); GB/s, iops, latency percentiles. Data read back and checked afterwards."""
-    try:
-        t = setup(state, write=True)
-        run = t.io.run if t.mode == "o_direct" else (lambda: (t.io.run(), os.fdatasync(t.fd)))
-        state.add_bytes(t.io.bytes)
-        state.exec(run)
-        _latency_metrics(state, t.io)
-        rfd, _ = open_cached(state, t.path, False)
-        drop_cache(rfd, t.file_bytes)
-        check_io = IOPass(rfd, t.io.offs, t.io.request, t.io.queue_depth, False, t.io.align)
-        _verify_reads(state, check_io, t.tile, "read-back after writes")
-    except StorageFault as e:
-        state.skip(str(e))
+    t = setup(state, write=True)
+    run = t.io.run if t.mode == "o_direct" else (lambda: (t.io.run(), os.fdatasync(t.fd)))
+    state.add_bytes(t.io.bytes)
+    state.exec(run)
+    _latency_metrics(state, t.io)
+    _verify_written(state, t)
 
 
 @benchmark("file_read_cache_check", family="storage",
@@ -178,23 +188,20 @@ def file_write(state):
 def file_read_cache_check(state):
     """Proof that reads miss the page cache: the same block read over and over vs distinct random blocks.
     Reports repeat_over_distinct (speed ratio); above 1 + 3 x noise the point is flagged cache_suspect."""
-    try:
-        results = {}
-        for pattern in ("random", "repeat"):
-            state.params["pattern"] = pattern
-            t = setup(state, write=False)
-            _verify_reads(state, t.io, t.tile, pattern)
-            prepare = _drop_and_prove(t.fd, t.file_bytes)
-            results[pattern] = state.reference(("cache_check", pattern, t.io.request), t.io.run, prepare=prepare)
-        state.params["pattern"] = "random+repeat"
-        state.add_bytes(t.io.bytes)
-        state.stats = results["random"]
-        ratio = results["random"].median_s / results["repeat"].median_s
-        noise = max(results["random"].noise, results["repeat"].noise)
-        state.set_metric("repeat_over_distinct", ratio)
-        state.set_metric("cache_suspect", bool(ratio > 1 + 3 * noise))
-    except StorageFault as e:
-        state.skip(str(e))
+    results = {}
+    for pattern in ("random", "repeat"):
+        state.params["pattern"] = pattern
+        t = setup(state, write=False)
+        _verify_reads(state, t.io, t.tile, pattern)
+        prepare = _drop_and_prove(t.fd, t.file_bytes)
+        results[pattern] = state.reference(("cache_check", pattern, t.io.request), t.io.run, prepare=prepare)
+    state.params["pattern"] = "random+repeat"
+    state.add_bytes(t.io.bytes)
+    state.stats = results["random"]
+    ratio = results["random"].median_s / results["repeat"].median_s
+    noise = max(results["random"].noise, results["repeat"].noise)
+    state.set_metric("repeat_over_distinct", ratio)
+    state.set_metric("cache_suspect", bool(ratio > 1 + 3 * noise))
 
 
 # -- GPU <-> file -------------------------------------------------------------------------------------------------
@@ -246,7 +253,7 @@ def gpu_file_kvikio(state, write: bool) -> None:
     tile = pattern_tile(int(s.seed))
     gbuf = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:  # the GPU buffer holds the file's own pattern for those offsets, so the file stays verifiable
-        gbuf.copy_(torch.from_numpy(np.concatenate([expected_bytes(tile, int(o), req) for o in offs])))
+        gbuf.copy_(torch.from_numpy(_expected(tile, offs, req)))
     f = kvikio.CuFile(path, "r+" if write else "r")
     state.run_resource(("cufile", path, write), lambda: f, lambda x: x.close())
     views = [gbuf[i * req:(i + 1) * req] for i in range(len(offs))]
@@ -263,9 +270,7 @@ def gpu_file_kvikio(state, write: bool) -> None:
     run()
     torch.cuda.synchronize()
     if not write:
-        host = gbuf.cpu().numpy()
-        bad = [o for i, o in enumerate(offs) if first_bad_page(host[i * req:(i + 1) * req], tile, int(o)) is not None]
-        state.verify(not bad, f"{len(bad)} request(s) read wrong data into the GPU")
+        _verify_buffer(state, gbuf.cpu().numpy(), offs, req, tile, "read wrong data into the GPU")
     state.add_bytes(total)
     state.exec(run, prepare=prepare, hold_stream=False)
     state.note(**kvikio_settings())
@@ -275,19 +280,13 @@ def gpu_file_kvikio(state, write: bool) -> None:
 def gpu_file_read_kvikio(state):
     """File -> GPU memory through KvikIO (GDS, or its POSIX compat mode: recorded); GB/s of payload. Page cache
     dropped and verified before every timed pass."""
-    try:
-        gpu_file_kvikio(state, write=False)
-    except StorageFault as e:
-        state.skip(str(e))
+    gpu_file_kvikio(state, write=False)
 
 
 @benchmark("gpu_file_write_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported)
 def gpu_file_write_kvikio(state):
     """GPU memory -> file through KvikIO (compat mode recorded); GB/s of payload."""
-    try:
-        gpu_file_kvikio(state, write=True)
-    except StorageFault as e:
-        state.skip(str(e))
+    gpu_file_kvikio(state, write=True)
 
 
 def gpu_file_bounce(state, write: bool) -> None:
@@ -306,7 +305,7 @@ def gpu_file_bounce(state, write: bool) -> None:
     host, total = pinned["t"], t.io.bytes
     dev = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:
-        dev.copy_(torch.from_numpy(np.concatenate([expected_bytes(t.tile, int(o), t.io.request) for o in t.io.offs])))
+        dev.copy_(torch.from_numpy(_expected(t.tile, t.io.offs, t.io.request)))
 
         def run():
             host.copy_(dev)  # synchronous D2H: the file writes need the bytes
@@ -322,36 +321,24 @@ def gpu_file_bounce(state, write: bool) -> None:
         prepare = _drop_and_prove(t.fd, t.file_bytes)
         prepare()
         run()
-        got = dev.cpu().numpy()
-        req = t.io.request
-        bad = [o for i, o in enumerate(t.io.offs) if first_bad_page(got[i * req:(i + 1) * req], t.tile, int(o)) is not None]
-        state.verify(not bad, f"{len(bad)} request(s) arrived wrong on the device")
+        _verify_buffer(state, dev.cpu().numpy(), t.io.offs, t.io.request, t.tile, "arrived wrong on the device")
     state.add_bytes(total)
     state.exec(run, prepare=prepare, hold_stream=False)
     if write:
-        rfd, _ = open_cached(state, t.path, False)
-        drop_cache(rfd, t.file_bytes)
-        _verify_reads(state, IOPass(rfd, t.io.offs, t.io.request, t.io.queue_depth, False, t.io.align), t.tile,
-                      "read-back after writes")
+        _verify_written(state, t)
 
 
 @benchmark("gpu_file_read_bounce", family="storage", axes=_gpu_axes)
 def gpu_file_read_bounce(state):
     """File -> pinned host (O_DIRECT, queue_depth threads) -> GPU (one copy), not overlapped; GB/s of payload.
     On the CPU the second hop is a host copy."""
-    try:
-        gpu_file_bounce(state, write=False)
-    except StorageFault as e:
-        state.skip(str(e))
+    gpu_file_bounce(state, write=False)
 
 
 @benchmark("gpu_file_write_bounce", family="storage", axes=_gpu_axes)
 def gpu_file_write_bounce(state):
     """GPU -> pinned host (one copy) -> file (O_DIRECT, queue_depth threads), not overlapped; GB/s of payload."""
-    try:
-        gpu_file_bounce(state, write=True)
-    except StorageFault as e:
-        state.skip(str(e))
+    gpu_file_bounce(state, write=True)
 
 
 @validator("storage")

@@ -12,6 +12,7 @@ import torch
 
 from bench import roofline
 from bench.config import check, positive_ints
+from bench.model.analyze import combine
 from bench.model.costs import Costs, fit_decode, fit_prefill, host_tier, storage_tier
 from bench.model.workload import Workload
 from bench.registry import benchmark
@@ -99,7 +100,7 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
             compute = float(costs.prefill_s(n_new, n_ctx)) * frac
             tier = {"reuse_host": "host", "reuse_storage": "storage"}.get(mode)
             load_s = float(costs.tiers[tier].load_s(load_tok * kv_tok)) if (tier and load_tok) else 0.0
-            pre += max(compute, load_s)  # loads overlap compute layer by layer
+            pre += float(combine(compute, load_s, overlap=True))  # the engine overlaps loads layer by layer
             dec += float(np.sum(costs.decode_step_s(1, np.array(dec_ctx)))) * frac
     return {"prefill_s": pre, "decode_s": dec}
 

@@ -42,6 +42,11 @@ def combine(compute_s, load_s, overlap: bool):
     return np.maximum(compute_s, load_s) if overlap else compute_s + load_s
 
 
+def mean_prefill_s(costs: Costs, new, cached, load_s, overlap: bool) -> float:
+    """Mean prefill GPU-seconds per request: compute of the new tokens after the cached ones, with the load."""
+    return float(np.mean(combine(costs.prefill_s(new, cached), load_s, overlap)))
+
+
 def break_even_gbps(costs: Costs, n, c, latency_s: float) -> float:
     """Tier bandwidth (GB/s) at which loading the cached KV takes as long as recomputing it, over requests:
     sum(cached bytes) / sum(t_p(n + c, 0) - t_p(n, c) - latency). inf when recomputing costs nothing."""
@@ -142,7 +147,7 @@ def analyze(run_path, cfg) -> dict:
 
     for tier in ("hbm", *tiers):
         load_s = costs.load_s(tier, c)
-        px = float(np.mean(combine(costs.prefill_s(n, c), load_s, fl.overlap_load)))
+        px = mean_prefill_s(costs, n, c, load_s, fl.overlap_load)
         r, split = rate(px)
         be = break_even_gbps(costs, n, c, 0.0 if tier == "hbm" else tiers[tier].latency_s)
         result["reuse"][tier] = {
@@ -155,7 +160,7 @@ def analyze(run_path, cfg) -> dict:
         sweep = []
         for h in HIT_GRID:
             ch = h * I
-            ph = float(np.mean(combine(costs.prefill_s(I - ch, ch), costs.load_s(tier, ch), fl.overlap_load)))
+            ph = mean_prefill_s(costs, I - ch, ch, costs.load_s(tier, ch), fl.overlap_load)
             sweep.append(F.speedup(p0, ph, d))
         result["sweep"][tier] = sweep
 
@@ -168,7 +173,7 @@ def analyze(run_path, cfg) -> dict:
         sim = simulate(trace, bt, caps, int(fl.sim_instances), routing, float(fl.cache_slack))
         ht = sim.hit_tokens.astype(float)
         load_s = sum(costs.load_s(t, ht[:, i]) for i, t in enumerate(TIERS) if t == "hbm" or t in tiers)
-        ps = float(np.mean(combine(costs.prefill_s(sim.miss_tokens, ht.sum(axis=1)), load_s, fl.overlap_load)))
+        ps = mean_prefill_s(costs, sim.miss_tokens, ht.sum(axis=1), load_s, fl.overlap_load)
         r, split = rate(ps)
         result["simulated"][routing] = {**sim.rates(), "speedup": r / base_rate, "prefill_gpu_s": ps,
                                         "effective_routing": sim.meta["effective_routing"], **split,
