@@ -190,6 +190,37 @@ class ValidateConfig:
 
 
 @dataclass
+class InterferenceConfig:
+    """KV transfers under load (benchmark=interference). Sizes in bytes, tokens, GB/s = 1e9 B/s."""
+
+    # copy_under_compute: a paged KV move beside a prefill or decode layer loop
+    methods: list = MISSING
+    directions: list = MISSING  # onload (host -> pool) | offload (pool -> host)
+    computes: list = MISSING  # prefill | decode
+    copy_bytes: int = MISSING
+    block_tokens: int = 16
+    layout: str = "layer_major"
+    pool_factor: int = 2
+    compute_layers: int = 4
+    prefill_new: int = MISSING
+    prefill_ctx: int = MISSING
+    decode_batch: int = MISSING
+    decode_ctx: int = MISSING
+    match_durations: bool = True  # repeat the compute so that alone it lasts about as long as the copy
+    max_repeats: int = 64
+    # layerwise_load: layer l+1's KV loads while layer l computes
+    layerwise_layers: Optional[int] = None  # null = every layer of the model that fits the memory budget
+    layerwise_new: list = MISSING
+    hit_tokens: list = MISSING
+    tier_gbps: list = MISSING  # "link" (the host link itself) or a slower tier's GB/s, emulated by pacing
+    # host_traffic_concurrent / all_gpus_host
+    host_streams: list = MISSING
+    host_bytes: int = MISSING
+    seed: int = 4321
+    cpu: dict = field(default_factory=dict)
+
+
+@dataclass
 class RootConfig:
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -201,6 +232,7 @@ class RootConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     layers: LayersConfig = field(default_factory=LayersConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    interference: InterferenceConfig = field(default_factory=InterferenceConfig)
     # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
     families: dict = field(default_factory=dict)
     only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]
@@ -234,6 +266,7 @@ class FleetConfig:
     max_batch: int = 256
     slo_ms_per_token: Optional[float] = None  # decode latency SLO (time per output token)
     overlap_load: bool = True  # KV loads overlap prefill compute layer by layer (else they add)
+    load_cost: str = "auto"  # auto | measured (layerwise_load records) | bandwidth (bytes / GB/s)
     colocated_interference: float = 0.0
     hbm_cache_fraction: float = 0.3  # share of free HBM per instance kept as prefix cache
     host_bytes_per_gpu: int = 137438953472  # 128 GiB of host DRAM per GPU for the host tier

@@ -25,8 +25,16 @@ def module(name: str):
     return cupy.RawModule(code=src, options=("--std=c++17",))
 
 
+_STREAMS: dict = {}
+
+
 def _stream():
-    return cupy_module().cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    """torch's current stream as a CuPy stream (so a launch joins whatever stream the caller made current, e.g. a
+    lane's stream in the interference benchmarks); wrappers are cached by handle."""
+    handle = torch.cuda.current_stream().cuda_stream
+    if handle not in _STREAMS:
+        _STREAMS[handle] = cupy_module().cuda.ExternalStream(handle)
+    return _STREAMS[handle]
 
 
 def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Tensor, packed: torch.Tensor,
@@ -51,10 +59,8 @@ def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Te
     args = (np.uint64(table.data_ptr()), np.int32(len(ptrs)), np.uint64(ids.data_ptr()), np.int64(n),
             np.int64(chunk), np.int64(stride), np.uint64(packed.data_ptr()))
 
-    stream = _stream()  # RawKernel launches on CuPy's current stream: make that torch's current stream
-
-    def run():
-        with device, stream:
+    def run():  # RawKernel launches on CuPy's current stream: make that torch's current stream at call time
+        with device, _stream():
             kern((blocks,), (threads,), args)
 
     run.keepalive = (table, ids)  # the kernel reads these through raw pointers

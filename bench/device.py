@@ -37,6 +37,12 @@ class Device:
 
         return CudaClock(hold_stream) if self.is_cuda else CpuClock()
 
+    def lanes(self, lanes, hold_stream: bool = True):
+        """The timer for concurrent lanes: CUDA streams (one per lane) or host threads."""
+        from bench.timing import CpuLanes, CudaLanes
+
+        return CudaLanes(lanes, self.index, hold_stream) if self.is_cuda else CpuLanes(lanes)
+
     def release(self) -> None:
         """Free what a finished or failed point left behind (used after OOM and between points)."""
         gc.collect()

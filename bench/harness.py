@@ -16,7 +16,7 @@ import torch
 from bench.device import Device, L2Flusher
 from bench.errors import Skip
 from bench.nvml import ClockSampler
-from bench.timing import StoppingRule, Stats, measure
+from bench.timing import Lane, LaneStats, StoppingRule, Stats, measure, measure_lanes
 
 
 class VerificationError(Exception):
@@ -120,6 +120,14 @@ class State:
         self.stats = self._measure(fn, prepare, flush_l2, hold_stream)
         return self.stats
 
+    def exec_lanes(self, lanes: list[Lane], *, prepare: Optional[Callable[[], object]] = None,
+                   hold_stream: bool = True) -> LaneStats:
+        """Time ``lanes`` running at once (one CUDA stream or host thread each, queued in list order); the
+        point's own timing is the total, each lane's span is in the returned :class:`LaneStats`."""
+        res = self._measure_lanes(lanes, prepare, hold_stream)
+        self.stats = res.total
+        return res
+
     def reference(self, key, fn: Callable[[], object], **kw) -> Stats:
         """Time a reference operation (e.g. the contiguous copy a paged method is compared with) once per run
         and ``key``; same rules as :meth:`exec`, but not this point's own timing."""
@@ -127,6 +135,20 @@ class State:
             self.ctx.refs[key] = self._measure(fn, kw.get("prepare"), kw.get("flush_l2", False),
                                                kw.get("hold_stream", True))
         return self.ctx.refs[key]
+
+    def reference_lanes(self, key, lanes: list[Lane], **kw) -> LaneStats:
+        """:meth:`exec_lanes` for a reference (e.g. a copy alone, to compare with the copy under load); once per
+        run and ``key``."""
+        if key not in self.ctx.refs:
+            self.ctx.refs[key] = self._measure_lanes(lanes, kw.get("prepare"), kw.get("hold_stream", True))
+        return self.ctx.refs[key]
+
+    def _measure_lanes(self, lanes, prepare, hold_stream: bool) -> LaneStats:
+        clock = self.device.lanes(lanes, hold_stream)
+        res = measure_lanes(clock, self.rule, self.warmup_s, prepare=prepare)
+        if getattr(clock, "enqueue_skew_s", 0.0):
+            self.notes["lanes_enqueue_skew_s"] = clock.enqueue_skew_s
+        return res
 
     def run_resource(self, key, create: Callable[[], object], cleanup: Optional[Callable[[object], object]] = None):
         """A resource shared by the points of a run (created once per ``key``; ``cleanup`` runs at run end)."""

@@ -97,14 +97,19 @@ class Layer:
         return sum(t.numel() * t.element_size() for t in self.w.values())
 
     # -- cache ---------------------------------------------------------------------------------------------------
-    def new_cache(self, batch: int, tokens: int, seed: int):
+    def new_cache(self, batch: int, tokens: int, seed: int, token_major: bool = False):
         """Random cached K/V for ``tokens`` positions (+ room is the caller's): GQA (k, v) [B, Hkv, T, d];
-        MLA latent [B, T, kv_lora_rank + rope]."""
+        MLA latent [B, T, kv_lora_rank + rope]. ``token_major`` stores GQA K/V as [B, T, Hkv, d] (paged-cache
+        order) behind the same [B, Hkv, T, d] view, so the first positions of a sequence are one contiguous
+        region (see :func:`cached_region`)."""
         s = self.s
         g = torch.Generator(device=self.device).manual_seed(seed)
         r = lambda *sh: torch.randn(*sh, device=self.device, dtype=torch.float32, generator=g).to(self.dtype)  # noqa
         if s.is_mla:
             return (r(batch, tokens, s.kv_lora_rank + s.rope_head_dim),)
+        if token_major:
+            return (r(batch, tokens, s.kv_heads, s.head_dim).transpose(1, 2),
+                    r(batch, tokens, s.kv_heads, s.head_dim).transpose(1, 2))
         return r(batch, s.kv_heads, tokens, s.head_dim), r(batch, s.kv_heads, tokens, s.head_dim)
 
     # -- forward -------------------------------------------------------------------------------------------------
@@ -196,3 +201,13 @@ class Layer:
         per = self.w["w1"][0].numel() * 3 * self.w["w1"].element_size()
         expected = s.experts * (1 - (1 - s.experts_active / s.experts) ** tokens)
         return int(expected * per)
+
+
+def cached_region(t: torch.Tensor, ctx: int) -> torch.Tensor:
+    """The first ``ctx`` positions of sequence 0 of a token-major cache tensor (GQA view [1, Hkv, T, d] over
+    [1, T, Hkv, d]; MLA latent [1, T, r]) as one contiguous 1-D view: the bytes a KV load writes."""
+    base = t.transpose(1, 2) if t.dim() == 4 else t
+    region = base[0, :ctx]
+    if not region.is_contiguous():
+        raise ValueError("cache is not token-major: its cached positions are not one contiguous region")
+    return region.reshape(-1)

@@ -172,3 +172,185 @@ def measure(
         if verdict is not None:
             reason, converged = verdict
             return summarize(samples, inner, reason, converged, warmup_calls)
+
+
+# -- concurrent lanes --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lane:
+    """One stream of work that runs beside others (a copy, a layer loop); ``device`` is the CUDA device index it
+    runs on (None: the run's device)."""
+
+    name: str
+    fn: Callable[[], object]
+    device: Optional[int] = None
+
+
+class CpuLanes:
+    """Host threads, one per lane, released together by a barrier; each lane's span runs from the common start
+    to its own end (perf_counter_ns). Work that releases the GIL (torch ops, memmove) really runs in parallel."""
+
+    name = "perf_counter_ns/threads"
+    resolution_s = 1e-5
+
+    def __init__(self, lanes: list[Lane]):
+        self.lanes = lanes
+
+    def sample_lanes(self) -> tuple[float, dict]:
+        import threading
+
+        barrier = threading.Barrier(len(self.lanes) + 1)
+        ends: dict[str, int] = {}
+        errors: list[BaseException] = []
+
+        def work(lane: Lane) -> None:
+            barrier.wait()
+            try:
+                lane.fn()
+            except BaseException as e:  # surfaced below, in the caller's thread
+                errors.append(e)
+            finally:
+                ends[lane.name] = time.perf_counter_ns()
+
+        threads = [threading.Thread(target=work, args=(lane,), daemon=True) for lane in self.lanes]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter_ns()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        spans = {name: (end - t0) * 1e-9 for name, end in ends.items()}
+        return max(spans.values()), spans
+
+    def sync(self) -> None:
+        pass
+
+
+class CudaLanes:
+    """One CUDA stream per lane, queued in list order from this thread behind a spin kernel (as
+    :class:`CudaClock`), so that every lane is queued before any starts. Each lane's span runs from its device's
+    start event to the lane's end event; the total is the longest device span. Lanes on several devices start
+    within the host's enqueue skew of each other (recorded as ``enqueue_skew_s``)."""
+
+    name = "cuda_event/streams"
+    resolution_s = 5e-6
+
+    def __init__(self, lanes: list[Lane], default_device: int, hold_stream: bool = True):
+        import torch
+
+        self.torch = torch
+        self.lanes = lanes
+        self.dev = {lane.name: default_device if lane.device is None else lane.device for lane in lanes}
+        self.devices = sorted(set(self.dev.values()))
+        self.streams = {lane.name: torch.cuda.Stream(device=self.dev[lane.name]) for lane in lanes}
+        self.hold_stream = hold_stream
+        self.spin_cycles = 50_000
+        self.enqueue_skew_s = 0.0
+
+    def sample_lanes(self) -> tuple[float, dict]:
+        torch = self.torch
+        ev = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+        starts, ends, done = {}, {}, {}
+        t0 = time.perf_counter()
+        for d in self.devices:
+            with torch.cuda.device(d):
+                if self.hold_stream:
+                    torch.cuda._sleep(self.spin_cycles)
+                starts[d] = ev()
+                starts[d].record()
+        self.enqueue_skew_s = time.perf_counter() - t0
+        for lane in self.lanes:
+            s = self.streams[lane.name]
+            s.wait_event(starts[self.dev[lane.name]])
+            with torch.cuda.stream(s):
+                lane.fn()
+                ends[lane.name] = ev()
+                ends[lane.name].record(s)
+        for d in self.devices:
+            with torch.cuda.device(d):
+                main = torch.cuda.current_stream()
+                for lane in self.lanes:
+                    if self.dev[lane.name] == d:
+                        main.wait_stream(self.streams[lane.name])
+                done[d] = ev()
+                done[d].record()
+        enqueue_s = time.perf_counter() - t0
+        for d in self.devices:
+            done[d].synchronize()
+        if self.hold_stream and enqueue_s * 2.0e9 > self.spin_cycles * 0.5:
+            self.spin_cycles = min(int(enqueue_s * 2.0e9 * 4), 100_000_000)
+        spans = {n: starts[self.dev[n]].elapsed_time(e) * 1e-3 for n, e in ends.items()}
+        total = max(starts[d].elapsed_time(done[d]) * 1e-3 for d in self.devices)
+        return total, spans
+
+    def sync(self) -> None:
+        for d in self.devices:
+            self.torch.cuda.synchronize(d)
+
+
+@dataclass
+class LaneStats:
+    """``total``: all lanes together, start to the last lane's end; ``lanes``: each lane's own span (same samples)."""
+
+    total: Stats
+    lanes: dict
+
+
+def measure_lanes(lanes_clock, rule: StoppingRule, warmup_s: float = 0.05,
+                  prepare: Optional[Callable[[], object]] = None) -> LaneStats:
+    """Warm up and sample concurrent lanes like :func:`measure` (one call of every lane per sample; the stopping
+    rule watches the total); each lane's span is summarised over the same timed samples."""
+    spans: list[dict] = []
+
+    class _Recorder:
+        name, resolution_s = lanes_clock.name, lanes_clock.resolution_s
+
+        def sample(self, _fn, inner: int) -> float:
+            total, s = lanes_clock.sample_lanes()
+            spans.append(s)
+            return total
+
+        def sync(self) -> None:
+            lanes_clock.sync()
+
+    total = measure(None, _Recorder(), rule, warmup_s, prepare=prepare, min_sample_s=0.0)
+    timed = spans[total.warmup_calls:]
+    per_lane = {name: summarize([s[name] for s in timed], 1, total.stop_reason, total.converged, total.warmup_calls)
+                for name in timed[0]}
+    return LaneStats(total, per_lane)
+
+
+class Handoff:
+    """Step-by-step ordering between lanes: the producer lane calls ``post(i)`` when step i is done, the consumer
+    ``wait(i)`` before it needs it. CUDA: events on the lanes' current streams (the GPU orders them; the
+    producer lane must come first in the lane list, as lanes are queued in order). CPU: threading.Event.
+    ``reset()`` (untimed, before each sample) re-arms it."""
+
+    def __init__(self, steps: int, cuda: bool):
+        self.steps, self.cuda = steps, cuda
+        self.reset()
+
+    def reset(self) -> None:
+        if self.cuda:
+            import torch
+
+            self.events = [torch.cuda.Event() for _ in range(self.steps)]
+        else:
+            import threading
+
+            self.events = [threading.Event() for _ in range(self.steps)]
+
+    def post(self, i: int) -> None:
+        if self.cuda:
+            self.events[i].record()
+        else:
+            self.events[i].set()
+
+    def wait(self, i: int) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.current_stream().wait_event(self.events[i])
+        elif not self.events[i].wait(timeout=120):
+            raise RuntimeError(f"handoff step {i} was never posted (the producer lane failed or is not running)")

@@ -14,6 +14,10 @@ run python -m bench run "benchmark=[ceilings,transfer]" model=llama3_8b run.root
 run python -m bench run "benchmark=[attention]" model=llama3_8b run.root="$out" run.id=attention \
   "attention.prefill_new=[1024,4096,16384]" "attention.prefill_ctx=[0]" "attention.decode_batch=[64]" \
   "attention.decode_ctx=[8192]" harness.progress=false
+run python -m bench run benchmark=interference model=llama3_8b run.root="$out" run.id=interference \
+  "interference.methods=[staged,uva_kernel]" "interference.hit_tokens=[8192,32768]" \
+  "interference.tier_gbps=[link,10]" "interference.layerwise_new=[512]" "interference.host_streams=[1,4]" \
+  harness.progress=false
 run python -m bench validate model=llama3_8b run.root="$out" run.id=validate harness.progress=false
 python - "$out" <<'PY'
 import sys
@@ -43,5 +47,16 @@ show("SDPA flash decode B=64 L=8k KV GB/s (ref 2990)", "attn_decode", backend="f
 for mode in ("reuse_hbm", "reuse_host", "reuse_storage"):
     show(f"validate {mode}: speedup prediction error", "e2e_agentic_replay",
          unit="metric.speedup_prediction_error", mode=mode)
+for m in ("staged", "uva_kernel"):
+    for c in ("prefill", "decode"):
+        show(f"onload {m} under {c}: copy GB/s (alone ~50)", "copy_under_compute", unit="metric.copy_gbps",
+             method=m, direction="onload", compute=c)
+        show(f"onload {m} under {c}: compute slowdown", "copy_under_compute", unit="metric.compute_slowdown",
+             method=m, direction="onload", compute=c)
+for h in (8192, 32768):
+    show(f"layer-wise load {h} hit, host link: exposed fraction of load", "layerwise_load",
+         unit="metric.exposed_fraction", hit_tokens=h, tier_gbps="link")
+show("H2D+D2H 4 streams each: H2D / D2H retained vs alone", "host_traffic_concurrent", unit="metric.h2d_retained",
+     streams=4)
 print("throttled points:", int(df["throttled"].fillna(False).sum()), " implausible:", int(df["implausible"].notna().sum()))
 PY

@@ -8,6 +8,9 @@ checked once per configuration against a float64 copy of the layer on small shap
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from bench import roofline
@@ -55,13 +58,36 @@ def check_layer_numerics(state, shape: ModelShape, idx: int, dtype, decode: bool
     state.verify(err < tol, f"layer output relative error {err:.2e} against float64 exceeds {tol:g}")
 
 
+@dataclass
+class Stack:
+    """``k`` stacked layers of the preset with their KV caches and one input; ``run(count)`` runs the first
+    ``count``. flops / nbytes are one layer's work (linear + attention; weights + KV read)."""
+
+    shape: ModelShape
+    dtype: torch.dtype
+    k: int
+    layers: list
+    caches: list
+    run: Callable
+    flops: float
+    nbytes: int
+    tokens: int
+
+
 def build(state, decode: bool):
+    p = state.params
+    b, n, ctx = (int(p["batch"]), 1, int(p["ctx"])) if decode else (1, int(p["n_new"]), int(p["n_ctx"]))
+    st = build_stack(state, decode, int(p["layers"]), b, n, ctx)
+    return st.shape, st.dtype, st.k, st.run, st.flops, st.nbytes, st.tokens
+
+
+def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False) -> Stack:
+    """``k`` layers for a prefill of ``n`` new tokens after ``ctx`` cached (decode: ``b`` sequences, one token
+    each), numerics checked first; ``token_major`` caches keep each layer's cached positions contiguous (what a
+    KV load writes into)."""
     shape = ModelShape.from_cfg(state.cfg.model)
     dtype = layer_dtype(state)
     idx = representative_index(shape)
-    k = int(state.params["layers"])
-    p = state.params
-    b, n, ctx = (int(p["batch"]), 1, int(p["ctx"])) if decode else (1, int(p["n_new"]), int(p["n_ctx"]))
     elt = torch.finfo(dtype).bits // 8
     cache_bytes = b * (ctx + n) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
     act_bytes = b * n * max(shape.hidden, shape.ffn, shape.moe_ffn * max(1, shape.experts_active)) * elt * 8
@@ -69,12 +95,14 @@ def build(state, decode: bool):
                         f"{k} layer(s) of weights, KV cache and activations")
     check_layer_numerics(state, shape, idx, dtype, decode)
     layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
-    caches = [l.new_cache(b, ctx + n, 200 + i) for i, l in enumerate(layers)]
+    caches = [l.new_cache(b, ctx + n, 200 + i, token_major=token_major) for i, l in enumerate(layers)]
     x = torch.randn(b, n, shape.hidden, device=state.device.torch, dtype=torch.float32).to(dtype)
 
-    def run(count=k):
+    def run(count=k, before_layer=None):
         y = x
-        for layer, cache in zip(layers[:count], caches[:count]):
+        for i, (layer, cache) in enumerate(zip(layers[:count], caches[:count])):
+            if before_layer is not None:
+                before_layer(i)
             y, _ = layer.forward(y, cache, ctx, decode)
         return y
 
@@ -89,7 +117,7 @@ def build(state, decode: bool):
     state.note(dtype=str(dtype).replace("torch.", ""), layer_index=idx, moe=layers[0].moe,
                moe_impl="loop over routed experts" if layers[0].moe else None,
                attention="mla" if shape.is_mla else "gqa", model_layers=shape.layers)
-    return shape, dtype, k, run, flops, weights + kv_read, tokens
+    return Stack(shape, dtype, k, layers, caches, run, flops, weights + kv_read, tokens)
 
 
 def moe_syncs(state) -> bool:

@@ -23,70 +23,72 @@ def _axes(c):
             "block_tokens": list(c.transfer.block_tokens)}
 
 
-def plan(state):
-    """(pool, number of blocks moved per call, packed bytes) for this point."""
-    t = state.cfg.transfer
-    shape = ModelShape.from_cfg(state.cfg.model)
-    block_tokens = int(state.params["block_tokens"])
-    block_bytes = shape.kv_block_bytes(block_tokens)
-    n = max(1, int(t.paged_bytes) // block_bytes)
-    pool_blocks = n * int(t.pool_factor)
-    packed_bytes = n * block_bytes
-    # pool + packed host buffer + staging (device) + a verification copy of the packed data
-    state.require_bytes(pool_blocks * block_bytes + 3 * packed_bytes, "KV pool, host, staging and check buffers")
-    return shape, block_tokens, n, pool_blocks, packed_bytes
+class PagedMove:
+    """N random blocks of a paged GPU pool moved to (offload) or from (onload) a packed pinned host buffer by one
+    method, with the poison-then-verify check the benchmarks run before and after timing."""
+
+    def __init__(self, state, method: str, layout: str, block_tokens: int, offload: bool, paged_bytes: int,
+                 pool_factor: int, seed: int):
+        shape = ModelShape.from_cfg(state.cfg.model)
+        block_bytes = shape.kv_block_bytes(block_tokens)
+        n = max(1, int(paged_bytes) // block_bytes)
+        pool_blocks = n * int(pool_factor)
+        self.n, self.offload, self.packed_bytes = n, offload, n * block_bytes
+        # pool + packed host buffer + staging (device) + a verification copy of the packed data
+        state.require_bytes(pool_blocks * block_bytes + 3 * self.packed_bytes,
+                            "KV pool, host, staging and check buffers")
+        dev = state.device.torch
+        self.device = state.device
+        self.pool = PagedPool.allocate(shape, block_tokens, layout, pool_blocks, dev, seed)
+        g = torch.Generator().manual_seed(seed + block_tokens)
+        idx_cpu = torch.randperm(pool_blocks, generator=g)[:n]  # random, unsorted: blocks come back in any order
+        self.idx = idx_cpu.to(dev)
+        self.packed = alloc(state, "host", self.packed_bytes, True, None if offload else seed + 7)
+        self.host_pattern = None if offload else self.packed.clone()
+        self.staging = torch.empty(self.packed_bytes, dtype=torch.uint8, device=dev)
+        if method == "memcpy_per_block":
+            self.run = per_block_copies(self.pool, idx_cpu.tolist(), self.packed, offload)
+            state.note(copy_calls_per_transfer=n * self.pool.n_src)
+        elif method == "staged":
+            self.run = staged_copies(self.pool, self.idx, self.packed, self.staging, offload)
+        else:
+            self.run, impl = kernel_copies(self.pool, self.idx, self.packed, offload)
+            state.note(kernel_impl=impl)
+        self.untouched = _untouched_sample(self.pool, idx_cpu, pool_blocks)
+        self.state = state
+        state.note(block_bytes=self.pool.block_bytes, chunk_bytes=self.pool.chunk_bytes,
+                   chunks_per_block=self.pool.n_src, blocks_moved=n, pool_blocks=pool_blocks)
+
+    def checked_run(self, when: str, run=None) -> None:
+        """Poison the destination, move once (``run``: the move, or something that includes it), verify."""
+        _poison(self.pool, self.packed, self.idx, self.offload)
+        (run or self.run)()
+        self.device.synchronize()
+        _check(self.state, self.pool, self.idx, self.packed, self.host_pattern, self.offload, self.untouched, when)
+
+    def contiguous(self):
+        """The contiguous pinned copy of the same bytes in the same direction (the bar paged methods are held to)."""
+        if self.offload:
+            return lambda: self.packed.copy_(self.staging, non_blocking=True)
+        return lambda: self.staging.copy_(self.packed, non_blocking=True)
 
 
 def paged_transfer(state, offload: bool) -> None:
     t = state.cfg.transfer
-    shape, block_tokens, n, pool_blocks, packed_bytes = plan(state)
-    method, layout = state.params["method"], state.params["layout"]
-    dev = state.device.torch
-    seed = int(t.seed)
-    pool = PagedPool.allocate(shape, block_tokens, layout, pool_blocks, dev, seed)
-    g = torch.Generator().manual_seed(seed + block_tokens)
-    idx_cpu = torch.randperm(pool_blocks, generator=g)[:n]  # random, unsorted: blocks come back in any order
-    idx = idx_cpu.to(dev)
-    packed = alloc(state, "host", packed_bytes, True, None if offload else seed + 7)
-    host_pattern = None if offload else packed.clone()
-    staging = torch.empty(packed_bytes, dtype=torch.uint8, device=dev)
-
-    if method == "memcpy_per_block":
-        run = per_block_copies(pool, idx_cpu.tolist(), packed, offload)
-        state.note(copy_calls_per_transfer=n * pool.n_src)
-    elif method == "staged":
-        run = staged_copies(pool, idx, packed, staging, offload)
-    else:
-        run, impl = kernel_copies(pool, idx, packed, offload)
-        state.note(kernel_impl=impl)
-
-    untouched = _untouched_sample(pool, idx_cpu, pool_blocks)
-    _poison(pool, packed, idx, offload)
-    run()
-    state.device.synchronize()
-    _check(state, pool, idx, packed, host_pattern, offload, untouched, "before timing")
-
-    state.add_bytes(packed_bytes)
-    state.add_items("blocks", n)
+    block_tokens = int(state.params["block_tokens"])
+    mv = PagedMove(state, state.params["method"], state.params["layout"], block_tokens, offload, int(t.paged_bytes),
+                   int(t.pool_factor), int(t.seed))
+    mv.checked_run("before timing")
+    state.add_bytes(mv.packed_bytes)
+    state.add_items("blocks", mv.n)
     set_link_peak(state, "d2h" if offload else "h2d")
-    state.exec(run)
-
-    _poison(pool, packed, idx, offload)
-    run()
-    state.device.synchronize()
-    _check(state, pool, idx, packed, host_pattern, offload, untouched, "after timing")
-
-    # the contiguous copy of the same bytes, same direction, once per run: the bar the paged methods are held to
-    ref_dev = staging
-    contiguous = (lambda: packed.copy_(ref_dev, non_blocking=True)) if offload else \
-        (lambda: ref_dev.copy_(packed, non_blocking=True))
-    ref = state.reference(("contiguous_pinned", offload, packed_bytes), contiguous)
-    contiguous_gbps = packed_bytes / ref.median_s / 1e9
+    state.exec(mv.run)
+    mv.checked_run("after timing")
+    ref = state.reference(("contiguous_pinned", offload, mv.packed_bytes), mv.contiguous())
+    contiguous_gbps = mv.packed_bytes / ref.median_s / 1e9
     state.set_metric("contiguous_gbps", contiguous_gbps)
-    state.set_metric("fraction_of_contiguous", (packed_bytes / state.stats.median_s / 1e9) / contiguous_gbps)
-    state.set_metric("us_per_block", state.stats.median_s / n * 1e6)
-    state.note(block_bytes=pool.block_bytes, chunk_bytes=pool.chunk_bytes, chunks_per_block=pool.n_src,
-               blocks_moved=n, pool_blocks=pool_blocks)
+    state.set_metric("fraction_of_contiguous", (mv.packed_bytes / state.stats.median_s / 1e9) / contiguous_gbps)
+    state.set_metric("us_per_block", state.stats.median_s / mv.n * 1e6)
 
 
 def _untouched_sample(pool: PagedPool, idx_cpu: torch.Tensor, pool_blocks: int, k: int = 16):

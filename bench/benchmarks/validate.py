@@ -12,8 +12,7 @@ import torch
 
 from bench import roofline
 from bench.config import check, positive_ints
-from bench.model.analyze import combine
-from bench.model.costs import Costs, fit_decode, fit_prefill, host_tier, storage_tier
+from bench.model.costs import Costs, fit_decode, fit_exposure, fit_prefill, host_tier, storage_tier
 from bench.model.workload import Workload
 from bench.registry import benchmark
 from bench.replay import MODES, Engine, layers_that_fit, make_sessions
@@ -80,7 +79,8 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
     try:
         df = load(state.ctx.records_path.parent)
         shape = engine.shape
-        costs = Costs(fit_prefill(df), fit_decode(df), {}, shape.kv_bytes_per_token)
+        costs = Costs(fit_prefill(df), fit_decode(df), {}, shape.kv_bytes_per_token, layers=len(engine.layers),
+                      exposure=fit_exposure(df))
         if mode in ("reuse_host", "reuse_storage"):
             host = host_tier(df, int(state.cfg.transfer.block_tokens[-1]) if "transfer" in state.cfg else 16)
             costs.tiers["host"] = host
@@ -97,12 +97,12 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
     pre = dec = 0.0
     for s in sessions:
         for n_new, n_ctx, load_tok, dec_ctx in engine.turn_plan(s, mode):
-            compute = float(costs.prefill_s(n_new, n_ctx)) * frac
             tier = {"reuse_host": "host", "reuse_storage": "storage"}.get(mode)
             load_s = float(costs.tiers[tier].load_s(load_tok * kv_tok)) if (tier and load_tok) else 0.0
-            pre += float(combine(compute, load_s, overlap=True))  # the engine overlaps loads layer by layer
+            # the engine overlaps loads layer by layer
+            pre += float(costs.prefill_with_load_s(n_new, n_ctx, load_s, overlap=True, scale=frac))
             dec += float(np.sum(costs.decode_step_s(1, np.array(dec_ctx)))) * frac
-    return {"prefill_s": pre, "decode_s": dec}
+    return {"prefill_s": pre, "decode_s": dec, "load_cost": costs.load_cost_used()["used"]}
 
 
 @benchmark("e2e_agentic_replay", family="validate", axes=lambda c: {"mode": list(c.validate.modes)})
@@ -141,6 +141,7 @@ def e2e_agentic_replay(state):
         sp = (pred_rec["prefill_s"] + pred_rec["decode_s"]) / p_total
         state.set_metric("speedup_predicted", sp)
         state.set_metric("speedup_prediction_error", sp / (rec_total / total) - 1)
+        state.note(load_cost=pred["load_cost"])
     else:
         state.note(prediction=f"no prediction: {(pred or pred_rec or {}).get('missing', 'no records')}")
     state.note(layers_run=len(engine.layers), model_layers=shape.layers, sessions=len(sessions),

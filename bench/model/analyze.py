@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from bench.errors import UserError
 from bench.model import fleet as F
 from bench.model.cachesim import TIERS, Trace, simulate
-from bench.model.costs import Costs, fit_decode, fit_prefill, host_tier, storage_tier
+from bench.model.costs import Costs, fit_decode, fit_exposure, fit_prefill, host_tier, storage_tier
 from bench.model.workload import Workload, generate, read_trace
 from bench.shapes import ModelShape
 from bench.store import load, read_manifest, run_dirs
@@ -37,14 +37,25 @@ def requests_for(cfg, w: Workload):
         f"{cfg.fleet.sessions} synthetic sessions"
 
 
-def combine(compute_s, load_s, overlap: bool):
-    """GPU time of a prefill that also loads cached KV: overlapped layer by layer (max) or serial (sum)."""
-    return np.maximum(compute_s, load_s) if overlap else compute_s + load_s
-
-
 def mean_prefill_s(costs: Costs, new, cached, load_s, overlap: bool) -> float:
     """Mean prefill GPU-seconds per request: compute of the new tokens after the cached ones, with the load."""
-    return float(np.mean(combine(costs.prefill_s(new, cached), load_s, overlap)))
+    return float(np.mean(costs.prefill_with_load_s(new, cached, load_s, overlap)))
+
+
+def load_exposure(df, load_cost: str, warnings: list):
+    """The measured layer-wise exposure per fleet.load_cost: auto (when the run has it), measured, bandwidth."""
+    if load_cost == "bandwidth":
+        return None
+    exposure = fit_exposure(df)
+    if exposure is None:
+        if load_cost == "measured":
+            raise UserError("fleet.load_cost=measured but the run has no layerwise_load records: run `python -m bench "
+                            "run benchmark=interference` with the same model, or use fleet.load_cost=auto|bandwidth")
+        return None
+    if exposure.rel_rms > 0.1:
+        warnings.append(f"layer-wise load fit residual {exposure.rel_rms:.0%} of the prefill-with-load time (rel. "
+                        f"RMS; ideal pipeline {exposure.ideal_rel_rms:.0%}): the measured overlap is noisy")
+    return exposure
 
 
 def break_even_gbps(costs: Costs, n, c, latency_s: float) -> float:
@@ -74,7 +85,8 @@ def analyze(run_path, cfg) -> dict:
                         "benchmark=storage` to include it)")
     else:
         tiers["storage"] = st
-    costs = Costs(fit_prefill(df), fit_decode(df), tiers, kvb)
+    costs = Costs(fit_prefill(df), fit_decode(df), tiers, kvb, layers=shape.layers)
+    costs.exposure = load_exposure(df, fl.load_cost, warnings)
     for fit in (costs.prefill, costs.decode):
         if fit.rel_rms > 0.15:
             warnings.append(f"{fit.name} fit residual {fit.rel_rms:.0%} (rel. RMS): the cost model is rough here")
@@ -136,6 +148,7 @@ def analyze(run_path, cfg) -> dict:
                      "hit_rate_override": cfg.hit_rate,
                      "mean_input_tokens": in_tok, "mean_output_tokens": out_tok},
         "fits": {"prefill": costs.prefill.as_dict(), "decode": costs.decode.as_dict()},
+        "load_cost": costs.load_cost_used(),
         "tiers": {k: {"gbps": t.gbps, "latency_s": t.latency_s, "source": t.source} for k, t in tiers.items()},
         "fleet": {**OmegaConf.to_container(fl, resolve=True), "gpus_per_instance": g, "hbm_bytes": hbm,
                   "decode_batch": B, "decode_batch_limited_by": b_limit, "weight_bytes": weights},

@@ -15,6 +15,9 @@ much throughput KV reuse buys on that hardware (and whether "up to 2x" holds). O
   fleet=default|seed_50_50   fleet.gpus=64 fleet.mode=disaggregated|colocated fleet.prefill_fraction=0.5
   fleet.slo_ms_per_token=50  fleet.host_bytes_per_gpu=... fleet.routings=[session,prefix,round_robin]
   trace=PATH.jsonl           replay a Mooncake-format trace instead of synthetic sessions
+  fleet.load_cost=auto|measured|bandwidth
+                             KV load time on the prefill path: measured layer-wise exposure (layerwise_load
+                             records; auto uses them when present) or bytes / tier GB/s
   hit_rate=0.9               what-if: every request reuses this fraction of its input
   out=DIR                    where model.json and the plots go (default RUN_DIR/model-<workload>)
   --json                     print the JSON result instead of the table
@@ -78,6 +81,12 @@ def print_table(r: dict, out: Path) -> None:
     con.print(f"Amdahl bound {b['amdahl_bound']:.2f}x (prefill share {b['prefill_share']:.0%}); decode batch "
               f"{r['fleet']['decode_batch']} (limited by {r['fleet']['decode_batch_limited_by']}), "
               f"{r['fleet']['gpus_per_instance']} GPU(s) per instance.")
+    lc = r["load_cost"]
+    if lc["used"] == "measured_exposed":
+        con.print(f"KV load cost: measured layer-wise exposure ({lc['detail']}; loads {lc['copy_slowdown']:.0%} slower "
+                  f"and prefill {lc['compute_slowdown']:.0%} slower while both run).")
+    else:
+        con.print(f"KV load cost: bandwidth estimate ({lc['detail']}).")
     con.print(f"[bold]Verdict:[/bold] {r['verdict']}")
     for w in r["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}")

@@ -4,6 +4,9 @@ prefill  t_p(n, c) = a0 + a1 n + a2 (n c + n(n+1)/2)     from layer_prefill: mod
 decode   t_d(B, c) = b0 + b1 B + b2 B c                  from layer_decode: model_decode_step_s
 load     t_X(bytes) = latency_X + bytes / bandwidth_X    host: paged_onload (best method at the block size),
                                                         storage: gpu_file_read_* or file_read + the host hop
+exposed  the part of a load left on the prefill's critical path. Measured (layerwise_load records): the layer
+         pipeline with the copy and compute slowdowns fitted to the run's points; else the bandwidth estimate:
+         the load overlapped with compute (max) or added to it (sum), per fleet.overlap_load
 Coefficients are non-negative (a negative cost is unphysical); fit quality is the relative RMS residual.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
+from bench.overlap import exposed_with_interference_s, fit_interference
 from bench.shapes import causal_pairs
 
 
@@ -139,12 +143,67 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
 
 
 @dataclass
+class Exposure:
+    """Measured layer-wise load/compute overlap: while both run, loads take (1 + copy_slowdown) and compute
+    (1 + compute_slowdown) times as long; the rest is the ideal layer pipeline (bench.overlap)."""
+
+    copy_slowdown: float
+    compute_slowdown: float
+    rel_rms: float
+    ideal_rel_rms: float
+    points: int
+    source: str
+
+    def exposed_s(self, load_s, compute_s, layers: int):
+        return exposed_with_interference_s(load_s, compute_s, layers, self.copy_slowdown, self.compute_slowdown)
+
+    def as_dict(self) -> dict:
+        return {"copy_slowdown": self.copy_slowdown, "compute_slowdown": self.compute_slowdown,
+                "rel_rms_residual": self.rel_rms, "ideal_pipeline_rel_rms": self.ideal_rel_rms,
+                "points": self.points, "source": self.source}
+
+
+def fit_exposure(df: pd.DataFrame) -> Optional[Exposure]:
+    """Fit the interference of layer-wise loads from the run's layerwise_load records (None without them)."""
+    d = _ok(df, "layerwise_load")
+    if d.empty:
+        return None
+    col = lambda m: d[f"metric.{m}"].astype(float).to_numpy()  # noqa: E731
+    f = fit_interference(col("load_s_alone"), col("compute_s_alone"), col("together_s"), col("layers_run"))
+    tiers = sorted({str(v) for v in d["param.tier_gbps"]})
+    return Exposure(f["copy_slowdown"], f["compute_slowdown"], f["rel_rms"], f["ideal_rel_rms"], f["points"],
+                    f"layerwise_load: {f['points']} points, {int(col('layers_run').max())} layers, tiers "
+                    f"{', '.join(tiers)} GB/s")
+
+
+def combine(compute_s, load_s, overlap: bool):
+    """Bandwidth estimate of a prefill that also loads cached KV: overlapped layer by layer (max) or serial (sum)."""
+    return np.maximum(compute_s, load_s) if overlap else compute_s + load_s
+
+
+@dataclass
 class Costs:
     prefill: Fit
     decode: Fit
     tiers: dict  # name -> Tier ("hbm" has no load cost)
     kv_bytes_per_token: int
     warnings: list = field(default_factory=list)
+    exposure: Optional[Exposure] = None  # measured layer-wise overlap; None = bandwidth estimate
+    layers: int = 1  # model layers the load pipeline spans
+
+    def prefill_with_load_s(self, n_new, n_ctx, load_s, overlap: bool = True, scale: float = 1.0, layers=None):
+        """Prefill GPU-seconds (x ``scale``, e.g. the share of layers run) while ``load_s`` of cached KV loads:
+        compute + measured exposed load when the run measured it, else :func:`combine`."""
+        compute = self.prefill_s(n_new, n_ctx) * scale
+        if self.exposure is not None:
+            return compute + self.exposure.exposed_s(load_s, compute, layers or self.layers)
+        return combine(compute, load_s, overlap)
+
+    def load_cost_used(self) -> dict:
+        if self.exposure is not None:
+            return {"used": "measured_exposed", "detail": self.exposure.source, **self.exposure.as_dict()}
+        return {"used": "bandwidth", "detail": "bytes / measured tier GB/s, overlapped with compute (max) or added "
+                                               "(sum) per fleet.overlap_load; no layerwise_load records used"}
 
     def prefill_s(self, n_new, n_ctx):
         n, c = np.asarray(n_new, float), np.asarray(n_ctx, float)

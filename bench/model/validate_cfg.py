@@ -4,6 +4,8 @@ from __future__ import annotations
 from bench.config import check
 from bench.model.cachesim import ROUTINGS
 
+LOAD_COSTS = ("auto", "measured", "bandwidth")
+
 
 def validate_analysis(cfg) -> None:
     f, w = cfg.fleet, cfg.workload
@@ -21,6 +23,7 @@ def validate_analysis(cfg) -> None:
         check(f.slo_ms_per_token > 0, "fleet.slo_ms_per_token", f.slo_ms_per_token, "milliseconds > 0 or null")
     if f.gpus_per_instance is not None:
         check(f.gpus_per_instance >= 1, "fleet.gpus_per_instance", f.gpus_per_instance, "an integer >= 1 or null")
+    check(f.load_cost in LOAD_COSTS, "fleet.load_cost", f.load_cost, f"one of {', '.join(LOAD_COSTS)}")
     for r in f.routings:
         check(r in ROUTINGS, "fleet.routings", r, f"each one of {', '.join(ROUTINGS)}")
     for key in ("shared_prefix_tokens", "session_context_tokens"):

@@ -17,7 +17,8 @@ from bench.store import load, read_manifest, run_dirs
 PLOTS = [("bandwidth_vs_size", "Host <-> device copy bandwidth vs size", plots.bandwidth_vs_size),
          ("paged_methods", "Paged KV transfer methods vs block size", plots.paged_methods),
          ("storage_vs_queue_depth", "Storage bandwidth vs queue depth", plots.storage_vs_queue_depth),
-         ("roofline", "Prefill vs decode on the roofline", plots.roofline)]
+         ("roofline", "Prefill vs decode on the roofline", plots.roofline),
+         ("interference", "KV transfers under load", plots.interference)]
 
 
 def model_results(dirs) -> list[dict]:

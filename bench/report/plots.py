@@ -139,3 +139,39 @@ def roofline(df: pd.DataFrame, path) -> Optional[str]:
     _finish(ax, "arithmetic intensity (FLOP / byte)", "TFLOP/s",
             f"Prefill (red) vs decode (blue) on the roofline ({_label(d)})", grid_which="both")
     return _save(fig, path)
+
+
+def interference(df: pd.DataFrame, path) -> Optional[str]:
+    """Left: copy bandwidth kept under compute and compute slowdown per transfer method (copy_under_compute).
+    Right: exposed load time per layer against hit tokens, one line per tier bandwidth (layerwise_load)."""
+    cu, lw = _ok(df, ["copy_under_compute"]), _ok(df, ["layerwise_load"])
+    if cu.empty and lw.empty:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    if not cu.empty:
+        keys = cu.groupby(["param.method", "param.direction", "param.compute"], sort=True)
+        labels, kept, slow = [], [], []
+        for (m, d, c), g in keys:
+            labels.append(f"{m}\n{d} / {c}")
+            kept.append(float(g["metric.copy_bw_retained"].median()))
+            slow.append(float(g["metric.compute_slowdown"].median()))
+        x = np.arange(len(labels))
+        a1.bar(x - 0.2, kept, 0.4, label="copy GB/s under compute / alone")
+        a1.bar(x + 0.2, slow, 0.4, label="compute slowdown (fraction)")
+        a1.axhline(1.0, color="grey", ls=":", lw=1)
+        a1.set_xticks(x, labels, fontsize=6, rotation=60, ha="right")
+        _finish(a1, "", "ratio", "Copy under compute")
+    if not lw.empty:
+        for tier, g in lw.groupby(lw["param.tier_gbps"].astype(str)):
+            for n_new, h in g.groupby("param.n_new"):
+                h = h.sort_values("param.hit_tokens")
+                name = "host link" if tier == "link" else f"{tier} GB/s (emulated)"
+                a2.plot(h["param.hit_tokens"], h["metric.exposed_per_layer_s"] * 1e6, marker="o",
+                        label=f"{name}, {int(n_new)} new")
+                a2.plot(h["param.hit_tokens"], h["metric.ideal_exposed_s"] / h["metric.layers_run"] * 1e6, ls=":",
+                        color=a2.lines[-1].get_color(), lw=1)
+        a2.set_xscale("log", base=2)
+        _finish(a2, "hit tokens (cached KV loaded)", "exposed load per layer (us)",
+                "Layer-wise load: exposed time (dotted: ideal pipeline)")
+    fig.suptitle(f"KV transfers under load ({_label(pd.concat([cu, lw]))})")
+    return _save(fig, path)
