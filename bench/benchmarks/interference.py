@@ -14,6 +14,7 @@ CUDA stream each (host threads on the CPU). Every moved byte is verified before 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -136,27 +137,41 @@ def layerwise_depth(state, n_new: int, hit: int) -> int:
     return int(max(2, min(shape.layers, state.mem_budget_bytes // 2 // max(per, 1))))
 
 
-def delay(state):
-    """A function holding the current lane for ``seconds`` without using the link: a spin kernel on the lane's
-    stream (cycles calibrated once per run with events) or, on the CPU, a sleep of the lane's thread."""
-    if not state.device.is_cuda:
-        import time
+class Pacer:
+    """Holds a load lane so that layer i's KV is released no sooner than a tier of the target bandwidth would
+    deliver it, without using the link: on a GPU a spin kernel of (per-layer target - per-layer link time) on the
+    lane's stream (cycles calibrated once per run with events); on the CPU a sleep of the lane's thread until
+    (i + 1) x per-layer target after the lane started (deadlines, so sleep overshoot does not accumulate)."""
 
-        return lambda seconds: time.sleep(seconds) if seconds > 0 else None
+    def __init__(self, state, per_layer_s: float, gap_s: float):
+        self.per_layer_s, self.gap_s, self.cuda = per_layer_s, gap_s, state.device.is_cuda
+        self.t0 = 0.0
+        if self.cuda:
+            self.rate = state.run_resource(("spin_cycles_per_s", state.device.index), _spin_rate)
+            state.note(spin_cycles_per_s=self.rate)
 
-    def calibrate():
-        cycles = 20_000_000
-        torch.cuda._sleep(1000)
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        torch.cuda._sleep(cycles)
-        b.record()
-        b.synchronize()
-        return cycles / (a.elapsed_time(b) * 1e-3)
+    def begin(self) -> None:
+        self.t0 = time.perf_counter()
 
-    rate = state.run_resource(("spin_cycles_per_s", state.device.index), calibrate)
-    state.note(spin_cycles_per_s=rate)
-    return lambda seconds: torch.cuda._sleep(int(seconds * rate)) if seconds > 0 else None
+    def after_layer(self, i: int) -> None:
+        if self.cuda:
+            torch.cuda._sleep(int(self.gap_s * self.rate))
+        else:
+            left = self.t0 + (i + 1) * self.per_layer_s - time.perf_counter()
+            if left > 0:
+                time.sleep(left)
+
+
+def _spin_rate() -> float:
+    """Cycles per second of torch.cuda._sleep on this GPU, timed with events."""
+    cycles = 20_000_000
+    torch.cuda._sleep(1000)
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    torch.cuda._sleep(cycles)
+    b.record()
+    b.synchronize()
+    return cycles / (a.elapsed_time(b) * 1e-3)
 
 
 @benchmark("layerwise_load", family="interference",
@@ -179,7 +194,7 @@ def layerwise_load(state):
         bufs = []
         for r in layer:
             nbytes = r.numel() * r.element_size()
-            buf, facts = host_buffer(nbytes, True, state.device)
+            buf, facts = host_buffer(nbytes, True, state.device, _numa(state))
             hb = buf.view(r.dtype)
             hb.copy_(r)  # the host holds what the cache held: loading it back must give the same output
             bufs.append(hb)
@@ -187,7 +202,6 @@ def layerwise_load(state):
     state.note(**facts)
     handoff = Handoff(L, state.device.is_cuda)
     hold = not moe_syncs(state)
-    pause = delay(state)
 
     def copy_layer(i):
         for r, hb in zip(regions[i], host[i]):
@@ -209,10 +223,13 @@ def layerwise_load(state):
             state.skip(f"tier_gbps={tier} is not slower than the host link measured here ({link_gbps:.3g} GB/s): "
                        "only slower tiers can be emulated by pacing")
 
+        pacer = Pacer(state, target, gap)
+
         def load():
+            pacer.begin()
             for i in range(L):
                 copy_layer(i)
-                pause(gap)
+                pacer.after_layer(i)
                 handoff.post(i)
 
     compute_alone = state.reference_lanes(("layerwise_compute", n_new, hit, L), [Lane("compute", stack.run)],
@@ -244,7 +261,8 @@ def layerwise_load(state):
         _set_peaks(state, pcie_peak(state), "link_gbps", "load_gbps_alone")
     state.note(tier=("host link" if tier == "link" else
                      f"emulated {tier} GB/s: each layer's KV copied over the host link, then held for "
-                     f"{gap * 1e6:.1f} us (spin on the copy stream) so it arrives no sooner than that tier delivers"),
+                     f"{gap * 1e6:.1f} us on the copy stream (CPU: its thread) so it arrives no sooner than that tier "
+                     "would deliver it"),
                dtype=str(stack.dtype).replace("torch.", ""))
 
 
@@ -271,13 +289,14 @@ def _verify_pipeline(state, lanes, regions, host, handoff, hold, want, dtype, wh
 
 
 # -- concurrent host traffic ----------------------------------------------------------------------------------------
-def _copy_lanes(state, prefix: str, direction: str, k: int, n: int, seed: int, device_index=None, numa=None):
-    """``k`` lanes each copying ``n`` bytes in ``direction`` ('h2d' / 'd2h'), seeded sources; returns
+def _copy_lanes(state, prefix: str, direction: str, k: int, n: int, seed: int, numa, device_index=None):
+    """``k`` lanes each copying ``n`` bytes in ``direction`` ('h2d' / 'd2h') between device ``device_index``
+    (None: the run's) and pinned host buffers on NUMA node ``numa`` (None: wherever), seeded sources; returns
     (lanes, pairs)."""
     dev = state.device.torch if device_index is None else torch.device("cuda", device_index)
     pairs = []
     for i in range(k):
-        hb, facts = host_buffer(n, True, state.device, numa if numa is not None else _numa(state))
+        hb, facts = host_buffer(n, True, state.device, numa)
         state.note(**{f"{prefix}_{key}": v for key, v in facts.items()})
         if direction == "h2d":
             hb.copy_(pattern(n, seed + i, "cpu"))
@@ -322,8 +341,8 @@ def host_traffic_concurrent(state):
     k, n = int(state.params["streams"]), int(ic.host_bytes)
     state.require_bytes(4 * k * n, f"{2 * k} source + destination buffers")
     seed = int(ic.seed)
-    up, up_pairs = _copy_lanes(state, "h2d", "h2d", k, n, seed)
-    down, down_pairs = _copy_lanes(state, "d2h", "d2h", k, n, seed + 100)
+    up, up_pairs = _copy_lanes(state, "h2d", "h2d", k, n, seed, _numa(state))
+    down, down_pairs = _copy_lanes(state, "d2h", "d2h", k, n, seed + 100, _numa(state))
     both = _interleave(up, down)
     pairs = _interleave(up_pairs, down_pairs)
     _verified_once(state, both, pairs, True, "before timing")
@@ -389,7 +408,7 @@ def all_gpus_host(state):
         numa = gpu_numa_node(g) if state.cfg.transfer.numa_pin else None
         mine = []
         for d in dirs:
-            ls, ps = _copy_lanes(state, f"gpu{g}_{d}", d, 1, n, seed + 10 * g, device_index=g, numa=numa)
+            ls, ps = _copy_lanes(state, f"gpu{g}_{d}", d, 1, n, seed + 10 * g, numa, device_index=g)
             mine += ls
             pairs += ps
         lanes += mine
