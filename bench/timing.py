@@ -95,6 +95,14 @@ class CpuClock:
         pass
 
 
+def next_spin(spin_cycles: int, enqueue_s: float) -> int:
+    """Spin length (cycles at ~2 GHz) for the next sample: when the host took longer to queue the timed work than
+    half the spin lasted, the spin may have ended first, so lengthen it to 4x the enqueue time (at most ~50 ms)."""
+    if enqueue_s * 2.0e9 > spin_cycles * 0.5:
+        return min(int(enqueue_s * 2.0e9 * 4), 100_000_000)
+    return spin_cycles
+
+
 class CudaClock:
     """CUDA events on the current stream around ``inner`` calls.
 
@@ -126,9 +134,8 @@ class CudaClock:
         end.record()
         enqueue_s = time.perf_counter() - t0
         end.synchronize()
-        if self.hold_stream and enqueue_s * 2.0e9 > self.spin_cycles * 0.5:
-            # the spin may have ended before the last call was queued: lengthen it (bounded at ~50 ms)
-            self.spin_cycles = min(int(enqueue_s * 2.0e9 * 4), 100_000_000)
+        if self.hold_stream:
+            self.spin_cycles = next_spin(self.spin_cycles, enqueue_s)
         return start.elapsed_time(end) * 1e-3 / inner
 
     def sync(self) -> None:
@@ -278,8 +285,8 @@ class CudaLanes:
         enqueue_s = time.perf_counter() - t0
         for d in self.devices:
             done[d].synchronize()
-        if self.hold_stream and enqueue_s * 2.0e9 > self.spin_cycles * 0.5:
-            self.spin_cycles = min(int(enqueue_s * 2.0e9 * 4), 100_000_000)
+        if self.hold_stream:
+            self.spin_cycles = next_spin(self.spin_cycles, enqueue_s)
         spans = {n: starts[self.dev[n]].elapsed_time(e) * 1e-3 for n, e in ends.items()}
         total = max(starts[d].elapsed_time(done[d]) * 1e-3 for d in self.devices)
         return total, spans

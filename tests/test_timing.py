@@ -79,3 +79,11 @@ def test_prepare_runs_before_every_sample_untimed():
     assert st.inner == 1
     assert calls["prep"] == calls["fn"] == st.n + st.warmup_calls
     assert st.median_s < 0.0025
+
+
+def test_stream_hold_spin_grows_with_enqueue_time_and_is_bounded():
+    from bench.timing import next_spin
+
+    assert next_spin(50_000, 1e-6) == 50_000             # 2 us to queue behind a 25 us spin: keep it
+    assert next_spin(50_000, 1e-3) == 8_000_000          # 1 ms to queue: 4x that (at ~2 GHz)
+    assert next_spin(50_000, 1.0) == 100_000_000         # never more than ~50 ms
