@@ -58,6 +58,12 @@ def _numa_nodes() -> int:
     return len([p for p in Path("/sys/devices/system/node").glob("node[0-9]*")])
 
 
+def pci_numa_node(address: str) -> int:
+    """NUMA node sysfs gives a PCI device (-1: none); ``address`` as NVML or CUDA write it ("00000000:19:00.0"),
+    sysfs uses the 4-hex-digit domain form."""
+    return int(_read(f"/sys/bus/pci/devices/{address.lower()[-12:]}/numa_node"))
+
+
 def gpu_info(index: int, probe: _Probe) -> Optional[dict]:
     import torch
 
@@ -100,8 +106,7 @@ def gpu_info(index: int, probe: _Probe) -> Optional[dict]:
     pcie["peak_gbps_per_direction"] = pcie_peak_gbps(pcie["gen_max"], pcie["width_max"])
     g["pcie"] = pcie
     if g.get("bus_id"):
-        bus = g["bus_id"].lower()[-12:]  # sysfs uses the 4-hex-digit domain form
-        g["numa_node"] = probe.get("gpu.numa_node", lambda: int(_read(f"/sys/bus/pci/devices/{bus}/numa_node")))
+        g["numa_node"] = probe.get("gpu.numa_node", lambda: pci_numa_node(g["bus_id"]))
     g["hbm_peak_gbps"] = _hbm_peak(g)
     return g
 

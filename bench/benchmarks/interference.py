@@ -20,7 +20,7 @@ import torch
 
 from bench import overlap, roofline
 from bench.benchmarks.layers import build_stack, layer_dtype, layer_param_bytes, moe_syncs, representative_index
-from bench.benchmarks.transfer_contiguous import check_copy, pcie_peak
+from bench.benchmarks.transfer_contiguous import check_copy, numa_node, pcie_peak, set_link_peak
 from bench.benchmarks.transfer_paged import PagedMove
 from bench.config import check, positive_ints
 from bench.hostmem import POISON, host_buffer, pattern
@@ -38,10 +38,6 @@ COMPUTES = ("prefill", "decode")
 def _set_peaks(state, peak, *metrics) -> None:
     for m in metrics:
         state.set_peak(m, peak)
-
-
-def _medians(res, *names) -> list[float]:
-    return [res.lanes[n].median_s for n in names]
 
 
 # -- copy under compute ----------------------------------------------------------------------------------------------
@@ -69,8 +65,6 @@ def copy_under_compute(state):
     hold = not moe_syncs(state)
     copy_key = ("copy_alone", p["method"], p["direction"], mv.packed_bytes)
     compute_key = ("compute_alone", p["compute"], stack.shape.name, stack.k)
-    stack.run()
-    state.device.synchronize()
     copy_alone = state.reference_lanes(copy_key, [Lane("copy", mv.run)], hold_stream=hold)
     once = state.reference_lanes(compute_key + (1,), [Lane("compute", stack.run)], hold_stream=hold)
     repeats = 1
@@ -91,7 +85,7 @@ def copy_under_compute(state):
     mv.checked_run("under compute, after timing", run=together_once.sample_lanes)
 
     c_alone, k_alone = copy_alone.total.median_s, compute_alone.total.median_s
-    c_under, k_under = _medians(res, "copy", "compute")
+    c_under, k_under = res.lanes["copy"].median_s, res.lanes["compute"].median_s
     noise = overlap.noise_band(compute_alone.total.noise, res.lanes["compute"].noise)
     m = overlap.pair_overlap(c_alone, k_alone, c_under, k_under, res.total.median_s, noise)
     for key, val in m.items():
@@ -194,7 +188,7 @@ def layerwise_load(state):
         bufs = []
         for r in layer:
             nbytes = r.numel() * r.element_size()
-            buf, facts = host_buffer(nbytes, True, state.device, _numa(state))
+            buf, facts = host_buffer(nbytes, True, state.device, numa_node(state))
             hb = buf.view(r.dtype)
             hb.copy_(r)  # the host holds what the cache held: loading it back must give the same output
             bufs.append(hb)
@@ -309,10 +303,6 @@ def _copy_lanes(state, prefix: str, direction: str, k: int, n: int, seed: int, n
     return lanes, pairs
 
 
-def _numa(state):
-    return state.gpu.get("numa_node") if state.cfg.transfer.numa_pin else None
-
-
 def _verified_once(state, lanes, pairs, hold, when: str) -> None:
     for dst, _src in pairs:
         dst.fill_(POISON)
@@ -341,8 +331,8 @@ def host_traffic_concurrent(state):
     k, n = int(state.params["streams"]), int(ic.host_bytes)
     state.require_bytes(4 * k * n, f"{2 * k} source + destination buffers")
     seed = int(ic.seed)
-    up, up_pairs = _copy_lanes(state, "h2d", "h2d", k, n, seed, _numa(state))
-    down, down_pairs = _copy_lanes(state, "d2h", "d2h", k, n, seed + 100, _numa(state))
+    up, up_pairs = _copy_lanes(state, "h2d", "h2d", k, n, seed, numa_node(state))
+    down, down_pairs = _copy_lanes(state, "d2h", "d2h", k, n, seed + 100, numa_node(state))
     both = _interleave(up, down)
     pairs = _interleave(up_pairs, down_pairs)
     _verified_once(state, both, pairs, True, "before timing")
@@ -361,10 +351,9 @@ def host_traffic_concurrent(state):
     vals["bidir_gain"] = (2 * k * n / res.total.median_s / 1e9) / max(vals["h2d_alone_gbps"], vals["d2h_alone_gbps"])
     for key, v in vals.items():
         state.set_metric(key, v)
+    set_link_peak(state, "h2d", streams_both_ways=True)  # the total, both directions
     if state.device.is_cuda:
-        peak = pcie_peak(state)
-        _set_peaks(state, peak, "h2d_gbps", "d2h_gbps", "h2d_alone_gbps", "d2h_alone_gbps")
-        state.set_peak("gbps", 2 * peak if peak else None)
+        _set_peaks(state, pcie_peak(state), "h2d_gbps", "d2h_gbps", "h2d_alone_gbps", "d2h_alone_gbps")
 
 
 def _multi_gpu(device):
@@ -377,13 +366,13 @@ def _multi_gpu(device):
 
 
 def gpu_numa_node(index: int):
-    """NUMA node of CUDA device ``index`` from sysfs (by its PCI address), or None."""
-    from pathlib import Path
+    """NUMA node of CUDA device ``index`` (by its PCI address), or None."""
+    from bench.fingerprint import pci_numa_node
 
     props = torch.cuda.get_device_properties(index)
-    addr = f"{getattr(props, 'pci_domain_id', 0):04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
     try:
-        node = int(Path(f"/sys/bus/pci/devices/{addr}/numa_node").read_text().strip())
+        node = pci_numa_node(f"{getattr(props, 'pci_domain_id', 0):04x}:{props.pci_bus_id:02x}:"
+                             f"{props.pci_device_id:02x}.0")
     except (OSError, ValueError):
         return None
     return node if node >= 0 else None
