@@ -65,6 +65,7 @@ class HarnessConfig:
     progress: bool = True
     cpu_max_bytes: int = 64 * MiB  # CPU mode: points needing more memory are skipped with that reason
     gpu_mem_fraction: float = 0.8  # GPU: budget per point as a fraction of free memory
+    host_mem_fraction: float = 0.5  # GPU runs: host (pinned) buffers per point as a fraction of MemAvailable
 
 
 @dataclass
@@ -340,6 +341,7 @@ def validate(cfg) -> None:
     check(h.warmup_s >= 0, "harness.warmup_s", h.warmup_s, "seconds >= 0")
     check(h.cpu_max_bytes > 0, "harness.cpu_max_bytes", h.cpu_max_bytes, "bytes > 0")
     check(0 < h.gpu_mem_fraction <= 1, "harness.gpu_mem_fraction", h.gpu_mem_fraction, "a fraction in (0, 1]")
+    check(0 < h.host_mem_fraction <= 1, "harness.host_mem_fraction", h.host_mem_fraction, "a fraction in (0, 1]")
     check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
            "letters, digits, '.', '_' and '-' only")
     for key in ("ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype", "model.dtype", "attention.cpu_dtype",

@@ -14,7 +14,8 @@ def cupy_module():
     try:
         import cupy
     except ImportError:
-        raise UserError("the uva_kernel method needs CuPy: pip install -e '.[gpu]'") from None
+        raise UserError("the uva_kernel method needs CuPy: pip install -e '.[gpu-cu13]' (or '.[gpu-cu12]', "
+                        "matching torch.version.cuda)") from None
     return cupy
 
 
@@ -30,11 +31,32 @@ _STREAMS: dict = {}
 
 def _stream():
     """torch's current stream as a CuPy stream (so a launch joins whatever stream the caller made current, e.g. a
-    lane's stream in the interference benchmarks); wrappers are cached by handle."""
-    handle = torch.cuda.current_stream().cuda_stream
+    lane's stream in the interference benchmarks); wrappers are cached by handle. CuPy 14 takes the stream through
+    the CUDA stream protocol (``Stream.from_external``, torch streams implement ``__cuda_stream__``); CuPy 13
+    only has ``ExternalStream`` (deprecated in 14)."""
+    ts = torch.cuda.current_stream()
+    handle = ts.cuda_stream
     if handle not in _STREAMS:
-        _STREAMS[handle] = cupy_module().cuda.ExternalStream(handle)
+        cuda = cupy_module().cuda
+        if hasattr(cuda.Stream, "from_external") and hasattr(ts, "__cuda_stream__"):
+            _STREAMS[handle] = cuda.Stream.from_external(ts)
+        else:
+            _STREAMS[handle] = cuda.ExternalStream(handle, ts.device.index)
     return _STREAMS[handle]
+
+
+def hold_launcher(device_index: int):
+    """A callable ``hold(seconds)`` queuing kernels/pace.cu's ``hold_ns`` on torch's current stream: the stream waits
+    that long by the GPU's %globaltimer (wall clock), whatever the SM clock does under load."""
+    device = cupy_module().cuda.Device(device_index)
+    with device:
+        kern = module("pace.cu").get_function("hold_ns")
+
+    def hold(seconds: float) -> None:
+        with device, _stream():
+            kern((1,), (1,), (np.uint64(max(0, int(seconds * 1e9))),))
+
+    return hold
 
 
 def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Tensor, packed: torch.Tensor,

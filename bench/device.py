@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from bench.errors import UserError
+from bench.timing import clock_for, runtime
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 
@@ -29,26 +30,33 @@ class Device:
 
     def synchronize(self) -> None:
         if self.is_cuda:
-            torch.cuda.synchronize(self.index)
+            runtime().cuda.synchronize(self.index)
 
-    def clock(self, hold_stream: bool = True):
-        """The timer for this device; ``hold_stream=False`` for host-synchronous calls (pageable copies)."""
-        from bench.timing import CpuClock, CudaClock
+    def clock(self, work: str):
+        """The timer for one call of kind ``work`` ('device', 'host', 'host_issued'; see bench.timing)."""
+        return clock_for(work, self)
 
-        return CudaClock(hold_stream) if self.is_cuda else CpuClock()
-
-    def lanes(self, lanes, hold_stream: bool = True):
+    def lanes(self, lanes):
         """The timer for concurrent lanes: CUDA streams (one per lane) or host threads."""
         from bench.timing import CpuLanes, CudaLanes
 
-        return CudaLanes(lanes, self.index, hold_stream) if self.is_cuda else CpuLanes(lanes)
+        return CudaLanes(lanes, self.index) if self.is_cuda else CpuLanes(lanes)
 
     def release(self) -> None:
         """Free what a finished or failed point left behind (used after OOM and between points)."""
         gc.collect()
         if self.is_cuda:
-            torch.cuda.synchronize(self.index)
-            torch.cuda.empty_cache()
+            cuda = runtime().cuda
+            cuda.synchronize(self.index)
+            cuda.empty_cache()
+            host_empty = getattr(torch._C, "_host_emptyCache", None)  # pinned blocks torch's allocator cached
+            if host_empty is not None and cuda is torch.cuda:
+                host_empty()
+
+    def mem_free(self) -> int:
+        """Free device memory in bytes (CUDA only)."""
+        free, _total = runtime().cuda.mem_get_info(self.index)
+        return int(free)
 
     def l2_bytes(self) -> Optional[int]:
         if not self.is_cuda:

@@ -98,7 +98,10 @@ def gpu_info(index: int, probe: _Probe) -> Optional[dict]:
     g["power_limit_w"] = probe.get("gpu.power_limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000)
     pcie = {
         "gen_current": probe.get("pcie.gen_current", lambda: lib.nvmlDeviceGetCurrPcieLinkGeneration(h)),
-        "gen_max": probe.get("pcie.gen_max", lambda: lib.nvmlDeviceGetGpuMaxPcieLinkGeneration(h)),
+        # the link's max is the lower of what the GPU and the slot/system support: a Gen5 GPU in a Gen4 slot
+        # trains at Gen4 at best, so its peak is Gen4's (nvmlDeviceGetMaxPcieLinkGeneration: device + system)
+        "gen_max": probe.get("pcie.gen_max", lambda: lib.nvmlDeviceGetMaxPcieLinkGeneration(h)),
+        "gen_gpu_max": probe.get("pcie.gen_gpu_max", lambda: lib.nvmlDeviceGetGpuMaxPcieLinkGeneration(h)),
         "width_current": probe.get("pcie.width_current", lambda: lib.nvmlDeviceGetCurrPcieLinkWidth(h)),
         "width_max": probe.get("pcie.width_max", lambda: lib.nvmlDeviceGetMaxPcieLinkWidth(h)),
     }

@@ -6,6 +6,7 @@ Everything about timing, stopping, records and failures belongs here.
 """
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from contextlib import nullcontext
@@ -16,7 +17,8 @@ import torch
 from bench.device import Device, L2Flusher
 from bench.errors import Skip
 from bench.nvml import ClockSampler
-from bench.timing import Lane, LaneStats, StoppingRule, Stats, measure, measure_lanes
+from bench.timing import (Lane, LaneStats, MeasurementError, StoppingRule, Stats, check_work, measure,
+                          measure_lanes)
 
 
 class VerificationError(Exception):
@@ -48,8 +50,9 @@ class State:
 
     def __init__(self, bench, params: dict, device: Device, cfg, rule: StoppingRule, warmup_s: float,
                  l2: Optional[L2Flusher], mem_budget_bytes: int, hardware: Optional[dict] = None,
-                 ctx: Optional[RunContext] = None):
+                 ctx: Optional[RunContext] = None, sampler: Optional[ClockSampler] = None):
         self.bench = bench
+        self.sampler = sampler or ClockSampler(device, enabled=False)
         self.ctx = ctx or RunContext()
         self.hardware = hardware or {}
         self.gpu = self.hardware.get("gpu") or {}  # fingerprint of the GPU ({} on CPU): peaks, PCIe link, L2
@@ -74,11 +77,24 @@ class State:
     def skip(self, reason: str) -> "NoReturn":  # noqa: F821
         raise Skip(reason)
 
-    def require_bytes(self, nbytes: int, what: str = "buffers") -> None:
-        """Skip the point if ``nbytes`` exceeds this device's budget (CPU: harness.cpu_max_bytes)."""
+    def require_bytes(self, nbytes: int, what: str = "buffers", host_bytes: int = 0) -> None:
+        """Skip the point unless ``nbytes`` of device memory and ``host_bytes`` of host memory (pinned buffers,
+        host copies) fit their budgets: free GPU memory x harness.gpu_mem_fraction and available host memory x
+        harness.host_mem_fraction; on the CPU both live in host memory and their sum must fit
+        harness.cpu_max_bytes."""
+        if not self.device.is_cuda:
+            total = int(nbytes) + int(host_bytes)
+            if total > self.mem_budget_bytes:
+                self.skip(f"{what} need {total} bytes > {self.mem_budget_bytes} allowed by harness.cpu_max_bytes")
+            return
         if nbytes > self.mem_budget_bytes:
-            where = "harness.cpu_max_bytes" if not self.device.is_cuda else "free GPU memory x harness.gpu_mem_fraction"
-            self.skip(f"{what} need {nbytes} bytes > {self.mem_budget_bytes} allowed by {where}")
+            self.skip(f"{what} need {nbytes} bytes of GPU memory > {self.mem_budget_bytes} allowed by free GPU "
+                      "memory x harness.gpu_mem_fraction")
+        if host_bytes:
+            budget = host_budget_bytes(self.cfg)
+            if budget is not None and host_bytes > budget:
+                self.skip(f"{what} need {host_bytes} bytes of host memory > {budget} allowed by MemAvailable x "
+                          "harness.host_mem_fraction")
 
     def add_bytes(self, nbytes: int) -> None:
         """Bytes one call moves; gives ``gbps`` (1e9 bytes/s) from the median time."""
@@ -112,40 +128,42 @@ class State:
         self.verified = True if self.verified is None else self.verified
 
     # -- timing ----------------------------------------------------------------------------------------------
-    def exec(self, fn: Callable[[], object], *, prepare: Optional[Callable[[], object]] = None,
-             flush_l2: bool = False, hold_stream: bool = True) -> Stats:
-        """Time ``fn`` (one call = what was declared). ``prepare`` runs untimed before each sample;
-        ``flush_l2`` evicts the GPU L2 before each sample when harness.l2_flush is on; ``hold_stream=False``
-        for calls that block the host (pageable copies), where a spin kernel ahead of them would be timed."""
-        self.stats = self._measure(fn, prepare, flush_l2, hold_stream)
+    def exec(self, fn: Callable[[], object], *, work: str, prepare: Optional[Callable[[], object]] = None,
+             flush_l2: bool = False, inner: Optional[int] = None) -> Stats:
+        """Time ``fn`` (one call = what was declared). ``work`` says what the call is, and so which clock times
+        it: 'device' (CUDA events behind a stream-hold spin), 'host' (perf_counter: file I/O, host memcpy) or
+        'host_issued' (perf_counter around the issue + a final synchronize: thousands of small copies, calls
+        that block the host); see bench.timing. ``prepare`` runs untimed before each sample; ``flush_l2``
+        evicts the GPU L2 before each sample when harness.l2_flush is on; ``inner`` fixes calls per sample."""
+        self.stats = self._measure(fn, work, prepare, flush_l2, inner)
         return self.stats
 
-    def exec_lanes(self, lanes: list[Lane], *, prepare: Optional[Callable[[], object]] = None,
-                   hold_stream: bool = True) -> LaneStats:
-        """Time ``lanes`` running at once (one CUDA stream or host thread each, queued in list order); the
-        point's own timing is the total, each lane's span is in the returned :class:`LaneStats`."""
-        res = self._measure_lanes(lanes, prepare, hold_stream)
+    def exec_lanes(self, lanes: list[Lane], *, prepare: Optional[Callable[[], object]] = None) -> LaneStats:
+        """Time ``lanes`` running at once (one CUDA stream or host thread each; each lane declares its work);
+        the point's own timing is the total, each lane's span is in the returned :class:`LaneStats`."""
+        res = self._measure_lanes(lanes, prepare)
         self.stats = res.total
         return res
 
-    def reference(self, key, fn: Callable[[], object], **kw) -> Stats:
+    def reference(self, key, fn: Callable[[], object], *, work: str, prepare=None, flush_l2: bool = False,
+                  inner: Optional[int] = None) -> Stats:
         """Time a reference operation (e.g. the contiguous copy a paged method is compared with) once per run
         and ``key``; same rules as :meth:`exec`, but not this point's own timing."""
         if key not in self.ctx.refs:
-            self.ctx.refs[key] = self._measure(fn, kw.get("prepare"), kw.get("flush_l2", False),
-                                               kw.get("hold_stream", True))
+            self.ctx.refs[key] = self._measure(fn, work, prepare, flush_l2, inner)
         return self.ctx.refs[key]
 
-    def reference_lanes(self, key, lanes: list[Lane], **kw) -> LaneStats:
+    def reference_lanes(self, key, lanes: list[Lane], *, prepare=None) -> LaneStats:
         """:meth:`exec_lanes` for a reference (e.g. a copy alone, to compare with the copy under load); once per
         run and ``key``."""
         if key not in self.ctx.refs:
-            self.ctx.refs[key] = self._measure_lanes(lanes, kw.get("prepare"), kw.get("hold_stream", True))
+            self.ctx.refs[key] = self._measure_lanes(lanes, prepare)
         return self.ctx.refs[key]
 
-    def _measure_lanes(self, lanes, prepare, hold_stream: bool) -> LaneStats:
-        clock = self.device.lanes(lanes, hold_stream)
-        res = measure_lanes(clock, self.rule, self.warmup_s, prepare=prepare)
+    def _measure_lanes(self, lanes, prepare) -> LaneStats:
+        clock = self.device.lanes(lanes)
+        with self.sampler.region():
+            res = measure_lanes(clock, self.rule, self.warmup_s, prepare=prepare)
         if len(getattr(clock, "devices", ())) > 1:  # lanes on several GPUs start within this of each other
             self.notes["lanes_enqueue_skew_s"] = clock.enqueue_skew_s
         return res
@@ -159,19 +177,25 @@ class State:
                 self.ctx.cleanups.append(lambda: cleanup(obj))
         return self.ctx.resources[key]
 
-    def _measure(self, fn, prepare, flush_l2: bool, hold_stream: bool) -> Stats:
+    def _measure(self, fn, work: str, prepare, flush_l2: bool, inner: Optional[int]) -> Stats:
+        check_work(work)
         flush = self.l2 if (flush_l2 and self.l2 is not None and self.l2.active) else None
         steps = [p for p in (prepare, flush) if p is not None]
         if flush is not None:
             self.l2_flushed = True
         pre = None if not steps else (steps[0] if len(steps) == 1 else (lambda: [s() for s in steps]))
-        return measure(fn, self.device.clock(hold_stream), self.rule, self.warmup_s, prepare=pre)
+        with self.sampler.region():
+            return measure(fn, self.device.clock(work), self.rule, self.warmup_s, prepare=pre, inner=inner,
+                           work=work)
 
     def derived(self) -> dict:
         out = {}
         if self.stats is None:
             return out
         t = self.stats.median_s
+        if not (t > 0 and math.isfinite(t)):
+            raise MeasurementError(f"median time {t!r} s per call ({self.stats.clock}, n={self.stats.n}): the clock "
+                                   "could not resolve the call, so no rate can be derived from it")
         if self.bytes:
             out["bytes"] = self.bytes
             out["gbps"] = self.bytes / t / 1e9
@@ -206,11 +230,15 @@ def _is_oom(e: BaseException) -> bool:
 def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warmup_s: float,
               l2: Optional[L2Flusher], mem_budget_bytes: int, sampler: ClockSampler,
               hardware: Optional[dict] = None, ctx: Optional[RunContext] = None) -> dict:
-    """Run one point and return its record body (never raises, except KeyboardInterrupt/SystemExit)."""
-    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware, ctx)
+    """Run one point and return its record body (never raises, except KeyboardInterrupt/SystemExit).
+
+    Clocks and throttle flags come from the point's timed regions only (``sampler.region()`` around every
+    measurement): cumulative NVML counters diffed around them and clocks sampled during them."""
+    state = State(bench, params, device, cfg, rule, warmup_s, l2, mem_budget_bytes, hardware, ctx, sampler)
     status, reason = "ok", None
-    before = sampler.read()
+    sampler.begin_point()
     t0 = time.perf_counter()
+    metrics = {}
     try:
         reason = bench.supports(device)
         if reason:
@@ -218,22 +246,6 @@ def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warm
         bench.fn(state)
         if state.stats is None and not state.metrics:
             raise RuntimeError(f"benchmark {bench.name} neither timed anything nor set a metric")
-    except Skip as e:
-        status, reason = "skipped", str(e)
-    except VerificationError as e:
-        status, reason = "error", f"verification failed: {e}"
-    except Exception as e:
-        status = "skipped"
-        kind = "out of memory" if _is_oom(e) else type(e).__name__
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        reason = f"{kind}: {first}"
-        state.notes["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]
-    finally:
-        device.release()
-    after = sampler.read()
-    clocks, throttle = sampler.around(before, after)
-    metrics = {}
-    if status == "ok":
         if state.stats is not None:
             metrics.update(state.stats.as_metrics())
         metrics.update(state.derived())
@@ -242,10 +254,25 @@ def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warm
         if "implausible" in flags:
             state.notes["implausible"] = flags.pop("implausible")
         metrics.update(flags)
+    except Skip as e:
+        status, reason = "skipped", str(e)
+    except VerificationError as e:
+        status, reason = "error", f"verification failed: {e}"
+    except MeasurementError as e:
+        status, reason = "error", f"measurement refused: {e}"
+    except Exception as e:
+        status = "skipped"
+        kind = "out of memory" if _is_oom(e) else type(e).__name__
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        reason = f"{kind}: {first}"
+        state.notes["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]
+    finally:
+        device.release()
+    clocks, throttle = sampler.end_point()
     return {
         "status": status,
         "reason": reason,
-        "metrics": metrics,
+        "metrics": metrics if status == "ok" else {},
         "verified": state.verified,
         "l2_flushed": state.l2_flushed,
         "clocks": clocks,
@@ -255,10 +282,22 @@ def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warm
     }
 
 
+def host_budget_bytes(cfg) -> Optional[int]:
+    """Host memory a point may take for its host buffers: MemAvailable x harness.host_mem_fraction (None when
+    /proc/meminfo cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * float(cfg.harness.host_mem_fraction))
+    except OSError:
+        return None
+    return None
+
+
 def memory_budget(device: Device, hcfg) -> int:
     if device.is_cuda:
-        free, _total = torch.cuda.mem_get_info(device.index)
-        return int(free * float(hcfg.gpu_mem_fraction))
+        return int(device.mem_free() * float(hcfg.gpu_mem_fraction))
     return int(hcfg.cpu_max_bytes)
 
 

@@ -1,11 +1,14 @@
 """Host buffers for transfers: pinned (page-locked, on the GPU's NUMA node where known) or pageable."""
 from __future__ import annotations
 
+import mmap
 import os
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 
@@ -24,35 +27,90 @@ def node_cpus(node: int) -> Optional[set[int]]:
 
 @contextmanager
 def on_numa_node(node: Optional[int]):
-    """Run the body on the CPUs of ``node`` so first-touch places its pages there (Linux default local policy)."""
+    """Run the body on the CPUs of ``node`` so first-touch places its pages there (Linux default local policy).
+
+    Yields the node used, or a string saying why placement was skipped: the node's CPUs may lie outside this
+    process's allowed set (a container cpuset or a SLURM CPU binding); binding there is refused by the kernel
+    (EINVAL) and would be wrong anyway, so the process is never bound outside its allowed CPUs."""
     if node is None or node < 0 or not hasattr(os, "sched_setaffinity"):
         yield None
         return
     cpus = node_cpus(node)
     if not cpus:
-        yield None
+        yield f"skipped: CPUs of NUMA node {node} unknown (no sysfs node list)"
         return
     old = os.sched_getaffinity(0)
+    allowed = cpus & old
+    if not allowed:
+        yield (f"skipped: NUMA node {node}'s CPUs are outside this process's allowed CPUs "
+               f"({len(old)} allowed by cpuset/SLURM binding)")
+        return
     try:
-        os.sched_setaffinity(0, cpus & old or cpus)
+        os.sched_setaffinity(0, allowed)
+    except OSError as e:
+        yield f"skipped: binding to NUMA node {node} failed ({e.strerror})"
+        return
+    try:
         yield node
     finally:
         os.sched_setaffinity(0, old)
 
 
+PAGE = mmap.PAGESIZE
+REGISTER_FLAGS = 0x1 | 0x2  # cudaHostRegisterPortable | cudaHostRegisterMapped (device access by the host pointer)
+
+
+def pinned_empty(nbytes: int) -> torch.Tensor:
+    """Exactly ``nbytes`` (page-rounded) of page-locked host memory: an anonymous mapping registered with
+    cudaHostRegister, unregistered and unmapped when the last tensor viewing it is freed.
+
+    torch's pinned allocator (``pin_memory=True``) rounds every request up to a power of two and keeps the blocks
+    cached for the life of the process (``torch.cuda.empty_cache`` does not return them): a sweep of large host
+    buffers would end holding tens of GiB of pinned memory. Pages are touched here, so call it inside
+    :func:`on_numa_node` to place them."""
+    size = max(PAGE, -(-int(nbytes) // PAGE) * PAGE)
+    mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    arr = np.frombuffer(mm, dtype=np.uint8)
+    arr[::PAGE] = 0  # first touch: the pages land on the NUMA node of the CPU running this
+    cudart = torch.cuda.cudart()
+    ptr = arr.ctypes.data
+    err = int(cudart.cudaHostRegister(ptr, size, REGISTER_FLAGS))
+    if err != 0:
+        raise RuntimeError(f"cudaHostRegister of {size} bytes failed (cudaError {err}): not enough lockable memory?")
+    weakref.finalize(arr, _unregister, cudart, ptr)  # runs before numpy releases the mapping
+    return torch.from_numpy(arr)[:nbytes]
+
+
+def _unregister(cudart, ptr: int) -> None:
+    try:
+        cudart.cudaHostUnregister(ptr)
+    except Exception:  # interpreter shutdown: the driver releases it with the process
+        pass
+
+
 def host_buffer(nbytes: int, pinned: bool, device, numa_node: Optional[int] = None,
                 align: int = 4096) -> tuple[torch.Tensor, dict]:
     """A uint8 host buffer of ``nbytes`` starting on an ``align``-byte boundary (O_DIRECT and 16-byte kernel
-    accesses need it) and facts about it (pinned or not, NUMA node used).
+    accesses need it) and facts about it (pinned or not, NUMA node used or why placement was skipped).
 
-    Pinned memory needs CUDA; on the CPU the buffer is ordinary memory and the facts say so."""
+    Pinned memory needs CUDA: exactly sized and freed with the buffer (:func:`pinned_empty`). On the CPU the
+    buffer is ordinary memory and the facts say so."""
     want_pin = pinned and device.is_cuda
     with on_numa_node(numa_node if want_pin else None) as used:
-        raw = torch.empty(nbytes + align, dtype=torch.uint8, pin_memory=want_pin)
-        raw.fill_(0)  # first touch inside the NUMA binding (cudaHostAlloc has already faulted pinned pages)
-    off = (-raw.data_ptr()) % align
-    buf = raw[off:off + nbytes]
-    return buf, {"pinned": bool(raw.is_pinned()) if device.is_cuda else False, "host_numa_node": used}
+        if want_pin:
+            buf = pinned_empty(nbytes)  # page aligned
+        else:
+            raw = torch.empty(nbytes + align, dtype=torch.uint8)
+            raw.fill_(0)
+            off = (-raw.data_ptr()) % align
+            buf = raw[off:off + nbytes]
+    facts = {"pinned": bool(buf.is_pinned()) if want_pin else False,
+             "pinned_alloc": "cudaHostRegister, exact size" if want_pin else None}
+    if isinstance(used, str):
+        facts["host_numa_node"], facts["numa_placement"] = None, used
+    else:
+        facts["host_numa_node"] = used
+    return buf, facts
 
 
 def pattern(nbytes: int, seed: int, device) -> torch.Tensor:

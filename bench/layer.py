@@ -34,16 +34,39 @@ def rope(x, pos0: int):
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
-def _attend(q, k, v, n_ctx: int, causal: bool, scale: float):
-    """SDPA with lower-right causal alignment when there is cached context."""
-    kw = {}
-    if causal and n_ctx:
-        from torch.nn.attention.bias import causal_lower_right
+def lower_right_mask(q, k, v, gqa: bool):
+    """The lower-right causal mask for queries after cached context, to build once outside timed calls: torch's
+    CausalBias when the enabled SDPA backends have a native lower-right kernel for these inputs (flash,
+    efficient), else the materialized boolean [n_q, n_k] mask that SDPA would otherwise rebuild inside every
+    call (cudnn, math, CPU). Returns (mask, how)."""
+    from torch.nn.attention.bias import causal_lower_right
 
-        kw["attn_mask"] = causal_lower_right(q.shape[-2], k.shape[-2])
+    bias = causal_lower_right(q.shape[-2], k.shape[-2])
+    if q.device.type == "cuda":
+        from torch.backends.cuda import SDPAParams, can_use_efficient_attention, can_use_flash_attention
+
+        params = SDPAParams(q, k, v, None, 0.0, False, gqa)
+        if can_use_flash_attention(params) or can_use_efficient_attention(params):
+            return bias, "native lower-right causal kernel"
+    return bias._materialize(q.device), "lower-right causal mask materialized once, outside the timed call"
+
+
+def _attend(q, k, v, n_ctx: int, causal: bool, scale: float, masks: Optional[dict] = None):
+    """SDPA with lower-right causal alignment when there is cached context; ``masks`` caches that mask across
+    calls by (n_q, n_k) so a timed call never rebuilds it."""
+    kw = {}
+    gqa = q.shape[1] != k.shape[1]
+    if causal and n_ctx:
+        key = (q.shape[-2], k.shape[-2], q.dtype)
+        mask = masks.get(key) if masks is not None else None
+        if mask is None:
+            mask, _how = lower_right_mask(q, k, v, gqa)
+            if masks is not None:
+                masks[key] = mask
+        kw["attn_mask"] = mask
     elif causal:
         kw["is_causal"] = True
-    return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=q.shape[1] != k.shape[1], **kw)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa, **kw)
 
 
 class Layer:
@@ -52,6 +75,7 @@ class Layer:
     def __init__(self, shape: ModelShape, layer_index: int, dtype, device, seed: int):
         self.s, self.dtype, self.device = shape, dtype, torch.device(device)
         self.moe = bool(shape.experts) and layer_index >= shape.dense_layers
+        self.masks: dict = {}  # lower-right causal masks by (n_q, n_k), built on first use (untimed)
         g = torch.Generator(device=self.device).manual_seed(seed)
         self._g = g
         h, s = shape.hidden, shape
@@ -83,13 +107,15 @@ class Layer:
         del self._g
 
     def _p(self, fan_in: int, fan_out: int, shape=None, fan: Optional[int] = None):
-        t = torch.randn(*(shape or (fan_in, fan_out)), device=self.device, dtype=torch.float32, generator=self._g)
-        return (t / math.sqrt(fan or fan_in)).to(self.dtype)
+        """Random weights generated in the layer's dtype (no float32 intermediate: the peak is the weight)."""
+        t = torch.randn(*(shape or (fan_in, fan_out)), device=self.device, dtype=self.dtype, generator=self._g)
+        return t.mul_(1 / math.sqrt(fan or fan_in))
 
     def to(self, dtype) -> "Layer":
         """A copy with every weight in ``dtype`` (the numerics reference)."""
         other = object.__new__(Layer)
         other.s, other.dtype, other.device, other.moe = self.s, dtype, self.device, self.moe
+        other.masks = {}
         other.w = {k: v.to(dtype) for k, v in self.w.items()}
         return other
 
@@ -104,7 +130,7 @@ class Layer:
         region (see :func:`cached_region`)."""
         s = self.s
         g = torch.Generator(device=self.device).manual_seed(seed)
-        r = lambda *sh: torch.randn(*sh, device=self.device, dtype=torch.float32, generator=g).to(self.dtype)  # noqa
+        r = lambda *sh: torch.randn(*sh, device=self.device, dtype=self.dtype, generator=g)  # noqa: E731
         if s.is_mla:
             return (r(batch, tokens, s.kv_lora_rank + s.rope_head_dim),)
         if token_major:
@@ -134,7 +160,7 @@ class Layer:
         kc[:, :, n_ctx:n_ctx + n] = k
         vc[:, :, n_ctx:n_ctx + n] = v
         o = _attend(q, kc[:, :, :n_ctx + n], vc[:, :, :n_ctx + n], n_ctx, causal=n > 1,
-                    scale=1 / math.sqrt(s.head_dim))
+                    scale=1 / math.sqrt(s.head_dim), masks=self.masks)
         return o.transpose(1, 2).reshape(b, n, -1) @ w["o"]
 
     def _mla(self, h, cache, n_ctx, decode):
@@ -155,14 +181,14 @@ class Layer:
             q_lat = torch.einsum("bhnd,hdl->bhnl", q_nope, w["uk"])
             qf = torch.cat([q_lat, q_rope], dim=-1)
             kv = ctx.unsqueeze(1)
-            o_lat = _attend(qf, kv, kv[..., :s.kv_lora_rank], n_ctx, causal=n > 1, scale=scale)
+            o_lat = _attend(qf, kv, kv[..., :s.kv_lora_rank], n_ctx, causal=n > 1, scale=scale, masks=self.masks)
             o = torch.einsum("bhnl,hlv->bhnv", o_lat, w["uv"])
         else:  # decompressed K/V per head
             lat = ctx[..., :s.kv_lora_rank]
             k_nope = torch.einsum("btl,hdl->bhtd", lat, w["uk"])
             v = torch.einsum("btl,hlv->bhtv", lat, w["uv"])
             k = torch.cat([k_nope, ctx[..., s.kv_lora_rank:].unsqueeze(1).expand(-1, s.heads, -1, -1)], dim=-1)
-            o = _attend(torch.cat([q_nope, q_rope], dim=-1), k, v, n_ctx, causal=n > 1, scale=scale)
+            o = _attend(torch.cat([q_nope, q_rope], dim=-1), k, v, n_ctx, causal=n > 1, scale=scale, masks=self.masks)
         return o.transpose(1, 2).reshape(b, n, -1) @ w["o"]
 
     def _swiglu(self, h, a, g, d):

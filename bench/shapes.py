@@ -131,9 +131,19 @@ class ModelShape:
         hq, _, qk, v = self.attn_dims(decode)
         return 2.0 * hq * (qk + v) * pairs * n
 
+    def mla_decompress_flops(self, cached_tokens: int, layers: int | None = None) -> float:
+        """MLA prefill decompresses every cached position's latent into per-head K (nope part) and V, over all
+        cached tokens and not only the new ones (whose projections :meth:`attn_params` already counts):
+        2 x kv_lora_rank x heads x (nope + v_dim) FLOPs per cached token per layer; 0 for GQA."""
+        if not self.is_mla:
+            return 0.0
+        n = self.layers if layers is None else layers
+        nope = self.head_dim - self.rope_head_dim
+        return 2.0 * self.kv_lora_rank * self.heads * (nope + self.v_dim) * cached_tokens * n
+
     def prefill_flops(self, n_new: int, n_ctx: int = 0, layers: int | None = None) -> float:
         return self.linear_flops_per_token(layers) * n_new + \
-            self.attn_score_flops(causal_pairs(n_new, n_ctx), False, layers)
+            self.attn_score_flops(causal_pairs(n_new, n_ctx), False, layers) + self.mla_decompress_flops(n_ctx, layers)
 
     def decode_flops(self, batch: int, ctx: int, layers: int | None = None) -> float:
         """One decode step: ``batch`` sequences each adding one token after ``ctx`` cached ones."""

@@ -1,17 +1,77 @@
-"""Timing primitives: warm-up, per-sample clocks and the noise-based stopping rule.
+"""Timing primitives: warm-up, per-sample clocks, the noise-based stopping rule, and the clock rule per kind of work.
 
 All times are seconds. A *sample* is the time of one call of the timed function (averaged over ``inner``
-back-to-back calls when one call is shorter than the clock can resolve). Benchmarks never time themselves:
-the harness calls :func:`measure` with the clock that fits the device.
+back-to-back calls when one call is shorter than the clock can resolve). Benchmarks never time themselves: each
+timed call declares its kind of work and the harness picks the clock from it (:func:`clock_for`):
+
+  ``device``       work queued on the current CUDA stream (kernels, async copies): CUDA events around it, queued
+                   behind a stream-hold spin so the host's enqueue time is not measured. Refused when the call
+                   turns out to do its work on the host (the events would measure max(0, work - spin)) or when
+                   the spin cannot hide its enqueue (more calls than the stream queue holds: host-issued work).
+  ``host``         work done by the host (file I/O, host memcpy): perf_counter around it.
+  ``host_issued``  device work whose issue rate is part of its cost (thousands of small cudaMemcpyAsync, calls
+                   that block the host such as pageable copies or MoE routing reads): perf_counter around the
+                   issue plus a final device synchronize.
+On the CPU every kind is host work (torch CPU ops are synchronous) and runs on the host clock.
+
+CUDA is reached only through :func:`runtime` (``torch.cuda`` and the host clock): tests swap in a simulated
+timeline with :func:`use_runtime` to check the CUDA branch of this module on a machine without a GPU.
 """
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
+
+WORK_KINDS = ("device", "host", "host_issued")
+
+
+class MeasurementError(Exception):
+    """A timing that would be wrong if reported (clock misuse, a zero time): the point is recorded as an error."""
+
+
+def check_work(work) -> str:
+    if work not in WORK_KINDS:
+        raise ValueError(f"work={work!r}: a timed call must declare one of {', '.join(WORK_KINDS)}")
+    return work
+
+
+# -- the seam: torch.cuda and the host clock ---------------------------------------------------------------------
+@dataclass
+class Runtime:
+    """What the clocks call: a ``torch.cuda``-like module and the host clock (seconds, float and ns)."""
+
+    cuda: Any
+    now: Callable[[], float] = time.perf_counter
+    now_ns: Callable[[], int] = time.perf_counter_ns
+
+
+_RUNTIME: Optional[Runtime] = None
+
+
+def runtime() -> Runtime:
+    """The runtime in use: real torch.cuda and perf_counter unless a test installed another."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        import torch
+
+        _RUNTIME = Runtime(torch.cuda)
+    return _RUNTIME
+
+
+@contextmanager
+def use_runtime(rt: Runtime):
+    """Install ``rt`` for the body (tests: a simulated CUDA timeline); the previous runtime comes back after."""
+    global _RUNTIME
+    old, _RUNTIME = _RUNTIME, rt
+    try:
+        yield rt
+    finally:
+        _RUNTIME = old
 
 
 @dataclass(frozen=True)
@@ -46,7 +106,8 @@ def relative_iqr(samples) -> float:
 
 @dataclass
 class Stats:
-    """Summary of one measured point; every time in seconds per call."""
+    """Summary of one measured point; every time in seconds per call. ``clock`` names the clock that measured it
+    and ``work`` the kind of work the call declared."""
 
     n: int
     inner: int
@@ -60,6 +121,8 @@ class Stats:
     converged: bool
     stop_reason: str
     warmup_calls: int
+    clock: str = ""
+    work: str = ""
     samples_s: list = field(repr=False, default_factory=list)
 
     def as_metrics(self) -> dict:
@@ -68,78 +131,154 @@ class Stats:
         return d
 
 
-def summarize(samples: list[float], inner: int, stop_reason: str, converged: bool, warmup_calls: int) -> Stats:
+def summarize(samples: list[float], inner: int, stop_reason: str, converged: bool, warmup_calls: int,
+              clock: str = "", work: str = "") -> Stats:
     a = np.asarray(samples, dtype=np.float64)
     p10, q25, q50, q75, p90 = np.percentile(a, [10, 25, 50, 75, 90])
     return Stats(
         n=len(a), inner=inner, min_s=float(a.min()), median_s=float(q50), mean_s=float(a.mean()),
         p10_s=float(p10), p90_s=float(p90), iqr_s=float(q75 - q25),
         noise=float((q75 - q25) / q50) if q50 > 0 else math.inf,
-        converged=converged, stop_reason=stop_reason, warmup_calls=warmup_calls, samples_s=a.tolist(),
+        converged=converged, stop_reason=stop_reason, warmup_calls=warmup_calls, clock=clock, work=work,
+        samples_s=a.tolist(),
     )
 
 
-class CpuClock:
-    """Host wall clock (perf_counter_ns) around ``inner`` calls."""
+# -- clocks ------------------------------------------------------------------------------------------------------
+class HostClock:
+    """Host wall clock (perf_counter_ns) around ``inner`` calls: host work (file I/O, host memcpy, CPU runs)."""
 
     name = "perf_counter_ns"
     resolution_s = 1e-6  # perf_counter_ns itself resolves ~100 ns; keep samples well above call overhead
+    max_inner = 10_000
+    settled = True
 
     def sample(self, fn: Callable[[], object], inner: int) -> float:
-        t0 = time.perf_counter_ns()
+        now_ns = runtime().now_ns
+        t0 = now_ns()
         for _ in range(inner):
             fn()
-        return (time.perf_counter_ns() - t0) * 1e-9 / inner
+        return (now_ns() - t0) * 1e-9 / inner
 
     def sync(self) -> None:
         pass
 
 
+class HostIssuedClock:
+    """Host clock around the issue of ``inner`` calls plus a final device synchronize (the device is idle when
+    the clock starts): device work whose issue rate is part of its cost."""
+
+    name = "perf_counter_ns+synchronize"
+    resolution_s = 1e-5  # a synchronize round trip costs a few us
+    max_inner = 10_000
+    settled = True
+
+    def __init__(self, device_index: int = 0):
+        self.index = device_index
+
+    def sample(self, fn: Callable[[], object], inner: int) -> float:
+        rt = runtime()
+        rt.cuda.synchronize(self.index)
+        t0 = rt.now_ns()
+        for _ in range(inner):
+            fn()
+        rt.cuda.synchronize(self.index)
+        return (rt.now_ns() - t0) * 1e-9 / inner
+
+    def sync(self) -> None:
+        runtime().cuda.synchronize(self.index)
+
+
+SPIN_HZ_NOMINAL = 2.0e9  # torch.cuda._sleep counts SM cycles; ~2 GHz on datacenter GPUs
+SPIN_MAX_CYCLES = 100_000_000  # ~50 ms: a stream queue cannot hold more work than that anyway
+HOST_WORK_MIN_S = 50e-6  # below this host time a call is too short to tell host work from launch overhead
+HOST_WORK_FRACTION = 0.02  # device span under this fraction of a hidden enqueue: the work ran on the host
+
+
 def next_spin(spin_cycles: int, enqueue_s: float) -> int:
     """Spin length (cycles at ~2 GHz) for the next sample: when the host took longer to queue the timed work than
     half the spin lasted, the spin may have ended first, so lengthen it to 4x the enqueue time (at most ~50 ms)."""
-    if enqueue_s * 2.0e9 > spin_cycles * 0.5:
-        return min(int(enqueue_s * 2.0e9 * 4), 100_000_000)
+    if enqueue_s * SPIN_HZ_NOMINAL > spin_cycles * 0.5:
+        return min(int(enqueue_s * SPIN_HZ_NOMINAL * 4), SPIN_MAX_CYCLES)
     return spin_cycles
 
 
-class CudaClock:
-    """CUDA events on the current stream around ``inner`` calls.
+def _not_device_work(enqueue_s: float, span_s: float, what: str) -> MeasurementError:
+    return MeasurementError(
+        f"{what}: the host spent {enqueue_s * 1e3:.3g} ms in the call but the stream saw only "
+        f"{span_s * 1e6:.3g} us of work behind the stream-hold spin: the call does its work on the host, which the "
+        "CUDA event clock cannot time (it would report max(0, work - spin)); declare work='host' (host-only work) "
+        "or work='host_issued' (device work whose host issue is part of its cost)")
 
-    With ``hold_stream`` a spin kernel is queued ahead of the start event so that the host's enqueue time
-    of the timed calls is not measured (the nvbandwidth trick; essential for small copies). If the host
-    took longer to enqueue than the spin lasted, the spin is lengthened for the next sample.
+
+def _enqueue_not_hidden(enqueue_s: float, spin_cycles: int, what: str) -> MeasurementError:
+    return MeasurementError(
+        f"{what}: the host needed {enqueue_s * 1e3:.3g} ms to queue one sample and the stream-hold spin "
+        f"({spin_cycles} cycles) ended before it finished, so the events would time the host's issue rate: more "
+        "calls than the stream queue holds, or a host-bound call; declare work='host_issued'")
+
+
+class CudaClock:
+    """CUDA events on the current stream around ``inner`` calls of device work.
+
+    A spin kernel is queued ahead of the start event so that the host's enqueue time of the timed calls is not
+    measured (the nvbandwidth trick; essential for small copies). If the host took longer to enqueue than the
+    spin lasted, the spin is lengthened for the next sample; ``settled`` says whether the last sample's enqueue
+    was hidden (the start event had not yet run when the host finished queuing) with a spin that needs no
+    growth. A call whose host time is long but whose stream span is ~0 did its work on the host: refused.
     """
 
     name = "cuda_event"
     resolution_s = 5e-6  # event timestamps resolve ~0.5 us; keep a sample >= 10x that
+    max_inner = 256  # a stream queue holds ~1000 operations: never batch more calls than that behind one spin
 
-    def __init__(self, hold_stream: bool = True):
-        import torch
-
-        self.torch = torch
-        self.hold_stream = hold_stream
+    def __init__(self, device_index: int = 0):
+        self.index = device_index
         self.spin_cycles = 50_000  # grows on demand; ~25 us at 2 GHz
+        self.settled = False
+        self.hidden = False
+        self.enqueue_s = 0.0
 
     def sample(self, fn: Callable[[], object], inner: int) -> float:
-        torch = self.torch
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        if self.hold_stream:
-            torch.cuda._sleep(self.spin_cycles)
-        t0 = time.perf_counter()
+        rt = runtime()
+        cuda = rt.cuda
+        start = cuda.Event(enable_timing=True)
+        end = cuda.Event(enable_timing=True)
+        spin = self.spin_cycles
+        cuda._sleep(spin)
+        t0 = rt.now()
         start.record()
         for _ in range(inner):
             fn()
+        self.hidden = not start.query()  # the spin still holds the stream: everything was queued before it ran
         end.record()
-        enqueue_s = time.perf_counter() - t0
+        self.enqueue_s = rt.now() - t0
         end.synchronize()
-        if self.hold_stream:
-            self.spin_cycles = next_spin(self.spin_cycles, enqueue_s)
-        return start.elapsed_time(end) * 1e-3 / inner
+        span = start.elapsed_time(end) * 1e-3 / inner
+        self.spin_cycles = next_spin(spin, self.enqueue_s)
+        self.settled = self.hidden and self.spin_cycles == spin
+        if self.hidden and self.enqueue_s >= HOST_WORK_MIN_S and span * inner < HOST_WORK_FRACTION * self.enqueue_s:
+            raise _not_device_work(self.enqueue_s, span * inner, "work='device' timed on the CUDA event clock")
+        return span
+
+    def unsettled_error(self) -> MeasurementError:
+        return _enqueue_not_hidden(self.enqueue_s, self.spin_cycles, "work='device'")
 
     def sync(self) -> None:
-        self.torch.cuda.synchronize()
+        runtime().cuda.synchronize(self.index)
+
+
+def clock_for(work: str, device) -> object:
+    """The clock for a call of kind ``work`` on ``device`` (see the module docstring)."""
+    check_work(work)
+    if not device.is_cuda or work == "host":
+        return HostClock()
+    if work == "host_issued":
+        return HostIssuedClock(device.index)
+    return CudaClock(device.index)
+
+
+CALIBRATION_SAMPLES = 4  # untimed samples at the final inner, until the clock has settled (spin sized)
 
 
 def measure(
@@ -149,47 +288,67 @@ def measure(
     warmup_s: float = 0.05,
     prepare: Optional[Callable[[], object]] = None,
     min_sample_s: Optional[float] = None,
+    inner: Optional[int] = None,
+    work: str = "",
 ) -> Stats:
     """Warm up, then sample ``fn`` until ``rule`` says stop.
 
     ``prepare`` runs before every sample and is never timed (L2 flush, input rotation); when it is given,
-    each sample is a single call so the preparation applies to every timed call.
-    Warm-up runs for ``warmup_s`` (at least two calls) and is excluded; it also sizes ``inner``.
+    each sample is a single call so the preparation applies to every timed call. ``inner`` fixes the calls per
+    sample (1 for a per-call latency); otherwise warm-up sizes it. Warm-up runs for ``warmup_s`` (at least two
+    calls) and is excluded; then the clock is calibrated at the final ``inner`` (stream-hold spin sized) before
+    the first timed sample, and a clock that cannot settle is refused (:class:`MeasurementError`).
     """
+    now = runtime().now
     warmup_calls = 0
-    t_start = time.perf_counter()
-    while True:
-        if prepare is not None:
-            prepare()
-        per_call = clock.sample(fn, 1)
-        warmup_calls += 1
-        if warmup_calls >= 2 and time.perf_counter() - t_start >= warmup_s:
-            break
-    min_sample_s = clock.resolution_s * 10 if min_sample_s is None else min_sample_s
-    inner = 1 if prepare is not None else max(1, min(10_000, math.ceil(min_sample_s / max(per_call, 1e-9))))
+    t_start = now()
 
-    samples: list[float] = []
-    t0 = time.perf_counter()
-    while True:
+    def one(k: int) -> float:
         if prepare is not None:
             prepare()
             clock.sync()
-        samples.append(clock.sample(fn, inner))
-        verdict = rule.check(samples, time.perf_counter() - t0)
+        return clock.sample(fn, k)
+
+    while True:
+        per_call = one(1)
+        warmup_calls += 1
+        if warmup_calls >= 2 and now() - t_start >= warmup_s:
+            break
+    min_sample_s = clock.resolution_s * 10 if min_sample_s is None else min_sample_s
+    if inner is None:
+        inner = 1 if prepare is not None else \
+            max(1, min(clock.max_inner, math.ceil(min_sample_s / max(per_call, 1e-9))))
+    for _ in range(CALIBRATION_SAMPLES):  # at least one: the spin was sized at inner=1
+        one(inner)
+        warmup_calls += 1
+        if clock.settled:
+            break
+    if not clock.settled:
+        raise clock.unsettled_error()
+
+    samples: list[float] = []
+    t0 = now()
+    while True:
+        samples.append(one(inner))
+        verdict = rule.check(samples, now() - t0)
         if verdict is not None:
             reason, converged = verdict
-            return summarize(samples, inner, reason, converged, warmup_calls)
+            return summarize(samples, inner, reason, converged, warmup_calls, clock.name, work)
 
 
 # -- concurrent lanes --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Lane:
-    """One stream of work that runs beside others (a copy, a layer loop); ``device`` is the CUDA device index it
-    runs on (None: the run's device)."""
+    """One stream of work that runs beside others (a copy, a layer loop). ``work`` is its kind as for a single
+    call ('device' or 'host_issued' on a GPU); ``device`` is the CUDA device index it runs on (None: the run's)."""
 
     name: str
     fn: Callable[[], object]
+    work: str
     device: Optional[int] = None
+
+    def __post_init__(self):
+        check_work(self.work)
 
 
 class CpuLanes:
@@ -198,6 +357,8 @@ class CpuLanes:
 
     name = "perf_counter_ns/threads"
     resolution_s = 1e-5
+    max_inner = 1
+    settled = True
 
     def __init__(self, lanes: list[Lane]):
         self.lanes = lanes
@@ -205,6 +366,7 @@ class CpuLanes:
     def sample_lanes(self) -> tuple[float, dict]:
         import threading
 
+        now_ns = runtime().now_ns
         barrier = threading.Barrier(len(self.lanes) + 1)
         ends: dict[str, int] = {}
         errors: list[BaseException] = []
@@ -216,13 +378,13 @@ class CpuLanes:
             except BaseException as e:  # surfaced below, in the caller's thread
                 errors.append(e)
             finally:
-                ends[lane.name] = time.perf_counter_ns()
+                ends[lane.name] = now_ns()
 
         threads = [threading.Thread(target=work, args=(lane,), daemon=True) for lane in self.lanes]
         for t in threads:
             t.start()
         barrier.wait()
-        t0 = time.perf_counter_ns()
+        t0 = now_ns()
         for t in threads:
             t.join()
         if errors:
@@ -233,67 +395,95 @@ class CpuLanes:
     def sync(self) -> None:
         pass
 
+    def unsettled_error(self) -> MeasurementError:  # pragma: no cover - always settled
+        raise AssertionError
+
 
 class CudaLanes:
-    """One CUDA stream per lane, queued in list order from this thread behind a spin kernel (as
-    :class:`CudaClock`), so that every lane is queued before any starts. Each lane's span runs from its device's
-    start event to the lane's end event; the total is the longest device span. Lanes on several devices start
-    within the host's enqueue skew of each other (recorded as ``enqueue_skew_s``)."""
+    """One CUDA stream per lane, all waiting on one start event per device, so that every lane starts together.
+
+    Lanes are queued from this thread: device-work lanes first (list order), then host-issued lanes (list order),
+    so a lane whose issue is slow (thousands of copies; the stream queue blocks the host after ~1000) never delays
+    the queuing of the others. When every lane is device work, a spin kernel holds the start until all are queued
+    (as :class:`CudaClock`; refused like it when the spin cannot hide the enqueue). With a host-issued lane there
+    is no spin: the start event runs at once and the spans include the host's issue, as the host-issued clock's
+    do. Each lane's span runs from its device's start event to the lane's end event; the total is the longest
+    device span. Lanes on several devices start within the host's enqueue skew of each other
+    (``enqueue_skew_s``)."""
 
     name = "cuda_event/streams"
     resolution_s = 5e-6
+    max_inner = 1
 
-    def __init__(self, lanes: list[Lane], default_device: int, hold_stream: bool = True):
-        import torch
-
-        self.torch = torch
-        self.lanes = lanes
+    def __init__(self, lanes: list[Lane], default_device: int):
+        cuda = runtime().cuda
+        bad = [lane.name for lane in lanes if lane.work == "host"]
+        if bad:
+            raise ValueError(f"lanes {bad} declare work='host': a CUDA lane must queue its work on its stream")
+        self.lanes = [lane for lane in lanes if lane.work == "device"] + \
+            [lane for lane in lanes if lane.work == "host_issued"]
         self.dev = {lane.name: default_device if lane.device is None else lane.device for lane in lanes}
         self.devices = sorted(set(self.dev.values()))
-        self.streams = {lane.name: torch.cuda.Stream(device=self.dev[lane.name]) for lane in lanes}
-        self.hold_stream = hold_stream
+        self.streams = {lane.name: cuda.Stream(device=self.dev[lane.name]) for lane in lanes}
+        self.hold_stream = all(lane.work == "device" for lane in lanes)
         self.spin_cycles = 50_000
         self.enqueue_skew_s = 0.0
+        self.enqueue_s = 0.0
+        self.hidden = not self.hold_stream
+        self.settled = not self.hold_stream
+        self.clock = "cuda_event/streams" + ("+spin" if self.hold_stream else "+host_issue")
 
     def sample_lanes(self) -> tuple[float, dict]:
-        torch = self.torch
-        ev = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+        rt = runtime()
+        cuda = rt.cuda
+        ev = lambda: cuda.Event(enable_timing=True)  # noqa: E731
         starts, ends, done = {}, {}, {}
-        t0 = time.perf_counter()
+        spin = self.spin_cycles
+        t0 = rt.now()
         for d in self.devices:
-            with torch.cuda.device(d):
+            with cuda.device(d):
                 if self.hold_stream:
-                    torch.cuda._sleep(self.spin_cycles)
+                    cuda._sleep(spin)
                 starts[d] = ev()
                 starts[d].record()
-        self.enqueue_skew_s = time.perf_counter() - t0
+        self.enqueue_skew_s = rt.now() - t0
         for lane in self.lanes:
             s = self.streams[lane.name]
-            s.wait_event(starts[self.dev[lane.name]])
-            with torch.cuda.stream(s):
-                lane.fn()
-                ends[lane.name] = ev()
-                ends[lane.name].record(s)
+            with cuda.device(self.dev[lane.name]):
+                s.wait_event(starts[self.dev[lane.name]])
+                with cuda.stream(s):
+                    lane.fn()
+                    ends[lane.name] = ev()
+                    ends[lane.name].record(s)
+        if self.hold_stream:
+            self.hidden = not any(starts[d].query() for d in self.devices)
         for d in self.devices:
-            with torch.cuda.device(d):
-                main = torch.cuda.current_stream()
+            with cuda.device(d):
+                main = cuda.current_stream()
                 for lane in self.lanes:
                     if self.dev[lane.name] == d:
                         main.wait_stream(self.streams[lane.name])
                 done[d] = ev()
                 done[d].record()
-        enqueue_s = time.perf_counter() - t0
+        self.enqueue_s = rt.now() - t0
         for d in self.devices:
             done[d].synchronize()
-        if self.hold_stream:
-            self.spin_cycles = next_spin(self.spin_cycles, enqueue_s)
         spans = {n: starts[self.dev[n]].elapsed_time(e) * 1e-3 for n, e in ends.items()}
         total = max(starts[d].elapsed_time(done[d]) * 1e-3 for d in self.devices)
+        if self.hold_stream:
+            self.spin_cycles = next_spin(spin, self.enqueue_s)
+            self.settled = self.hidden and self.spin_cycles == spin
+            if self.hidden and self.enqueue_s >= HOST_WORK_MIN_S and total < HOST_WORK_FRACTION * self.enqueue_s:
+                raise _not_device_work(self.enqueue_s, total, f"lanes {[lane.name for lane in self.lanes]}")
         return total, spans
+
+    def unsettled_error(self) -> MeasurementError:
+        return _enqueue_not_hidden(self.enqueue_s, self.spin_cycles,
+                                   f"lanes {[lane.name for lane in self.lanes]} (all work='device')")
 
     def sync(self) -> None:
         for d in self.devices:
-            self.torch.cuda.synchronize(d)
+            runtime().cuda.synchronize(d)
 
 
 @dataclass
@@ -311,7 +501,11 @@ def measure_lanes(lanes_clock, rule: StoppingRule, warmup_s: float = 0.05,
     spans: list[dict] = []
 
     class _Recorder:
-        name, resolution_s = lanes_clock.name, lanes_clock.resolution_s
+        name, resolution_s, max_inner = lanes_clock.name, lanes_clock.resolution_s, 1
+
+        @property
+        def settled(self):
+            return lanes_clock.settled
 
         def sample(self, _fn, inner: int) -> float:
             total, s = lanes_clock.sample_lanes()
@@ -321,18 +515,25 @@ def measure_lanes(lanes_clock, rule: StoppingRule, warmup_s: float = 0.05,
         def sync(self) -> None:
             lanes_clock.sync()
 
-    total = measure(None, _Recorder(), rule, warmup_s, prepare=prepare, min_sample_s=0.0)
+        def unsettled_error(self):
+            return lanes_clock.unsettled_error()
+
+    work = "+".join(sorted({lane.work for lane in lanes_clock.lanes}))
+    total = measure(None, _Recorder(), rule, warmup_s, prepare=prepare, min_sample_s=0.0, inner=1, work=work)
+    total.clock = getattr(lanes_clock, "clock", lanes_clock.name)
     timed = spans[total.warmup_calls:]
-    per_lane = {name: summarize([s[name] for s in timed], 1, total.stop_reason, total.converged, total.warmup_calls)
+    per_lane = {name: summarize([s[name] for s in timed], 1, total.stop_reason, total.converged, total.warmup_calls,
+                                total.clock, work)
                 for name in timed[0]}
     return LaneStats(total, per_lane)
 
 
 class Handoff:
     """Step-by-step ordering between lanes: the producer lane calls ``post(i)`` when step i is done, the consumer
-    ``wait(i)`` before it needs it. CUDA: events on the lanes' current streams (the GPU orders them; the
-    producer lane must come first in the lane list, as lanes are queued in order). CPU: threading.Event.
-    ``reset()`` (untimed, before each sample) re-arms it."""
+    ``wait(i)`` before it needs it. CUDA: an event recorded on the producer's stream, waited on by the consumer's
+    stream (the GPU orders them; the producer lane must be queued first, and a wait on a step not yet posted is
+    refused, since CUDA would treat it as already complete). CPU: threading.Event. ``reset()`` (untimed, before
+    each sample) re-arms it."""
 
     def __init__(self, steps: int, cuda: bool):
         self.steps, self.cuda = steps, cuda
@@ -340,9 +541,9 @@ class Handoff:
 
     def reset(self) -> None:
         if self.cuda:
-            import torch
-
-            self.events = [torch.cuda.Event() for _ in range(self.steps)]
+            cuda = runtime().cuda
+            self.events = [cuda.Event() for _ in range(self.steps)]
+            self.posted = [False] * self.steps
         else:
             import threading
 
@@ -351,13 +552,15 @@ class Handoff:
     def post(self, i: int) -> None:
         if self.cuda:
             self.events[i].record()
+            self.posted[i] = True
         else:
             self.events[i].set()
 
     def wait(self, i: int) -> None:
         if self.cuda:
-            import torch
-
-            torch.cuda.current_stream().wait_event(self.events[i])
+            if not self.posted[i]:
+                raise RuntimeError(f"handoff step {i} waited on before it was posted: the producer lane must be "
+                                   "queued before the consumer lane")
+            runtime().cuda.current_stream().wait_event(self.events[i])
         elif not self.events[i].wait(timeout=120):
             raise RuntimeError(f"handoff step {i} was never posted (the producer lane failed or is not running)")

@@ -25,7 +25,7 @@ def test_injected_oom_at_one_point_leaves_later_points_recorded(harness_cfg, tmp
         if state.params["i"] == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
         state.add_bytes(buf.numel() * 4)
-        state.exec(lambda: buf.sum())
+        state.exec(lambda: buf.sum(), work="host")
         released.append(state.params["i"])
 
     counts, recs = _run(["t_oom"], harness_cfg, tmp_path, registered)
@@ -41,7 +41,7 @@ def test_verification_failure_is_an_error_never_a_number(harness_cfg, tmp_path, 
     @benchmark("t_bad", family="test", axes=lambda c: {"i": [0]})
     def t_bad(state):
         state.add_bytes(100)
-        state.exec(lambda: None)
+        state.exec(lambda: None, work="host")
         state.verify(False, "block 3 differs at byte 17")
 
     _, recs = _run(["t_bad"], harness_cfg, tmp_path, registered)
@@ -54,7 +54,7 @@ def test_skip_and_memory_budget_are_recorded_with_reason(harness_cfg, tmp_path, 
     @benchmark("t_big", family="test", axes=lambda c: {"n": [10, 1 << 40]})
     def t_big(state):
         state.require_bytes(state.params["n"], "buffer")
-        state.exec(lambda: None)
+        state.exec(lambda: None, work="host")
 
     @benchmark("t_cuda_only", family="test", axes=lambda c: {"n": [1]},
                supports=lambda d: None if d.is_cuda else "needs a CUDA device")
@@ -72,7 +72,7 @@ def test_result_above_physical_peak_is_flagged(harness_cfg, tmp_path, registered
     def t_fast(state):
         state.add_bytes(10**12)  # a terabyte "moved" by a no-op: impossible
         state.set_peak("gbps", 64.0)
-        state.exec(lambda: None)
+        state.exec(lambda: None, work="host")
 
     _, recs = _run(["t_fast"], harness_cfg, tmp_path, registered)
     assert "exceeds theoretical peak" in recs[0]["info"]["implausible"]
@@ -83,7 +83,7 @@ def test_records_load_into_one_tidy_frame(harness_cfg, tmp_path, registered):
     @benchmark("t_ok", family="test", axes=lambda c: {"size_bytes": [8, 16], "mode": ["a"]})
     def t_ok(state):
         state.add_bytes(state.params["size_bytes"])
-        state.exec(lambda: None)
+        state.exec(lambda: None, work="host")
 
     _run(["t_ok"], harness_cfg, tmp_path, registered)
     df = load(tmp_path / "run")

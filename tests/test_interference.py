@@ -84,7 +84,7 @@ def test_interference_fit_recovers_slowdowns():
 
 # -- lanes timer --------------------------------------------------------------------------------------------------
 def test_cpu_lanes_time_each_lane_from_a_common_start():
-    lanes = [Lane("short", lambda: time.sleep(0.01)), Lane("long", lambda: time.sleep(0.03))]
+    lanes = [Lane("short", lambda: time.sleep(0.01), "host"), Lane("long", lambda: time.sleep(0.03), "host")]
     res = measure_lanes(CpuLanes(lanes), StoppingRule(3, 10, 0.5, 0.5), 0.0)
     assert res.total.n == res.lanes["long"].n >= 3
     assert res.lanes["short"].median_s == pytest.approx(0.01, abs=0.008)
@@ -107,7 +107,7 @@ def test_handoff_orders_lanes_and_failures_do_not_hang():
             h.wait(i)
             seen.append(("use", i))
 
-    CpuLanes([Lane("p", producer), Lane("c", consumer)]).sample_lanes()
+    CpuLanes([Lane("p", producer, "host"), Lane("c", consumer, "host")]).sample_lanes()
     for i in range(3):
         assert seen.index(("post", i)) < seen.index(("use", i))
 
@@ -115,7 +115,7 @@ def test_handoff_orders_lanes_and_failures_do_not_hang():
         raise RuntimeError("lane failed")
 
     with pytest.raises(RuntimeError, match="lane failed"):
-        CpuLanes([Lane("p", boom), Lane("c", lambda: None)]).sample_lanes()
+        CpuLanes([Lane("p", boom, "host"), Lane("c", lambda: None, "host")]).sample_lanes()
 
 
 # -- the benchmarks on the CPU ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from bench.timing import CpuClock, StoppingRule, measure, relative_iqr, summarize
+from bench.timing import HostClock, StoppingRule, measure, relative_iqr, summarize
 
 
 def spin(seconds):
@@ -13,7 +13,7 @@ def spin(seconds):
 
 def test_spin_workload_median_matches_known_duration():
     rule = StoppingRule(min_samples=10, max_samples=200, noise_target=0.05, time_budget_s=1.0)
-    st = measure(lambda: spin(0.002), CpuClock(), rule, warmup_s=0.01)
+    st = measure(lambda: spin(0.002), HostClock(), rule, warmup_s=0.01)
     assert st.median_s == pytest.approx(0.002, rel=0.15)
     assert st.min_s <= st.p10_s <= st.median_s <= st.p90_s
     assert st.n >= 10 and st.inner == 1 and st.warmup_calls >= 2
@@ -21,13 +21,13 @@ def test_spin_workload_median_matches_known_duration():
 
 def test_sleep_workload_never_reports_less_than_slept():
     rule = StoppingRule(min_samples=5, max_samples=30, noise_target=0.2, time_budget_s=0.5)
-    st = measure(lambda: time.sleep(0.005), CpuClock(), rule, warmup_s=0.0)
+    st = measure(lambda: time.sleep(0.005), HostClock(), rule, warmup_s=0.0)
     assert st.min_s >= 0.005
     assert st.median_s < 0.05
 
 
 def test_tiny_calls_are_batched_into_resolvable_samples():
-    st = measure(lambda: None, CpuClock(), StoppingRule(3, 20, 0.5, 0.2), warmup_s=0.0)
+    st = measure(lambda: None, HostClock(), StoppingRule(3, 20, 0.5, 0.2), warmup_s=0.0)
     assert st.inner > 1  # one empty call is far below the clock's useful resolution
     assert st.median_s < 1e-5
 
@@ -51,7 +51,7 @@ def test_measure_stops_on_time_budget_for_noisy_workload():
     i = iter(range(10**9))
     rule = StoppingRule(min_samples=5, max_samples=10**6, noise_target=0.001, time_budget_s=0.3)
     t0 = time.perf_counter()
-    st = measure(lambda: spin(0.0005 * (1 + next(i) % 3)), CpuClock(), rule, warmup_s=0.0)
+    st = measure(lambda: spin(0.0005 * (1 + next(i) % 3)), HostClock(), rule, warmup_s=0.0)
     assert time.perf_counter() - t0 < 2.0
     assert st.stop_reason == "time_budget" and not st.converged
 
@@ -75,7 +75,7 @@ def test_prepare_runs_before_every_sample_untimed():
         calls["fn"] += 1
         spin(0.001)
 
-    st = measure(fn, CpuClock(), StoppingRule(5, 10, 0.5, 1.0), warmup_s=0.0, prepare=prep)
+    st = measure(fn, HostClock(), StoppingRule(5, 10, 0.5, 1.0), warmup_s=0.0, prepare=prep)
     assert st.inner == 1
     assert calls["prep"] == calls["fn"] == st.n + st.warmup_calls
     assert st.median_s < 0.0025

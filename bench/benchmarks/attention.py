@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from bench import roofline
 from bench.config import check, positive_ints
+from bench.layer import lower_right_mask
 from bench.registry import benchmark
 from bench.shapes import ModelShape, causal_pairs
 from bench.validators import validator
@@ -49,37 +50,79 @@ def reference_attention(q, k, v, n_ctx: int, causal: bool) -> torch.Tensor:
     return torch.softmax(s, dim=-1) @ v
 
 
+MAY_EXPAND_GQA = ("efficient", "cudnn")  # backends that may not take fewer K/V heads than Q heads (torch version)
+
+
+def native_gqa(backend: str, q, k, v) -> bool:
+    """Whether forced SDPA ``backend`` runs these GQA inputs natively (enable_gqa). torch 2.11 documents GQA for
+    flash and math only; newer releases add efficient/cudnn: ask torch's own dispatch checks."""
+    if backend in ("flash", "math") or q.device.type != "cuda":
+        return True
+    from torch.backends import cuda as bc
+
+    check = {"efficient": bc.can_use_efficient_attention,
+             "cudnn": getattr(bc, "can_use_cudnn_attention", None)}.get(backend)
+    return bool(check and check(bc.SDPAParams(q, k, v, None, 0.0, False, True)))
+
+
+def sdpa_extra_bytes(backend: str, b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, elt: int,
+                     lower_right: bool) -> int:
+    """Bytes a forced SDPA backend allocates beyond Q, K, V and O: K/V expanded to the query heads (backends without
+    GQA), a materialized lower-right mask, and the math backend's score and probability matrices (float32)."""
+    extra = 0
+    if hq != hkv and backend in MAY_EXPAND_GQA:  # counted whether or not this torch needs the expansion
+        extra += b * (hq - hkv) * n_k * (qk + vd) * elt
+    if lower_right and backend in ("cudnn", "math"):
+        extra += n_q * n_k
+    if backend == "math":
+        extra += 2 * b * hq * n_q * n_k * 4
+    return extra
+
+
 def sdpa(backend: str, q, k, v, n_ctx: int, causal: bool):
-    """A callable running SDPA with exactly ``backend`` (causal aligned lower-right when n_ctx > 0).
-    GQA uses ``enable_gqa``; returns (fn, facts)."""
+    """A callable running SDPA with exactly ``backend`` (causal aligned lower-right when n_ctx > 0); every
+    preparation (K/V expansion for backends without GQA, the causal mask, V padding for flash) happens here,
+    outside the timed call. Returns (fn, facts)."""
     from torch.nn.attention import sdpa_kernel
 
-    kw = {}
-    if causal and n_ctx:
-        from torch.nn.attention.bias import causal_lower_right
-
-        kw["attn_mask"] = causal_lower_right(q.shape[2], k.shape[2])
-    elif causal:
-        kw["is_causal"] = True
     gqa = q.shape[1] != k.shape[1]
     be = _sdpa_backend(backend)
     facts = {"backend": backend, "gqa": "native" if gqa else "none"}
+    expansion = 1
+    if gqa:
+        with sdpa_kernel([be]):
+            native = native_gqa(backend, q, k, v)
+        if not native:
+            expansion = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(expansion, dim=1), v.repeat_interleave(expansion, dim=1)
+            facts["gqa"] = f"expanded x{expansion}: SDPA {backend} has no GQA support here, so the kernel reads " \
+                           f"{expansion}x the KV bytes"
+            gqa = False
     qk, vd = q.shape[-1], v.shape[-1]
     if backend == "flash" and vd < qk:
         # FlashAttention needs one head dim for q, k and v: pad V (as MLA serving stacks do), slice the output
         v = F.pad(v, (0, qk - vd))
         facts["v_padded_to"] = qk
+    kw = {}
+    if causal and n_ctx:
+        with sdpa_kernel([be]):
+            kw["attn_mask"], facts["causal_mask"] = lower_right_mask(q, k, v, gqa)
+    elif causal:
+        kw["is_causal"] = True
 
     def fn():
         with sdpa_kernel([be]):
             return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, **kw)[..., :vd]
 
+    fn.kv_expansion = expansion
     return fn, facts
 
 
 def make_qkv(b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, dtype, dev, seed: int):
+    """Random Q, K, V generated directly in ``dtype`` (no float32 intermediate: the peak is what require_bytes
+    counts)."""
     g = torch.Generator(device=dev).manual_seed(seed)
-    r = lambda *s: torch.randn(*s, device=dev, dtype=torch.float32, generator=g).to(dtype)  # noqa: E731
+    r = lambda *s: torch.randn(*s, device=dev, dtype=dtype, generator=g)  # noqa: E731
     return r(b, hq, n_q, qk), r(b, hkv, n_k, qk), r(b, hkv, n_k, vd)
 
 
@@ -140,7 +183,8 @@ def attn_prefill_point(state):
     backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
     n_k = n_ctx + n_new
     nbytes = (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
-    state.require_bytes(nbytes * 2, "Q, K, V, O")
+    extra = sdpa_extra_bytes(backend, 1, hq, hkv, n_new, n_k, qk, vd, elt, lower_right=n_ctx > 0)
+    state.require_bytes(nbytes * 2 + extra, "Q, K, V, O and the backend's mask/expanded K/V")
     check_numerics(state, backend, shape, False, dtype, causal=True)
     q, k, v = make_qkv(1, hq, hkv, n_new, n_k, qk, vd, dtype, state.device.torch, 1)
     fn, facts = sdpa(backend, q, k, v, n_ctx, causal=True)
@@ -149,7 +193,7 @@ def attn_prefill_point(state):
     state.add_flops(flops)
     state.add_items("tokens", n_new)
     state.note(**facts, dtype=str(dtype).replace("torch.", ""), q_heads=hq, kv_heads=hkv, qk_dim=qk, v_dim=vd)
-    state.exec(fn, flush_l2=True)
+    state.exec(fn, work="device", flush_l2=True)
     roofline.report(state, flops, nbytes, dtype)
 
 
@@ -157,7 +201,13 @@ def attn_decode_point(state):
     batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
     backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
     kv_bytes = batch * ctx * hkv * (qk + vd) * elt
-    state.require_bytes(kv_bytes + batch * hq * (qk + vd) * elt, "KV cache and queries")
+    if backend == "flashinfer":  # the paged copy of the KV (whole pages) and FlashInfer's workspace
+        page = int(state.cfg.attention.page_tokens)
+        extra = batch * -(-ctx // page) * page * hkv * (qk + vd) * elt + FLASHINFER_WORKSPACE
+    else:
+        extra = sdpa_extra_bytes(backend, batch, hq, hkv, 1, ctx, qk, vd, elt, lower_right=False)
+    state.require_bytes(kv_bytes + 2 * batch * hq * (qk + vd) * elt + extra,
+                        "KV cache, queries, outputs and the backend's copies")
     check_numerics(state, backend, shape, True, dtype, causal=False)
     q, k, v = make_qkv(batch, hq, hkv, 1, ctx, qk, vd, dtype, state.device.torch, 2)
     if backend == "flashinfer":
@@ -167,16 +217,22 @@ def attn_decode_point(state):
     fn()
     flops = 2.0 * hq * (qk + vd) * batch * ctx
     state.add_flops(flops)
-    state.add_bytes(kv_bytes)  # gbps = KV GB/s read
+    read = kv_bytes * getattr(fn, "kv_expansion", 1)  # what the kernel reads (K/V expanded for some backends)
+    state.add_bytes(read)  # gbps = KV GB/s read
+    state.set_metric("model_kv_bytes", kv_bytes)
     state.add_items("tokens", batch)
     state.note(**facts, dtype=str(dtype).replace("torch.", ""), q_heads=hq, kv_heads=hkv, qk_dim=qk, v_dim=vd)
     state.set_peak("gbps", state.gpu.get("hbm_peak_gbps"))
-    state.exec(fn, flush_l2=True)
-    roofline.report(state, flops, kv_bytes, dtype)
+    state.exec(fn, work="device", flush_l2=True)
+    roofline.report(state, flops, read, dtype)
+
+
+FLASHINFER_WORKSPACE = 128 << 20
 
 
 def flashinfer_decode(state, q, k, v):
-    """FlashInfer BatchDecodeWithPagedKVCacheWrapper over the same K/V laid out in pages (NHD)."""
+    """FlashInfer BatchDecodeWithPagedKVCacheWrapper over the same K/V laid out in pages (NHD), written page by
+    page into the paged cache (no full-size temporaries)."""
     import flashinfer
 
     b, hq, _, d = q.shape
@@ -185,23 +241,19 @@ def flashinfer_decode(state, q, k, v):
         state.skip("flashinfer paged decode needs equal qk and v head dims (MLA absorbed decode has 576/512)")
     page = int(state.cfg.attention.page_tokens)
     pages_per_seq = -(-ctx // page)
+    full, rem = divmod(ctx, page)
     dev = q.device
-
-    def build():
-        kv = torch.zeros(b * pages_per_seq, 2, page, hkv, d, dtype=q.dtype, device=dev)
-        kt = torch.zeros(b, pages_per_seq * page, hkv, d, dtype=q.dtype, device=dev)
-        vt = torch.zeros_like(kt)
-        kt[:, :ctx] = k.transpose(1, 2)
-        vt[:, :ctx] = v.transpose(1, 2)
-        kv[:, 0] = kt.view(b * pages_per_seq, page, hkv, d)
-        kv[:, 1] = vt.view(b * pages_per_seq, page, hkv, d)
-        return kv
-
-    kv = build()
+    kv = torch.zeros(b * pages_per_seq, 2, page, hkv, d, dtype=q.dtype, device=dev)
+    pages = kv.view(b, pages_per_seq, 2, page, hkv, d)
+    for c, src in ((0, k.transpose(1, 2)), (1, v.transpose(1, 2))):  # [b, ctx, hkv, d] views
+        if full:
+            pages[:, :full, c].copy_(src[:, :full * page].unflatten(1, (full, page)))
+        if rem:
+            pages[:, full, c, :rem].copy_(src[:, full * page:])
     indptr = torch.arange(0, b + 1, dtype=torch.int32, device=dev) * pages_per_seq
     indices = torch.arange(b * pages_per_seq, dtype=torch.int32, device=dev)
     last = torch.full((b,), ctx - (pages_per_seq - 1) * page, dtype=torch.int32, device=dev)
-    ws = torch.empty(128 << 20, dtype=torch.uint8, device=dev)
+    ws = torch.empty(FLASHINFER_WORKSPACE, dtype=torch.uint8, device=dev)
     wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
     wrapper.plan(indptr, indices, last, hq, hkv, d, page, q_data_type=q.dtype)
     q2 = q[:, :, 0].contiguous()

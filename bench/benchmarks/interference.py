@@ -19,7 +19,7 @@ import time
 import torch
 
 from bench import overlap, roofline
-from bench.benchmarks.layers import build_stack, layer_dtype, layer_param_bytes, moe_syncs, representative_index
+from bench.benchmarks.layers import build_stack, layer_dtype, layer_param_bytes, layer_work, representative_index
 from bench.benchmarks.transfer_contiguous import check_copy, numa_node, pcie_peak, set_link_peak
 from bench.benchmarks.transfer_paged import PagedMove
 from bench.config import check, positive_ints
@@ -62,11 +62,11 @@ def copy_under_compute(state):
     mv = PagedMove(state, p["method"], str(ic.layout), int(ic.block_tokens), offload, int(ic.copy_bytes),
                    int(ic.pool_factor), int(ic.seed))
     stack = compute_stack(state, p["compute"])
-    hold = not moe_syncs(state)
+    cwork = layer_work(state)
     copy_key = ("copy_alone", p["method"], p["direction"], mv.packed_bytes)
     compute_key = ("compute_alone", p["compute"], stack.shape.name, stack.k)
-    copy_alone = state.reference_lanes(copy_key, [Lane("copy", mv.run)], hold_stream=hold)
-    once = state.reference_lanes(compute_key + (1,), [Lane("compute", stack.run)], hold_stream=hold)
+    copy_alone = state.reference_lanes(copy_key, [Lane("copy", mv.run, mv.work)])
+    once = state.reference_lanes(compute_key + (1,), [Lane("compute", stack.run, cwork)])
     repeats = 1
     if ic.match_durations:
         ratio = copy_alone.total.median_s / once.total.median_s
@@ -77,11 +77,13 @@ def copy_under_compute(state):
             stack.run()
 
     compute_alone = once if repeats == 1 else \
-        state.reference_lanes(compute_key + (repeats,), [Lane("compute", compute)], hold_stream=hold)
-    lanes = [Lane("copy", mv.run), Lane("compute", compute)]
-    together_once = state.device.lanes(lanes, hold)
+        state.reference_lanes(compute_key + (repeats,), [Lane("compute", compute, cwork)])
+    # on a GPU, device-work lanes are queued first: a copy issued call by call (host-issued) never holds back the
+    # queuing of the compute it runs beside
+    lanes = [Lane("copy", mv.run, mv.work), Lane("compute", compute, cwork)]
+    together_once = state.device.lanes(lanes)
     mv.checked_run("under compute, before timing", run=together_once.sample_lanes)
-    res = state.exec_lanes(lanes, hold_stream=hold)
+    res = state.exec_lanes(lanes)
     mv.checked_run("under compute, after timing", run=together_once.sample_lanes)
 
     c_alone, k_alone = copy_alone.total.median_s, compute_alone.total.median_s
@@ -133,23 +135,35 @@ def layerwise_depth(state, n_new: int, hit: int) -> int:
 
 class Pacer:
     """Holds a load lane so that layer i's KV is released no sooner than a tier of the target bandwidth would
-    deliver it, without using the link: on a GPU a spin kernel of (per-layer target - per-layer link time) on the
-    lane's stream (cycles calibrated once per run with events); on the CPU a sleep of the lane's thread until
-    (i + 1) x per-layer target after the lane started (deadlines, so sleep overshoot does not accumulate)."""
+    deliver it, without using the link. On a GPU a hold kernel of (per-layer target - per-layer link time) on the
+    lane's stream, timed by the GPU's %globaltimer (kernels/pace.cu): wall-clock time, so it keeps its length when
+    the SM clock drops under the compute beside it. Without CuPy it falls back to torch.cuda._sleep with cycles
+    calibrated once at idle (recorded as such: it runs long if the SM clock drops). On the CPU a sleep of the
+    lane's thread until (i + 1) x per-layer target after the lane started (deadlines, so sleep overshoot does not
+    accumulate)."""
 
     def __init__(self, state, per_layer_s: float, gap_s: float):
         self.per_layer_s, self.gap_s, self.cuda = per_layer_s, gap_s, state.device.is_cuda
         self.t0 = 0.0
         if self.cuda:
-            self.rate = state.run_resource(("spin_cycles_per_s", state.device.index), _spin_rate)
-            state.note(spin_cycles_per_s=self.rate)
+            try:
+                from bench.cuda_kernels import hold_launcher
+
+                self.hold = state.run_resource(("pace_hold", state.device.index),
+                                               lambda: hold_launcher(state.device.index))
+                state.note(pacing="hold kernel on %globaltimer (wall clock)")
+            except Exception as e:  # no CuPy: SM-cycle spin calibrated at idle
+                rate = state.run_resource(("spin_cycles_per_s", state.device.index), _spin_rate)
+                self.hold = lambda s: torch.cuda._sleep(int(s * rate))
+                state.note(pacing=f"torch.cuda._sleep at {rate:.4g} cycles/s calibrated at idle ({type(e).__name__}: "
+                                  f"{str(e)[:120]}); runs long if the SM clock drops under compute")
 
     def begin(self) -> None:
         self.t0 = time.perf_counter()
 
     def after_layer(self, i: int) -> None:
         if self.cuda:
-            torch.cuda._sleep(int(self.gap_s * self.rate))
+            self.hold(self.gap_s)
         else:
             left = self.t0 + (i + 1) * self.per_layer_s - time.perf_counter()
             if left > 0:
@@ -157,7 +171,7 @@ class Pacer:
 
 
 def _spin_rate() -> float:
-    """Cycles per second of torch.cuda._sleep on this GPU, timed with events."""
+    """Cycles per second of torch.cuda._sleep on this GPU at idle, timed with events."""
     cycles = 20_000_000
     torch.cuda._sleep(1000)
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -182,7 +196,7 @@ def layerwise_load(state):
     stack = build_stack(state, False, L, 1, n_new, hit, token_major=True)
     regions = [[cached_region(t, hit) for t in cache] for cache in stack.caches]
     layer_bytes = sum(r.numel() * r.element_size() for r in regions[0])
-    state.require_bytes(L * layer_bytes, "pinned host copies of the cached KV")
+    state.require_bytes(0, "pinned host copies of the cached KV", host_bytes=L * layer_bytes)
     host = []
     for layer in regions:
         bufs = []
@@ -195,7 +209,7 @@ def layerwise_load(state):
         host.append(bufs)
     state.note(**facts)
     handoff = Handoff(L, state.device.is_cuda)
-    hold = not moe_syncs(state)
+    cwork = layer_work(state)
 
     def copy_layer(i):
         for r, hb in zip(regions[i], host[i]):
@@ -206,7 +220,7 @@ def layerwise_load(state):
             copy_layer(i)
             handoff.post(i)
 
-    link = state.reference_lanes(("layerwise_link", n_new, hit, L), [Lane("load", link_load)], hold_stream=hold)
+    link = state.reference_lanes(("layerwise_link", n_new, hit, L), [Lane("load", link_load, "device")])
     link_gbps = L * layer_bytes / link.total.median_s / 1e9
     if tier == "link":
         load, gap = link_load, 0.0
@@ -226,15 +240,15 @@ def layerwise_load(state):
                 pacer.after_layer(i)
                 handoff.post(i)
 
-    compute_alone = state.reference_lanes(("layerwise_compute", n_new, hit, L), [Lane("compute", stack.run)],
-                                          hold_stream=hold)
+    compute_alone = state.reference_lanes(("layerwise_compute", n_new, hit, L), [Lane("compute", stack.run, cwork)])
     load_alone = link if tier == "link" else \
-        state.reference_lanes(("layerwise_tier", n_new, hit, L, tier), [Lane("load", load)], hold_stream=hold)
+        state.reference_lanes(("layerwise_tier", n_new, hit, L, tier), [Lane("load", load, "device")])
     want = stack.run().float()  # KV resident: the output the pipelined prefill must reproduce
-    lanes = [Lane("load", load), Lane("compute", lambda: stack.run(before_layer=handoff.wait))]
-    _verify_pipeline(state, lanes, regions, host, handoff, hold, want, stack.dtype, "before timing")
-    res = state.exec_lanes(lanes, prepare=handoff.reset, hold_stream=hold)
-    _verify_pipeline(state, lanes, regions, host, handoff, hold, want, stack.dtype, "after timing")
+    # the load lane (producer) is queued before the compute lane (consumer): layer l's wait needs its event posted
+    lanes = [Lane("load", load, "device"), Lane("compute", lambda: stack.run(before_layer=handoff.wait), cwork)]
+    _verify_pipeline(state, lanes, regions, host, handoff, want, stack.dtype, "before timing")
+    res = state.exec_lanes(lanes, prepare=handoff.reset)
+    _verify_pipeline(state, lanes, regions, host, handoff, want, stack.dtype, "after timing")
 
     load_s, comp_s, together = load_alone.total.median_s, compute_alone.total.median_s, res.total.median_s
     exposed = max(0.0, together - comp_s)
@@ -260,7 +274,7 @@ def layerwise_load(state):
                dtype=str(stack.dtype).replace("torch.", ""))
 
 
-def _verify_pipeline(state, lanes, regions, host, handoff, hold, want, dtype, when: str) -> None:
+def _verify_pipeline(state, lanes, regions, host, handoff, want, dtype, when: str) -> None:
     """Poison the cached KV (NaN), run load + compute once together, then: the KV must equal the host copy and
     the output must equal the KV-resident output (a layer that ran before its KV arrived reads NaN)."""
     for layer in regions:
@@ -268,8 +282,8 @@ def _verify_pipeline(state, lanes, regions, host, handoff, hold, want, dtype, wh
             r.fill_(float("nan"))
     handoff.reset()
     out = {}
-    probe = [lanes[0], Lane(lanes[1].name, lambda: out.setdefault("y", lanes[1].fn()))]
-    state.device.lanes(probe, hold).sample_lanes()
+    probe = [lanes[0], Lane(lanes[1].name, lambda: out.setdefault("y", lanes[1].fn()), lanes[1].work)]
+    state.device.lanes(probe).sample_lanes()
     state.device.synchronize()
     bad = [(i, j) for i, layer in enumerate(regions) for j, r in enumerate(layer)
            if not torch.equal(r.view(torch.uint8), host[i][j].to(r.device).view(torch.uint8))]
@@ -298,15 +312,15 @@ def _copy_lanes(state, prefix: str, direction: str, k: int, n: int, seed: int, n
         else:
             hb.fill_(POISON)
             pairs.append((hb, pattern(n, seed + i, dev)))
-    lanes = [Lane(f"{prefix}{i}", (lambda d=d, s=s: d.copy_(s, non_blocking=True)), device_index)
+    lanes = [Lane(f"{prefix}{i}", (lambda d=d, s=s: d.copy_(s, non_blocking=True)), "device", device_index)
              for i, (d, s) in enumerate(pairs)]
     return lanes, pairs
 
 
-def _verified_once(state, lanes, pairs, hold, when: str) -> None:
+def _verified_once(state, lanes, pairs, when: str) -> None:
     for dst, _src in pairs:
         dst.fill_(POISON)
-    state.device.lanes(lanes, hold).sample_lanes()
+    state.device.lanes(lanes).sample_lanes()
     for d in {lane.device for lane in lanes if lane.device is not None}:
         torch.cuda.synchronize(d)
     state.device.synchronize()
@@ -329,18 +343,18 @@ def host_traffic_concurrent(state):
     the total GB/s (both directions)."""
     ic = state.cfg.interference
     k, n = int(state.params["streams"]), int(ic.host_bytes)
-    state.require_bytes(4 * k * n, f"{2 * k} source + destination buffers")
+    state.require_bytes(2 * k * n, f"{2 * k} source + destination buffers", host_bytes=2 * k * n)
     seed = int(ic.seed)
     up, up_pairs = _copy_lanes(state, "h2d", "h2d", k, n, seed, numa_node(state))
     down, down_pairs = _copy_lanes(state, "d2h", "d2h", k, n, seed + 100, numa_node(state))
     both = _interleave(up, down)
     pairs = _interleave(up_pairs, down_pairs)
-    _verified_once(state, both, pairs, True, "before timing")
+    _verified_once(state, both, pairs, "before timing")
     alone_up = state.reference_lanes(("host_alone", "h2d", k, n), up)
     alone_down = state.reference_lanes(("host_alone", "d2h", k, n), down)
     state.add_bytes(2 * k * n)
     res = state.exec_lanes(both)
-    _verified_once(state, both, pairs, True, "after timing")
+    _verified_once(state, both, pairs, "after timing")
     up_s = max(res.lanes[lane.name].median_s for lane in up)
     down_s = max(res.lanes[lane.name].median_s for lane in down)
     vals = {"h2d_gbps": k * n / up_s / 1e9, "d2h_gbps": k * n / down_s / 1e9,
@@ -389,6 +403,7 @@ def all_gpus_host(state):
     dirs = ["h2d", "d2h"] if direction == "bidir" else [direction]
     gpus = list(range(torch.cuda.device_count()))
     lanes, pairs, per_gpu = [], [], {}
+    state.require_bytes(0, "pinned host buffers of every GPU", host_bytes=n * len(dirs) * len(gpus))
     for g in gpus:
         free, _ = torch.cuda.mem_get_info(g)
         need = 2 * n * len(dirs)
@@ -402,10 +417,10 @@ def all_gpus_host(state):
             pairs += ps
         lanes += mine
         per_gpu[g] = (mine, numa)
-    _verified_once(state, lanes, pairs, True, "before timing")
+    _verified_once(state, lanes, pairs, "before timing")
     state.add_bytes(n * len(lanes))
     res = state.exec_lanes(lanes)
-    _verified_once(state, lanes, pairs, True, "after timing")
+    _verified_once(state, lanes, pairs, "after timing")
     peak = pcie_peak(state)
     total_alone = 0.0
     for g, (mine, numa) in per_gpu.items():

@@ -8,6 +8,7 @@ checked once per configuration against a float64 copy of the layer on small shap
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,16 +36,38 @@ def layer_param_bytes(shape: ModelShape, idx: int, dtype) -> int:
     return (shape.attn_params() + shape.mlp_params_total(idx) + 2 * shape.hidden) * (torch.finfo(dtype).bits // 8)
 
 
+CHECK_EXPERTS = 16  # experts kept in the numerics-check layer of an MoE model (DeepSeek-V3 has 256)
+
+
+def check_shape(shape: ModelShape) -> ModelShape:
+    """The shape the float64 numerics check runs on: the model's own, with an MoE layer slimmed to at most
+    CHECK_EXPERTS experts (the check's 16-32 tokens route to at most that many anyway; the same router, top-k,
+    expert loop and shared experts run). A full DeepSeek-V3 MoE layer is 22.9 GB in bf16, ~92 GB in float64."""
+    if shape.experts > CHECK_EXPERTS:
+        return dataclasses.replace(shape, experts=max(CHECK_EXPERTS, shape.experts_active))
+    return shape
+
+
+def check_bytes(shape: ModelShape, idx: int, dtype) -> int:
+    """Memory the numerics check holds at once: its layer in ``dtype`` plus the float64 copy."""
+    elt = torch.finfo(dtype).bits // 8
+    return layer_param_bytes(check_shape(shape), idx, dtype) * (elt + 8) // elt
+
+
 def check_layer_numerics(state, shape: ModelShape, idx: int, dtype, decode: bool) -> None:
     """Small shapes: the layer in ``dtype`` against the same weights in float64 (MoE routing taken from the
-    float64 run, so a near-tie flipping an expert is not reported as an error)."""
+    float64 run, so a near-tie flipping an expert is not reported as an error; MoE layers slimmed by
+    :func:`check_shape`)."""
     key = ("layer_check", shape.name, decode, str(dtype))
+    cshape = check_shape(shape)
+    if cshape.experts != shape.experts:
+        state.note(numerics_check=f"MoE layer slimmed to {cshape.experts} of {shape.experts} experts")
 
     def run():
-        layer = Layer(shape, idx, dtype, state.device.torch, seed=11)
+        layer = Layer(cshape, idx, dtype, state.device.torch, seed=11)
         ref = layer.to(torch.float64)
         b, n, ctx = (2, 1, 32) if decode else (1, 16, 16)
-        x = torch.randn(b, n, shape.hidden, device=state.device.torch, generator=torch.Generator(
+        x = torch.randn(b, n, cshape.hidden, device=state.device.torch, generator=torch.Generator(
             device=state.device.torch).manual_seed(5), dtype=torch.float32)
         cache = layer.new_cache(b, ctx + n, 9)
         cache64 = tuple(c.to(torch.float64) for c in cache)
@@ -91,10 +114,17 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     elt = torch.finfo(dtype).bits // 8
     cache_bytes = b * (ctx + n) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
     act_bytes = b * n * max(shape.hidden, shape.ffn, shape.moe_ffn * max(1, shape.experts_active)) * elt * 8
-    state.require_bytes(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes,
-                        f"{k} layer(s) of weights, KV cache and activations")
+    if shape.is_mla and not decode:  # decompressed per-head K and V of every position
+        act_bytes += 2 * b * (ctx + n) * shape.heads * shape.head_dim * elt
+    mask_bytes = n * (ctx + n) if (not decode and ctx) else 0  # a materialized lower-right mask (bool)
+    state.require_bytes(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes + mask_bytes +
+                        check_bytes(shape, idx, dtype),
+                        f"{k} layer(s) of weights, KV cache, activations and the numerics check")
     check_layer_numerics(state, shape, idx, dtype, decode)
     layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
+    masks: dict = {}  # one lower-right causal mask for the whole stack, built in the first (untimed) call
+    for layer in layers:
+        layer.masks = masks
     caches = [l.new_cache(b, ctx + n, 200 + i, token_major=token_major) for i, l in enumerate(layers)]
     x = torch.randn(b, n, shape.hidden, device=state.device.torch, dtype=torch.float32).to(dtype)
 
@@ -110,7 +140,8 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     tokens = b * n
     lin = 2.0 * (shape.attn_params() + shape.mlp_params_active(idx)) * tokens
     pairs = b * (ctx + 1) if decode else causal_pairs(n, ctx)
-    flops = lin + shape.attn_score_flops(pairs, decode, layers=1)
+    flops = lin + shape.attn_score_flops(pairs, decode, layers=1) + \
+        (0.0 if decode else b * shape.mla_decompress_flops(ctx, layers=1))
     weights = (shape.attn_params() + (0 if layers[0].moe else shape.mlp_params_total(idx))) * elt + \
         layers[0].touched_expert_bytes(tokens)
     kv_read = b * (ctx + n) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
@@ -120,10 +151,11 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     return Stack(shape, dtype, k, layers, caches, run, flops, weights + kv_read, tokens)
 
 
-def moe_syncs(state) -> bool:
-    """The MoE loop reads expert token counts on the host (a sync inside the timed call): no stream-hold spin
-    ahead of it, or the host would wait for the spin and the spin would keep growing."""
-    return bool(state.notes.get("moe"))
+def layer_work(state) -> str:
+    """The kind of work a layer call is: the MoE loop reads expert token counts on the host (a sync inside the
+    timed call), so it is host-issued work (host clock + final synchronize; a stream-hold spin ahead of it would
+    only be waited for); dense layers are device work."""
+    return "host_issued" if state.notes.get("moe") else "device"
 
 
 def finish(state, shape, dtype, k, run, flops, nbytes):
@@ -131,7 +163,7 @@ def finish(state, shape, dtype, k, run, flops, nbytes):
     state.set_metric("per_layer_s", per_layer)
     if k > 1:  # scaling check against the 1-layer time of the same configuration, same run
         key = ("layer1",) + tuple(sorted((a, v) for a, v in state.params.items() if a != "layers")) + (shape.name,)
-        one = state.reference(key, lambda: run(1), hold_stream=not moe_syncs(state)).median_s
+        one = state.reference(key, lambda: run(1), work=layer_work(state)).median_s
         state.set_metric("one_layer_s", one)
         state.set_metric("scaling_error", per_layer / one - 1)
     state.add_flops(flops * k)
@@ -148,7 +180,7 @@ def layer_prefill(state):
     shape, dtype, k, run, flops, nbytes, tokens = build(state, decode=False)
     run()
     state.add_items("tokens", tokens)
-    state.exec(run, hold_stream=not moe_syncs(state))
+    state.exec(run, work=layer_work(state))
     model_s = finish(state, shape, dtype, k, run, flops, nbytes)
     state.set_metric("model_prefill_s", model_s)
     state.set_metric("prefill_s_per_token", model_s / tokens)
@@ -163,7 +195,7 @@ def layer_decode(state):
     shape, dtype, k, run, flops, nbytes, tokens = build(state, decode=True)
     run()
     state.add_items("tokens", tokens)
-    state.exec(run, flush_l2=True, hold_stream=not moe_syncs(state))
+    state.exec(run, work=layer_work(state), flush_l2=True)
     model_s = finish(state, shape, dtype, k, run, flops, nbytes)
     state.set_metric("model_decode_step_s", model_s)
     state.set_metric("decode_tokens_per_s", tokens / model_s)

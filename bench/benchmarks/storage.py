@@ -166,7 +166,7 @@ def file_read(state):
     prepare()
     _verify_reads(state, t.io, t.tile, "before timing")
     state.add_bytes(t.io.bytes)
-    state.exec(t.io.run, prepare=prepare)
+    state.exec(t.io.run, work="host", prepare=prepare)
     _latency_metrics(state, t.io)
     state.note(page_cache="dropped and verified empty (mincore) before every timed pass")
 
@@ -178,7 +178,7 @@ def file_write(state):
     t = setup(state, write=True)
     run = t.io.run if t.mode == "o_direct" else (lambda: (t.io.run(), os.fdatasync(t.fd)))
     state.add_bytes(t.io.bytes)
-    state.exec(run)
+    state.exec(run, work="host")
     _latency_metrics(state, t.io)
     _verify_written(state, t)
 
@@ -194,7 +194,8 @@ def file_read_cache_check(state):
         t = setup(state, write=False)
         _verify_reads(state, t.io, t.tile, pattern)
         prepare = _drop_and_prove(t.fd, t.file_bytes)
-        results[pattern] = state.reference(("cache_check", pattern, t.io.request), t.io.run, prepare=prepare)
+        results[pattern] = state.reference(("cache_check", pattern, t.io.request), t.io.run, work="host",
+                                           prepare=prepare)
     state.params["pattern"] = "random+repeat"
     state.add_bytes(t.io.bytes)
     state.stats = results["random"]
@@ -211,7 +212,8 @@ def _kvikio_supported(device):
     try:
         import kvikio  # noqa: F401
     except ImportError:
-        return "kvikio not installed (pip install -e '.[gds]')"
+        return ("kvikio not installed (pip install -e '.[gds-cu13]' or '.[gds-cu12]', matching "
+                "torch.version.cuda)")
     return None
 
 
@@ -236,6 +238,9 @@ def _gpu_axes(c):
 
 
 def gpu_file_kvikio(state, write: bool) -> None:
+    """KvikIO pread/pwrite of the point's requests between one GPU buffer and the pattern file. The CuFile is
+    opened for this point and closed when it ends; a timed write pass ends with fdatasync so the bytes are on the
+    device (KvikIO's compat mode writes through the page cache), as file_write's buffered fallback does."""
     import kvikio
     import kvikio.defaults as d
 
@@ -249,31 +254,39 @@ def gpu_file_kvikio(state, write: bool) -> None:
     path, _ = workdir(state).pattern_file(file_bytes, int(s.seed), s.direct)
     offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
     total = len(offs) * req
-    state.require_bytes(total, "GPU buffer")
+    state.require_bytes(total, "GPU buffer", host_bytes=total if write else 0)
     tile = pattern_tile(int(s.seed))
     gbuf = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:  # the GPU buffer holds the file's own pattern for those offsets, so the file stays verifiable
         gbuf.copy_(torch.from_numpy(_expected(tile, offs, req)))
-    f = kvikio.CuFile(path, "r+" if write else "r")
-    state.run_resource(("cufile", path, write), lambda: f, lambda x: x.close())
     views = [gbuf[i * req:(i + 1) * req] for i in range(len(offs))]
+    sync_fd = os.open(path, os.O_RDWR) if write else None
+    try:
+        with kvikio.CuFile(path, "r+" if write else "r") as f:
+            def run():
+                futs = [(f.pwrite if write else f.pread)(v, req, int(o)) for v, o in zip(views, offs)]
+                for fu in futs:
+                    fu.get()
+                if write:
+                    os.fdatasync(sync_fd)
 
-    def run():
-        futs = [(f.pwrite if write else f.pread)(v, req, int(o)) for v, o in zip(views, offs)]
-        for fu in futs:
-            fu.get()
-
-    fd, _ = open_cached(state, path, False)
-    prepare = None if write else _drop_and_prove(fd, file_bytes)
-    if prepare:
-        prepare()
-    run()
-    torch.cuda.synchronize()
-    if not write:
-        _verify_buffer(state, gbuf.cpu().numpy(), offs, req, tile, "read wrong data into the GPU")
-    state.add_bytes(total)
-    state.exec(run, prepare=prepare, hold_stream=False)
-    state.note(**kvikio_settings())
+            fd, _ = open_cached(state, path, False)
+            prepare = None if write else _drop_and_prove(fd, file_bytes)
+            if prepare:
+                prepare()
+            run()
+            state.device.synchronize()
+            if not write:
+                _verify_buffer(state, gbuf.cpu().numpy(), offs, req, tile, "read wrong data into the GPU")
+            state.add_bytes(total)
+            state.exec(run, work="host_issued", prepare=prepare)
+    finally:
+        if sync_fd is not None:
+            os.close(sync_fd)
+    if write:
+        _verify_written(state, Target(path, -1, "kvikio", IOPass(-1, offs, req, qd, False, direct_alignment(path)),
+                                      file_bytes, tile))
+    state.note(**kvikio_settings(), write_durability="fdatasync inside the timed pass" if write else None)
 
 
 @benchmark("gpu_file_read_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported)
@@ -323,7 +336,7 @@ def gpu_file_bounce(state, write: bool) -> None:
         run()
         _verify_buffer(state, dev.cpu().numpy(), t.io.offs, t.io.request, t.tile, "arrived wrong on the device")
     state.add_bytes(total)
-    state.exec(run, prepare=prepare, hold_stream=False)
+    state.exec(run, work="host_issued", prepare=prepare)
     if write:
         _verify_written(state, t)
 

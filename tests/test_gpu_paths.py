@@ -1,0 +1,269 @@
+"""GPU-path logic that runs on the CPU: NVML throttle sampling inside timed regions, exact pinned allocation,
+NUMA placement under a restricted cpuset, the PCIe peak from the system's max link, memory counted before a point
+allocates, and the numbers that must be what their names say (MLA prefill FLOPs, zero times).
+
+NVML and the CUDA runtime are replaced by small fakes with the real call signatures (nvidia-ml-py 13,
+torch.cuda.cudart()); what only a GPU can show is in the GPU check (scripts/gpu_check.sh)."""
+import os
+import types
+
+import pytest
+import torch
+
+import bench.nvml as nv
+from bench.device import Device
+from bench.harness import run_suite
+from bench.registry import benchmark
+from bench.store import RunStore, read_records
+
+GPU = Device("cuda", 0)
+
+
+class FakeNvml:
+    """nvidia-ml-py's surface the sampler uses, with counters that advance while 'throttled' is set."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    def __init__(self):
+        import pynvml
+
+        for const in nv.COUNTER_CONSTANTS.values():  # the installed binding's field ids
+            setattr(self, const, getattr(pynvml, const))
+        self.throttled = False
+        self.power_ns = 0
+        self.sm = 1980
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        return self.sm if kind == 1 else 2619
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        return 0x4 if self.throttled else 0x0
+
+    def nvmlDeviceGetTemperature(self, h, kind):
+        return 61
+
+    def nvmlDeviceGetFieldValues(self, h, ids):
+        out = []
+        for i in ids:
+            val = types.SimpleNamespace(ullVal=self.power_ns if i == self.NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP
+                                        else 0)
+            out.append(types.SimpleNamespace(fieldId=i, nvmlReturn=0, value=val))
+        return out
+
+    def nvmlDeviceGetViolationStatus(self, h, policy):
+        return types.SimpleNamespace(violationTime=self.power_ns if policy == 0 else 0)
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    lib = FakeNvml()
+    monkeypatch.setattr(nv, "_nvml", lib)
+    monkeypatch.setattr(nv, "_nvml_error", None)
+    monkeypatch.setattr(nv, "handle_for", lambda i: "h0")
+    return lib
+
+
+def test_throttle_inside_the_timed_region_is_seen(fake_nvml):
+    """A power-cap event that starts and ends inside the timed region: invisible to readings before and after
+    the point, visible in the counters diffed around the region and in the clocks sampled during it."""
+    s = nv.ClockSampler(GPU, period_s=0.001)
+    s.begin_point()
+    before = s.read()
+    with s.region():
+        fake_nvml.throttled, fake_nvml.sm = True, 1410
+        fake_nvml.power_ns += 3_000_000
+        import time
+        time.sleep(0.02)
+        fake_nvml.throttled, fake_nvml.sm = False, 1980
+    after = s.read()
+    assert not before["reasons_mask"] and not after["reasons_mask"]  # the old before/after view: nothing
+    clocks, throttle = s.end_point()
+    assert throttle["throttled"] is True and "sw_power_cap" in throttle["reasons"]
+    assert throttle["counters_ns"]["sw_power_cap"] == 3_000_000
+    assert throttle["counters_ns"]["violation_power"] == 3_000_000
+    assert clocks["sm_mhz_min"] == 1410 and 1410 < clocks["sm_mhz_mean"] <= 1980
+    assert clocks["busy_samples"] >= 2
+
+
+def test_quiet_region_is_not_throttled_and_untimed_point_is_unknown(fake_nvml):
+    s = nv.ClockSampler(GPU, period_s=0.001)
+    s.begin_point()
+    clocks, throttle = s.end_point()
+    assert throttle["throttled"] is None  # nothing was timed: no claim either way
+    s.begin_point()
+    with s.region():
+        pass
+    clocks, throttle = s.end_point()
+    assert throttle["throttled"] is False and throttle["reasons"] == []
+
+
+def test_counter_field_ids_match_the_installed_nvml_binding():
+    """Field ids 269-271 were renumbered between nvidia-ml-py 12 and 13 (251-253 before): the ids here must be the
+    installed binding's own constants."""
+    import pynvml
+
+    names = {"sw_power_cap": "NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP",
+             "sw_thermal_slowdown": "NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN",
+             "hw_thermal_slowdown": "NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN",
+             "hw_power_brake_slowdown": "NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN"}
+    assert {reason: fid for fid, reason in nv.counter_fields(pynvml).items()} == \
+        {reason: getattr(pynvml, const) for reason, const in names.items()}
+
+
+class FakeCudart:
+    def __init__(self):
+        self.registered = {}
+
+    def cudaHostRegister(self, ptr, size, flags):
+        self.registered[ptr] = size
+        return 0
+
+    def cudaHostUnregister(self, ptr):
+        self.registered.pop(ptr)
+        return 0
+
+
+def test_pinned_buffers_are_exact_and_released_with_the_tensor(monkeypatch):
+    import gc
+
+    from bench import hostmem
+
+    rt = FakeCudart()
+    monkeypatch.setattr(torch.cuda, "cudart", lambda: rt)
+    n = (3 << 20) + 123  # torch's caching allocator would hold 4 MiB for this, forever
+    t = hostmem.pinned_empty(n)
+    assert t.numel() == n and t.data_ptr() % 4096 == 0
+    assert list(rt.registered.values()) == [-(-n // 4096) * 4096]
+    view = t[10:20]
+    del t
+    gc.collect()
+    assert rt.registered  # a view still uses it
+    view.fill_(1)
+    del view
+    gc.collect()
+    assert rt.registered == {}
+
+
+def test_numa_binding_never_leaves_the_allowed_cpus(monkeypatch):
+    from bench import hostmem
+
+    allowed = set(os.sched_getaffinity(0))
+    outside = {max(allowed) + 1000}
+    monkeypatch.setattr(hostmem, "node_cpus", lambda node: outside)
+    calls = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: calls.append(set(cpus)))
+    with hostmem.on_numa_node(1) as used:
+        assert isinstance(used, str) and "outside this process's allowed CPUs" in used
+    assert calls == []  # never bound: the kernel would refuse (EINVAL) and every pinned allocation would fail
+    inside = {min(allowed)}
+    monkeypatch.setattr(hostmem, "node_cpus", lambda node: inside | outside)
+    with hostmem.on_numa_node(0) as used:
+        assert used == 0
+    assert calls[0] == inside
+
+
+def test_pcie_peak_uses_the_system_max_link_generation(monkeypatch):
+    """A Gen5 GPU in a Gen4 slot: the link's max is Gen4, so the peak is ~31.5 GB/s, not ~63."""
+    from bench import fingerprint as fp
+
+    class Lib(FakeNvml):
+        def nvmlDeviceGetMaxPcieLinkGeneration(self, h):
+            return 4
+
+        def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, h):
+            return 5
+
+        def nvmlDeviceGetMaxPcieLinkWidth(self, h):
+            return 16
+
+    props = types.SimpleNamespace(name="H100", multi_processor_count=132, total_memory=80 << 30,
+                                  L2_cache_size=50 << 20, major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(fp, "nvml", lambda: Lib())
+    monkeypatch.setattr(fp, "handle_for", lambda i: "h0")
+    g = fp.gpu_info(0, fp._Probe())
+    assert g["pcie"]["gen_max"] == 4 and g["pcie"]["gen_gpu_max"] == 5
+    assert g["pcie"]["peak_gbps_per_direction"] == pytest.approx(31.5, rel=0.01)
+
+
+def test_mla_prefill_flops_count_decompressing_the_cached_latent():
+    from bench.shapes import ModelShape
+    from omegaconf import OmegaConf
+
+    from bench.config import conf_dir
+
+    s = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "deepseek_v3.yaml"))
+    nope = s.head_dim - s.rope_head_dim
+    per_cached = 2.0 * s.kv_lora_rank * s.heads * (nope + s.v_dim)
+    grow = s.prefill_flops(1024, 8192, layers=1) - s.prefill_flops(1024, 0, layers=1)
+    from bench.shapes import causal_pairs
+    scores = s.attn_score_flops(causal_pairs(1024, 8192) - causal_pairs(1024, 0), False, layers=1)
+    assert grow == pytest.approx(scores + 8192 * per_cached)
+    gqa = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "llama3_8b.yaml"))
+    assert gqa.mla_decompress_flops(8192) == 0.0
+
+
+def test_moe_numerics_check_runs_on_a_slimmed_layer():
+    from omegaconf import OmegaConf
+
+    from bench.benchmarks.layers import check_bytes, check_shape, layer_param_bytes, representative_index
+    from bench.config import conf_dir
+    from bench.shapes import ModelShape
+
+    s = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "deepseek_v3.yaml"))
+    idx = representative_index(s)
+    full = layer_param_bytes(s, idx, torch.bfloat16)
+    assert full > 20e9  # 22.9 GB: its float64 copy alone would not fit an 80 GB GPU
+    slim = check_shape(s)
+    assert slim.experts == 16 and slim.experts_active == s.experts_active
+    # the slim layer and its float64 reference (counted by require_bytes) fit beside one full layer on 80 GB
+    assert full + check_bytes(s, idx, torch.bfloat16) < 0.8 * 80e9
+
+
+def test_attention_counts_what_the_backend_allocates():
+    from bench.benchmarks.attention import sdpa_extra_bytes
+
+    # efficient/cudnn may need K/V expanded to 32 heads from 8 (GQA), counted before allocating
+    assert sdpa_extra_bytes("efficient", 1, 32, 8, 1, 8192, 128, 128, 2, False) == 24 * 8192 * 256 * 2
+    assert sdpa_extra_bytes("flash", 1, 32, 8, 1, 8192, 128, 128, 2, False) == 0
+    # the materialized lower-right mask (cudnn, math) and math's float32 scores and probabilities
+    assert sdpa_extra_bytes("cudnn", 1, 32, 32, 1024, 4096, 128, 128, 2, True) == 1024 * 4096
+    assert sdpa_extra_bytes("math", 1, 8, 8, 16, 32, 64, 64, 2, False) == 2 * 8 * 16 * 32 * 4
+
+
+def test_lower_right_mask_is_built_once_outside_the_timed_calls(monkeypatch):
+    from bench import layer as L
+    from bench.shapes import ModelShape
+    from omegaconf import OmegaConf
+
+    from bench.config import conf_dir
+
+    built = []
+    real = L.lower_right_mask
+    monkeypatch.setattr(L, "lower_right_mask", lambda *a: built.append(1) or real(*a))
+    shape = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
+    layer = L.Layer(shape, 0, torch.float32, "cpu", seed=1)
+    cache = layer.new_cache(1, 48, 3)
+    x = torch.randn(1, 16, shape.hidden)
+    for _ in range(3):
+        layer.forward(x, cache, 32, decode=False)
+    assert built == [1]
+
+
+def test_zero_time_is_an_error_not_an_aborted_run(harness_cfg, tmp_path, registered):
+    from bench.timing import Stats
+
+    @benchmark("t_zero", family="test", axes=lambda c: {"i": [0, 1]})
+    def t_zero(state):
+        state.add_bytes(100)
+        state.exec(lambda: None, work="host")
+        if state.params["i"] == 0:
+            state.stats = Stats(5, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, float("inf"), False, "max_samples", 2)
+
+    store = RunStore(tmp_path / "run", "t")
+    counts = run_suite([registered["t_zero"]], harness_cfg, Device("cpu"), store)
+    recs = read_records(tmp_path / "run" / "records.jsonl")
+    assert counts == {"ok": 1, "skipped": 0, "error": 1}
+    assert recs[0]["status"] == "error" and "could not resolve" in recs[0]["reason"]
+    assert "gbps" not in recs[0]["metrics"] and recs[1]["metrics"]["gbps"] > 0
