@@ -328,7 +328,7 @@ def apply_cpu_overrides(cfg) -> list[str]:
 
 def validate(cfg) -> None:
     """Range and name checks beyond types; raises UserError naming the key, the value and what is allowed."""
-    from bench.device import DEVICE_CHOICES
+    from bench.hw.device import DEVICE_CHOICES
 
     h = cfg.harness
     check(h.device in DEVICE_CHOICES, "harness.device", h.device, f"one of {', '.join(DEVICE_CHOICES)}")

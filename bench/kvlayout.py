@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.hostmem import pattern
+from bench.hw.hostmem import pattern
 from bench.shapes import ModelShape
 
 LAYOUTS = ("layer_major", "block_major")
@@ -128,7 +128,7 @@ def kernel_copies(pool: PagedPool, idx: torch.Tensor, packed: torch.Tensor, offl
     chunk = pool.chunk_bytes
     n = len(idx)
     if packed.device.type == "cuda" or pool.tensors[0].device.type == "cuda":
-        from bench.cuda_kernels import kv_transfer_launcher
+        from bench.hw.cuda_kernels import kv_transfer_launcher
 
         return kv_transfer_launcher(ptrs, stride, chunk, idx, packed, offload), "cupy_rawmodule"
     idx_list = [int(i) for i in idx]

@@ -38,7 +38,7 @@ def lower_right_mask(q, k, v, gqa: bool):
     """The lower-right causal mask for queries after cached context, to build once outside timed calls: torch's
     CausalBias when the enabled SDPA backends have a native lower-right kernel for these inputs (flash,
     efficient), else the materialized boolean [n_q, n_k] mask that SDPA would otherwise rebuild inside every
-    call (cudnn, math, CPU). Returns (mask, how)."""
+    call (cudnn, math, CPU), as an additive mask in the query dtype. Returns (mask, how)."""
     from torch.nn.attention.bias import causal_lower_right
 
     bias = causal_lower_right(q.shape[-2], k.shape[-2])
@@ -48,7 +48,10 @@ def lower_right_mask(q, k, v, gqa: bool):
         params = SDPAParams(q, k, v, None, 0.0, False, gqa)
         if can_use_flash_attention(params) or can_use_efficient_attention(params):
             return bias, "native lower-right causal kernel"
-    return bias._materialize(q.device), "lower-right causal mask materialized once, outside the timed call"
+    # additive float mask in the query dtype: SDPA would otherwise convert a boolean mask inside every call
+    allowed = bias._materialize(q.device)
+    mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    return mask, "lower-right causal mask materialized once (additive, query dtype), outside the timed call"
 
 
 def _attend(q, k, v, n_ctx: int, causal: bool, scale: float, masks: Optional[dict] = None):

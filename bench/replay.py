@@ -153,7 +153,7 @@ class Engine:
         return events
 
     def host_buffers(self, cache):
-        from bench.hostmem import host_buffer
+        from bench.hw.hostmem import host_buffer
 
         class _Dev:
             is_cuda = self.device.type == "cuda"

@@ -38,8 +38,8 @@ def _sigterm(signum, frame):
 
 def execute(cfg: DictConfig) -> dict:
     """Run the selected benchmarks into this job's output directory; returns the status counts."""
-    from bench.device import select_device
-    from bench.fingerprint import fingerprint
+    from bench.hw.device import select_device
+    from bench.hw.fingerprint import fingerprint
     from bench.harness import run_suite
     from bench.registry import select
     from bench.store import RunStore, now_iso

@@ -25,7 +25,7 @@ run_step() {  # name, command...: full output to $out/<name>.log; on failure pri
   local t0=$SECONDS
   if "$@" >"$out/$name.log" 2>&1; then
     echo "   ok in $((SECONDS - t0)) s (log: $out/$name.log)"
-    tail -n 2 "$out/$name.log" | sed 's/^/   /'
+    [ "$name" = summary ] || tail -n 2 "$out/$name.log" | sed 's/^/   /'
   else
     local rc=$?
     echo "!! $name FAILED (exit $rc) after $((SECONDS - t0)) s; last lines of $out/$name.log:" >&2
@@ -51,7 +51,7 @@ try:
     print(f"cupy {cupy.__version__} (CUDA runtime {cu})")
     if str(cu) != major:
         problems.append(f"cupy is built for CUDA {cu} but torch for CUDA {major}: pip install -e '.[gpu-cu{major}]'")
-    from bench.cuda_kernels import module
+    from bench.hw.cuda_kernels import module
     module("kv_transfer.cu"), module("pace.cu")
     print("kernels/kv_transfer.cu and kernels/pace.cu compiled")
 except ImportError:
@@ -113,11 +113,13 @@ step_summary() {
 import sys
 import bench.store as s
 df = s.load(sys.argv[1])
+if df.empty:
+    sys.exit(f"no records under {sys.argv[1]}: run the other steps first")
 ok = df[df.status == "ok"]
 def show(label, ref, bench, unit="metric.gbps", **params):
-    d = ok[ok.benchmark == bench]
+    d = ok[ok.benchmark == bench] if len(ok) else ok
     for k, v in params.items():
-        d = d[d[f"param.{k}"] == v]
+        d = d[d[f"param.{k}"] == v] if f"param.{k}" in d else d.iloc[0:0]
     vals = ", ".join(f"{x:.4g}" for x in d[unit].dropna()) if unit in d else ""
     print(f"{label:<56} {vals or '(no point)':<24} ref {ref}")
 G = 1 << 30
@@ -125,7 +127,7 @@ show("H2D pinned 1 GiB GB/s", "55.1", "h2d_pinned", size_bytes=G)
 show("D2H pinned 1 GiB GB/s", "55.2", "d2h_pinned", size_bytes=G)
 show("H2D pinned 4 MiB GB/s", "49.7", "h2d_pinned", size_bytes=4 << 20)
 show("H2D pinned 64 KiB GB/s", "3.1", "h2d_pinned", size_bytes=64 << 10)
-show("H2D / D2H pageable 1 GiB GB/s", "9.2 / 15.0", "h2d_pageable", size_bytes=G)
+show("H2D pageable 1 GiB GB/s", "9.2", "h2d_pageable", size_bytes=G)
 show("D2H pageable 1 GiB GB/s", "15.0", "d2h_pageable", size_bytes=G)
 show("bidirectional pinned 1 GiB, total GB/s", "92", "bidir_pinned", size_bytes=G)
 show("H2D 4 KiB latency us (issue to completion)", "22.5 (event-timed)", "h2d_pinned", unit="metric.latency_us",

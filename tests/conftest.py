@@ -50,7 +50,7 @@ def registered():
 def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
     """Compose the config with ``overrides`` and run ``names`` in-process on the CPU; returns the records."""
     from bench.config import apply_cpu_overrides
-    from bench.device import Device
+    from bench.hw.device import Device
     from bench.harness import run_suite
     from bench.overrides import compose_checked
     from bench.registry import load_all

@@ -1,14 +1,17 @@
 """A simulated CUDA timeline: a test double of the ``torch.cuda`` stream semantics the timing code relies on.
 
-It is installed into bench.timing through the same seam the real ``torch.cuda`` goes through
-(:func:`bench.timing.use_runtime`), so CudaClock, HostIssuedClock, CudaLanes and Handoff run their CUDA branch on a
-machine without a GPU. It is a test tool: nothing it produces is ever a reported number.
+It is installed into bench.harness.timing through the same seam the real ``torch.cuda`` goes through
+(:func:`bench.harness.timing.use_runtime`), so CudaClock, HostIssuedClock, CudaLanes and Handoff run their CUDA
+branch on a machine without a GPU. It is a test tool: nothing it produces is ever a reported number.
 
 Model:
-- Host time is a virtual clock (plus the real perf_counter with ``real_time=True``): CUDA API calls cost ``host_cost_s`` each (launches,
-  copies; events ``event_cost_s``), blocking calls (synchronize, a full stream queue) move the offset forward to the
-  device time they wait for, and :meth:`host_work` advances it by a known duration (real host work, e.g. file I/O
-  in a real benchmark, advances it by itself).
+- Host time is a virtual clock (plus the real perf_counter with ``real_time=True``): CUDA API calls cost
+  ``host_cost_s`` each (launches, copies; events ``event_cost_s``), blocking calls (synchronize, a full stream
+  queue) move the offset forward to the device time they wait for, and :meth:`host_work` advances it by a known
+  duration (real host work, e.g. file I/O in a real benchmark, advances it by itself).
+- Each host thread has its own clock (a core each; torch releases the GIL around its ops): a new thread starts at
+  the main thread's time, and the main thread's time never runs behind a thread that has run (it joins them).
+  The current device and stream are per thread, as in torch.
 - Streams are FIFO queues with their own time: an operation starts at max(stream ready, host time at enqueue, its
   engine free) and takes its duration (kernels: seconds or ``_sleep`` cycles / ``sm_hz``; copies: bytes /
   bandwidth per direction on one copy engine per direction, shared by all streams).
@@ -20,11 +23,12 @@ Every device operation is logged in ``ops`` (stream, tag, start, end) for assert
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bench.timing import Runtime
+from bench.harness.timing import Runtime
 
 
 @dataclass
@@ -50,8 +54,9 @@ class SimStream:
             self.ready = max(self.ready, ev.t)
 
     def wait_stream(self, other: "SimStream") -> None:
+        # torch: record an event on ``other`` now, wait for it here (it completes at max(other's work, now))
         self.sim._api(self.sim.event_cost_s)
-        self.ready = max(self.ready, other.ready)
+        self.ready = max(self.ready, other.ready, self.sim.now())
 
     def synchronize(self) -> None:
         self.sim._block_until(self.ready)
@@ -66,10 +71,11 @@ class SimEvent:
 
     def record(self, stream: SimStream | None = None) -> None:
         sim = self.sim
-        s = stream or sim.current_stream()
-        sim._api(sim.event_cost_s)
-        self.t = max(s.ready, sim.now())
-        sim.events_recorded += 1
+        with sim._lock:
+            s = stream or sim.current_stream()
+            sim._api(sim.event_cost_s)
+            self.t = max(s.ready, sim.now())
+            sim.events_recorded += 1
 
     def query(self) -> bool:
         return self.t is not None and self.sim.now() >= self.t
@@ -87,7 +93,7 @@ class SimEvent:
 
 
 class SimCuda:
-    """Stand-in for ``torch.cuda`` (the subset bench.timing and bench.device use) plus ops for tests."""
+    """Stand-in for ``torch.cuda`` (the subset bench.harness.timing and bench.hw.device use) plus ops for tests."""
 
     def __init__(self, host_cost_s: float = 5e-6, event_cost_s: float = 1e-6, queue_depth: int = 1000,
                  sm_hz: float = 1.98e9, h2d_gbps: float = 50.0, d2h_gbps: float = 50.0, d2d_gbps: float = 1500.0,
@@ -99,20 +105,63 @@ class SimCuda:
         self.copy_latency_s = copy_latency_s
         self.n_devices, self.mem_free = devices, mem_free
         self.real_time = real_time
-        self.offset = 0.0
+        self._lock = threading.RLock()
+        self._tls = threading.local()
+        self._main_offset = 0.0
+        self._workers_max = 0.0
+        self._fork = 0.0  # the main thread's time at its last call: where a new thread's clock starts
         self.streams: list[SimStream] = []
         self.engine_free = {"h2d": 0.0, "d2h": 0.0}
         self.ops: list[Op] = []
         self.events_recorded = 0
-        self._device = 0
         self._default = {d: SimStream(self, d) for d in range(devices)}
-        self._current = dict(self._default)
         self.Event = lambda enable_timing=False, **kw: SimEvent(self, enable_timing)  # noqa: E731
 
     # -- host clock --------------------------------------------------------------------------------------------
+    # per-thread state: host clock offset, current device and streams
+    def _thread(self):
+        t = self._tls
+        if not hasattr(t, "offset"):
+            main = threading.current_thread() is threading.main_thread()
+            t.offset = self._main_offset if main else self._fork
+            t.device = 0
+            t.current = dict(self._default)
+        return t
+
+    def _main_now_offset(self) -> float:
+        return max(self._main_offset, self._workers_max)
+
+    @property
+    def offset(self) -> float:
+        if threading.current_thread() is threading.main_thread():
+            self._fork = self._main_now_offset()
+            return self._fork
+        return self._thread().offset
+
+    @offset.setter
+    def offset(self, value: float) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._main_offset = self._fork = value
+        else:
+            self._thread().offset = value
+            self._workers_max = max(self._workers_max, value)
+
+    @property
+    def _device(self) -> int:
+        return self._thread().device
+
+    @_device.setter
+    def _device(self, d: int) -> None:
+        self._thread().device = d
+
+    @property
+    def _current(self) -> dict:
+        return self._thread().current
+
     def now(self) -> float:
-        """Virtual host time; with ``real_time`` the real perf_counter runs under it too (real host work such as
-        file I/O then takes its own time), else only what the simulation charges counts (exact, repeatable)."""
+        """Virtual host time of the calling thread; with ``real_time`` the real perf_counter runs under it too (real
+        host work such as file I/O then takes its own time), else only what the simulation charges counts (exact,
+        repeatable)."""
         return (time.perf_counter() if self.real_time else 0.0) + self.offset
 
     def now_ns(self) -> int:
@@ -190,6 +239,10 @@ class SimCuda:
                       else None)
 
     def _enqueue(self, dur: float, tag: str, engine: str | None = None) -> None:
+        with self._lock:
+            self._enqueue_locked(dur, tag, engine)
+
+    def _enqueue_locked(self, dur: float, tag: str, engine: str | None) -> None:
         s = self.current_stream()
         self._api(self.host_cost_s)
         h = self.now()

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.fingerprint import fingerprint, pcie_peak_gbps, storage_info, _Probe
+from bench.hw.fingerprint import fingerprint, pcie_peak_gbps, storage_info, _Probe
 
 
 def test_pcie_peak_gen5_x16_is_about_63_gbps():

@@ -10,8 +10,8 @@ import types
 import pytest
 import torch
 
-import bench.nvml as nv
-from bench.device import Device
+import bench.hw.nvml as nv
+from bench.hw.device import Device
 from bench.harness import run_suite
 from bench.registry import benchmark
 from bench.store import RunStore, read_records
@@ -126,10 +126,12 @@ class FakeCudart:
 def test_pinned_buffers_are_exact_and_released_with_the_tensor(monkeypatch):
     import gc
 
-    from bench import hostmem
+    from bench.hw import hostmem
 
     rt = FakeCudart()
     monkeypatch.setattr(torch.cuda, "cudart", lambda: rt)
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: synced.append(1))
     n = (3 << 20) + 123  # torch's caching allocator would hold 4 MiB for this, forever
     t = hostmem.pinned_empty(n)
     assert t.numel() == n and t.data_ptr() % 4096 == 0
@@ -141,11 +143,11 @@ def test_pinned_buffers_are_exact_and_released_with_the_tensor(monkeypatch):
     view.fill_(1)
     del view
     gc.collect()
-    assert rt.registered == {}
+    assert rt.registered == {} and synced  # unpinned after the device went idle (no copy in flight)
 
 
 def test_numa_binding_never_leaves_the_allowed_cpus(monkeypatch):
-    from bench import hostmem
+    from bench.hw import hostmem
 
     allowed = set(os.sched_getaffinity(0))
     outside = {max(allowed) + 1000}
@@ -164,7 +166,7 @@ def test_numa_binding_never_leaves_the_allowed_cpus(monkeypatch):
 
 def test_pcie_peak_uses_the_system_max_link_generation(monkeypatch):
     """A Gen5 GPU in a Gen4 slot: the link's max is Gen4, so the peak is ~31.5 GB/s, not ~63."""
-    from bench import fingerprint as fp
+    from bench.hw import fingerprint as fp
 
     class Lib(FakeNvml):
         def nvmlDeviceGetMaxPcieLinkGeneration(self, h):
@@ -228,7 +230,7 @@ def test_attention_counts_what_the_backend_allocates():
     assert sdpa_extra_bytes("efficient", 1, 32, 8, 1, 8192, 128, 128, 2, False) == 24 * 8192 * 256 * 2
     assert sdpa_extra_bytes("flash", 1, 32, 8, 1, 8192, 128, 128, 2, False) == 0
     # the materialized lower-right mask (cudnn, math) and math's float32 scores and probabilities
-    assert sdpa_extra_bytes("cudnn", 1, 32, 32, 1024, 4096, 128, 128, 2, True) == 1024 * 4096
+    assert sdpa_extra_bytes("cudnn", 1, 32, 32, 1024, 4096, 128, 128, 2, True) == 1024 * 4096 * 3
     assert sdpa_extra_bytes("math", 1, 8, 8, 16, 32, 64, 64, 2, False) == 2 * 8 * 16 * 32 * 4
 
 
@@ -252,7 +254,7 @@ def test_lower_right_mask_is_built_once_outside_the_timed_calls(monkeypatch):
 
 
 def test_zero_time_is_an_error_not_an_aborted_run(harness_cfg, tmp_path, registered):
-    from bench.timing import Stats
+    from bench.harness.timing import Stats
 
     @benchmark("t_zero", family="test", axes=lambda c: {"i": [0, 1]})
     def t_zero(state):

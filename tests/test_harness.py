@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from bench.device import Device
+from bench.hw.device import Device
 from bench.harness import run_suite
 from bench.registry import benchmark
 from bench.store import RunStore, load, read_records

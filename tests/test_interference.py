@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import overlap
-from bench.timing import CpuLanes, Handoff, Lane, StoppingRule, measure_lanes
+from bench.harness.timing import CpuLanes, Handoff, Lane, StoppingRule, measure_lanes
 from tests.conftest import ROOT, run_benchmarks, run_cli
 
 
@@ -223,7 +223,7 @@ def test_model_uses_measured_exposure_and_says_so(tmp_path):
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_interference_on_gpu(tmp_path):
     """Streams, spin hold, event handoff and the CuPy kernel on a lane stream: verified, plausible, overlapping."""
-    from bench.device import Device
+    from bench.hw.device import Device
     from bench.harness import run_suite
     from bench.overrides import compose_checked
     from bench.registry import load_all

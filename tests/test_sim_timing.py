@@ -6,8 +6,8 @@ rather than reporting a wrong number.
 """
 import pytest
 
-from bench.device import Device
-from bench.timing import (CudaClock, CudaLanes, Handoff, HostClock, HostIssuedClock, Lane, MeasurementError,
+from bench.hw.device import Device
+from bench.harness.timing import (CudaClock, CudaLanes, Handoff, HostClock, HostIssuedClock, Lane, MeasurementError,
                           StoppingRule, clock_for, measure, measure_lanes, use_runtime)
 from tests.simcuda import SimCuda
 
@@ -161,7 +161,7 @@ def _storage_on_simulated_gpu(tmp_path, names, force_work=None, monkeypatch=None
     clocks' CUDA calls answered by the simulated timeline, host time real."""
     import bench.benchmarks.storage  # noqa: F401 (registers)
     from bench.harness import RunContext, run_point
-    from bench.nvml import ClockSampler
+    from bench.hw.nvml import ClockSampler
     from bench.overrides import compose_checked
     from bench.registry import load_all
 
@@ -212,3 +212,82 @@ def test_storage_read_timed_on_the_event_clock_is_refused_not_reported(tmp_path,
     recs = _storage_on_simulated_gpu(tmp_path, ["file_read"])
     assert recs and all(r["status"] == "error" and "does its work on the host" in r["reason"] for r in recs)
     assert all("gbps" not in r["metrics"] for r in recs)
+
+
+def test_two_host_issued_lanes_are_issued_at_once():
+    """memcpy_per_block beside an MoE (or 32-layer) compute: both lanes are host-issued; issued one after the
+    other, the second would start only when the first had been issued (8,192 copies: ~40 ms), and the pair
+    would measure a sequence, not an overlap."""
+    sim = SimCuda(host_cost_s=5e-6)
+    with use_runtime(sim.runtime()):
+        copies = Lane("copy", _per_block_loop(sim, calls=4000, nbytes=4096), "host_issued")
+
+        def compute():
+            for i in range(4000):
+                sim.kernel(2e-6, "compute")
+
+        lanes = [copies, Lane("compute", compute, "host_issued")]
+        total, spans = CudaLanes(lanes, 0).sample_lanes()
+    first = {n: sim.ops_tagged(n)[0].start for n in ("copy", "compute")}
+    last = {n: sim.ops_tagged(n)[-1].end for n in ("copy", "compute")}
+    assert abs(first["copy"] - first["compute"]) < 1e-3  # both began issuing at the start
+    assert first["compute"] < last["copy"] and first["copy"] < last["compute"]  # they overlap
+    assert spans["copy"] == pytest.approx(4000 * 5e-6, rel=0.05)
+    assert spans["compute"] == pytest.approx(4000 * 5e-6, rel=0.05)
+
+
+def test_device_lane_longer_than_the_stream_queue_is_refused(sim):
+    """A 2,000-launch layer loop declared device work: the queue blocks the host behind the spin, the spin cannot
+    hide the issue, the lanes clock refuses it (layer_work declares such stacks host-issued)."""
+    def loop():
+        for _ in range(2000):
+            sim.kernel(3e-6, "k")
+
+    with pytest.raises(MeasurementError, match="work='host_issued'"):
+        measure_lanes(CudaLanes([Lane("compute", loop, "device")], 0), RULE, warmup_s=0.0)
+
+
+def test_layer_stacks_beyond_a_stream_queue_are_declared_host_issued():
+    from types import SimpleNamespace
+
+    from bench.benchmarks.layers import DEVICE_MAX_OPS, layer_work
+
+    state = SimpleNamespace(notes={}, note=lambda **kw: state.notes.update(kw))
+    assert layer_work(state, SimpleNamespace(ops=lambda: 4 * 65)) == "device"  # 4 layers
+    assert layer_work(state, SimpleNamespace(ops=lambda: 32 * 65)) == "host_issued"  # a whole model's layers
+    assert layer_work(state, SimpleNamespace(ops=lambda: 4 * 65), calls=8) == "host_issued"  # repeated
+    assert 4 * 65 <= DEVICE_MAX_OPS < 1000
+    state.notes["moe"] = True
+    assert layer_work(state, SimpleNamespace(ops=lambda: 10)) == "host_issued"  # host sync inside
+
+
+def test_layer_ops_are_counted_without_views():
+    import torch
+    from omegaconf import OmegaConf
+
+    from bench.benchmarks.layers import dispatched_ops
+    from bench.config import conf_dir
+    from bench.layer import Layer
+    from bench.shapes import ModelShape
+
+    shape = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
+    layer = Layer(shape, 0, torch.float32, "cpu", seed=1)
+    cache = layer.new_cache(1, 64, 3)
+    x = torch.randn(1, 16, shape.hidden)
+    n = dispatched_ops(lambda: layer.forward(x, cache, 32, decode=False))
+    assert 30 <= n <= 150  # norms, projections, RoPE, cache writes, attention, MLP
+
+
+def test_a_sample_the_spin_did_not_hide_is_redone_not_kept(sim):
+    """A one-off host stall (GC pause) while queuing: that sample timed the issue; it is discarded and redone."""
+    calls = {"n": 0}
+
+    def fn():
+        calls["n"] += 1
+        if calls["n"] == 6:  # during timed sampling (after 2 warm-up calls and 1 calibration sample)
+            sim.host_work(0.2)  # longer than the spin (~50 ms at most)
+        sim.kernel(1e-3)
+
+    st = measure(fn, clock_for("device", GPU), StoppingRule(8, 30, 0.01, 5.0), warmup_s=0.0)
+    assert st.discarded == 1
+    assert max(st.samples_s) == pytest.approx(1e-3, rel=0.02)

@@ -6,7 +6,7 @@ import pytest
 
 import bench.benchmarks.storage as storage
 import bench.fileio as fio
-from bench.device import Device
+from bench.hw.device import Device
 from tests.conftest import run_benchmarks, run_cli
 
 
@@ -30,7 +30,7 @@ def test_alignment_of_buffers_and_requests(tmp_path):
         import ctypes
         addr = ctypes.addressof(ctypes.c_char.from_buffer(mv))
         assert addr % align == 0 and len(mv) == 10000
-    from bench.hostmem import host_buffer
+    from bench.hw.hostmem import host_buffer
     buf, facts = host_buffer(12345, True, Device("cpu"))
     assert buf.data_ptr() % 4096 == 0 and buf.numel() == 12345 and facts["pinned"] is False
 

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from bench.timing import HostClock, StoppingRule, measure, relative_iqr, summarize
+from bench.harness.timing import HostClock, StoppingRule, measure, relative_iqr, summarize
 
 
 def spin(seconds):
@@ -82,7 +82,7 @@ def test_prepare_runs_before_every_sample_untimed():
 
 
 def test_stream_hold_spin_grows_with_enqueue_time_and_is_bounded():
-    from bench.timing import next_spin
+    from bench.harness.timing import next_spin
 
     assert next_spin(50_000, 1e-6) == 50_000             # 2 us to queue behind a 25 us spin: keep it
     assert next_spin(50_000, 1e-3) == 8_000_000          # 1 ms to queue: 4x that (at ~2 GHz)

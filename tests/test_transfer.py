@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 import bench.benchmarks.transfer_paged as paged
 from bench.config import kernels_dir
-from bench.device import Device
+from bench.hw.device import Device
 from bench.harness import run_suite
 from bench.kvlayout import PagedPool, kernel_copies, per_block_copies, staged_copies
 from bench.overrides import compose_checked

@@ -68,12 +68,13 @@ def native_gqa(backend: str, q, k, v) -> bool:
 def sdpa_extra_bytes(backend: str, b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, elt: int,
                      lower_right: bool) -> int:
     """Bytes a forced SDPA backend allocates beyond Q, K, V and O: K/V expanded to the query heads (backends without
-    GQA), a materialized lower-right mask, and the math backend's score and probability matrices (float32)."""
+    GQA), a materialized lower-right mask (additive, in the query dtype), and the math backend's score and
+    probability matrices (float32)."""
     extra = 0
     if hq != hkv and backend in MAY_EXPAND_GQA:  # counted whether or not this torch needs the expansion
         extra += b * (hq - hkv) * n_k * (qk + vd) * elt
-    if lower_right and backend in ("cudnn", "math"):
-        extra += n_q * n_k
+    if lower_right and backend in ("cudnn", "math"):  # the additive mask (query dtype) and its boolean source
+        extra += n_q * n_k * (elt + 1)
     if backend == "math":
         extra += 2 * b * hq * n_q * n_k * 4
     return extra

@@ -23,12 +23,12 @@ from bench.benchmarks.layers import build_stack, layer_dtype, layer_param_bytes,
 from bench.benchmarks.transfer_contiguous import check_copy, numa_node, pcie_peak, set_link_peak
 from bench.benchmarks.transfer_paged import PagedMove
 from bench.config import check, positive_ints
-from bench.hostmem import POISON, host_buffer, pattern
+from bench.hw.hostmem import POISON, host_buffer, pattern
 from bench.kvlayout import LAYOUTS, METHODS
 from bench.layer import cached_region
 from bench.registry import benchmark
 from bench.shapes import ModelShape
-from bench.timing import Handoff, Lane
+from bench.harness.timing import Handoff, Lane
 from bench.validators import validator
 
 DIRECTIONS = ("onload", "offload")
@@ -62,11 +62,11 @@ def copy_under_compute(state):
     mv = PagedMove(state, p["method"], str(ic.layout), int(ic.block_tokens), offload, int(ic.copy_bytes),
                    int(ic.pool_factor), int(ic.seed))
     stack = compute_stack(state, p["compute"])
-    cwork = layer_work(state)
     copy_key = ("copy_alone", p["method"], p["direction"], mv.packed_bytes)
     compute_key = ("compute_alone", p["compute"], stack.shape.name, stack.k)
     copy_alone = state.reference_lanes(copy_key, [Lane("copy", mv.run, mv.work)])
-    once = state.reference_lanes(compute_key + (1,), [Lane("compute", stack.run, cwork)])
+    once_work = layer_work(state, stack)
+    once = state.reference_lanes(compute_key + (1, once_work), [Lane("compute", stack.run, once_work)])
     repeats = 1
     if ic.match_durations:
         ratio = copy_alone.total.median_s / once.total.median_s
@@ -76,10 +76,13 @@ def copy_under_compute(state):
         for _ in range(repeats):
             stack.run()
 
-    compute_alone = once if repeats == 1 else \
-        state.reference_lanes(compute_key + (repeats,), [Lane("compute", compute, cwork)])
-    # on a GPU, device-work lanes are queued first: a copy issued call by call (host-issued) never holds back the
-    # queuing of the compute it runs beside
+    # the repeated compute may launch more than a stream queue holds: then it is host-issued work, alone and
+    # together alike
+    cwork = layer_work(state, stack, calls=repeats)
+    compute_alone = once if (repeats == 1 and cwork == once_work) else \
+        state.reference_lanes(compute_key + (repeats, cwork), [Lane("compute", compute, cwork)])
+    # on a GPU, device-work lanes are queued first and host-issued lanes issued each from its own thread: a copy
+    # issued call by call never holds back the queuing of the compute it runs beside
     lanes = [Lane("copy", mv.run, mv.work), Lane("compute", compute, cwork)]
     together_once = state.device.lanes(lanes)
     mv.checked_run("under compute, before timing", run=together_once.sample_lanes)
@@ -147,7 +150,7 @@ class Pacer:
         self.t0 = 0.0
         if self.cuda:
             try:
-                from bench.cuda_kernels import hold_launcher
+                from bench.hw.cuda_kernels import hold_launcher
 
                 self.hold = state.run_resource(("pace_hold", state.device.index),
                                                lambda: hold_launcher(state.device.index))
@@ -209,7 +212,7 @@ def layerwise_load(state):
         host.append(bufs)
     state.note(**facts)
     handoff = Handoff(L, state.device.is_cuda)
-    cwork = layer_work(state)
+    cwork = layer_work(state, stack)  # a whole model's layers are more launches than a stream queue holds
 
     def copy_layer(i):
         for r, hb in zip(regions[i], host[i]):
@@ -381,7 +384,7 @@ def _multi_gpu(device):
 
 def gpu_numa_node(index: int):
     """NUMA node of CUDA device ``index`` (by its PCI address), or None."""
-    from bench.fingerprint import pci_numa_node
+    from bench.hw.fingerprint import pci_numa_node
 
     props = torch.cuda.get_device_properties(index)
     try:

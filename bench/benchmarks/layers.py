@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -95,13 +95,20 @@ class Stack:
     flops: float
     nbytes: int
     tokens: int
+    _ops: Optional[int] = None
+
+    def ops(self) -> int:
+        """Aten ops (~kernel launches) of one run of all ``k`` layers (counted once, untimed)."""
+        if self._ops is None:
+            self._ops = dispatched_ops(self.run)
+        return self._ops
 
 
-def build(state, decode: bool):
+def build(state, decode: bool) -> "Stack":
+    """The point's layer stack: prefill (n_new after n_ctx) or decode (batch x ctx) through `layers` layers."""
     p = state.params
     b, n, ctx = (int(p["batch"]), 1, int(p["ctx"])) if decode else (1, int(p["n_new"]), int(p["n_ctx"]))
-    st = build_stack(state, decode, int(p["layers"]), b, n, ctx)
-    return st.shape, st.dtype, st.k, st.run, st.flops, st.nbytes, st.tokens
+    return build_stack(state, decode, int(p["layers"]), b, n, ctx)
 
 
 def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False) -> Stack:
@@ -116,10 +123,11 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     act_bytes = b * n * max(shape.hidden, shape.ffn, shape.moe_ffn * max(1, shape.experts_active)) * elt * 8
     if shape.is_mla and not decode:  # decompressed per-head K and V of every position
         act_bytes += 2 * b * (ctx + n) * shape.heads * shape.head_dim * elt
-    mask_bytes = n * (ctx + n) if (not decode and ctx) else 0  # a materialized lower-right mask (bool)
-    state.require_bytes(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes + mask_bytes +
-                        check_bytes(shape, idx, dtype),
-                        f"{k} layer(s) of weights, KV cache, activations and the numerics check")
+    mask_bytes = n * (ctx + n) * (elt + 1) if (not decode and ctx) else 0  # a materialized lower-right mask
+    # the numerics check runs (and frees) its layers before these are built: the peak is the larger of the two
+    state.require_bytes(max(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes + mask_bytes,
+                            check_bytes(shape, idx, dtype)),
+                        f"{k} layer(s) of weights, KV cache and activations (or the numerics check before them)")
     check_layer_numerics(state, shape, idx, dtype, decode)
     layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
     masks: dict = {}  # one lower-right causal mask for the whole stack, built in the first (untimed) call
@@ -151,24 +159,59 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     return Stack(shape, dtype, k, layers, caches, run, flops, weights + kv_read, tokens)
 
 
-def layer_work(state) -> str:
-    """The kind of work a layer call is: the MoE loop reads expert token counts on the host (a sync inside the
-    timed call), so it is host-issued work (host clock + final synchronize; a stream-hold spin ahead of it would
-    only be waited for); dense layers are device work."""
-    return "host_issued" if state.notes.get("moe") else "device"
+DEVICE_MAX_OPS = 500  # a stream queue holds ~1000 launches and an aten op may launch more than one kernel
 
 
-def finish(state, shape, dtype, k, run, flops, nbytes):
-    per_layer = state.stats.median_s / k
+def dispatched_ops(fn) -> int:
+    """Non-view aten ops one call of ``fn`` dispatches: about the kernels it launches on a GPU (views launch
+    nothing). Counted on a call after a first one, so one-time setup (masks) is not counted."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view:
+                self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    fn()
+    with _Count() as c:
+        fn()
+    return c.n
+
+
+def layer_work(state, stack: "Stack", calls: int = 1) -> str:
+    """The kind of work ``calls`` back-to-back runs of a layer stack are: host-issued (host clock + final
+    synchronize) when the MoE loop reads expert token counts on the host (a sync inside the call: a stream-hold
+    spin ahead of it would only be waited for) or when the runs launch more kernels than a stream queue holds
+    (the host blocks while queuing, so no spin can hide the issue: a 32-layer prefill is ~2,000 launches);
+    otherwise device work."""
+    if state.notes.get("moe"):
+        return "host_issued"
+    try:
+        ops = stack.ops()
+    except Exception as e:  # counting is a dispatch-mode trace; without it, host-issued timing is never wrong
+        state.note(ops_per_run=f"not counted ({type(e).__name__}): timed as host-issued work")
+        return "host_issued"
+    state.note(ops_per_run=ops)
+    return "host_issued" if ops * calls > DEVICE_MAX_OPS else "device"
+
+
+def finish(state, st: "Stack", work: str) -> float:
+    """Per-layer time, the scaling check against one layer (same clock: the same kind of work), roofline;
+    returns the whole model's time (per layer x model layers)."""
+    per_layer = state.stats.median_s / st.k
     state.set_metric("per_layer_s", per_layer)
-    if k > 1:  # scaling check against the 1-layer time of the same configuration, same run
-        key = ("layer1",) + tuple(sorted((a, v) for a, v in state.params.items() if a != "layers")) + (shape.name,)
-        one = state.reference(key, lambda: run(1), work=layer_work(state)).median_s
+    if st.k > 1:  # scaling check against the 1-layer time of the same configuration, same run
+        key = ("layer1",) + tuple(sorted((a, v) for a, v in state.params.items() if a != "layers")) + \
+            (st.shape.name, work)
+        one = state.reference(key, lambda: st.run(1), work=work).median_s
         state.set_metric("one_layer_s", one)
         state.set_metric("scaling_error", per_layer / one - 1)
-    state.add_flops(flops * k)
-    roofline.report(state, flops * k, nbytes * k, dtype)
-    return per_layer * shape.layers
+    state.add_flops(st.flops * st.k)
+    roofline.report(state, st.flops * st.k, st.nbytes * st.k, st.dtype)
+    return per_layer * st.shape.layers
 
 
 @benchmark("layer_prefill", family="layers",
@@ -177,13 +220,14 @@ def finish(state, shape, dtype, k, run, flops, nbytes):
 def layer_prefill(state):
     """Prefill through `layers` stacked transformer layers (n_new tokens after n_ctx cached; weights, norms,
     RoPE, attention, MLP/MoE); per_layer_s, model_prefill_s = per layer x model layers, prefill_s_per_token."""
-    shape, dtype, k, run, flops, nbytes, tokens = build(state, decode=False)
-    run()
-    state.add_items("tokens", tokens)
-    state.exec(run, work=layer_work(state))
-    model_s = finish(state, shape, dtype, k, run, flops, nbytes)
+    st = build(state, decode=False)
+    st.run()
+    state.add_items("tokens", st.tokens)
+    work = layer_work(state, st)
+    state.exec(st.run, work=work)
+    model_s = finish(state, st, work)
     state.set_metric("model_prefill_s", model_s)
-    state.set_metric("prefill_s_per_token", model_s / tokens)
+    state.set_metric("prefill_s_per_token", model_s / st.tokens)
 
 
 @benchmark("layer_decode", family="layers",
@@ -192,13 +236,14 @@ def layer_prefill(state):
 def layer_decode(state):
     """One decode step through `layers` stacked layers for `batch` sequences at `ctx` cached tokens;
     per_layer_s, model_decode_step_s = per layer x model layers, decode_tokens_per_s for the whole model."""
-    shape, dtype, k, run, flops, nbytes, tokens = build(state, decode=True)
-    run()
-    state.add_items("tokens", tokens)
-    state.exec(run, work=layer_work(state), flush_l2=True)
-    model_s = finish(state, shape, dtype, k, run, flops, nbytes)
+    st = build(state, decode=True)
+    st.run()
+    state.add_items("tokens", st.tokens)
+    work = layer_work(state, st)
+    state.exec(st.run, work=work, flush_l2=True)
+    model_s = finish(state, st, work)
     state.set_metric("model_decode_step_s", model_s)
-    state.set_metric("decode_tokens_per_s", tokens / model_s)
+    state.set_metric("decode_tokens_per_s", st.tokens / model_s)
 
 
 @validator("layers")

@@ -304,7 +304,7 @@ def gpu_file_write_kvikio(state):
 
 def gpu_file_bounce(state, write: bool) -> None:
     """Two hops through pinned host memory: file <-> pinned (O_DIRECT threads) and pinned <-> GPU (one copy)."""
-    from bench.hostmem import host_buffer
+    from bench.hw.hostmem import host_buffer
 
     pinned = {}
 

@@ -11,7 +11,7 @@ import torch
 
 from bench.benchmarks.transfer_contiguous import alloc, set_link_peak
 from bench.config import check, positive_ints
-from bench.hostmem import POISON, first_mismatch
+from bench.hw.hostmem import POISON, first_mismatch
 from bench.kvlayout import LAYOUTS, METHODS, PagedPool, kernel_copies, per_block_copies, staged_copies
 from bench.registry import benchmark
 from bench.shapes import ModelShape
@@ -36,8 +36,8 @@ class PagedMove:
         self.n, self.offload, self.packed_bytes = n, offload, n * block_bytes
         # device: pool + staging + a verification copy of the packed data; host: the packed (pinned) buffer and,
         # for onload, its pattern copy
-        state.require_bytes(pool_blocks * block_bytes + 2 * self.packed_bytes, "KV pool, host, staging and check buffers",
-                            host_bytes=(1 if offload else 2) * self.packed_bytes)
+        state.require_bytes(pool_blocks * block_bytes + 2 * self.packed_bytes, "KV pool, host, staging and check "
+                            "buffers", host_bytes=(1 if offload else 2) * self.packed_bytes)
         dev = state.device.torch
         self.device = state.device
         self.pool = PagedPool.allocate(shape, block_tokens, layout, pool_blocks, dev, seed)

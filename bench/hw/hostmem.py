@@ -76,15 +76,39 @@ def pinned_empty(nbytes: int) -> torch.Tensor:
     ptr = arr.ctypes.data
     err = int(cudart.cudaHostRegister(ptr, size, REGISTER_FLAGS))
     if err != 0:
+        clear_cuda_error()  # else the next, unrelated kernel launch check would raise it
         raise RuntimeError(f"cudaHostRegister of {size} bytes failed (cudaError {err}): not enough lockable memory?")
     weakref.finalize(arr, _unregister, cudart, ptr)  # runs before numpy releases the mapping
     return torch.from_numpy(arr)[:nbytes]
 
 
 def _unregister(cudart, ptr: int) -> None:
+    """Unpin a buffer whose last view is gone: after the device is idle (an async copy from or into it may still
+    be in flight when a point fails mid-queue), then unregister; never raises (it runs inside garbage
+    collection)."""
     try:
-        cudart.cudaHostUnregister(ptr)
+        torch.cuda.synchronize()
+    except Exception:  # a failed context: unregister anyway
+        pass
+    try:
+        if int(cudart.cudaHostUnregister(ptr)) != 0:
+            clear_cuda_error()
     except Exception:  # interpreter shutdown: the driver releases it with the process
+        pass
+
+
+def clear_cuda_error() -> None:
+    """Reset the CUDA runtime's last-error state after a failed call whose error we handled (torch's cudart
+    bindings return it without clearing it): cudaGetLastError of the libcudart this process loaded."""
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f if re.search(r"/libcudart\.so(\.\d+)*$", line.rstrip())})
+        if libs:
+            ctypes.CDLL(libs[0]).cudaGetLastError()
+    except OSError:
         pass
 
 

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.nvml import handle_for, nvml, nvml_error
+from bench.hw.nvml import handle_for, nvml, nvml_error
 
 # PCIe per-lane data rate after encoding, GB/s (1e9 B/s), per generation (gen1-2: 8b/10b, gen3+: 128b/130b; gen6 ~FLIT).
 PCIE_GBPS_PER_LANE = {1: 0.25, 2: 0.5, 3: 0.9846, 4: 1.9692, 5: 3.9385, 6: 7.5631}

@@ -8,7 +8,6 @@ from typing import Optional
 import torch
 
 from bench.errors import UserError
-from bench.timing import clock_for, runtime
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 
@@ -30,15 +29,17 @@ class Device:
 
     def synchronize(self) -> None:
         if self.is_cuda:
-            runtime().cuda.synchronize(self.index)
+            _runtime().cuda.synchronize(self.index)
 
     def clock(self, work: str):
-        """The timer for one call of kind ``work`` ('device', 'host', 'host_issued'; see bench.timing)."""
+        """The timer for one call of kind ``work`` ('device', 'host', 'host_issued'; see bench.harness.timing)."""
+        from bench.harness.timing import clock_for
+
         return clock_for(work, self)
 
     def lanes(self, lanes):
         """The timer for concurrent lanes: CUDA streams (one per lane) or host threads."""
-        from bench.timing import CpuLanes, CudaLanes
+        from bench.harness.timing import CpuLanes, CudaLanes
 
         return CudaLanes(lanes, self.index) if self.is_cuda else CpuLanes(lanes)
 
@@ -46,7 +47,7 @@ class Device:
         """Free what a finished or failed point left behind (used after OOM and between points)."""
         gc.collect()
         if self.is_cuda:
-            cuda = runtime().cuda
+            cuda = _runtime().cuda
             cuda.synchronize(self.index)
             cuda.empty_cache()
             host_empty = getattr(torch._C, "_host_emptyCache", None)  # pinned blocks torch's allocator cached
@@ -55,13 +56,21 @@ class Device:
 
     def mem_free(self) -> int:
         """Free device memory in bytes (CUDA only)."""
-        free, _total = runtime().cuda.mem_get_info(self.index)
+        free, _total = _runtime().cuda.mem_get_info(self.index)
         return int(free)
 
     def l2_bytes(self) -> Optional[int]:
         if not self.is_cuda:
             return None
         return int(getattr(torch.cuda.get_device_properties(self.index), "L2_cache_size", 0)) or None
+
+
+def _runtime():
+    """torch.cuda (or a test's simulated timeline) through the timing module's seam (imported late: the harness
+    package imports this module)."""
+    from bench.harness.timing import runtime
+
+    return runtime()
 
 
 def select_device(choice: str = "auto", index: int = 0) -> Device:

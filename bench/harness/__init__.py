@@ -14,10 +14,10 @@ from typing import Callable, Optional
 
 import torch
 
-from bench.device import Device, L2Flusher
+from bench.hw.device import Device, L2Flusher
 from bench.errors import Skip
-from bench.nvml import ClockSampler
-from bench.timing import (Lane, LaneStats, MeasurementError, StoppingRule, Stats, check_work, measure,
+from bench.hw.nvml import ClockSampler
+from bench.harness.timing import (Lane, LaneStats, MeasurementError, StoppingRule, Stats, check_work, measure,
                           measure_lanes)
 
 
@@ -133,7 +133,7 @@ class State:
         """Time ``fn`` (one call = what was declared). ``work`` says what the call is, and so which clock times
         it: 'device' (CUDA events behind a stream-hold spin), 'host' (perf_counter: file I/O, host memcpy) or
         'host_issued' (perf_counter around the issue + a final synchronize: thousands of small copies, calls
-        that block the host); see bench.timing. ``prepare`` runs untimed before each sample; ``flush_l2``
+        that block the host); see bench.harness.timing. ``prepare`` runs untimed before each sample; ``flush_l2``
         evicts the GPU L2 before each sample when harness.l2_flush is on; ``inner`` fixes calls per sample."""
         self.stats = self._measure(fn, work, prepare, flush_l2, inner)
         return self.stats

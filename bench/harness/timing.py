@@ -123,6 +123,7 @@ class Stats:
     warmup_calls: int
     clock: str = ""
     work: str = ""
+    discarded: int = 0  # timed samples redone because the stream-hold spin ended before the host finished queuing
     samples_s: list = field(repr=False, default_factory=list)
 
     def as_metrics(self) -> dict:
@@ -279,6 +280,8 @@ def clock_for(work: str, device) -> object:
 
 
 CALIBRATION_SAMPLES = 4  # untimed samples at the final inner, until the clock has settled (spin sized)
+MAX_DISCARDED = 10  # timed samples whose enqueue the spin did not hide are redone; more than this (and more than
+# the samples kept) and the clock is refused
 
 
 def measure(
@@ -327,13 +330,23 @@ def measure(
         raise clock.unsettled_error()
 
     samples: list[float] = []
+    discarded = 0
     t0 = now()
     while True:
-        samples.append(one(inner))
+        x = one(inner)
+        if getattr(clock, "hidden", True):
+            samples.append(x)
+        else:  # the host fell behind the spin this time (GC pause, page fault): the sample timed its issue
+            discarded += 1
+            if discarded > max(MAX_DISCARDED, len(samples)):
+                raise clock.unsettled_error()
+            continue
         verdict = rule.check(samples, now() - t0)
         if verdict is not None:
             reason, converged = verdict
-            return summarize(samples, inner, reason, converged, warmup_calls, clock.name, work)
+            st = summarize(samples, inner, reason, converged, warmup_calls, clock.name, work)
+            st.discarded = discarded
+            return st
 
 
 # -- concurrent lanes --------------------------------------------------------------------------------------------
@@ -402,14 +415,17 @@ class CpuLanes:
 class CudaLanes:
     """One CUDA stream per lane, all waiting on one start event per device, so that every lane starts together.
 
-    Lanes are queued from this thread: device-work lanes first (list order), then host-issued lanes (list order),
-    so a lane whose issue is slow (thousands of copies; the stream queue blocks the host after ~1000) never delays
-    the queuing of the others. When every lane is device work, a spin kernel holds the start until all are queued
-    (as :class:`CudaClock`; refused like it when the spin cannot hide the enqueue). With a host-issued lane there
-    is no spin: the start event runs at once and the spans include the host's issue, as the host-issued clock's
-    do. Each lane's span runs from its device's start event to the lane's end event; the total is the longest
-    device span. Lanes on several devices start within the host's enqueue skew of each other
-    (``enqueue_skew_s``)."""
+    Device-work lanes are queued first, from this thread, in list order (each must fit a stream queue: a lane of
+    more launches than that is host-issued work). Host-issued lanes follow: one is issued from this thread; two
+    or more are issued at once, one host thread each (torch's current stream is per thread; its ops release the
+    GIL while the driver blocks on a full queue), so that no slowly issued lane (thousands of copies; the stream
+    queue blocks the host after ~1000) waits for another's issue. When every lane is device work, a spin kernel
+    holds the start until all are queued (as :class:`CudaClock`; refused like it when the spin cannot hide the
+    enqueue). With a host-issued lane there is no spin: the start event runs at once and the spans include the
+    host's issue, as the host-issued clock's do. Each lane's span runs from its device's start event to the
+    lane's end event; the total is the longest device span. Lanes on several devices start within the host's
+    enqueue skew of each other (``enqueue_skew_s``). A :class:`Handoff` producer must be queued before its
+    consumer: a device lane, or the first of host-issued lanes issued from this thread."""
 
     name = "cuda_event/streams"
     resolution_s = 5e-6
@@ -447,14 +463,25 @@ class CudaLanes:
                 starts[d] = ev()
                 starts[d].record()
         self.enqueue_skew_s = rt.now() - t0
-        for lane in self.lanes:
+        def issue(lane: Lane) -> None:
             s = self.streams[lane.name]
             with cuda.device(self.dev[lane.name]):
                 s.wait_event(starts[self.dev[lane.name]])
                 with cuda.stream(s):
                     lane.fn()
-                    ends[lane.name] = ev()
-                    ends[lane.name].record(s)
+                    end = ev()
+                    end.record(s)
+                    ends[lane.name] = end
+
+        issued = [lane for lane in self.lanes if lane.work == "device"]
+        host_issued = [lane for lane in self.lanes if lane.work == "host_issued"]
+        if len(host_issued) < 2:
+            issued += host_issued
+            host_issued = []
+        for lane in issued:
+            issue(lane)
+        if host_issued:
+            _in_threads(issue, host_issued)
         if self.hold_stream:
             self.hidden = not any(starts[d].query() for d in self.devices)
         for d in self.devices:
@@ -486,6 +513,30 @@ class CudaLanes:
             runtime().cuda.synchronize(d)
 
 
+def _in_threads(issue: Callable[[Lane], None], lanes: list[Lane]) -> None:
+    """Run ``issue(lane)`` for every lane at once, one host thread each, released together; re-raises the first
+    error in the caller's thread."""
+    import threading
+
+    barrier = threading.Barrier(len(lanes))
+    errors: list[BaseException] = []
+
+    def work(lane: Lane) -> None:
+        try:
+            barrier.wait()
+            issue(lane)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(lane,), daemon=True, name=f"lane-{lane.name}") for lane in lanes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 @dataclass
 class LaneStats:
     """``total``: all lanes together, start to the last lane's end; ``lanes``: each lane's own span (same samples)."""
@@ -507,9 +558,13 @@ def measure_lanes(lanes_clock, rule: StoppingRule, warmup_s: float = 0.05,
         def settled(self):
             return lanes_clock.settled
 
+        @property
+        def hidden(self):
+            return getattr(lanes_clock, "hidden", True)
+
         def sample(self, _fn, inner: int) -> float:
             total, s = lanes_clock.sample_lanes()
-            spans.append(s)
+            spans.append((s, self.hidden))
             return total
 
         def sync(self) -> None:
@@ -521,7 +576,7 @@ def measure_lanes(lanes_clock, rule: StoppingRule, warmup_s: float = 0.05,
     work = "+".join(sorted({lane.work for lane in lanes_clock.lanes}))
     total = measure(None, _Recorder(), rule, warmup_s, prepare=prepare, min_sample_s=0.0, inner=1, work=work)
     total.clock = getattr(lanes_clock, "clock", lanes_clock.name)
-    timed = spans[total.warmup_calls:]
+    timed = [s for s, kept in spans[total.warmup_calls:] if kept]  # the samples measure() kept
     per_lane = {name: summarize([s[name] for s in timed], 1, total.stop_reason, total.converged, total.warmup_calls,
                                 total.clock, work)
                 for name in timed[0]}
