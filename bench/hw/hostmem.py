@@ -78,7 +78,8 @@ def pinned_empty(nbytes: int) -> torch.Tensor:
     if err != 0:
         clear_cuda_error()  # else the next, unrelated kernel launch check would raise it
         raise RuntimeError(f"cudaHostRegister of {size} bytes failed (cudaError {err}): not enough lockable memory?")
-    weakref.finalize(arr, _unregister, cudart, ptr)  # runs before numpy releases the mapping
+    fin = weakref.finalize(arr, _unregister, cudart, ptr)  # runs before numpy releases the mapping
+    fin.atexit = False  # at exit the driver releases it with the process; no calls into a CUDA context going away
     return torch.from_numpy(arr)[:nbytes]
 
 
