@@ -73,6 +73,7 @@ class RunConfig:
     root: str = "results"
     id: str = "${now:%Y%m%d-%H%M%S}-${tb_host:}"
     notes: str = ""
+    analyze: bool = True  # end the run with the throughput model and verdict (or say which inputs are missing)
 
 
 @dataclass
@@ -281,13 +282,25 @@ class FleetConfig:
 
 
 @dataclass
+class VerdictConfig:
+    """How the 2x verdict weighs its evidence (``bench model``)."""
+
+    claim: float = 2.0  # the speedup claimed ("up to 2x")
+    interval: float = 0.9  # central probability of the reported speedup interval
+    bootstrap: int = 200  # resamples of the fitted points (with their measurement noise)
+    max_extrapolation: float = 4.0  # beyond this factor outside the measured range the outcome is undetermined
+    seed: int = 0
+
+
+@dataclass
 class AnalysisConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     model: Any = None  # null = the run's model; naming another one is refused
     trace: Optional[str] = None  # Mooncake-format JSONL to replay instead of synthetic sessions
     hit_rate: Optional[float] = None  # evaluate at this reuse fraction instead of the workload's own
-    out: Optional[str] = None  # output directory; null = <run>/model-<workload>
+    out: Optional[str] = None  # output directory; null = <run>/model-<workload or trace>[-<variant>]
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
 
 def register_schemas() -> None:

@@ -70,11 +70,19 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
 
 
 def _missing(e: MissingConfigException, overrides: list[str]) -> UserError:
-    group = getattr(e, "config_name", None) or ""
+    """Name the override the user typed for the missing preset (not merely the first override)."""
+    import re
+
+    missing = getattr(e, "config_name", None) or ""
+    if "/" not in missing:  # Hydra names it in the message: "Could not find 'benchmark/nope'"
+        m = re.search(r"'([^']*/[^']*)'", str(e))
+        missing = m.group(1) if m else missing
+    group, _, name = missing.rpartition("/")
     opts = list(getattr(e, "options", None) or [])
     for o in overrides:
         key, _, val = o.lstrip("+~").partition("=")
-        if e.options is not None and key.split("@")[0] == (group.split("/")[0] if group else key):
+        k = key.split("@")[0]
+        if e.options is not None and k == group and (not name or val == name or name in val):
             return allowed(f"{key} preset", val, [x for x in opts if not x.endswith("_schema")])
     return UserError(" ".join(str(e).split("\n")[0].split()))
 

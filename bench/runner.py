@@ -50,12 +50,13 @@ def execute(cfg: DictConfig) -> dict:
     run_id = cfg.run.id if hc.mode.name == "RUN" else f"{cfg.run.id}-job{hc.job.num}"
     benches = select(cfg)
     device = select_device(cfg.harness.device, cfg.harness.device_index)
+    overrides = list(hc.overrides.task)
+    cpu_defaults = [o for o in ADDED_CPU_DEFAULTS if o in overrides] if not device.is_cuda else []
     cpu_sized = apply_cpu_overrides(cfg) if not device.is_cuda else []
     validate(cfg)
     store = RunStore(run_dir, run_id)
     global LAST_RUN_DIR
     LAST_RUN_DIR = run_dir
-    overrides = list(hc.overrides.task)
     hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
     store.write_manifest({
         "schema_version": 1,
@@ -69,6 +70,7 @@ def execute(cfg: DictConfig) -> dict:
         "device": device.kind,
         "benchmarks": [b.name for b in benches],
         "cpu_sized_families": cpu_sized,
+        "cpu_defaults": cpu_defaults,  # presets chosen for a CPU-only machine because none was named
         "hardware": hardware,
         "config": OmegaConf.to_container(cfg, resolve=True),
     })
@@ -86,7 +88,39 @@ def execute(cfg: DictConfig) -> dict:
     store.finish("complete", counts=counts)
     print(f"run {run_id}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} error "
           f"on {device.kind} -> {run_dir}")
+    if cpu_defaults:
+        print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and no model=/suite= given); its verdict is a "
+              "CPU rehearsal of the pipeline, not a hardware verdict")
+    if cfg.run.analyze:
+        after_run(run_dir, cfg.model.name)
     return counts
+
+
+def after_run(run_dir: Path, model: str) -> None:
+    """End a run with its own analysis: the short verdict and where it was written, or one line per missing input
+    (which points were skipped and why, and the command that would supply them)."""
+    from bench.model.analyze import analyze
+    from bench.model.cli import write_result
+    from bench.model.verdict import missing_inputs, short
+    from bench.overrides import compose_checked
+    from bench.store import load, read_manifest
+
+    df = load(run_dir)
+    missing = missing_inputs(df, model, read_manifest(run_dir).get("device") or "cpu")
+    if missing:
+        print("no verdict from this run; the throughput model needs:")
+        for line in missing:
+            print(f"  {line}")
+        return
+    try:
+        result = analyze(run_dir, compose_checked([], config_name="analysis"))
+        out = write_result(result)
+    except UserError as e:
+        print(f"no verdict from this run: {e}")
+        return
+    print(f"verdict: {short(result)}")
+    print(f"  full verdict and caveats: {out / 'model.json'} (python -m bench model {run_dir}); plots in {out}; "
+          f"report: python -m bench report {run_dir}")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
@@ -97,10 +131,35 @@ def hydra_main(cfg: DictConfig):
         fail(e)
 
 
+# On a machine without a GPU, a run that names no model and no suite measures the tiny preset with the quick suite:
+# the default llama3_8b layers do not fit harness.cpu_max_bytes (no prefill/decode costs, so no verdict) and the
+# full suite takes ~9 minutes on 2 cores; these reach a (CPU rehearsal) verdict in about 2 minutes.
+CPU_DEFAULT_OVERRIDES = ("model=tiny", "suite=quick")
+ADDED_CPU_DEFAULTS: list = []  # what run() added in this process (the manifest and the closing lines say so)
+
+
+def cpu_defaults(overrides: list[str]) -> list[str]:
+    """The presets a CPU-only run gets for the groups the user did not name (none when CUDA is visible and not
+    refused with harness.device=cpu)."""
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    forced_cpu = any(o.replace(" ", "") == "harness.device=cpu" for o in overrides)
+    if not forced_cpu:
+        import torch
+
+        if torch.cuda.is_available():
+            return []
+    return [d for d in CPU_DEFAULT_OVERRIDES if d.split("=", 1)[0] not in keys]
+
+
 def run(argv: list[str]) -> int:
     """Hand ``argv`` (overrides and Hydra flags) to Hydra after checking every override gives a valid config."""
     from bench.overrides import precheck, split_args
 
+    flags, overrides = split_args(argv)
+    if not any(f in ("--cfg", "-c", "--help", "-h", "--info", "--hydra-help") for f in flags):
+        ADDED_CPU_DEFAULTS[:] = cpu_defaults(overrides)
+        overrides = overrides + ADDED_CPU_DEFAULTS
+    argv = flags + overrides
     precheck(argv)
     flags, overrides = split_args(argv)
     sys.argv = ["python -m bench run", *flags, *overrides]  # argparse wants flags before the overrides

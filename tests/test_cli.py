@@ -45,7 +45,8 @@ def test_help_and_list():
 def test_quick_suite_writes_loadable_run_with_manifest(quick_run):
     df = load(quick_run)
     assert len(df) > 0 and (df["device"] == "cpu").all()
-    assert (df[df.status == "ok"]["metric.median_s"] > 0).all()
+    timed = df[(df.status == "ok") & df["benchmark"].ne("e2e_agentic_replay")]  # the replay times whole sessions
+    assert len(timed) > 50 and (timed["metric.median_s"] > 0).all()
     # pandas alone reads it too, in one call
     assert len(pd.read_json(quick_run / "records.jsonl", lines=True)) == len(df)
     m = json.loads((quick_run / "manifest.json").read_text())

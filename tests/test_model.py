@@ -129,7 +129,7 @@ def test_model_command_end_to_end(model_run, tmp_path):
     out = tmp_path / "o"
     r = run_cli("model", str(model_run), "fleet.sessions=100", f"out={out}")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Verdict:" in r.stdout and "Amdahl bound" in r.stdout
+    assert "Verdict (" in r.stdout and "Amdahl bound" in r.stdout
     res = json.loads((out / "model.json").read_text())
     b = res["baseline"]
     assert b["amdahl_bound"] == pytest.approx(1 / (1 - b["prefill_share"]))
@@ -164,3 +164,84 @@ def test_model_empty_trace_and_missing_transfer_data(model_run, tmp_path):
     assert rr.returncode == 0
     r = run_cli("model", str(only_ceilings))
     assert r.returncode == 2 and "python -m bench run benchmark=" in r.stderr
+
+
+def test_verdict_has_outcome_interval_reasons_and_the_plot_marks_it(model_run, tmp_path, monkeypatch):
+    from bench.model import plots
+    from bench.model.analyze import analyze
+    from bench.overrides import compose_checked
+
+    cfg = compose_checked(["fleet.sessions=100", "verdict.bootstrap=40"], config_name="analysis")
+    res = analyze(model_run, cfg)
+    v = res["verdict"]
+    assert v["outcome"] in ("supported", "not_supported", "undetermined")
+    s = v["speedup"]
+    assert s["low"] <= s["point"] <= s["high"] or not (s["low"] <= s["high"])
+    assert v["reasons"] and v["reasons"][0].startswith("CPU run")
+    assert v["sentence"].startswith("CPU rehearsal, not a hardware verdict")
+    assert f"{s['point']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x" in v["sentence"]
+    assert "hbm" in v["tiers"] and v["seed_case"]["speedup"] > 0
+    # plot = verdict: the red marker and its error bar are the verdict's own numbers
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or str(path))
+    plots.speedup_vs_hit_rate(res, tmp_path / "p.png")
+    ax = figs[0].axes[0]
+    marker = [ln for ln in ax.lines if ln.get_marker() == "D"][0]
+    assert marker.get_ydata()[0] == pytest.approx(s["point"])
+    assert marker.get_xdata()[0] == pytest.approx(list(v["tiers"].values())[-1]["hit_rate"])
+    segs = [c for c in ax.collections if c.get_segments()]
+    (x0, y0), (x1, y1) = segs[0].get_segments()[0]
+    assert sorted([y0, y1]) == pytest.approx([s["low"], s["high"]])
+    assert res["model"] in ax.get_title() and res["workload"]["label"] in ax.get_title()
+
+
+def test_outcome_follows_the_interval_and_extrapolation():
+    from bench.model.verdict import decide, extrapolation
+
+    far = [extrapolation("prefill new tokens", [100, 130_000], [32, 128])]
+    assert far[0]["factor"] == pytest.approx(130_000 / 128)
+    outcome, how = decide(3.0, 2.5, 3.5, 2.0, far, 4.0, "layer_prefill")
+    assert outcome == "undetermined" and "layers.prefill_new" in how  # extrapolated too far: never "supported"
+    near = [extrapolation("prefill new tokens", [64, 200], [32, 128])]
+    assert decide(3.0, 2.5, 3.5, 2.0, near, 4.0, "layer_prefill")[0] == "supported"
+    assert decide(1.5, 1.2, 1.8, 2.0, near, 4.0, "layer_prefill")[0] == "not_supported"
+    outcome, how = decide(2.1, 1.7, 2.6, 2.0, near, 4.0, "layer_decode")
+    assert outcome == "undetermined" and "layer_decode" in how  # straddles the claim
+
+
+def test_trace_block_size_mismatch_and_variant_folders(model_run, tmp_path):
+    from bench.model.analyze import check_trace_blocks, trace_block_tokens, variant_name
+    from bench.overrides import compose_checked
+    from bench.errors import UserError
+
+    reqs = generate(workload("chatbot"), 5, 512)
+    assert trace_block_tokens(reqs) == 512
+    with pytest.raises(UserError, match=r"blocks of 512 tokens .* fleet.block_tokens=16: set fleet.block_tokens=512"):
+        check_trace_blocks(reqs, 16, "t.jsonl")
+    check_trace_blocks(reqs, 512, "t.jsonl")
+    base = compose_checked([], config_name="analysis")
+    names = {variant_name(compose_checked(o, config_name="analysis"), "agentic_coding")
+             for o in ([], ["hit_rate=0.9"], ["fleet.gpus=16"], ["fleet=seed_50_50"])}
+    assert len(names) == 4 and variant_name(base, "agentic_coding") == "model-agentic_coding"
+    p = tmp_path / "mytrace.jsonl"
+    write_trace(reqs, p)
+    out = tmp_path / "o"
+    r = run_cli("model", str(model_run), f"trace={p}", "verdict.bootstrap=20", f"out={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "model.json").read_text())
+    assert res["workload"]["label"] == "mytrace" and "preset_summary" not in res["workload"]
+    assert "mytrace" in res["verdict"]["sentence"]
+
+
+def test_model_explains_skipped_inputs(tmp_path):
+    """A CPU run of llama3_8b layers: every layer point is skipped by the memory budget; the model says which,
+    why, and the command that supplies them."""
+    rr = run_cli("run", "benchmark=[layers,transfer]", "model=llama3_8b", "suite=quick", "only=[layer_prefill,"
+                 "layer_decode,paged_onload]", "transfer.block_tokens=[16]", f"run.root={tmp_path}", "run.id=s",
+                 "harness.progress=false")
+    assert rr.returncode == 0, rr.stderr[-2000:]
+    assert "no verdict from this run" in rr.stdout and "all 8 layer_prefill points skipped" in rr.stdout
+    r = run_cli("model", str(tmp_path / "s"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "layer_prefill points skipped: " in r.stderr and "harness.cpu_max_bytes" in r.stderr
+    assert "python -m bench run benchmark=layers model=llama3_8b" in r.stderr

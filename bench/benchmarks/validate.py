@@ -95,12 +95,18 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
     elt = torch.finfo(engine.dtype).bits // 8
     kv_tok = len(engine.layers) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
     pre = dec = 0.0
+    reads = len(engine.layers) * shape.kv_components  # the replay's O_DIRECT reads per storage load
     for s in sessions:
         for n_new, n_ctx, load_tok, dec_ctx in engine.turn_plan(s, mode):
             tier = {"reuse_host": "host", "reuse_storage": "storage"}.get(mode)
-            load_s = float(costs.tiers[tier].load_s(load_tok * kv_tok)) if (tier and load_tok) else 0.0
-            # the engine overlaps loads layer by layer
-            pre += float(costs.prefill_with_load_s(n_new, n_ctx, load_s, overlap=True, scale=frac))
+            nbytes = load_tok * kv_tok
+            load_s = float(costs.tiers[tier].load_s(nbytes)) if (tier and load_tok) else 0.0
+            serial_s = float(costs.tiers[tier].serial_s(nbytes, reads)) if (tier and load_tok) else 0.0
+            # the engine reads a storage file into host memory first, one O_DIRECT read per layer and K/V
+            # (serial: each pays the measured request latency), then loads from host layer by layer (overlapped)
+            over_s = max(load_s - float(costs.tiers[tier].serial_s(nbytes)), 0.0) if (tier and load_tok) else 0.0
+            pre += float(costs.prefill_with_load_s(n_new, n_ctx, over_s, overlap=True, scale=frac,
+                                                   serial_s=serial_s))
             dec += float(np.sum(costs.decode_step_s(1, np.array(dec_ctx)))) * frac
     return {"prefill_s": pre, "decode_s": dec, "load_cost": costs.load_cost_used()["used"]}
 

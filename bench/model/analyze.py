@@ -3,15 +3,24 @@ Amdahl bound, break-even bandwidths, simulated tiered-cache hit rates per routin
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import math
+import re
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from bench.config import FleetConfig
 from bench.errors import UserError
 from bench.model import fleet as F
+from bench.model import verdict as V
 from bench.model.cachesim import TIERS, Trace, simulate
-from bench.model.costs import Costs, fit_decode, fit_exposure, fit_prefill, host_tier, storage_tier
+from bench.model.costs import (DECODE, PREFILL, Costs, Tier, fit_decode, fit_exposure, fit_points, fit_prefill,
+                               host_tier, points, storage_tier)
 from bench.model.workload import Workload, generate, read_trace
 from bench.shapes import ModelShape
 from bench.store import load, read_manifest, run_dirs
@@ -30,16 +39,20 @@ def load_run(path):
     return dirs[0], man, load(dirs[0])
 
 
-def requests_for(cfg, w: Workload):
-    if cfg.trace:
-        return read_trace(cfg.trace), f"trace {cfg.trace}"
-    return generate(w, int(cfg.fleet.sessions), int(cfg.fleet.block_tokens), int(cfg.fleet.seed)), \
-        f"{cfg.fleet.sessions} synthetic sessions"
+def mean_prefill_s(costs: Costs, new, cached, loads, overlap: bool) -> float:
+    """Mean prefill GPU-seconds per request: compute of the new tokens after the cached ones, with the load
+    ``loads`` = (layer-wise overlappable seconds, serial seconds) per request."""
+    load_s, serial_s = loads
+    return float(np.mean(costs.prefill_with_load_s(new, cached, load_s, overlap, serial_s=serial_s)))
 
 
-def mean_prefill_s(costs: Costs, new, cached, load_s, overlap: bool) -> float:
-    """Mean prefill GPU-seconds per request: compute of the new tokens after the cached ones, with the load."""
-    return float(np.mean(costs.prefill_with_load_s(new, cached, load_s, overlap)))
+def tier_loads(costs: Costs, tokens_by_tier: dict):
+    """(overlappable, serial) load seconds per request of the hit tokens of each tier ({tier: tokens})."""
+    over, serial = 0.0, 0.0
+    for tier, tokens in tokens_by_tier.items():
+        o, s = costs.load_split(tier, tokens)
+        over, serial = over + o, serial + s
+    return over, serial
 
 
 def load_exposure(df, load_cost: str, warnings: list):
@@ -67,6 +80,38 @@ def break_even_gbps(costs: Costs, n, c, latency_s: float) -> float:
     return float(np.sum(c) * costs.kv_bytes_per_token / denom / 1e9) if denom > 0 else math.inf
 
 
+def trace_block_tokens(reqs) -> Optional[int]:
+    """The block size a Mooncake trace's hash_ids were cut at (ceil(input_length / block) ids per request), from
+    its requests of several blocks; None when no request tells."""
+    ratios = [r.input_length / len(r.hash_ids) for r in reqs if len(r.hash_ids) >= 4 and r.input_length > 0]
+    if not ratios:
+        return None
+    est = float(np.median(ratios))
+    return int(2 ** round(math.log2(est))) if est >= 1 else 1
+
+
+def check_trace_blocks(reqs, block_tokens: int, path) -> None:
+    bad = sum(1 for r in reqs if r.hash_ids and -(-r.input_length // block_tokens) != len(r.hash_ids))
+    if bad > 0.05 * len(reqs):
+        found = trace_block_tokens(reqs)
+        raise UserError(f"trace {path} was cut into blocks of {found if found else 'unknown'} tokens (its hash_ids "
+                        f"per input_length) but fleet.block_tokens={block_tokens}: set fleet.block_tokens={found}")
+
+
+def variant_name(cfg, label: str) -> str:
+    """The output folder name of one variant (workload or trace, hit rate, fleet): different variants never share
+    a folder. The default fleet and no what-if give ``model-<label>``."""
+    parts = [label]
+    if cfg.hit_rate is not None:
+        parts.append(f"hit{cfg.hit_rate:g}")
+    fleet = OmegaConf.to_container(cfg.fleet, resolve=True)
+    default = OmegaConf.to_container(OmegaConf.structured(FleetConfig), resolve=True)
+    changed = {k: v for k, v in fleet.items() if k != "description" and default.get(k) != v}
+    if changed:
+        parts.append("fleet-" + hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8])
+    return "model-" + "-".join(re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in parts)
+
+
 def analyze(run_path, cfg) -> dict:
     run_dir, man, df = load_run(run_path)
     run_model = man["config"]["model"]
@@ -74,12 +119,16 @@ def analyze(run_path, cfg) -> dict:
         raise UserError(f"model={cfg.model.name} but {run_dir} measured {run_model['name']}: the costs belong to "
                         f"that model; run `python -m bench run model={cfg.model.name}` for this one")
     shape = ModelShape.from_cfg(run_model)
+    missing = V.missing_inputs(df, shape.name, man.get("device") or "cpu")
+    if missing:
+        raise UserError(f"{run_dir} lacks what the model needs:\n  " + "\n  ".join(missing))
     fl = cfg.fleet
     warnings: list[str] = []
     kvb = shape.kv_bytes_per_token
-    host = host_tier(df, int(fl.block_tokens))
+    bt = int(fl.block_tokens)
+    host = host_tier(df, bt)
     tiers = {"host": host}
-    st = storage_tier(df, int(fl.block_tokens) * kvb, host)
+    st = storage_tier(df, bt * kvb, host)
     if st is None:
         warnings.append("no storage records in this run: storage tier left out (run `python -m bench run "
                         "benchmark=storage` to include it)")
@@ -93,6 +142,7 @@ def analyze(run_path, cfg) -> dict:
         warnings.extend(f"{fit.name}: {n}" for n in fit.notes)
 
     gpu = (man.get("hardware") or {}).get("gpu") or {}
+    device = man.get("device") or "cpu"
     hbm = fl.hbm_bytes or gpu.get("memory_bytes")
     if not hbm:
         hbm = CPU_ASSUMED_HBM
@@ -103,9 +153,14 @@ def analyze(run_path, cfg) -> dict:
         raise UserError(f"fleet.gpus={fl.gpus} cannot hold one instance of {shape.name} ({g} GPUs needed)")
 
     w = Workload.from_cfg(cfg.workload)
-    reqs, source = requests_for(cfg, w)
+    if cfg.trace:
+        reqs = read_trace(cfg.trace)
+        check_trace_blocks(reqs, bt, cfg.trace)
+        label, source = Path(cfg.trace).stem, f"trace {cfg.trace}"
+    else:
+        reqs = generate(w, int(fl.sessions), bt, int(fl.seed))
+        label, source = w.name, f"{fl.sessions} synthetic sessions of preset {w.name}"
     trace = Trace.from_requests(reqs)
-    bt = int(fl.block_tokens)
     ideal = simulate(trace, bt, (trace.n_unique + 1, 0, 0))  # infinite HBM: the reuse the workload allows
     I = trace.input_length.astype(float)
     O = trace.output_length.astype(float)
@@ -121,46 +176,124 @@ def analyze(run_path, cfg) -> dict:
                                 int(fl.max_batch), g)
     if B < 1:
         raise UserError(f"no decode batch fits: {b_limit} (fleet.gpus_per_instance={g}, HBM {hbm / 2**30:.0f} GiB)")
-    d = float(np.mean(O * costs.decode_step_s(B, I + O / 2) / B))
-    p0_r = costs.prefill_s(I, 0)
-    p0 = float(np.mean(p0_r))
     costs.check_range("prefill new tokens", np.concatenate([I, n]), costs.prefill.ranges["n_new"])
     costs.check_range("prefill cached context", c, costs.prefill.ranges["n_ctx"])
     costs.check_range("decode batch", [B], costs.decode.ranges["batch"])
     costs.check_range("decode context", I + O, costs.decode.ranges["ctx"])
     warnings.extend(costs.warnings)
+    extrap = [e for e in (
+        V.extrapolation("prefill new tokens", np.concatenate([I, n]), costs.prefill.ranges["n_new"]),
+        V.extrapolation("prefill cached context", c, costs.prefill.ranges["n_ctx"]),
+        V.extrapolation("decode batch", [B], costs.decode.ranges["batch"]),
+        V.extrapolation("decode context", I + O, costs.decode.ranges["ctx"])) if e]
 
-    def rate(p: float) -> tuple[float, dict]:
-        if fl.mode == "colocated":
-            r = F.colocated_rate(fl.gpus, p, d, fl.colocated_interference)
-            return r, {"mode": "colocated", "gpus": fl.gpus}
-        s = F.best_split(fl.gpus, p, d) if fl.prefill_fraction is None else \
-            F.fixed_split(fl.gpus, fl.prefill_fraction, p, d)
-        return s.requests_per_s, {"prefill_gpus": s.prefill_gpus, "decode_gpus": s.decode_gpus}
+    # the tiered cache at its capacities (independent of the costs: simulated once)
+    hbm_free = max(g * hbm * (1 - fl.reserve_fraction) - weights, 0)
+    block_bytes = bt * kvb
+    caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // block_bytes)),
+            int(g * fl.host_bytes_per_gpu // block_bytes) if "host" in tiers else 0,
+            int(g * fl.storage_bytes_per_gpu // block_bytes) if "storage" in tiers else 0)
+    sims = {routing: simulate(trace, bt, caps, int(fl.sim_instances), routing, float(fl.cache_slack))
+            for routing in fl.routings}
+    if any(s.meta["effective_routing"] != r for r, s in sims.items()):
+        fell = [r for r, s in sims.items() if s.meta["effective_routing"] != r]
+        warnings.append(f"routing {', '.join(fell)}: the requests carry no session ids, so session routing fell back "
+                        "to prefix routing")
 
-    base_rate, base_split = rate(p0)
     out_tok, in_tok = float(np.mean(O)), float(np.mean(I))
+
+    def evaluate(cs: Costs, tier_scale: Optional[dict] = None, with_detail: bool = False,
+                 verdict_only: bool = False) -> dict:
+        """Every speedup of the model for costs ``cs`` (tier bandwidths x ``tier_scale``)."""
+        if tier_scale:
+            cs = copy.copy(cs)
+            cs.tiers = {k: Tier(t.name, t.gbps * tier_scale.get(k, 1.0), t.latency_s, t.source)
+                        for k, t in cs.tiers.items()}
+        d = float(np.mean(O * cs.decode_step_s(B, I + O / 2) / B))
+        p0 = float(np.mean(cs.prefill_s(I, 0)))
+
+        def rate(p: float) -> tuple[float, dict]:
+            if fl.mode == "colocated":
+                return F.colocated_rate(fl.gpus, p, d, fl.colocated_interference), {"mode": "colocated",
+                                                                                      "gpus": fl.gpus}
+            sp = F.best_split(fl.gpus, p, d) if fl.prefill_fraction is None else \
+                F.fixed_split(fl.gpus, fl.prefill_fraction, p, d)
+            return sp.requests_per_s, {"prefill_gpus": sp.prefill_gpus, "decode_gpus": sp.decode_gpus}
+
+        def sim_prefill(sim) -> float:
+            ht = sim.hit_tokens.astype(float)
+            loads = tier_loads(cs, {t: ht[:, i] for i, t in enumerate(TIERS) if t == "hbm" or t in cs.tiers})
+            return mean_prefill_s(cs, sim.miss_tokens, ht.sum(axis=1), loads, fl.overlap_load)
+
+        base_rate, base_split = rate(p0)
+        out = {"p0": p0, "d": d, "base_rate": base_rate, "amdahl": F.amdahl_bound(p0, d)}
+        done: dict = {}  # id(sim) -> (prefill s, rate, split): a simulation shared by scenarios is priced once
+
+        def priced(sim):
+            if id(sim) not in done:
+                ps = sim_prefill(sim)
+                done[id(sim)] = (ps, *rate(ps))
+            return done[id(sim)]
+
+        for routing, sim in ({} if verdict_only else sims).items():
+            ps, r, split = priced(sim)
+            out[f"sim:{routing}"] = r / base_rate
+            if with_detail:
+                out[f"sim_detail:{routing}"] = (ps, split)
+        for key, sim in tier_sims.items():
+            out[f"tiers:{key}"] = priced(sim)[1] / base_rate
+        seed_base = F.fixed_split(fl.gpus, 0.5, p0, d).requests_per_s  # the seed: 50:50, then all prefill removed
+        out["seed_case"] = F.best_split(fl.gpus, 0.0, d).requests_per_s / seed_base if seed_base else math.nan
+        if with_detail:
+            out["rate"], out["base_split"] = rate, base_split
+        return out
+
+    # verdict scenario: the best routing, with the HBM tier only, then + host DRAM, then + NVMe
+    tier_sims: dict = {}
+    first = evaluate(costs, with_detail=True)
+    best_routing = max(fl.routings, key=lambda r: first[f"sim:{r}"])
+    tier_caps = {"hbm": (caps[0], 0, 0)}
+    if "host" in tiers:
+        tier_caps["host"] = (caps[0], caps[1], 0)
+    if "storage" in tiers:
+        tier_caps["storage"] = caps
+    full = sims[best_routing]
+    used = full.hit_tokens.sum(axis=0)  # tokens hit per tier with every tier present
+
+    def tier_sim(cp):
+        # a tier that served no hit changes nothing when removed (its blocks were only ever demoted into it)
+        if cp == caps or all(used[i] == 0 for i in range(3) if cp[i] != caps[i]):
+            return full
+        return simulate(trace, bt, cp, int(fl.sim_instances), best_routing, float(fl.cache_slack))
+
+    tier_sims = {k: tier_sim(cp) for k, cp in tier_caps.items()}
+    pt = evaluate(costs, with_detail=True)
+    rate, p0, d, base_rate = pt["rate"], pt["p0"], pt["d"], pt["base_rate"]
+    base_split = pt["base_split"]
+
     result = {
-        "run": str(run_dir), "device": man.get("device"), "gpu": gpu.get("name") or man.get("device"),
-        "model": shape.name, "kv_bytes_per_token": kvb,
-        "workload": {"name": w.name, "source": cfg.workload.source, "requests": len(trace), "from": source,
-                     "preset_summary": w.summary(), "ideal_hit_rate": float(c.sum() / I.sum()),
-                     "hit_rate_override": cfg.hit_rate,
-                     "mean_input_tokens": in_tok, "mean_output_tokens": out_tok},
+        "run": str(run_dir), "device": device, "gpu": gpu.get("name") or device,
+        "model": shape.name, "kv_bytes_per_token": kvb, "cost_unit": "CPU-s" if device == "cpu" else "GPU-s",
+        "workload": ({"label": label, "name": label, "kind": "trace", "trace": str(cfg.trace), "requests": len(trace),
+                      "from": source} if cfg.trace else
+                     {"label": label, "name": w.name, "kind": "preset", "source": cfg.workload.source,
+                      "requests": len(trace), "from": source, "preset_summary": w.summary()}),
         "fits": {"prefill": costs.prefill.as_dict(), "decode": costs.decode.as_dict()},
         "load_cost": costs.load_cost_used(),
-        "tiers": {k: {"gbps": t.gbps, "latency_s": t.latency_s, "source": t.source} for k, t in tiers.items()},
+        "tiers": {k: {"gbps": t.gbps, "latency_s": t.latency_s, "source": t.source,
+                      "emulated": device == "cpu"} for k, t in tiers.items()},
         "fleet": {**OmegaConf.to_container(fl, resolve=True), "gpus_per_instance": g, "hbm_bytes": hbm,
                   "decode_batch": B, "decode_batch_limited_by": b_limit, "weight_bytes": weights},
-        "baseline": {"prefill_gpu_s": p0, "decode_gpu_s": d, "prefill_share": F.prefill_share(p0, d),
-                     "amdahl_bound": F.amdahl_bound(p0, d), "requests_per_s": base_rate, **base_split,
-                     "output_tokens_per_s": base_rate * out_tok, "input_tokens_per_s": base_rate * in_tok},
         "reuse": {}, "simulated": {}, "sweep": {"hit_rate": HIT_GRID.tolist()}, "warnings": warnings,
     }
+    result["workload"].update({"ideal_hit_rate": float(c.sum() / I.sum()), "hit_rate_override": cfg.hit_rate,
+                               "mean_input_tokens": in_tok, "mean_output_tokens": out_tok})
+    result["baseline"] = {"prefill_gpu_s": p0, "decode_gpu_s": d, "prefill_share": F.prefill_share(p0, d),
+                          "amdahl_bound": F.amdahl_bound(p0, d), "requests_per_s": base_rate, **base_split,
+                          "output_tokens_per_s": base_rate * out_tok, "input_tokens_per_s": base_rate * in_tok}
 
     for tier in ("hbm", *tiers):
-        load_s = costs.load_s(tier, c)
-        px = mean_prefill_s(costs, n, c, load_s, fl.overlap_load)
+        px = mean_prefill_s(costs, n, c, costs.load_split(tier, c), fl.overlap_load)
         r, split = rate(px)
         be = break_even_gbps(costs, n, c, 0.0 if tier == "hbm" else tiers[tier].latency_s)
         result["reuse"][tier] = {
@@ -173,56 +306,98 @@ def analyze(run_path, cfg) -> dict:
         sweep = []
         for h in HIT_GRID:
             ch = h * I
-            ph = mean_prefill_s(costs, I - ch, ch, costs.load_s(tier, ch), fl.overlap_load)
+            ph = mean_prefill_s(costs, I - ch, ch, costs.load_split(tier, ch), fl.overlap_load)
             sweep.append(F.speedup(p0, ph, d))
         result["sweep"][tier] = sweep
-
-    hbm_free = max(g * hbm * (1 - fl.reserve_fraction) - weights, 0)
-    block_bytes = bt * kvb
-    caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // block_bytes)),
-            int(g * fl.host_bytes_per_gpu // block_bytes) if "host" in tiers else 0,
-            int(g * fl.storage_bytes_per_gpu // block_bytes) if "storage" in tiers else 0)
-    for routing in fl.routings:
-        sim = simulate(trace, bt, caps, int(fl.sim_instances), routing, float(fl.cache_slack))
-        ht = sim.hit_tokens.astype(float)
-        load_s = sum(costs.load_s(t, ht[:, i]) for i, t in enumerate(TIERS) if t == "hbm" or t in tiers)
-        ps = mean_prefill_s(costs, sim.miss_tokens, ht.sum(axis=1), load_s, fl.overlap_load)
-        r, split = rate(ps)
-        result["simulated"][routing] = {**sim.rates(), "speedup": r / base_rate, "prefill_gpu_s": ps,
+    for routing, sim in sims.items():
+        ps, split = pt[f"sim_detail:{routing}"]
+        result["simulated"][routing] = {**sim.rates(), "speedup": pt[f"sim:{routing}"], "prefill_gpu_s": ps,
                                         "effective_routing": sim.meta["effective_routing"], **split,
                                         "capacity_blocks_per_instance": list(caps), "instances": fl.sim_instances}
-    result["verdict"] = verdict(result)
+
+    # uncertainty: refit on resampled points (with their noise), tier bandwidths jittered by theirs
+    vc = cfg.verdict
+    tier_noise = {k: _tier_noise(df, t) for k, t in tiers.items()}
+    pp, dp = points(df, *PREFILL), points(df, *DECODE)
+
+    def resampled(rng, rs_prefill: bool, rs_decode: bool) -> dict:
+        cs = Costs(fit_points(pp, *V.resample(pp, rng)) if rs_prefill else costs.prefill,
+                   fit_points(dp, *V.resample(dp, rng)) if rs_decode else costs.decode, tiers, kvb,
+                   layers=shape.layers)
+        cs.exposure = costs.exposure
+        scale = {k: max(0.05, 1 + s * rng.standard_normal()) for k, s in tier_noise.items()}
+        e = evaluate(cs, scale, verdict_only=True)
+        return {k: v for k, v in e.items() if isinstance(v, float)}
+
+    n_boot, lvl = int(vc.bootstrap), float(vc.interval)
+    boot = V.bootstrap(resampled, n_boot, int(vc.seed))
+    key = f"tiers:{list(tier_caps)[-1]}"
+    lo, hi = V.interval(boot[key], lvl)
+    point = pt[key]
+    spread = {}  # which fit's uncertainty moves the verdict most: resample it alone
+    for name, only in (("layer_prefill", (True, False)), ("layer_decode", (False, True))):
+        part = V.bootstrap(resampled, max(20, n_boot // 4), int(vc.seed) + 1, *only)[key]
+        a_lo, a_hi = V.interval(part, lvl)
+        spread[name] = float(a_hi - a_lo) if math.isfinite(a_hi - a_lo) else 0.0
+    widest = max(spread, key=spread.get)
+    outcome, decide_by = V.decide(point, lo, hi, float(vc.claim), extrap, float(vc.max_extrapolation), widest)
+    reasons = []
+    if device == "cpu":
+        reasons.append("CPU run: CPU costs of a small preset, host memcpy for the host tier, not a GPU's")
+    reasons += [f"{e['quantity']} extrapolated {e['factor']:.3g}x beyond the measured {e['measured'][0]:.0f}.."
+                f"{e['measured'][1]:.0f} (workload {e['workload'][0]:.0f}..{e['workload'][1]:.0f})"
+                for e in extrap if e["factor"] > 1.5]
+    reasons += [f"{f.name} fit residual {f.rel_rms:.0%}" for f in (costs.prefill, costs.decode) if f.rel_rms > 0.1]
+    if costs.exposure is not None and costs.exposure.rel_rms > 0.1:
+        reasons.append(f"layer-wise load overlap fit residual {costs.exposure.rel_rms:.0%}")
+    if "storage" not in tiers:
+        reasons.append("no NVMe tier measured (storage records missing)")
+    if not gpu.get("memory_bytes") and not fl.hbm_bytes:
+        reasons.append("HBM assumed 80 GiB per GPU")
+    if fl.cache_slack > 0:
+        reasons.append(f"cache simulated as LRU with {fl.cache_slack:.0%} eviction slack (fleet.cache_slack=0 is exact "
+                       "and about 2x slower)")
+    reasons += _validation_reasons(df)
+    tier_rates = {k: {"speedup": pt[f"tiers:{k}"], **{kk: vv for kk, vv in sim.rates().items()}}
+                  for k, sim in tier_sims.items()}
+    result["verdict"] = {
+        "claim": float(vc.claim), "outcome": outcome,
+        "speedup": {"point": point, "low": lo, "high": hi},
+        "interval": float(vc.interval), "bootstrap": int(vc.bootstrap),
+        "amdahl_bound": {"point": pt["amdahl"], **dict(zip(("low", "high"), V.interval(boot["amdahl"],
+                                                                                       float(vc.interval))))},
+        "routing": best_routing, "tiers": tier_rates,
+        "seed_case": {"description": f"the seed's arithmetic on these costs: {fl.gpus} GPUs split 50:50, then every "
+                                     "prefill removed (reuse re-splits the GPUs)", "speedup": pt["seed_case"],
+                      "low_high": list(V.interval(boot["seed_case"], float(vc.interval)))},
+        "extrapolation": extrap, "decide_by": decide_by, "reasons": reasons,
+        "uncertainty_by_fit": spread,
+        "scenario": f"simulated {best_routing} routing, capacity-limited tiers "
+                    f"{' + '.join(tier_caps)} (per-request hits from the cache simulation)",
+    }
+    result["verdict"]["sentence"] = V.sentence(result)
+    result["verdict_text"] = result["verdict"]["sentence"]
+    result["variant"] = variant_name(cfg, label)
     return result
 
 
-def verdict(r: dict) -> str:
-    b = r["baseline"]
-    lines = [f"On {r['gpu']} with {r['model']} serving {r['workload']['name']} "
-             f"(ideal reuse {r['workload']['ideal_hit_rate']:.1%} of input tokens): without reuse prefill takes "
-             f"{b['prefill_share']:.0%} of GPU time, so KV reuse can give at most {b['amdahl_bound']:.2f}x "
-             f"(Amdahl: 1/(1 - prefill share))."]
-    parts = []
-    for tier, v in r["reuse"].items():
-        s = f"{tier}: {v['speedup']:.2f}x"
-        if v["measured_gbps"] is not None:
-            s += (f" ({v['measured_gbps']:.3g} GB/s measured vs {v['break_even_gbps']:.3g} GB/s break-even: "
-                  f"{'loading beats recomputing' if v['pays'] else 'recomputing is faster'})")
-        parts.append(s)
-    lines.append("Reusing all reusable KV from " + "; ".join(parts) + ".")
-    if r["simulated"]:
-        best = max(r["simulated"].items(), key=lambda kv: kv[1]["speedup"])
-        lines.append(f"With the simulated cache ({best[1]['instances']} instances, {best[0]} routing) the hit rate "
-                     f"is {best[1]['hit_rate']:.1%} and the speedup {best[1]['speedup']:.2f}x.")
-    top = max(v["speedup"] for v in r["reuse"].values())
-    if b["amdahl_bound"] < 1.9:
-        claim = (f"The 2x claim does not hold here: prefill is only {b['prefill_share']:.0%} of the work, so even "
-                 f"free prefill gives {b['amdahl_bound']:.2f}x.")
-    elif top >= 1.9:
-        claim = f"The 2x claim holds: {top:.2f}x with the best tier" + (
-            f", more than 2x because prefill is {b['prefill_share']:.0%} (over half) of the work without reuse."
-            if top > 2.1 else ".")
-    else:
-        claim = (f"The 2x claim does not hold with these tiers: the bound is {b['amdahl_bound']:.2f}x but the best "
-                 f"tier reaches {top:.2f}x (loading or the remaining prefill still costs GPU time).")
-    lines.append(claim)
-    return " ".join(lines)
+def _tier_noise(df, tier: Tier) -> float:
+    """Relative standard error of the record a tier's bandwidth comes from (0 when unknown)."""
+    bench = tier.source.split()[0]
+    d = df[(df["benchmark"] == bench) & (df["status"] == "ok")]
+    if d.empty or "metric.gbps" not in d:
+        return 0.0
+    rec = d.loc[(d["metric.gbps"].astype(float) - tier.gbps).abs().idxmin()]
+    return float(V.point_noise(rec.to_frame().T)[0])
+
+
+def _validation_reasons(df) -> list[str]:
+    """The end-to-end replay's per-tier speedup prediction errors, when the run has them."""
+    d = df[(df["benchmark"] == "e2e_agentic_replay") & (df["status"] == "ok")] if not df.empty else df
+    if d.empty or "metric.speedup_prediction_error" not in d:
+        return []
+    errs = {str(r["param.mode"]): float(r["metric.speedup_prediction_error"]) for _, r in d.iterrows()
+            if r.get("metric.speedup_prediction_error") == r.get("metric.speedup_prediction_error")}
+    if not errs:
+        return []
+    return ["end-to-end replay vs this model's prediction: " + ", ".join(f"{m} {e:+.0%}" for m, e in errs.items())]

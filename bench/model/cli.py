@@ -40,14 +40,7 @@ def cmd_model(argv: list[str]) -> int:
     cfg = compose_checked(overrides, config_name="analysis")
     validate_analysis(cfg)
     result = analyze(run_dir, cfg)
-    out = Path(cfg.out or Path(result["run"]) / f"model-{result['workload']['name']}")
-    out.mkdir(parents=True, exist_ok=True)
-    from bench.model import plots
-
-    result["plots"] = {"speedup_vs_hit_rate": plots.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
-                       "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),
-                       "break_even": plots.break_even(result, out / "break_even.png")}
-    (out / "model.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    out = write_result(result, Path(cfg.out) if cfg.out else None)
     if as_json:
         print(json.dumps(result, indent=2, default=float))
     else:
@@ -55,39 +48,62 @@ def cmd_model(argv: list[str]) -> int:
     return 0
 
 
+def write_result(result: dict, out=None) -> Path:
+    """model.json and the plots into ``out`` (default: the variant's own folder in the run directory)."""
+    from bench.model import plots
+
+    out = Path(out or Path(result["run"]) / result["variant"])
+    out.mkdir(parents=True, exist_ok=True)
+    result["plots"] = {"speedup_vs_hit_rate": plots.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
+                       "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),
+                       "break_even": plots.break_even(result, out / "break_even.png")}
+    (out / "model.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return out
+
+
 def print_table(r: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=170)
-    t = Table(title=f"{r['model']} on {r['gpu']}, workload {r['workload']['name']}, {r['fleet']['gpus']} GPUs")
+    from bench.model.verdict import fmt_rate
+
+    con = Console()
+    u = r["cost_unit"]
+    t = Table(title=f"{r['model']} on {r['gpu']}, {r['workload']['kind']} {r['workload']['label']}, "
+                    f"{r['fleet']['gpus']} {'GPUs' if u == 'GPU-s' else 'devices (CPU costs)'}")
     t.add_column("scenario", justify="left", no_wrap=True)
-    for col in ("prefill GPU-s/req", "decode GPU-s/req", "split P:D", "req/s", "out tok/s", "speedup",
-                "tier GB/s", "break-even GB/s"):
+    for col in (f"prefill {u}/req", f"decode {u}/req", "split P:D", "req/s", "out tok/s", "speedup",
+                "tier bandwidth", "break-even", "measured by"):
         t.add_column(col, justify="right")
     b = r["baseline"]
     split = lambda v: f"{v['prefill_gpus']}:{v['decode_gpus']}" if "prefill_gpus" in v else "colocated"  # noqa
     t.add_row("no reuse", f"{b['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}", split(b),
-              f"{b['requests_per_s']:.4g}", f"{b['output_tokens_per_s']:.4g}", "1.00x", "", "")
+              f"{b['requests_per_s']:.4g}", f"{b['output_tokens_per_s']:.4g}", "1.00x", "", "", "")
     for tier, v in r["reuse"].items():
-        t.add_row(f"reuse from {tier}", f"{v['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}", split(v),
-                  f"{v['requests_per_s']:.4g}", f"{v['output_tokens_per_s']:.4g}", f"{v['speedup']:.2f}x",
-                  "" if v["measured_gbps"] is None else f"{v['measured_gbps']:.3g}",
-                  "" if v["break_even_gbps"] is None else f"{v['break_even_gbps']:.3g}")
+        src = r["tiers"].get(tier, {})
+        how = src.get("source", "")
+        if src.get("emulated"):
+            how += " (CPU emulation: host memcpy)"
+        t.add_row(f"reuse from {tier} (all reusable KV)", f"{v['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}",
+                  split(v), f"{v['requests_per_s']:.4g}", f"{v['output_tokens_per_s']:.4g}", f"{v['speedup']:.2f}x",
+                  "" if v["measured_gbps"] is None else fmt_rate(v["measured_gbps"]),
+                  "" if v["break_even_gbps"] is None else fmt_rate(v["break_even_gbps"]), how)
     for routing, v in r["simulated"].items():
         t.add_row(f"simulated, {routing} (hit {v['hit_rate']:.1%})", f"{v['prefill_gpu_s']:.4g}",
-                  f"{b['decode_gpu_s']:.4g}", split(v), "", "", f"{v['speedup']:.2f}x", "", "")
+                  f"{b['decode_gpu_s']:.4g}", split(v), "", "", f"{v['speedup']:.2f}x", "", "", "")
     con.print(t)
+    v = r["verdict"]
     con.print(f"Amdahl bound {b['amdahl_bound']:.2f}x (prefill share {b['prefill_share']:.0%}); decode batch "
               f"{r['fleet']['decode_batch']} (limited by {r['fleet']['decode_batch_limited_by']}), "
-              f"{r['fleet']['gpus_per_instance']} GPU(s) per instance.")
+              f"{r['fleet']['gpus_per_instance']} device(s) per instance. Seed case ({v['seed_case']['description']}): "
+              f"{v['seed_case']['speedup']:.2f}x.")
     lc = r["load_cost"]
     if lc["used"] == "measured_exposed":
         con.print(f"KV load cost: measured layer-wise exposure ({lc['detail']}; loads {lc['copy_slowdown']:.0%} slower "
                   f"and prefill {lc['compute_slowdown']:.0%} slower while both run).")
     else:
         con.print(f"KV load cost: bandwidth estimate ({lc['detail']}).")
-    con.print(f"[bold]Verdict:[/bold] {r['verdict']}")
+    con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {v['sentence']}")
     for w in r["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}")
     con.print(f"wrote {out}/model.json and plots")

@@ -66,42 +66,79 @@ def _ok(df: pd.DataFrame, bench: str) -> pd.DataFrame:
     return df[(df["benchmark"] == bench) & (df["status"] == "ok")]
 
 
-def _fit_records(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, features, names, need: str) -> Fit:
-    """Fit ``y`` of ``bench``'s ok records on features(a, b) of its two axes; notes an axis measured at one value."""
+@dataclass
+class Points:
+    """The measured points a fit uses: two axes, the value, and each point's relative measurement noise."""
+
+    bench: str
+    axes: tuple
+    a: np.ndarray
+    b: np.ndarray
+    y: np.ndarray
+    noise: np.ndarray  # relative standard error of each point's median
+
+
+def points(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, need: str) -> Points:
+    from bench.model.verdict import point_noise
+
     d = _ok(df, bench)
     if d.empty:
         raise UserError(f"the run has no {bench} records: run `python -m bench run {need}` with the same model first")
     a, b = (d[f"param.{ax}"].astype(float).to_numpy() for ax in axes)
-    f = _fit(bench, np.stack(features(a, b), axis=1), d[f"metric.{y}"].astype(float).to_numpy(), names,
-             {ax: [float(v.min()), float(v.max())] for ax, v in zip(axes, (a, b))})
-    f.notes += [f"only one {ax} measured: its term is not separable" for ax, v in zip(axes, (a, b))
+    return Points(bench, axes, a, b, d[f"metric.{y}"].astype(float).to_numpy(), point_noise(d))
+
+
+PREFILL = ("layer_prefill", ("n_new", "n_ctx"), "model_prefill_s", "benchmark=layers")
+DECODE = ("layer_decode", ("batch", "ctx"), "model_decode_step_s", "benchmark=layers")
+
+
+def fit_points(p: Points, idx: Optional[np.ndarray] = None, jitter: Optional[np.ndarray] = None) -> Fit:
+    """Fit a prefill or decode cost on points ``p`` (rows ``idx``, values x (1 + ``jitter``) when resampling)."""
+    a, b, y = (p.a, p.b, p.y) if idx is None else (p.a[idx], p.b[idx], p.y[idx])
+    if jitter is not None:
+        y = y * np.clip(1 + jitter, 0.05, None)
+    if p.bench == "layer_prefill":
+        feats, names = [np.ones_like(a), a, causal_pairs(a, b)], ["seconds", "per_new_token", "per_attention_pair"]
+    else:
+        feats, names = [np.ones_like(a), a, a * b], ["seconds", "per_sequence", "per_sequence_context_token"]
+    f = _fit(p.bench, np.stack(feats, axis=1), y, names,
+             {ax: [float(v.min()), float(v.max())] for ax, v in zip(p.axes, (a, b))})
+    f.notes += [f"only one {ax} measured: its term is not separable" for ax, v in zip(p.axes, (a, b))
                 if len(np.unique(v)) < 2]
     return f
 
 
 def fit_prefill(df: pd.DataFrame) -> Fit:
-    return _fit_records(df, "layer_prefill", ("n_new", "n_ctx"), "model_prefill_s",
-                        lambda n, c: [np.ones_like(n), n, causal_pairs(n, c)],
-                        ["seconds", "per_new_token", "per_attention_pair"], "benchmark=layers")
+    return fit_points(points(df, *PREFILL))
 
 
 def fit_decode(df: pd.DataFrame) -> Fit:
-    return _fit_records(df, "layer_decode", ("batch", "ctx"), "model_decode_step_s",
-                        lambda b, c: [np.ones_like(b), b, b * c],
-                        ["seconds", "per_sequence", "per_sequence_context_token"], "benchmark=layers")
+    return fit_points(points(df, *DECODE))
 
 
 @dataclass
 class Tier:
-    """Loading KV from a tier into HBM: seconds = latency_s + bytes / (gbps * 1e9)."""
+    """Loading KV from a tier into HBM: seconds = latency_s + bytes / (gbps * 1e9). ``serial_gbps`` is the part of
+    that path that runs before the prefill starts and cannot overlap it (a storage read into host memory: the
+    replay, like a simple engine, reads the file first, then loads layer by layer from host); the rest overlaps
+    the prefill layer by layer. The serial part carries the latency."""
 
     name: str
     gbps: float
     latency_s: float
     source: str
+    serial_gbps: Optional[float] = None
 
     def load_s(self, nbytes):
         return np.where(np.asarray(nbytes) > 0, self.latency_s + np.asarray(nbytes) / (self.gbps * 1e9), 0.0)
+
+    def serial_s(self, nbytes, requests=1):
+        """Seconds of the load on the prefill's critical path no matter what overlaps (0 for host loads): one
+        latency per read request (``requests`` reads issued one after another) plus the bytes at serial_gbps."""
+        if self.serial_gbps is None:
+            return np.zeros_like(np.asarray(nbytes, float))
+        return np.where(np.asarray(nbytes) > 0,
+                        requests * self.latency_s + np.asarray(nbytes) / (self.serial_gbps * 1e9), 0.0)
 
 
 def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
@@ -128,7 +165,8 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
         if not d.empty:
             best = d.loc[d["metric.gbps"].astype(float).idxmax()]
             return Tier("storage", float(best["metric.gbps"]), 0.0,
-                        f"{bench} (request {int(best['param.request_bytes'])} B, qd {int(best['param.queue_depth'])})")
+                        f"{bench} (request {int(best['param.request_bytes'])} B, qd {int(best['param.queue_depth'])}; "
+                        "read before the prefill, not overlapped)", serial_gbps=float(best["metric.gbps"]))
     d = _ok(df, "file_read")
     if d.empty:
         return None
@@ -139,7 +177,8 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
     gbps = 1.0 / (1.0 / file_gbps + 1.0 / host.gbps)
     return Tier("storage", gbps, float(best.get("metric.lat_p50_us", 0.0) or 0.0) * 1e-6,
                 f"file_read {int(best['param.request_bytes'])} B qd {int(best['param.queue_depth'])} "
-                f"({file_gbps:.3g} GB/s) then host hop ({host.gbps:.3g} GB/s), serial")
+                f"({file_gbps:.3g} GB/s, before the prefill) then host hop ({host.gbps:.3g} GB/s, layer by layer)",
+                serial_gbps=file_gbps)
 
 
 @dataclass
@@ -191,13 +230,25 @@ class Costs:
     exposure: Optional[Exposure] = None  # measured layer-wise overlap; None = bandwidth estimate
     layers: int = 1  # model layers the load pipeline spans
 
-    def prefill_with_load_s(self, n_new, n_ctx, load_s, overlap: bool = True, scale: float = 1.0, layers=None):
-        """Prefill GPU-seconds (x ``scale``, e.g. the share of layers run) while ``load_s`` of cached KV loads:
-        compute + measured exposed load when the run measured it, else :func:`combine`."""
+    def prefill_with_load_s(self, n_new, n_ctx, load_s, overlap: bool = True, scale: float = 1.0, layers=None,
+                            serial_s=0.0):
+        """Prefill GPU-seconds (x ``scale``, e.g. the share of layers run) while ``load_s`` of cached KV loads
+        layer by layer: compute + measured exposed load when the run measured it, else :func:`combine`; plus
+        ``serial_s``, the part of a load that precedes the prefill (a storage read) and overlaps nothing."""
         compute = self.prefill_s(n_new, n_ctx) * scale
         if self.exposure is not None:
-            return compute + self.exposure.exposed_s(load_s, compute, layers or self.layers)
-        return combine(compute, load_s, overlap)
+            return compute + self.exposure.exposed_s(load_s, compute, layers or self.layers) + serial_s
+        return combine(compute, load_s, overlap) + serial_s
+
+    def load_split(self, tier: str, tokens):
+        """(layer-wise overlappable seconds, serial seconds) of loading ``tokens`` of KV from ``tier``."""
+        t = np.asarray(tokens, float)
+        if tier == "hbm":
+            z = np.zeros_like(t)
+            return z, z
+        total = self.tiers[tier].load_s(t * self.kv_bytes_per_token)
+        serial = self.tiers[tier].serial_s(t * self.kv_bytes_per_token)
+        return np.maximum(total - serial, 0.0), serial
 
     def load_cost_used(self) -> dict:
         if self.exposure is not None:

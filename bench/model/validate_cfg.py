@@ -32,5 +32,10 @@ def validate_analysis(cfg) -> None:
         check(w[key] >= 1, f"workload.{key}", w[key], "an integer >= 1")
     check(w.spread >= 0, "workload.spread", w.spread, ">= 0")
     check(w.max_context_tokens >= 1, "workload.max_context_tokens", w.max_context_tokens, "tokens >= 1")
+    v = cfg.verdict
+    check(v.claim > 1, "verdict.claim", v.claim, "a speedup > 1 (e.g. 2.0)")
+    check(0.5 <= v.interval < 1, "verdict.interval", v.interval, "a probability in [0.5, 1) (e.g. 0.9)")
+    check(v.bootstrap >= 20, "verdict.bootstrap", v.bootstrap, "an integer >= 20")
+    check(v.max_extrapolation >= 1, "verdict.max_extrapolation", v.max_extrapolation, "a factor >= 1")
     if cfg.hit_rate is not None:
         check(0 <= cfg.hit_rate <= 1, "hit_rate", cfg.hit_rate, "a fraction in [0, 1] (or null for the workload's)")

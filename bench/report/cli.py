@@ -49,7 +49,9 @@ def build(paths, out_dir) -> dict:
     mans = [read_manifest(d) for d in dirs]
     fp = [(k, [str(f(m)) for m in mans]) for k, f in FINGERPRINT_KEYS.items()]
     counts = df.groupby("status").size().to_dict() if not df.empty else {}
-    verdicts = [(r["model"], r["workload"]["name"], r["verdict"]) for r in model_results(dirs)]
+    verdicts = [(r["model"], r["workload"].get("label", r["workload"]["name"]),
+                 r["verdict"]["sentence"] if isinstance(r["verdict"], dict) else r["verdict"])
+                for r in model_results(dirs)]
     missing = [title for name, title, _ in PLOTS if name not in {m[0] for m in made}]
     write_html(out / "report.html", dirs, fp, made, counts, verdicts, missing)
     write_md(out / "report.md", dirs, fp, made, counts, verdicts, missing)

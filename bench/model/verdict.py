@@ -1,0 +1,174 @@
+"""The 2x verdict: an outcome with an interval and every caveat that bears on it, built from fields, never prose.
+
+- Interval: the fits are refitted on bootstrap resamples of their measured points, each point's value jittered by
+  its own measurement noise (standard error of the median from its IQR and sample count), and tier bandwidths by
+  theirs; the whole throughput evaluation is redone per resample. The interval is the central ``verdict.interval``
+  of those speedups.
+- Extrapolation: how far the workload's prefill/decode shapes lie outside what the run measured, as a factor;
+  beyond ``verdict.max_extrapolation`` the outcome is ``undetermined`` whatever the interval says.
+- Outcome: ``supported`` when the whole interval is at or above the claim (2x), ``not_supported`` when it is all
+  below, ``undetermined`` otherwise; an undetermined verdict names the measurement that would decide it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+SE_MEDIAN = 1.2533  # standard error of a median = 1.2533 x sd / sqrt(n) (normal samples)
+IQR_TO_SD = 1.349
+
+
+def point_noise(d: pd.DataFrame) -> np.ndarray:
+    """Relative standard error of each record's median from its IQR/median and sample count (0 where unknown)."""
+    noise = pd.to_numeric(d.get("metric.noise", pd.Series(0.0, index=d.index)), errors="coerce").fillna(0.0)
+    n = pd.to_numeric(d.get("metric.n", pd.Series(1, index=d.index)), errors="coerce").fillna(1).clip(lower=1)
+    rel = SE_MEDIAN * noise.to_numpy(float) / IQR_TO_SD / np.sqrt(n.to_numpy(float))
+    return np.where(np.isfinite(rel), rel, 0.0)
+
+
+def interval(values, level: float) -> tuple[float, float]:
+    v = np.asarray([x for x in values if np.isfinite(x)], float)
+    if not v.size:
+        return math.nan, math.nan
+    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def resample(p, rng: np.random.Generator):
+    """Bootstrap rows of fit points ``p`` (bench.model.costs.Points) and a jitter by each row's noise."""
+    idx = rng.integers(0, len(p.y), len(p.y))
+    return idx, p.noise[idx] * rng.standard_normal(len(idx))
+
+
+def bootstrap(evaluate: Callable[[np.random.Generator, bool, bool], dict], n: int, seed: int,
+              prefill: bool = True, decode: bool = True) -> dict[str, list]:
+    """``evaluate(rng, resample_prefill, resample_decode)`` over ``n`` resamples: {quantity: [values]}."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {}
+    for _ in range(n):
+        for k, v in evaluate(rng, prefill, decode).items():
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def extrapolation(quantity: str, values, measured: list) -> Optional[dict]:
+    """How far ``values`` (the workload's) lie outside the ``measured`` [lo, hi] range, as a factor >= 1."""
+    v = np.asarray(values, float)
+    v = v[v > 0]
+    if not v.size:
+        return None
+    lo, hi = float(measured[0]), float(measured[1])
+    factor = max(v.max() / max(hi, 1.0), (lo / v.min()) if lo > 0 else 1.0, 1.0)
+    return {"quantity": quantity, "factor": float(factor), "workload": [float(v.min()), float(v.max())],
+            "measured": [lo, hi]}
+
+
+MEASURE = {
+    "prefill new tokens": "layer_prefill at larger n_new: python -m bench run benchmark=layers "
+                          "layers.prefill_new=[...] (up to {hi:.0f})",
+    "prefill cached context": "layer_prefill at longer cached contexts: python -m bench run benchmark=layers "
+                              "layers.prefill_ctx=[...] (up to {hi:.0f})",
+    "decode batch": "layer_decode at larger batches: python -m bench run benchmark=layers "
+                    "layers.decode_batch=[...] (up to {hi:.0f})",
+    "decode context": "layer_decode at longer contexts: python -m bench run benchmark=layers "
+                      "layers.decode_ctx=[...] (up to {hi:.0f})",
+}
+
+
+def decide(point: float, low: float, high: float, claim: float, extrap: list[dict], max_factor: float,
+           widest: str) -> tuple[str, str]:
+    """(outcome, what would decide it) from the interval and the extrapolation factors."""
+    far = [e for e in extrap if e["factor"] > max_factor]
+    if far:
+        worst = max(far, key=lambda e: e["factor"])
+        return "undetermined", MEASURE[worst["quantity"]].format(hi=worst["workload"][1])
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "undetermined", "fits that can be resampled: more measured points per fit"
+    if low >= claim:
+        return "supported", ""
+    if high < claim:
+        return "not_supported", ""
+    return "undetermined", (f"a narrower interval: more points and samples for {widest} (it moves the speedup "
+                            f"most)")
+
+
+def fmt_rate(gbps: Optional[float]) -> str:
+    """A bandwidth given in GB/s (1e9 B/s) in the unit that reads best: GB/s, MB/s or KB/s."""
+    if gbps is None or not math.isfinite(gbps):
+        return "n/a" if gbps is None else ("unbounded" if gbps > 0 else "n/a")
+    for scale, unit in ((1.0, "GB/s"), (1e-3, "MB/s"), (1e-6, "KB/s")):
+        if abs(gbps) >= scale or unit == "KB/s":
+            return f"{gbps / scale:.3g} {unit}"
+    return f"{gbps:.3g} GB/s"
+
+
+def sentence(r: dict) -> str:
+    """The verdict sentence, built from ``r['verdict']`` and the result's fields only."""
+    v, b, s = r["verdict"], r["baseline"], r["verdict"]["speedup"]
+    head = "CPU rehearsal, not a hardware verdict: " if r["device"] == "cpu" else ""
+    what = r["workload"]["label"]
+    tiers = v["tiers"]
+    gains = [f"HBM only {tiers['hbm']['speedup']:.2f}x ({tiers['hbm']['hit_rate']:.0%} hits)"]
+    prev = tiers["hbm"]["speedup"]
+    for t, name in (("host", "host DRAM"), ("storage", "NVMe")):
+        if t in tiers:
+            gains.append(f"adding {name} {tiers[t]['speedup']:.2f}x ({tiers[t]['speedup'] - prev:+.2f}x, "
+                         f"{tiers[t]['hit_rate']:.0%} hits)")
+            prev = tiers[t]["speedup"]
+    outcome = {"supported": f"the {v['claim']:g}x claim is supported",
+               "not_supported": f"the {v['claim']:g}x claim is not supported",
+               "undetermined": f"whether {v['claim']:g}x holds is undetermined"}[v["outcome"]]
+    text = (f"{head}On {r['gpu']} with {r['model']} serving {what}, {outcome}: KV reuse gives {s['point']:.2f}x "
+            f"({s['low']:.2f}-{s['high']:.2f}x, {v['interval']:.0%} interval; {'; '.join(gains)}, simulated "
+            f"{v['routing']} routing), against an Amdahl bound of {b['amdahl_bound']:.2f}x (prefill is "
+            f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's 50:50 arithmetic on these costs gives "
+            f"{v['seed_case']['speedup']:.2f}x).")
+    if v["decide_by"]:
+        text += f" It would be decided by {v['decide_by']}."
+    if v["reasons"]:
+        text += " Caveats: " + "; ".join(v["reasons"]) + "."
+    return text
+
+
+def short(r: dict) -> str:
+    """One line for the end of `bench run`."""
+    v = r["verdict"]
+    s = v["speedup"]
+    head = "CPU rehearsal: " if r["device"] == "cpu" else ""
+    return (f"{head}{v['outcome'].replace('_', ' ')}: {s['point']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x) vs the "
+            f"{v['claim']:g}x claim for {r['model']} / {r['workload']['label']} (Amdahl bound "
+            f"{r['baseline']['amdahl_bound']:.2f}x; {len(v['reasons'])} caveat(s))")
+
+
+# -- inputs the model needs, and why they are missing -----------------------------------------------------------
+NEEDS = (
+    ("layer_prefill", "prefill costs", "benchmark=layers"),
+    ("layer_decode", "decode costs", "benchmark=layers"),
+    ("paged_onload", "the host tier", "benchmark=transfer"),
+)
+
+
+def missing_inputs(df: pd.DataFrame, model: str, device: str) -> list[str]:
+    """One line per input the model needs that the run lacks: which points were skipped and why, and the command
+    that would supply them (empty when everything is there)."""
+    lines = []
+    for bench, what, fam in NEEDS:
+        d = df[df["benchmark"] == bench] if not df.empty else df
+        if not d.empty and (d["status"] == "ok").any():
+            continue
+        cmd = f"python -m bench run {fam} model={model}"
+        if device == "cpu" and model != "tiny":
+            cmd += "  (on a CPU-only machine: model=tiny, whose layers fit harness.cpu_max_bytes)"
+        if d.empty:
+            lines.append(f"{what}: the run has no {bench} points; supply them with `{cmd}`")
+            continue
+        reasons = d["reason"].fillna("").astype(str)
+        top = reasons.value_counts()
+        why = top.index[0]
+        more = f" (and {len(top) - 1} other reason(s))" if len(top) > 1 else ""
+        lines.append(f"{what}: all {len(d)} {bench} points {'/'.join(sorted(set(d['status'])))}: {why}{more}; "
+                     f"supply them with `{cmd}`")
+    return lines
