@@ -245,3 +245,18 @@ def test_model_explains_skipped_inputs(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "layer_prefill points skipped: " in r.stderr and "harness.cpu_max_bytes" in r.stderr
     assert "python -m bench run benchmark=layers model=llama3_8b" in r.stderr
+
+
+def test_storage_read_is_serial_and_host_hop_overlaps():
+    """The storage tier's file read precedes the prefill (the replay reads the file first); only the host hop
+    overlaps layer by layer. A prediction that hid the file read behind compute could not tell a file from HBM."""
+    from bench.model.costs import Tier
+
+    costs = Costs(Fit("p", [], np.array([0.0, 1e-3, 0.0]), 0, 3, {}), None, {}, 1000)
+    costs.tiers["storage"] = Tier("storage", 1.0, 1e-4, "file_read then host hop", serial_gbps=2.0)
+    over, serial = costs.load_split("storage", [1e6])  # 1e9 bytes
+    assert serial[0] == pytest.approx(1e-4 + 1e9 / 2e9)
+    assert over[0] + serial[0] == pytest.approx(1e-4 + 1e9 / 1e9)
+    t = costs.prefill_with_load_s(100, 1e6, over, overlap=True, serial_s=serial)
+    assert t[0] == pytest.approx(max(0.1, over[0]) + serial[0])  # compute 0.1 s hides the hop, not the read
+    assert costs.tiers["storage"].serial_s(1e9, requests=4) == pytest.approx(4e-4 + 0.5)

@@ -4,6 +4,7 @@ Amdahl bound, break-even bandwidths, simulated tiered-cache hit rates per routin
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -207,8 +208,10 @@ def analyze(run_path, cfg) -> dict:
         """Every speedup of the model for costs ``cs`` (tier bandwidths x ``tier_scale``)."""
         if tier_scale:
             cs = copy.copy(cs)
-            cs.tiers = {k: Tier(t.name, t.gbps * tier_scale.get(k, 1.0), t.latency_s, t.source)
-                        for k, t in cs.tiers.items()}
+            cs.tiers = {k: dataclasses.replace(
+                t, gbps=t.gbps * tier_scale.get(k, 1.0),
+                serial_gbps=None if t.serial_gbps is None else t.serial_gbps * tier_scale.get(k, 1.0))
+                for k, t in cs.tiers.items()}
         d = float(np.mean(O * cs.decode_step_s(B, I + O / 2) / B))
         p0 = float(np.mean(cs.prefill_s(I, 0)))
 

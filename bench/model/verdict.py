@@ -124,8 +124,8 @@ def sentence(r: dict) -> str:
     text = (f"{head}On {r['gpu']} with {r['model']} serving {what}, {outcome}: KV reuse gives {s['point']:.2f}x "
             f"({s['low']:.2f}-{s['high']:.2f}x, {v['interval']:.0%} interval; {'; '.join(gains)}, simulated "
             f"{v['routing']} routing), against an Amdahl bound of {b['amdahl_bound']:.2f}x (prefill is "
-            f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's 50:50 arithmetic on these costs gives "
-            f"{v['seed_case']['speedup']:.2f}x).")
+            f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's "
+            f"50:50 arithmetic on these costs gives {v['seed_case']['speedup']:.2f}x).")
     if v["decide_by"]:
         text += f" It would be decided by {v['decide_by']}."
     if v["reasons"]:
