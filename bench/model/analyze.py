@@ -358,8 +358,8 @@ def analyze(run_path, cfg) -> dict:
     if not gpu.get("memory_bytes") and not fl.hbm_bytes:
         reasons.append("HBM assumed 80 GiB per GPU")
     if fl.cache_slack > 0:
-        reasons.append(f"cache simulated as LRU with {fl.cache_slack:.0%} eviction slack (fleet.cache_slack=0 is exact "
-                       "and about 2x slower)")
+        reasons.append(f"cache simulated as LRU with {fl.cache_slack:.0%} eviction slack (approximate; "
+                       "fleet.cache_slack=0, the default, is exact)")
     reasons += _validation_reasons(df)
     tier_rates = {k: {"speedup": pt[f"tiers:{k}"], **{kk: vv for kk, vv in sim.rates().items()}}
                   for k, sim in tier_sims.items()}
