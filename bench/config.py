@@ -326,17 +326,21 @@ def positive_ints(key: str, values, allow_empty: bool = False) -> None:
         check(isinstance(v, int) and not isinstance(v, bool) and v > 0, key, v, "every value must be an integer > 0")
 
 
-def apply_cpu_overrides(cfg) -> list[str]:
-    """On a CPU-only run, replace each loaded family's sweep by its ``cpu:`` block (small shapes); returns the
-    families changed. The records and the manifest show the values actually used."""
-    changed = []
+def apply_cpu_overrides(cfg, typed=()) -> list[str]:
+    """On a CPU-only run, replace each loaded family's sweep by its ``cpu:`` block (small shapes), except the keys
+    the user typed (``typed``: override keys such as ``layers.decode_batch``): what the user typed wins. Returns
+    the ``family.key`` values the CPU profile filled. The records and the manifest show the values actually used."""
+    typed = {t.lstrip("+~").split("=", 1)[0] for t in typed}
+    filled = []
     for family, on in (cfg.families or {}).items():
         sec = cfg.get(family)
         if on and sec is not None and "cpu" in sec and sec.cpu:
             for k, v in sec.cpu.items():
+                if f"{family}.{k}" in typed:
+                    continue
                 sec[k] = v
-            changed.append(family)
-    return changed
+                filled.append(f"{family}.{k}")
+    return filled
 
 
 def validate(cfg) -> None:
@@ -355,8 +359,8 @@ def validate(cfg) -> None:
     check(h.cpu_max_bytes > 0, "harness.cpu_max_bytes", h.cpu_max_bytes, "bytes > 0")
     check(0 < h.gpu_mem_fraction <= 1, "harness.gpu_mem_fraction", h.gpu_mem_fraction, "a fraction in (0, 1]")
     check(0 < h.host_mem_fraction <= 1, "harness.host_mem_fraction", h.host_mem_fraction, "a fraction in (0, 1]")
-    check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
-           "letters, digits, '.', '_' and '-' only")
+    check(bool(re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
+           "one directory name: letters, digits, '.', '_' and '-', not '.' or '..'")
     for key in ("ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype", "model.dtype", "attention.cpu_dtype",
                 "layers.cpu_dtype"):
         val = OmegaConf.select(cfg, key)

@@ -52,7 +52,7 @@ def execute(cfg: DictConfig) -> dict:
     device = select_device(cfg.harness.device, cfg.harness.device_index)
     overrides = list(hc.overrides.task)
     cpu_defaults = [o for o in ADDED_CPU_DEFAULTS if o in overrides] if not device.is_cuda else []
-    cpu_sized = apply_cpu_overrides(cfg) if not device.is_cuda else []
+    cpu_sized = apply_cpu_overrides(cfg, overrides) if not device.is_cuda else []
     validate(cfg)
     store = RunStore(run_dir, run_id)
     global LAST_RUN_DIR
@@ -69,7 +69,7 @@ def execute(cfg: DictConfig) -> dict:
         "overrides": overrides,
         "device": device.kind,
         "benchmarks": [b.name for b in benches],
-        "cpu_sized_families": cpu_sized,
+        "cpu_profile_keys": cpu_sized,  # family.key values a CPU-only run took from the family's cpu: block
         "cpu_defaults": cpu_defaults,  # presets chosen for a CPU-only machine because none was named
         "hardware": hardware,
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -89,8 +89,8 @@ def execute(cfg: DictConfig) -> dict:
     print(f"run {run_id}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} error "
           f"on {device.kind} -> {run_dir}")
     if cpu_defaults:
-        print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and no model=/suite= given); its verdict is a "
-              "CPU rehearsal of the pipeline, not a hardware verdict")
+        print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and none named on the command line); its "
+              "verdict is a CPU rehearsal of the pipeline, not a hardware verdict")
     if cfg.run.analyze:
         after_run(run_dir, cfg.model.name)
     return counts

@@ -58,7 +58,7 @@ def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
 
     cfg = compose_checked(["harness.progress=false", "harness.device=cpu", *overrides])
     if cpu_sized:
-        apply_cpu_overrides(cfg)
+        apply_cpu_overrides(cfg, overrides)
     reg = load_all()
     store = RunStore(tmp_path / "run", "t")
     run_suite([reg[n] for n in names], cfg, Device("cpu"), store)

@@ -21,6 +21,9 @@ from tests.conftest import ROOT, run_cli
     (["run", "harness.device=gpu"], "harness.device='gpu' is not allowed"),
     (["run", "-m", "harness.min_samples=3,0"], "harness.min_samples=0 is not allowed"),
     (["nope"], "unknown command 'nope'; allowed:"),
+    (["run", "run.root=/tmp/x", "model=gpt5"], "unknown model preset 'gpt5'"),  # the key typed, not the first
+    (["run", "run.id=.."], "run.id='..' is not allowed: one directory name"),
+    (["run", "run.id=."], "run.id='.' is not allowed: one directory name"),
 ])
 def test_bad_input_is_one_line_exit_2(args, expect):
     r = run_cli(*args)
@@ -78,3 +81,16 @@ def test_sigkill_mid_run_keeps_completed_records_parseable(tmp_path):
     assert all(r["status"] == "ok" for r in recs)
     m = json.loads((tmp_path / "killed" / "manifest.json").read_text())
     assert m["status"] == "running" and m["finished"] is None
+
+
+def test_what_the_user_typed_wins_over_the_cpu_profile(tmp_path):
+    """On a CPU-only run the family's cpu: block fills only what the user left unset (and the manifest says
+    which keys it filled)."""
+    r = run_cli("run", "benchmark=layers", "only=layer_decode", "model=tiny", "suite=quick", "layers.decode_batch=[2]",
+                f"run.root={tmp_path}", "run.id=t", "harness.progress=false", "run.analyze=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(x) for x in (tmp_path / "t" / "records.jsonl").read_text().splitlines()]
+    assert {rec["params"]["batch"] for rec in recs} == {2}
+    m = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert "layers.decode_batch" not in m["cpu_profile_keys"] and "layers.decode_ctx" in m["cpu_profile_keys"]
+    assert m["config"]["layers"]["decode_batch"] == [2]

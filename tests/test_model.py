@@ -260,3 +260,29 @@ def test_storage_read_is_serial_and_host_hop_overlaps():
     t = costs.prefill_with_load_s(100, 1e6, over, overlap=True, serial_s=serial)
     assert t[0] == pytest.approx(max(0.1, over[0]) + serial[0])  # compute 0.1 s hides the hop, not the read
     assert costs.tiers["storage"].serial_s(1e9, requests=4) == pytest.approx(4e-4 + 0.5)
+
+
+@pytest.mark.parametrize("bench, metric, value", [
+    ("paged_onload", "gbps", -0.185), ("paged_onload", "gbps", float("nan")),
+    ("layer_prefill", "model_prefill_s", float("nan")), ("layer_decode", "model_decode_step_s", 0.0),
+])
+def test_corrupt_numbers_never_reach_the_verdict(model_run, tmp_path, bench, metric, value):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(model_run, run)
+    lines = (run / "records.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    hit = next(i for i, r in enumerate(recs) if r["benchmark"] == bench and r["status"] == "ok")
+    recs[hit]["metrics"][metric] = value
+    (run / "records.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    r = run_cli("model", str(run))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert f"{bench} (" in r.stderr and f"{metric}=" in r.stderr and "corrupt" in r.stderr
+
+
+def test_session_count_is_bounded_by_memory(model_run):
+    r = run_cli("model", str(model_run), "fleet.sessions=100000000")
+    assert r.returncode == 2 and "fleet.sessions=100000000 is not allowed: at most" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -155,3 +155,30 @@ def test_bad_storage_path_is_one_line_exit_2(path, expect):
     r = run_cli("run", "benchmark=storage", f"storage.path={path}")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {r.stderr.strip()[7:]}"]
     assert expect in r.stderr
+
+
+@pytest.mark.skipif(storage.filesystem_of("/dev/shm") != "tmpfs", reason="no tmpfs at /dev/shm")
+def test_writes_to_a_memory_filesystem_are_never_storage_numbers(tmp_path):
+    import tempfile
+
+    d = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        recs = run(["file_write", "gpu_file_write_bounce"], cfg(tmp_path, f"storage.path={d}"), tmp_path)
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+    assert recs and all(r["status"] == "skipped" and "tmpfs (memory)" in r["reason"] for r in recs)
+    assert all("gbps" not in r["metrics"] for r in recs)
+
+
+def test_work_dirs_of_killed_runs_are_removed(tmp_path):
+    import socket
+
+    host = socket.gethostname().split(".")[0]
+    dead = tmp_path / f".tierbench-{host}-999999999"  # no such process
+    dead.mkdir()
+    (dead / "kv-1.bin").write_bytes(b"x" * 4096)
+    alive = tmp_path / f".tierbench-{host}-1"  # pid 1 exists: another live run's, never touched
+    alive.mkdir()
+    removed = storage.remove_stale(tmp_path, host)
+    assert removed == [(dead.name, 4096)] and not dead.exists() and alive.exists()

@@ -54,7 +54,9 @@ class Workdir:
     (also on Ctrl-C/SIGTERM through the harness's cleanups)."""
 
     def __init__(self, root: str):
-        self.path = Path(root) / f".tierbench-{socket.gethostname().split('.')[0]}-{os.getpid()}"
+        host = socket.gethostname().split('.')[0]
+        self.stale = remove_stale(Path(root), host)
+        self.path = Path(root) / f".tierbench-{host}-{os.getpid()}"
         self.path.mkdir(exist_ok=True)
         self.files: dict = {}
 
@@ -69,9 +71,29 @@ class Workdir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def remove_stale(root: Path, host: str) -> list[tuple[str, int]]:
+    """Remove this host's work dirs under ``root`` left by runs that were killed (their process is gone);
+    returns [(dir name, bytes freed)]."""
+    out = []
+    for d in root.glob(f".tierbench-{host}-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
+            continue
+        size = sum(f.stat().st_size for f in d.glob("*") if f.is_file())
+        shutil.rmtree(d, ignore_errors=True)
+        out.append((d.name, size))
+    return out
+
+
 def workdir(state) -> Workdir:
     root = storage_root(state.cfg)
-    return state.run_resource(("storage_workdir", root), lambda: Workdir(root), Workdir.remove)
+    wd = state.run_resource(("storage_workdir", root), lambda: Workdir(root), Workdir.remove)
+    if wd.stale:
+        print(f"storage: removed {len(wd.stale)} work dir(s) of killed runs under {root} "
+              f"({sum(b for _, b in wd.stale) / 2**20:.0f} MiB): {', '.join(n for n, _ in wd.stale)}", flush=True)
+        state.note(stale_workdirs_removed=[n for n, _ in wd.stale])
+        wd.stale = []
+    return wd
 
 
 @dataclass
@@ -100,6 +122,8 @@ def setup(state, write: bool, targets_for=None) -> Target:
     pattern = state.params.get("pattern", "sequential")
     file_bytes = int(s.file_bytes)
     wd = workdir(state)
+    if write:
+        refuse_memory_backed(state, str(wd.path))
     align = direct_alignment(str(wd.path))
     if req % align:
         state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
@@ -114,6 +138,33 @@ def setup(state, write: bool, targets_for=None) -> Target:
     state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
                requests_per_pass=len(offs))
     return Target(path, fd, mode, io, file_bytes, tile)
+
+
+MEMORY_FILESYSTEMS = ("tmpfs", "ramfs", "hugetlbfs")
+
+
+def filesystem_of(path: str):
+    """The filesystem type of the mount holding ``path`` (longest /proc/mounts prefix), or None."""
+    real = os.path.realpath(path)
+    best = None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")):
+                    if best is None or len(parts[1]) >= len(best[0]):
+                        best = (parts[1], parts[2])
+    except OSError:
+        return None
+    return best[1] if best else None
+
+
+def refuse_memory_backed(state, path: str) -> None:
+    """A write to a memory-backed filesystem never reaches a storage device: skip, as cached reads are."""
+    fs = filesystem_of(path)
+    if fs in MEMORY_FILESYSTEMS:
+        state.skip(f"storage.path {path} is on {fs} (memory): a write there is a memory copy, not a storage number; "
+                   "point storage.path at a disk")
 
 
 def _drop_and_prove(fd: int, file_bytes: int):
@@ -251,6 +302,8 @@ def gpu_file_kvikio(state, write: bool) -> None:
     except Exception:
         getattr(d, "num_threads_reset", lambda n: None)(qd)
     file_bytes = int(s.file_bytes)
+    if write:
+        refuse_memory_backed(state, str(workdir(state).path))
     path, _ = workdir(state).pattern_file(file_bytes, int(s.seed), s.direct)
     offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
     total = len(offs) * req

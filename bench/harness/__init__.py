@@ -285,14 +285,10 @@ def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warm
 def host_budget_bytes(cfg) -> Optional[int]:
     """Host memory a point may take for its host buffers: MemAvailable x harness.host_mem_fraction (None when
     /proc/meminfo cannot be read)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(int(line.split()[1]) * 1024 * float(cfg.harness.host_mem_fraction))
-    except OSError:
-        return None
-    return None
+    from bench.hw.fingerprint import _meminfo_available
+
+    avail = _meminfo_available()
+    return None if avail is None else int(avail * float(cfg.harness.host_mem_fraction))
 
 
 def memory_budget(device: Device, hcfg) -> int:

@@ -54,6 +54,17 @@ def _meminfo_bytes() -> int:
     raise ValueError("MemTotal not in /proc/meminfo")
 
 
+def _meminfo_available() -> Optional[int]:
+    """MemAvailable in bytes (None when /proc/meminfo cannot be read)."""
+    try:
+        for line in _read("/proc/meminfo").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _numa_nodes() -> int:
     return len([p for p in Path("/sys/devices/system/node").glob("node[0-9]*")])
 

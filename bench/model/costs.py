@@ -85,7 +85,19 @@ def points(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, need: st
     if d.empty:
         raise UserError(f"the run has no {bench} records: run `python -m bench run {need}` with the same model first")
     a, b = (d[f"param.{ax}"].astype(float).to_numpy() for ax in axes)
-    return Points(bench, axes, a, b, d[f"metric.{y}"].astype(float).to_numpy(), point_noise(d))
+    vals = d[f"metric.{y}"].astype(float).to_numpy()
+    require_positive(d, bench, y, vals)
+    return Points(bench, axes, a, b, vals, point_noise(d))
+
+
+def require_positive(d: pd.DataFrame, bench: str, metric: str, vals) -> None:
+    """A time or bandwidth the model uses must be a finite number > 0: a corrupt record is named, never fitted."""
+    bad = ~(np.isfinite(vals) & (np.asarray(vals) > 0))
+    if bad.any():
+        row = d.iloc[int(np.argmax(bad))]
+        params = " ".join(f"{c[6:]}={row[c]}" for c in d.columns if c.startswith("param.") and row[c] == row[c])
+        raise UserError(f"{bench} ({params}) has {metric}={vals[int(np.argmax(bad))]!r} in {int(bad.sum())} "
+                        f"record(s): a time or bandwidth must be a finite number > 0; the record is corrupt")
 
 
 PREFILL = ("layer_prefill", ("n_new", "n_ctx"), "model_prefill_s", "benchmark=layers")
@@ -146,6 +158,7 @@ def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
     if d.empty:
         raise UserError("the run has no paged_onload records (host tier): run `python -m bench run "
                         "benchmark=transfer` with the same model first")
+    require_positive(d, "paged_onload", "gbps", d["metric.gbps"].astype(float).to_numpy())
     bt = d["param.block_tokens"].astype(float)
     nearest = d[(bt - block_tokens).abs() == (bt - block_tokens).abs().min()]
     best = nearest.loc[nearest["metric.gbps"].astype(float).idxmax()]
@@ -163,6 +176,7 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
     for bench in ("gpu_file_read_kvikio", "gpu_file_read_bounce"):
         d = _ok(df, bench)
         if not d.empty:
+            require_positive(d, bench, "gbps", d["metric.gbps"].astype(float).to_numpy())
             best = d.loc[d["metric.gbps"].astype(float).idxmax()]
             return Tier("storage", float(best["metric.gbps"]), 0.0,
                         f"{bench} (request {int(best['param.request_bytes'])} B, qd {int(best['param.queue_depth'])}; "
@@ -170,6 +184,7 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
     d = _ok(df, "file_read")
     if d.empty:
         return None
+    require_positive(d, "file_read", "gbps", d["metric.gbps"].astype(float).to_numpy())
     rb = d["param.request_bytes"].astype(float)
     near = d[(rb - block_bytes).abs() == (rb - block_bytes).abs().min()]
     best = near.loc[near["metric.gbps"].astype(float).idxmax()]

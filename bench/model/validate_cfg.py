@@ -37,5 +37,28 @@ def validate_analysis(cfg) -> None:
     check(0.5 <= v.interval < 1, "verdict.interval", v.interval, "a probability in [0.5, 1) (e.g. 0.9)")
     check(v.bootstrap >= 20, "verdict.bootstrap", v.bootstrap, "an integer >= 20")
     check(v.max_extrapolation >= 1, "verdict.max_extrapolation", v.max_extrapolation, "a factor >= 1")
+    if not cfg.trace:
+        check_sessions_fit(cfg)
     if cfg.hit_rate is not None:
         check(0 <= cfg.hit_rate <= 1, "hit_rate", cfg.hit_rate, "a fraction in [0, 1] (or null for the workload's)")
+
+
+BYTES_PER_BLOCK_ID = 120  # a block id in the generated requests (Python int in a list) and the simulator's arrays
+
+
+def check_sessions_fit(cfg) -> None:
+    """fleet.sessions must fit in memory: generated requests hold one id per block of every turn's input, so
+    the footprint grows with sessions x turns x context. Refused with the limit, before anything is generated."""
+    from bench.hw.fingerprint import _meminfo_available
+    from bench.model.workload import Workload
+
+    w = Workload.from_cfg(cfg.workload)
+    bt = max(1, int(cfg.fleet.block_tokens))
+    per_session = sum(-(-min(c + n, w.max_context_tokens) // bt) for c, n, _ in w.turn_shapes()) * BYTES_PER_BLOCK_ID
+    avail = _meminfo_available()
+    if avail is None:
+        return
+    limit = int(avail * 0.5 // max(per_session, 1))
+    check(cfg.fleet.sessions <= limit, "fleet.sessions", cfg.fleet.sessions,
+          f"at most {limit} here: each {w.name} session needs ~{per_session / 2**20:.2f} MiB to simulate and half "
+          f"of the {avail / 2**30:.1f} GiB available is the limit")
