@@ -219,6 +219,15 @@ def _enqueue_not_hidden(enqueue_s: float, spin_cycles: int, what: str) -> Measur
         "calls than the stream queue holds, or a host-bound call; declare work='host_issued'")
 
 
+def _settle_spin(clock, spin: int, device_span_s: float, what: str) -> None:
+    """After a spin-held sample of ``clock`` (its ``hidden`` and ``enqueue_s`` set): size the spin for the next
+    sample, say whether this one was settled, and refuse host work (long host time, ~no stream time)."""
+    clock.spin_cycles = next_spin(spin, clock.enqueue_s)
+    clock.settled = clock.hidden and clock.spin_cycles == spin
+    if clock.hidden and clock.enqueue_s >= HOST_WORK_MIN_S and device_span_s < HOST_WORK_FRACTION * clock.enqueue_s:
+        raise _not_device_work(clock.enqueue_s, device_span_s, what)
+
+
 class CudaClock:
     """CUDA events on the current stream around ``inner`` calls of device work.
 
@@ -256,10 +265,7 @@ class CudaClock:
         self.enqueue_s = rt.now() - t0
         end.synchronize()
         span = start.elapsed_time(end) * 1e-3 / inner
-        self.spin_cycles = next_spin(spin, self.enqueue_s)
-        self.settled = self.hidden and self.spin_cycles == spin
-        if self.hidden and self.enqueue_s >= HOST_WORK_MIN_S and span * inner < HOST_WORK_FRACTION * self.enqueue_s:
-            raise _not_device_work(self.enqueue_s, span * inner, "work='device' timed on the CUDA event clock")
+        _settle_spin(self, spin, span * inner, "work='device' timed on the CUDA event clock")
         return span
 
     def unsettled_error(self) -> MeasurementError:
@@ -377,32 +383,18 @@ class CpuLanes:
         self.lanes = lanes
 
     def sample_lanes(self) -> tuple[float, dict]:
-        import threading
-
         now_ns = runtime().now_ns
-        barrier = threading.Barrier(len(self.lanes) + 1)
         ends: dict[str, int] = {}
-        errors: list[BaseException] = []
+        start: list[int] = []
 
-        def work(lane: Lane) -> None:
-            barrier.wait()
+        def run(lane: Lane) -> None:
             try:
                 lane.fn()
-            except BaseException as e:  # surfaced below, in the caller's thread
-                errors.append(e)
             finally:
                 ends[lane.name] = now_ns()
 
-        threads = [threading.Thread(target=work, args=(lane,), daemon=True) for lane in self.lanes]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        t0 = now_ns()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        spans = {name: (end - t0) * 1e-9 for name, end in ends.items()}
+        _in_threads(run, self.lanes, released=lambda: start.append(now_ns()))
+        spans = {name: (end - start[0]) * 1e-9 for name, end in ends.items()}
         return max(spans.values()), spans
 
     def sync(self) -> None:
@@ -438,6 +430,10 @@ class CudaLanes:
             raise ValueError(f"lanes {bad} declare work='host': a CUDA lane must queue its work on its stream")
         self.lanes = [lane for lane in lanes if lane.work == "device"] + \
             [lane for lane in lanes if lane.work == "host_issued"]
+        host_issued = [lane for lane in self.lanes if lane.work == "host_issued"]
+        # queued from this thread in order; two or more host-issued lanes are issued at once, a thread each
+        self.threaded = host_issued if len(host_issued) >= 2 else []
+        self.in_order = [lane for lane in self.lanes if lane not in self.threaded]
         self.dev = {lane.name: default_device if lane.device is None else lane.device for lane in lanes}
         self.devices = sorted(set(self.dev.values()))
         self.streams = {lane.name: cuda.Stream(device=self.dev[lane.name]) for lane in lanes}
@@ -473,15 +469,10 @@ class CudaLanes:
                     end.record(s)
                     ends[lane.name] = end
 
-        issued = [lane for lane in self.lanes if lane.work == "device"]
-        host_issued = [lane for lane in self.lanes if lane.work == "host_issued"]
-        if len(host_issued) < 2:
-            issued += host_issued
-            host_issued = []
-        for lane in issued:
+        for lane in self.in_order:
             issue(lane)
-        if host_issued:
-            _in_threads(issue, host_issued)
+        if self.threaded:
+            _in_threads(issue, self.threaded)
         if self.hold_stream:
             self.hidden = not any(starts[d].query() for d in self.devices)
         for d in self.devices:
@@ -498,10 +489,7 @@ class CudaLanes:
         spans = {n: starts[self.dev[n]].elapsed_time(e) * 1e-3 for n, e in ends.items()}
         total = max(starts[d].elapsed_time(done[d]) * 1e-3 for d in self.devices)
         if self.hold_stream:
-            self.spin_cycles = next_spin(spin, self.enqueue_s)
-            self.settled = self.hidden and self.spin_cycles == spin
-            if self.hidden and self.enqueue_s >= HOST_WORK_MIN_S and total < HOST_WORK_FRACTION * self.enqueue_s:
-                raise _not_device_work(self.enqueue_s, total, f"lanes {[lane.name for lane in self.lanes]}")
+            _settle_spin(self, spin, total, f"lanes {[lane.name for lane in self.lanes]}")
         return total, spans
 
     def unsettled_error(self) -> MeasurementError:
@@ -513,24 +501,29 @@ class CudaLanes:
             runtime().cuda.synchronize(d)
 
 
-def _in_threads(issue: Callable[[Lane], None], lanes: list[Lane]) -> None:
-    """Run ``issue(lane)`` for every lane at once, one host thread each, released together; re-raises the first
-    error in the caller's thread."""
+def _in_threads(run: Callable[[Lane], None], lanes: list[Lane],
+                released: Optional[Callable[[], object]] = None) -> None:
+    """Run ``run(lane)`` for every lane at once, one host thread each, released together by a barrier the caller
+    also waits on (``released`` runs in the caller's thread right after the release); waits for all and re-raises
+    the first error in the caller's thread."""
     import threading
 
-    barrier = threading.Barrier(len(lanes))
+    barrier = threading.Barrier(len(lanes) + 1)
     errors: list[BaseException] = []
 
     def work(lane: Lane) -> None:
+        barrier.wait()
         try:
-            barrier.wait()
-            issue(lane)
-        except BaseException as e:  # surfaced below
+            run(lane)
+        except BaseException as e:  # surfaced below, in the caller's thread
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(lane,), daemon=True, name=f"lane-{lane.name}") for lane in lanes]
     for t in threads:
         t.start()
+    barrier.wait()
+    if released is not None:
+        released()
     for t in threads:
         t.join()
     if errors:
