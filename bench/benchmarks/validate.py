@@ -79,7 +79,9 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
     try:
         df = load(state.ctx.records_path.parent)
         shape = engine.shape
-        costs = Costs(fit_prefill(df), fit_decode(df), {}, shape.kv_bytes_per_token, layers=len(engine.layers),
+        elt = torch.finfo(engine.dtype).bits // 8
+        kv_tok = len(engine.layers) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes  # layers run
+        costs = Costs(fit_prefill(df), fit_decode(df), {}, kv_tok, layers=len(engine.layers),
                       exposure=fit_exposure(df))
         if mode in ("reuse_host", "reuse_storage"):
             host = host_tier(df, int(state.cfg.transfer.block_tokens[-1]) if "transfer" in state.cfg else 16)
@@ -92,19 +94,14 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
     except Exception as e:  # UserError says which benchmark is missing
         return {"missing": str(e)}
     frac = len(engine.layers) / shape.layers
-    elt = torch.finfo(engine.dtype).bits // 8
-    kv_tok = len(engine.layers) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
     pre = dec = 0.0
+    tier = {"reuse_host": "host", "reuse_storage": "storage"}.get(mode, "hbm")
     reads = len(engine.layers) * shape.kv_components  # the replay's O_DIRECT reads per storage load
     for s in sessions:
         for n_new, n_ctx, load_tok, dec_ctx in engine.turn_plan(s, mode):
-            tier = {"reuse_host": "host", "reuse_storage": "storage"}.get(mode)
-            nbytes = load_tok * kv_tok
-            load_s = float(costs.tiers[tier].load_s(nbytes)) if (tier and load_tok) else 0.0
-            serial_s = float(costs.tiers[tier].serial_s(nbytes, reads)) if (tier and load_tok) else 0.0
             # the engine reads a storage file into host memory first, one O_DIRECT read per layer and K/V
             # (serial: each pays the measured request latency), then loads from host layer by layer (overlapped)
-            over_s = max(load_s - float(costs.tiers[tier].serial_s(nbytes)), 0.0) if (tier and load_tok) else 0.0
+            over_s, serial_s = (float(x) for x in costs.load_split(tier, load_tok, requests=reads))
             pre += float(costs.prefill_with_load_s(n_new, n_ctx, over_s, overlap=True, scale=frac,
                                                    serial_s=serial_s))
             dec += float(np.sum(costs.decode_step_s(1, np.array(dec_ctx)))) * frac

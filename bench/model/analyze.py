@@ -177,16 +177,14 @@ def analyze(run_path, cfg) -> dict:
                                 int(fl.max_batch), g)
     if B < 1:
         raise UserError(f"no decode batch fits: {b_limit} (fleet.gpus_per_instance={g}, HBM {hbm / 2**30:.0f} GiB)")
-    costs.check_range("prefill new tokens", np.concatenate([I, n]), costs.prefill.ranges["n_new"])
-    costs.check_range("prefill cached context", c, costs.prefill.ranges["n_ctx"])
-    costs.check_range("decode batch", [B], costs.decode.ranges["batch"])
-    costs.check_range("decode context", I + O, costs.decode.ranges["ctx"])
-    warnings.extend(costs.warnings)
     extrap = [e for e in (
         V.extrapolation("prefill new tokens", np.concatenate([I, n]), costs.prefill.ranges["n_new"]),
         V.extrapolation("prefill cached context", c, costs.prefill.ranges["n_ctx"]),
         V.extrapolation("decode batch", [B], costs.decode.ranges["batch"]),
         V.extrapolation("decode context", I + O, costs.decode.ranges["ctx"])) if e]
+    warnings.extend(f"{e['quantity']}: workload spans {e['span'][0]:.0f}..{e['span'][1]:.0f}, measured "
+                    f"{e['measured'][0]:.0f}..{e['measured'][1]:.0f}: extrapolated; measure closer sizes for a "
+                    "firmer answer" for e in extrap if e["factor"] > 2)
 
     # the tiered cache at its capacities (independent of the costs: simulated once)
     hbm_free = max(g * hbm * (1 - fl.reserve_fraction) - weights, 0)

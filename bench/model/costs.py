@@ -241,7 +241,6 @@ class Costs:
     decode: Fit
     tiers: dict  # name -> Tier ("hbm" has no load cost)
     kv_bytes_per_token: int
-    warnings: list = field(default_factory=list)
     exposure: Optional[Exposure] = None  # measured layer-wise overlap; None = bandwidth estimate
     layers: int = 1  # model layers the load pipeline spans
 
@@ -255,15 +254,16 @@ class Costs:
             return compute + self.exposure.exposed_s(load_s, compute, layers or self.layers) + serial_s
         return combine(compute, load_s, overlap) + serial_s
 
-    def load_split(self, tier: str, tokens):
-        """(layer-wise overlappable seconds, serial seconds) of loading ``tokens`` of KV from ``tier``."""
+    def load_split(self, tier: str, tokens, requests: int = 1):
+        """(layer-wise overlappable seconds, serial seconds) of loading ``tokens`` of KV from ``tier``; the serial
+        part (a storage read before the prefill) is ``requests`` reads issued one after another."""
         t = np.asarray(tokens, float)
         if tier == "hbm":
             z = np.zeros_like(t)
             return z, z
-        total = self.tiers[tier].load_s(t * self.kv_bytes_per_token)
-        serial = self.tiers[tier].serial_s(t * self.kv_bytes_per_token)
-        return np.maximum(total - serial, 0.0), serial
+        tr = self.tiers[tier]
+        nbytes = t * self.kv_bytes_per_token
+        return np.maximum(tr.load_s(nbytes) - tr.serial_s(nbytes), 0.0), tr.serial_s(nbytes, requests)
 
     def load_cost_used(self) -> dict:
         if self.exposure is not None:
@@ -281,15 +281,3 @@ class Costs:
         d = self.decode.coef
         return d[0] + d[1] * b + d[2] * b * c
 
-    def load_s(self, tier: str, tokens):
-        if tier == "hbm":
-            return np.zeros_like(np.asarray(tokens, float))
-        return self.tiers[tier].load_s(np.asarray(tokens, float) * self.kv_bytes_per_token)
-
-    def check_range(self, what: str, values, measured: list) -> None:
-        """Warn (once per quantity) when the workload goes far outside what was measured."""
-        v = np.asarray(values, float)
-        lo, hi = measured
-        if v.size and (v.max() > 2 * max(hi, 1) or (lo > 0 and v[v > 0].size and v[v > 0].min() < lo / 2)):
-            self.warnings.append(f"{what}: workload spans {v.min():.0f}..{v.max():.0f}, measured {lo:.0f}..{hi:.0f}: "
-                                 "extrapolated; measure closer sizes for a firmer answer")

@@ -55,15 +55,16 @@ def bootstrap(evaluate: Callable[[np.random.Generator, bool, bool], dict], n: in
 
 
 def extrapolation(quantity: str, values, measured: list) -> Optional[dict]:
-    """How far ``values`` (the workload's) lie outside the ``measured`` [lo, hi] range, as a factor >= 1."""
-    v = np.asarray(values, float)
-    v = v[v > 0]
+    """How far ``values`` (the workload's) lie outside the ``measured`` [lo, hi] range, as a factor >= 1
+    (``workload``: the positive values' range; ``span``: all values')."""
+    allv = np.asarray(values, float)
+    v = allv[allv > 0]
     if not v.size:
         return None
     lo, hi = float(measured[0]), float(measured[1])
     factor = max(v.max() / max(hi, 1.0), (lo / v.min()) if lo > 0 else 1.0, 1.0)
     return {"quantity": quantity, "factor": float(factor), "workload": [float(v.min()), float(v.max())],
-            "measured": [lo, hi]}
+            "span": [float(allv.min()), float(allv.max())], "measured": [lo, hi]}
 
 
 MEASURE = {
