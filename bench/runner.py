@@ -92,27 +92,19 @@ def execute(cfg: DictConfig) -> dict:
         print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and none named on the command line); its "
               "verdict is a CPU rehearsal of the pipeline, not a hardware verdict")
     if cfg.run.analyze:
-        after_run(run_dir, cfg.model.name)
+        after_run(run_dir)
     return counts
 
 
-def after_run(run_dir: Path, model: str) -> None:
+def after_run(run_dir: Path) -> None:
     """End a run with its own analysis: the short verdict and where it was written, or one line per missing input
     (which points were skipped and why, and the command that would supply them)."""
     from bench.model.analyze import analyze
     from bench.model.cli import write_result
-    from bench.model.verdict import missing_inputs, short
+    from bench.model.verdict import short
     from bench.overrides import compose_checked
-    from bench.store import load, read_manifest
 
-    df = load(run_dir)
-    missing = missing_inputs(df, model, read_manifest(run_dir).get("device") or "cpu")
-    if missing:
-        print("no verdict from this run; the throughput model needs:")
-        for line in missing:
-            print(f"  {line}")
-        return
-    try:
+    try:  # a run without an input the model needs: analyze says which, why, and how to supply it
         result = analyze(run_dir, compose_checked([], config_name="analysis"))
         out = write_result(result)
     except UserError as e:

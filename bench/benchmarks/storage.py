@@ -144,19 +144,14 @@ MEMORY_FILESYSTEMS = ("tmpfs", "ramfs", "hugetlbfs")
 
 
 def filesystem_of(path: str):
-    """The filesystem type of the mount holding ``path`` (longest /proc/mounts prefix), or None."""
-    real = os.path.realpath(path)
-    best = None
+    """The filesystem type of the mount holding ``path``, or None when /proc/mounts cannot tell."""
+    from bench.hw.fingerprint import mount_of
+
     try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")):
-                    if best is None or len(parts[1]) >= len(best[0]):
-                        best = (parts[1], parts[2])
+        best = mount_of(path)
     except OSError:
         return None
-    return best[1] if best else None
+    return best[2] if best else None
 
 
 def refuse_memory_backed(state, path: str) -> None:

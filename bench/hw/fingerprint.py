@@ -47,22 +47,24 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _meminfo_bytes() -> int:
+def _meminfo(key: str) -> int:
+    """A /proc/meminfo field in bytes (``MemTotal``, ``MemAvailable``)."""
     for line in _read("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
-    raise ValueError("MemTotal not in /proc/meminfo")
+    raise ValueError(f"{key} not in /proc/meminfo")
+
+
+def _meminfo_bytes() -> int:
+    return _meminfo("MemTotal")
 
 
 def _meminfo_available() -> Optional[int]:
     """MemAvailable in bytes (None when /proc/meminfo cannot be read)."""
     try:
-        for line in _read("/proc/meminfo").splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        return _meminfo("MemAvailable")
     except (OSError, ValueError):
         return None
-    return None
 
 
 def _numa_nodes() -> int:
@@ -135,6 +137,18 @@ def _s(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+def mount_of(path: str) -> Optional[tuple[str, str, str]]:
+    """(source, mountpoint, filesystem type) of the mount holding ``path``: the longest /proc/mounts prefix."""
+    real = os.path.realpath(path)
+    best = None
+    for line in _read("/proc/mounts").splitlines():
+        dev, mnt, fs = line.split()[:3]
+        if real == mnt or real.startswith(mnt.rstrip("/") + "/"):
+            if best is None or len(mnt) >= len(best[1]):
+                best = (dev, mnt, fs)
+    return best
+
+
 def storage_info(path: str, probe: _Probe) -> dict:
     """Block device behind ``path``: model, filesystem, rotational flag (Linux sysfs + /proc/mounts)."""
     p = Path(path)
@@ -143,12 +157,7 @@ def storage_info(path: str, probe: _Probe) -> dict:
         probe.missing["storage"] = f"path {path} does not exist"
         return out
     real = str(p.resolve())
-    best = None
-    for line in probe.get("storage.mounts", lambda: _read("/proc/mounts").splitlines()) or []:
-        dev, mnt, fs = line.split()[:3]
-        if real == mnt or real.startswith(mnt.rstrip("/") + "/"):
-            if best is None or len(mnt) >= len(best[1]):
-                best = (dev, mnt, fs)
+    best = probe.get("storage.mounts", lambda: mount_of(real))
     if best:
         out.update(source=best[0], mountpoint=best[1], filesystem=best[2])
     st = os.stat(real)
