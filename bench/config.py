@@ -69,6 +69,16 @@ class HarnessConfig:
 
 
 @dataclass
+class PlanConfig:
+    """`bench run --plan`: the target to plan for (conf/targets/<gpu>.yaml; null = this machine) and the storage
+    rates to assume there (null = the target's)."""
+
+    gpu: Optional[str] = None
+    storage_read_gbps: Optional[float] = None
+    storage_write_gbps: Optional[float] = None
+
+
+@dataclass
 class RunConfig:
     root: str = "results"
     id: str = "${now:%Y%m%d-%H%M%S}-${tb_host:}"
@@ -84,6 +94,8 @@ class SuiteConfig:
 
 @dataclass
 class StorageConfig:
+    budget_s: Optional[float] = None
+    budget_bytes: Optional[int] = None  # file bytes read + written by the family (null: no limit)
     path: Optional[str] = None  # directory for storage benchmarks; null = /var/tmp on the root disk
     direct: str = "auto"
     file_bytes: int = MISSING
@@ -129,6 +141,7 @@ class ModelConfig:
 
 @dataclass
 class CeilingsConfig:
+    budget_s: Optional[float] = None  # family time budget (null: none); points that would overrun it are skipped
     copy_bytes: list = MISSING
     gemm_n: list = MISSING
     gemm_dtype: str = "bfloat16"
@@ -137,6 +150,7 @@ class CeilingsConfig:
 
 @dataclass
 class TransferConfig:
+    budget_s: Optional[float] = None
     sizes: list = MISSING
     latency_max_bytes: int = MISSING
     streams: list = MISSING
@@ -154,6 +168,7 @@ class TransferConfig:
 class ComputeSweep:
     """Prefill (n_new x n_ctx) and decode (batch x ctx) axes shared by the attention and layers families."""
 
+    budget_s: Optional[float] = None
     dtype: str = "model"  # model = the preset's dtype
     cpu_dtype: str = "float32"
     prefill_new: list = MISSING
@@ -177,6 +192,7 @@ class LayersConfig(ComputeSweep):
 
 @dataclass
 class ValidateConfig:
+    budget_s: Optional[float] = None
     workload: Any = None
     modes: list = MISSING
     sessions: int = 2
@@ -195,6 +211,7 @@ class ValidateConfig:
 class InterferenceConfig:
     """KV transfers under load (benchmark=interference). Sizes in bytes, tokens, GB/s = 1e9 B/s."""
 
+    budget_s: Optional[float] = None
     # copy_under_compute: a paged KV move beside a prefill or decode layer loop
     methods: list = MISSING
     directions: list = MISSING  # onload (host -> pool) | offload (pool -> host)
@@ -226,6 +243,7 @@ class InterferenceConfig:
 class RootConfig:
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -371,6 +389,18 @@ def validate(cfg) -> None:
     check(cfg.model.heads % cfg.model.kv_heads == 0, "model.kv_heads", cfg.model.kv_heads,
            f"a divisor of model.heads ({cfg.model.heads})")
     check(cfg.model.attention in ("gqa", "mla"), "model.attention", cfg.model.attention, "gqa or mla")
+    if cfg.plan.gpu is not None:
+        from bench.plan.targets import names
+
+        check(str(cfg.plan.gpu) in names(), "plan.gpu", cfg.plan.gpu, f"one of {', '.join(names())} (conf/targets/)")
+    for key in ("plan.storage_read_gbps", "plan.storage_write_gbps"):
+        val = OmegaConf.select(cfg, key)
+        check(val is None or val > 0, key, val, "GB/s > 0 (or null: the target's)")
+    for family in ("ceilings", "transfer", "attention", "layers", "interference", "storage", "validate"):
+        val = OmegaConf.select(cfg, f"{family}.budget_s")
+        check(val is None or val > 0, f"{family}.budget_s", val, "seconds > 0, or null for no budget")
+    val = OmegaConf.select(cfg, "storage.budget_bytes")
+    check(val is None or val > 0, "storage.budget_bytes", val, "bytes > 0, or null for no budget")
     if cfg.storage.path is not None:
         check(str(cfg.storage.path).strip() != "", "storage.path", cfg.storage.path, "a directory path or null")
     from bench import validators

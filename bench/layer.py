@@ -9,6 +9,7 @@ shared experts dense). Weights are scaled 1/sqrt(fan_in) so activations stay O(1
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -24,11 +25,25 @@ def rms_norm(x, w):
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS)).to(x.dtype) * w
 
 
-def rope(x, pos0: int):
-    """Rotary embedding on the last dim of x [..., n, d] for positions pos0..pos0+n-1 (rotate-half form)."""
+@dataclass
+class DecodeAt:
+    """Where a decode step's token goes when its position lives on the device (a CUDA graph replays one step for
+    every position): ``pos`` [1] int64 = tokens cached before it (its KV is written to that slot); attention runs
+    over the first ``span`` slots with ``mask`` (0 up to pos, -inf after; [span] in the query dtype)."""
+
+    pos: torch.Tensor
+    span: int
+    mask: torch.Tensor
+
+
+def rope(x, pos0):
+    """Rotary embedding on the last dim of x [..., n, d] for positions pos0..pos0+n-1 (rotate-half form); ``pos0``
+    an int, or a [1] int64 tensor on x's device."""
     n, d = x.shape[-2], x.shape[-1]
     inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    ang = torch.arange(pos0, pos0 + n, device=x.device, dtype=torch.float32)[:, None] * inv[None]
+    pos = torch.arange(pos0, pos0 + n, device=x.device, dtype=torch.float32) if isinstance(pos0, int) else \
+        torch.arange(n, device=x.device, dtype=torch.float32) + pos0.to(torch.float32)
+    ang = pos[:, None] * inv[None]
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
@@ -142,49 +157,69 @@ class Layer:
         return r(batch, s.kv_heads, tokens, s.head_dim), r(batch, s.kv_heads, tokens, s.head_dim)
 
     # -- forward -------------------------------------------------------------------------------------------------
-    def forward(self, x, cache, n_ctx: int, decode: bool, forced_topk=None):
+    def forward(self, x, cache, n_ctx: int, decode: bool, forced_topk=None, at: Optional[DecodeAt] = None):
         """x [B, n, hidden]; cache holds n_ctx cached positions plus room for the n new ones, which are written.
-        Returns (output, topk ids used by the MoE or None)."""
+        ``at``: a decode step whose position is on the device (then ``n_ctx`` is unused). Returns (output, topk
+        ids used by the MoE or None)."""
         h = rms_norm(x, self.w["norm1"])
-        a = self._mla(h, cache, n_ctx, decode) if self.s.is_mla else self._gqa(h, cache, n_ctx)
+        a = self._mla(h, cache, n_ctx, decode, at) if self.s.is_mla else self._gqa(h, cache, n_ctx, at)
         x = x + a
         h = rms_norm(x, self.w["norm2"])
         m, ids = self._moe(h, forced_topk) if self.moe else (self._swiglu(h, "w1", "w3", "w2"), None)
         return x + m, ids
 
-    def _gqa(self, h, cache, n_ctx):
+    def _gqa(self, h, cache, n_ctx, at: Optional[DecodeAt] = None):
         s, w = self.s, self.w
         b, n, _ = h.shape
         q = (h @ w["q"]).view(b, n, s.heads, s.head_dim).transpose(1, 2)
         k = (h @ w["k"]).view(b, n, s.kv_heads, s.head_dim).transpose(1, 2)
         v = (h @ w["v"]).view(b, n, s.kv_heads, s.head_dim).transpose(1, 2)
-        q, k = rope(q, n_ctx), rope(k, n_ctx)
+        pos = n_ctx if at is None else at.pos
+        q, k = rope(q, pos), rope(k, pos)
         kc, vc = cache
-        kc[:, :, n_ctx:n_ctx + n] = k
-        vc[:, :, n_ctx:n_ctx + n] = v
-        o = _attend(q, kc[:, :, :n_ctx + n], vc[:, :, :n_ctx + n], n_ctx, causal=n > 1,
-                    scale=1 / math.sqrt(s.head_dim), masks=self.masks)
+        scale = 1 / math.sqrt(s.head_dim)
+        if at is None:
+            kc[:, :, n_ctx:n_ctx + n] = k
+            vc[:, :, n_ctx:n_ctx + n] = v
+            o = _attend(q, kc[:, :, :n_ctx + n], vc[:, :, :n_ctx + n], n_ctx, causal=n > 1, scale=scale,
+                        masks=self.masks)
+        else:
+            kc.index_copy_(2, at.pos, k)
+            vc.index_copy_(2, at.pos, v)
+            o = F.scaled_dot_product_attention(q, kc[:, :, :at.span], vc[:, :, :at.span],
+                                               attn_mask=at.mask.view(1, -1), scale=scale,
+                                               enable_gqa=q.shape[1] != kc.shape[1])
         return o.transpose(1, 2).reshape(b, n, -1) @ w["o"]
 
-    def _mla(self, h, cache, n_ctx, decode):
+    def _mla(self, h, cache, n_ctx, decode, at: Optional[DecodeAt] = None):
         s, w = self.s, self.w
         b, n, _ = h.shape
         nope = s.head_dim - s.rope_head_dim
+        pos = n_ctx if at is None else at.pos
         q = (rms_norm(h @ w["dq"], w["q_norm"]) @ w["uq"]).view(b, n, s.heads, s.head_dim).transpose(1, 2)
-        q_nope, q_rope = q[..., :nope], rope(q[..., nope:], n_ctx)
+        q_nope, q_rope = q[..., :nope], rope(q[..., nope:], pos)
         ckv = h @ w["dkv"]
         latent = rms_norm(ckv[..., :s.kv_lora_rank], w["kv_norm"])
-        k_rope = rope(ckv[..., s.kv_lora_rank:].unsqueeze(1), n_ctx).squeeze(1)
+        k_rope = rope(ckv[..., s.kv_lora_rank:].unsqueeze(1), pos).squeeze(1)
         (lc,) = cache
-        lc[:, n_ctx:n_ctx + n, :s.kv_lora_rank] = latent
-        lc[:, n_ctx:n_ctx + n, s.kv_lora_rank:] = k_rope
-        ctx = lc[:, :n_ctx + n]
+        if at is None:
+            lc[:, n_ctx:n_ctx + n, :s.kv_lora_rank] = latent
+            lc[:, n_ctx:n_ctx + n, s.kv_lora_rank:] = k_rope
+            ctx = lc[:, :n_ctx + n]
+        else:
+            lc.index_copy_(1, at.pos, torch.cat([latent, k_rope], dim=-1))
+            ctx = lc[:, :at.span]
         scale = 1 / math.sqrt(s.head_dim)
         if decode:  # absorbed: attention over the latent as MQA (576 / 512), W_UK into q, W_UV after
             q_lat = torch.einsum("bhnd,hdl->bhnl", q_nope, w["uk"])
             qf = torch.cat([q_lat, q_rope], dim=-1)
             kv = ctx.unsqueeze(1)
-            o_lat = _attend(qf, kv, kv[..., :s.kv_lora_rank], n_ctx, causal=n > 1, scale=scale, masks=self.masks)
+            if at is None:
+                o_lat = _attend(qf, kv, kv[..., :s.kv_lora_rank], n_ctx, causal=n > 1, scale=scale,
+                                masks=self.masks)
+            else:
+                o_lat = F.scaled_dot_product_attention(qf, kv, kv[..., :s.kv_lora_rank],
+                                                       attn_mask=at.mask.view(1, -1), scale=scale, enable_gqa=True)
             o = torch.einsum("bhnl,hlv->bhnv", o_lat, w["uv"])
         else:  # decompressed K/V per head
             lat = ctx[..., :s.kv_lora_rank]

@@ -76,16 +76,24 @@ def execute(cfg: DictConfig) -> dict:
     })
     signal.signal(signal.SIGTERM, _sigterm)  # batch schedulers stop jobs with SIGTERM: clean up like Ctrl-C
     repro = "python -m bench run " + " ".join(shlex.quote(o) for o in overrides if not o.startswith(("benchmark=", "only=")))
+    from bench.plan import Budgets
+
+    budgets = Budgets(cfg)
     try:
-        counts = run_suite(benches, cfg, device, store, repro_prefix=repro.strip(), hardware=hardware)
+        counts = run_suite(benches, cfg, device, store, repro_prefix=repro.strip(), hardware=hardware,
+                           budgets=budgets)
     except KeyboardInterrupt:
-        store.finish("interrupted")
+        store.finish("interrupted", families=budgets.summary())
         print(f"\ninterrupted: completed points kept in {run_dir}", file=sys.stderr)
         sys.exit(130)
     except BaseException as e:
-        store.finish("failed", error=f"{type(e).__name__}: {e}")
+        store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
         raise
-    store.finish("complete", counts=counts)
+    store.finish("complete", counts=counts, families=budgets.summary())
+    over = {f: v["skipped_for_budget"] for f, v in budgets.summary().items() if v["skipped_for_budget"]}
+    if over:
+        print("family budgets: " + ", ".join(f"{n} point(s) of {f} skipped (over {f}.budget_s/budget_bytes)"
+                                             for f, n in over.items()) + "; suite=full or a larger budget runs them")
     print(f"run {run_id}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} error "
           f"on {device.kind} -> {run_dir}")
     if cpu_defaults:
@@ -110,6 +118,10 @@ def after_run(run_dir: Path) -> None:
     except UserError as e:
         print(f"no verdict from this run: {e}")
         return
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM during the analysis: the run itself is complete and kept
+        print(f"\nanalysis interrupted; the run is complete in {run_dir}: python -m bench model {run_dir}",
+              file=sys.stderr)
+        sys.exit(130)
     print(f"verdict: {short(result)}")
     print(f"  full verdict and caveats: {out / 'model.json'} (python -m bench model {run_dir}); plots in {out}; "
           f"report: python -m bench report {run_dir}")
@@ -147,6 +159,18 @@ def run(argv: list[str]) -> int:
     """Hand ``argv`` (overrides and Hydra flags) to Hydra after checking every override gives a valid config."""
     from bench.overrides import precheck, split_args
 
+    if "--plan" in argv:  # plan only: nothing is allocated, no run directory is made
+        from bench.plan.show import print_plan
+
+        rest = [a for a in argv if a not in ("--plan", "--json", "-m", "--multirun")]
+        bad = [a for a in rest if a.startswith("-")]
+        if bad:
+            raise UserError(f"{bad[0]}: with --plan only --json and -m are allowed (python -m bench run --plan "
+                            "[--json] [-m] [overrides])")
+        precheck(rest)
+        return print_plan(rest, "--json" in argv)
+    if "--json" in argv:
+        raise UserError("--json: only with --plan (python -m bench run --plan --json [overrides])")
     flags, overrides = split_args(argv)
     if not any(f in ("--cfg", "-c", "--help", "-h", "--info", "--hydra-help") for f in flags):
         ADDED_CPU_DEFAULTS[:] = cpu_defaults(overrides)

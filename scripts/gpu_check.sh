@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The GPU paths on a GPU node, step by step; every step fails loudly (exit non-zero, its log's tail printed) and is
-# sized to end within ~8 minutes on one H100. Run them in order, one per batch job or device call if you like:
+# The GPU paths on a GPU node, step by step; every step fails loudly (exit non-zero, its log's tail printed).
+# `all` (imports, tests, plan, default, summary) takes ~6 minutes on one H100/H200: the default suite is planned at
+# ~4.5 minutes there (`python -m bench run --plan`) and its analysis adds about a minute. Run them in order, one per
+# batch job or device call if you like:
 #
 #   scripts/gpu_check.sh imports            # torch CUDA, CuPy (the one matching torch.version.cuda), NVML, Hydra
 #   scripts/gpu_check.sh tests              # pytest -m gpu, plus the simulated-timeline tests
+#   scripts/gpu_check.sh plan               # the default suite's plan on this GPU (points, memory, time)
+#   scripts/gpu_check.sh default            # the README's run: the default suite to its verdict (budgets kept)
 #   scripts/gpu_check.sh transfer           # ceilings + contiguous/paged transfers (llama3_8b blocks)
 #   scripts/gpu_check.sh attention          # SDPA prefill/decode at the reference shapes (+ FlashInfer if installed)
 #   scripts/gpu_check.sh interference       # copy under compute, layer-wise load, concurrent host traffic
 #   scripts/gpu_check.sh storage            # file <-> host/GPU (O_DIRECT, KvikIO, bounce) on storage.path
 #   scripts/gpu_check.sh validate           # end-to-end replay vs the model (quick microbenchmark sweep)
 #   scripts/gpu_check.sh summary            # headline figures beside the reference figures of that machine
-#   scripts/gpu_check.sh all                # every step in order
+#   scripts/gpu_check.sh all                # imports tests plan default summary
 #
 # OUT_ROOT (default results/gpu_check) holds one run per step and a log per step.
 set -uo pipefail
@@ -34,7 +38,7 @@ run_step() {  # name, command...: full output to $out/<name>.log; on failure pri
   fi
 }
 
-bench_run() { $py -m bench run run.root="$out" harness.progress=false harness.device=cuda "$@"; }
+bench_run() { $py -m bench run run.root="$out" harness.progress=false harness.device=cuda harness.time_budget_s=0.5 "$@"; }
 
 step_imports() {
   run_step imports $py - <<'PY'
@@ -71,6 +75,14 @@ except ImportError:
 if problems:
     sys.exit("\n".join(problems))
 PY
+}
+
+step_plan() {
+  run_step plan $py -m bench run --plan
+}
+
+step_default() {
+  run_step default $py -m bench run run.root="$out" run.id=default harness.progress=false
 }
 
 step_tests() {
@@ -170,8 +182,8 @@ PY
 }
 
 case "$step" in
-  imports|tests|transfer|attention|interference|storage|validate|summary) "step_$step" ;;
-  all) for s in imports tests transfer attention interference storage validate summary; do "step_$s"; done ;;
-  *) echo "scripts/gpu_check.sh: step '$step' is not one of: imports tests transfer attention interference storage validate summary all" >&2
+  imports|tests|plan|default|transfer|attention|interference|storage|validate|summary) "step_$step" ;;
+  all) for s in imports tests plan default summary; do "step_$s"; done ;;
+  *) echo "scripts/gpu_check.sh: step '$step' is not one of: imports tests plan default transfer attention interference storage validate summary all" >&2
      exit 2 ;;
 esac

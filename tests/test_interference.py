@@ -245,3 +245,13 @@ def test_interference_on_gpu(tmp_path):
             assert r["metrics"]["copy_under_s"] > 0.2 * r["metrics"]["copy_alone_s"]  # the copy ran on its stream
         if r["benchmark"] == "layerwise_load" and r["params"]["tier_gbps"] == 10:
             assert r["metrics"]["load_gbps_alone"] == pytest.approx(10, rel=0.15)
+        if r["benchmark"] in ("copy_under_compute", "layerwise_load"):
+            # the compute lane is CUDA graphs (device work), so every lane sits behind the spin: GPU time, not the
+            # rate at which Python issues a layer's ops
+            assert "CUDA graph" in r["info"]["compute_lane"] and r["metrics"]["clock"].endswith("+spin")
+    lw = {r["params"]["tier_gbps"]: r["metrics"] for r in recs if r["benchmark"] == "layerwise_load"}
+    for m in lw.values():  # physics of two overlapped lanes: together between the longer one and the sum
+        assert max(m["load_s_alone"], m["compute_s_alone"]) * 0.9 <= m["together_s"]
+        assert m["together_s"] <= (m["load_s_alone"] + m["compute_s_alone"]) * 1.1
+        assert m["exposed_s"] <= m["load_s_alone"] * 1.1
+    assert lw["link"]["exposed_s"] <= lw[10.0]["exposed_s"]  # a slower tier never hides better

@@ -68,3 +68,37 @@ def test_validate_command_on_cpu(tmp_path):
 def test_validate_refuses_modes_without_baseline():
     r = run_cli("validate", "validate.modes=[reuse_hbm]")
     assert r.returncode == 2 and "must include recompute" in r.stderr
+
+
+@pytest.mark.parametrize("model", ["gqa", "mla"])
+def test_decode_at_a_device_position_is_the_same_step(model):
+    """The decode step a CUDA graph replays (position as a device tensor, attention over a power-of-two span with
+    the slots past the position masked) computes what the eager step does: same KV written, same output; the
+    engine's span step gives the eager engine's logits (checked here on the CPU, where no graph is captured)."""
+    from bench.layer import DecodeAt, Layer
+
+    sh = shape("tiny") if model == "gqa" else ModelShape(
+        name="m", layers=2, hidden=64, heads=4, kv_heads=4, head_dim=24, ffn=128, attention="mla", kv_lora_rank=32,
+        q_lora_rank=48, rope_head_dim=8, v_head_dim=16, dtype="float32")
+    layer = Layer(sh, 0, torch.float64, "cpu", seed=3)
+    ctx, cap = 37, 64
+    x = torch.randn(1, 1, sh.hidden, dtype=torch.float64)
+    a, b = layer.new_cache(1, cap, 5), layer.new_cache(1, cap, 5)
+    y_ref, _ = layer.forward(x, a, ctx, True)
+    pos = torch.tensor([ctx])
+    mask = torch.zeros(cap, dtype=torch.float64).masked_fill_(torch.arange(cap) > pos, float("-inf"))
+    y_at, _ = layer.forward(x, b, 0, True, at=DecodeAt(pos, cap, mask))
+    assert torch.allclose(y_at, y_ref, rtol=1e-10, atol=1e-10)
+    for ta, tb in zip(a, b):
+        assert torch.equal(ta, tb)  # the same slot written with the same K/V, nothing else touched
+
+    eng = Engine.build(sh, 2, torch.float64, "cpu", vocab_rows=64)
+    cache = eng.session_cache(300)
+    assert cache[0][0].shape[-2 if model == "gqa" else 1] == 300 and eng.session_cache(200) is cache
+    ids = torch.arange(40) % 64
+    eng.forward(ids, cache, 0, decode=False)
+    want = eng.forward(ids[:1] + 1, cache, 40, decode=True)
+    eng._tok, eng._pos = (ids[:1] + 1).clone(), torch.tensor([40])
+    got = eng._decode_step(eng._span(40))
+    assert eng._span(40) == 256 and eng._span(255) == 256 and eng._span(256) == 512
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)

@@ -19,11 +19,11 @@ import time
 import torch
 
 from bench import overlap, roofline
-from bench.benchmarks.layers import build_stack, layer_dtype, layer_param_bytes, layer_work, representative_index
+from bench.benchmarks.layers import build_stack, compute_lane, layer_dtype, layer_param_bytes, representative_index
 from bench.benchmarks.transfer_contiguous import check_copy, numa_node, pcie_peak, set_link_peak
-from bench.benchmarks.transfer_paged import PagedMove
+from bench.benchmarks.transfer_paged import PagedMove, paged_need
 from bench.config import check, positive_ints
-from bench.hw.hostmem import POISON, host_buffer, pattern
+from bench.hw.hostmem import POISON, fill_pattern, host_buffer, pattern
 from bench.kvlayout import LAYOUTS, METHODS
 from bench.layer import cached_region
 from bench.registry import benchmark
@@ -41,13 +41,16 @@ def _set_peaks(state, peak, *metrics) -> None:
 
 
 # -- copy under compute ----------------------------------------------------------------------------------------------
-def compute_stack(state, kind: str):
+def compute_stack(state, kind: str, copy_bytes: int = 0, copy_host_bytes: int = 0):
     """The compute lane's layers: a prefill (prefill_new after prefill_ctx) or one decode step (decode_batch x
-    decode_ctx) through interference.compute_layers layers of the preset."""
+    decode_ctx) through interference.compute_layers layers of the preset; the point's memory check counts the
+    copy lane's buffers too (``copy_bytes`` device, ``copy_host_bytes`` host)."""
     ic = state.cfg.interference
+    extra = dict(extra_bytes=copy_bytes, host_bytes=copy_host_bytes, extra_what="the copy's pool, staging and host "
+                 "buffers")
     if kind == "prefill":
-        return build_stack(state, False, int(ic.compute_layers), 1, int(ic.prefill_new), int(ic.prefill_ctx))
-    return build_stack(state, True, int(ic.compute_layers), int(ic.decode_batch), 1, int(ic.decode_ctx))
+        return build_stack(state, False, int(ic.compute_layers), 1, int(ic.prefill_new), int(ic.prefill_ctx), **extra)
+    return build_stack(state, True, int(ic.compute_layers), int(ic.decode_batch), 1, int(ic.decode_ctx), **extra)
 
 
 @benchmark("copy_under_compute", family="interference",
@@ -59,27 +62,21 @@ def copy_under_compute(state):
     the compute hides the copy (load_hidden). Alone and together timed in the same run; copies verified."""
     ic, p = state.cfg.interference, state.params
     offload = p["direction"] == "offload"
+    _, move_dev, move_host = paged_need(state, int(ic.block_tokens), offload, int(ic.copy_bytes), int(ic.pool_factor))
+    stack = compute_stack(state, p["compute"], move_dev, move_host)  # the point's one require_bytes, copy included
     mv = PagedMove(state, p["method"], str(ic.layout), int(ic.block_tokens), offload, int(ic.copy_bytes),
-                   int(ic.pool_factor), int(ic.seed))
-    stack = compute_stack(state, p["compute"])
+                   int(ic.pool_factor), int(ic.seed), require=False)
     copy_key = ("copy_alone", p["method"], p["direction"], mv.packed_bytes)
     compute_key = ("compute_alone", p["compute"], stack.shape.name, stack.k)
     copy_alone = state.reference_lanes(copy_key, [Lane("copy", mv.run, mv.work)])
-    once_work = layer_work(state, stack)
-    once = state.reference_lanes(compute_key + (1, once_work), [Lane("compute", stack.run, once_work)])
+    once_fn, once_work = compute_lane(state, stack)
+    once = state.reference_lanes(compute_key + (1, once_work), [Lane("compute", once_fn, once_work)])
     repeats = 1
     if ic.match_durations:
         ratio = copy_alone.total.median_s / once.total.median_s
         repeats = int(min(int(ic.max_repeats), max(1, round(ratio))))
-
-    def compute():
-        for _ in range(repeats):
-            stack.run()
-
-    # the repeated compute may launch more than a stream queue holds: then it is host-issued work, alone and
-    # together alike
-    cwork = layer_work(state, stack, calls=repeats)
-    compute_alone = once if (repeats == 1 and cwork == once_work) else \
+    compute, cwork = (once_fn, once_work) if repeats == 1 else compute_lane(state, stack, repeats)
+    compute_alone = once if repeats == 1 else \
         state.reference_lanes(compute_key + (repeats, cwork), [Lane("compute", compute, cwork)])
     # on a GPU, device-work lanes are queued first and host-issued lanes issued each from its own thread: a copy
     # issued call by call never holds back the queuing of the compute it runs beside
@@ -196,10 +193,13 @@ def layerwise_load(state):
     p = state.params
     n_new, hit, tier = int(p["n_new"]), int(p["hit_tokens"]), p["tier_gbps"]
     L = layerwise_depth(state, n_new, hit)
-    stack = build_stack(state, False, L, 1, n_new, hit, token_major=True)
+    shape = ModelShape.from_cfg(state.cfg.model)
+    layer_bytes = hit * shape.kv_bytes_per_token_per_layer * (torch.finfo(layer_dtype(state)).bits // 8) // \
+        shape.elt_bytes  # one layer's cached K and V (MLA: latent)
+    stack = build_stack(state, False, L, 1, n_new, hit, token_major=True, host_bytes=L * layer_bytes,
+                        extra_what="pinned host copies of the cached KV")
     regions = [[cached_region(t, hit) for t in cache] for cache in stack.caches]
-    layer_bytes = sum(r.numel() * r.element_size() for r in regions[0])
-    state.require_bytes(0, "pinned host copies of the cached KV", host_bytes=L * layer_bytes)
+    assert layer_bytes == sum(r.numel() * r.element_size() for r in regions[0]), "cached KV bytes per layer"
     host = []
     for layer in regions:
         bufs = []
@@ -212,7 +212,7 @@ def layerwise_load(state):
         host.append(bufs)
     state.note(**facts)
     handoff = Handoff(L, state.device.is_cuda)
-    cwork = layer_work(state, stack)  # a whole model's layers are more launches than a stream queue holds
+    run, cwork = compute_lane(state, stack)  # GPU: a CUDA graph per layer, so the lane is the GPU's time
 
     def copy_layer(i):
         for r, hb in zip(regions[i], host[i]):
@@ -243,12 +243,12 @@ def layerwise_load(state):
                 pacer.after_layer(i)
                 handoff.post(i)
 
-    compute_alone = state.reference_lanes(("layerwise_compute", n_new, hit, L), [Lane("compute", stack.run, cwork)])
+    compute_alone = state.reference_lanes(("layerwise_compute", n_new, hit, L), [Lane("compute", run, cwork)])
     load_alone = link if tier == "link" else \
         state.reference_lanes(("layerwise_tier", n_new, hit, L, tier), [Lane("load", load, "device")])
     want = stack.run().float()  # KV resident: the output the pipelined prefill must reproduce
     # the load lane (producer) is queued before the compute lane (consumer): layer l's wait needs its event posted
-    lanes = [Lane("load", load, "device"), Lane("compute", lambda: stack.run(before_layer=handoff.wait), cwork)]
+    lanes = [Lane("load", load, "device"), Lane("compute", lambda: run(before_layer=handoff.wait), cwork)]
     _verify_pipeline(state, lanes, regions, host, handoff, want, stack.dtype, "before timing")
     res = state.exec_lanes(lanes, prepare=handoff.reset)
     _verify_pipeline(state, lanes, regions, host, handoff, want, stack.dtype, "after timing")
@@ -310,7 +310,7 @@ def _copy_lanes(state, prefix: str, direction: str, k: int, n: int, seed: int, n
         hb, facts = host_buffer(n, True, state.device, numa)
         state.note(**{f"{prefix}_{key}": v for key, v in facts.items()})
         if direction == "h2d":
-            hb.copy_(pattern(n, seed + i, "cpu"))
+            fill_pattern(hb, seed + i, state.device)
             pairs.append((torch.full((n,), POISON, dtype=torch.uint8, device=dev), hb))
         else:
             hb.fill_(POISON)
@@ -406,7 +406,8 @@ def all_gpus_host(state):
     dirs = ["h2d", "d2h"] if direction == "bidir" else [direction]
     gpus = list(range(torch.cuda.device_count()))
     lanes, pairs, per_gpu = [], [], {}
-    state.require_bytes(0, "pinned host buffers of every GPU", host_bytes=n * len(dirs) * len(gpus))
+    state.require_bytes(2 * n * len(dirs), "each GPU's buffers (checked on every GPU below) and the pinned host "
+                        "buffers of every GPU", host_bytes=n * len(dirs) * len(gpus))
     for g in gpus:
         free, _ = torch.cuda.mem_get_info(g)
         need = 2 * n * len(dirs)

@@ -95,7 +95,11 @@ class Stack:
     flops: float
     nbytes: int
     tokens: int
+    x: Optional[torch.Tensor] = None  # the input of the first layer
+    ctx: int = 0
+    decode: bool = False
     _ops: Optional[int] = None
+    _graphs: Optional[tuple] = None
 
     def ops(self) -> int:
         """Aten ops (~kernel launches) of one run of all ``k`` layers (counted once, untimed)."""
@@ -111,10 +115,10 @@ def build(state, decode: bool) -> "Stack":
     return build_stack(state, decode, int(p["layers"]), b, n, ctx)
 
 
-def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False) -> Stack:
-    """``k`` layers for a prefill of ``n`` new tokens after ``ctx`` cached (decode: ``b`` sequences, one token
-    each), numerics checked first; ``token_major`` caches keep each layer's cached positions contiguous (what a
-    KV load writes into)."""
+def stack_bytes(state, decode: bool, k: int, b: int, n: int, ctx: int, extra_bytes: int = 0) -> int:
+    """Device bytes ``k`` stacked layers hold at once (weights, KV cache, activations, a materialized mask) with
+    ``extra_bytes`` the caller allocates after them, or the numerics check before them when that is larger (it
+    runs and frees its layers before anything else is allocated)."""
     shape = ModelShape.from_cfg(state.cfg.model)
     dtype = layer_dtype(state)
     idx = representative_index(shape)
@@ -124,10 +128,23 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     if shape.is_mla and not decode:  # decompressed per-head K and V of every position
         act_bytes += 2 * b * (ctx + n) * shape.heads * shape.head_dim * elt
     mask_bytes = n * (ctx + n) * (elt + 1) if (not decode and ctx) else 0  # a materialized lower-right mask
-    # the numerics check runs (and frees) its layers before these are built: the peak is the larger of the two
-    state.require_bytes(max(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes + mask_bytes,
-                            check_bytes(shape, idx, dtype)),
-                        f"{k} layer(s) of weights, KV cache and activations (or the numerics check before them)")
+    return max(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes + mask_bytes + extra_bytes,
+               check_bytes(shape, idx, dtype))
+
+
+def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False,
+                extra_bytes: int = 0, host_bytes: int = 0, extra_what: str = "") -> Stack:
+    """``k`` layers for a prefill of ``n`` new tokens after ``ctx`` cached (decode: ``b`` sequences, one token
+    each), numerics checked first; ``token_major`` caches keep each layer's cached positions contiguous (what a
+    KV load writes into). The point's one :meth:`State.require_bytes` call is made here, with what the caller
+    allocates after the stack (``extra_bytes`` on the device, ``host_bytes`` of host memory: ``extra_what``)."""
+    shape = ModelShape.from_cfg(state.cfg.model)
+    dtype = layer_dtype(state)
+    idx = representative_index(shape)
+    elt = torch.finfo(dtype).bits // 8
+    what = f"{k} layer(s) of weights, KV cache and activations (or the numerics check before them)"
+    state.require_bytes(stack_bytes(state, decode, k, b, n, ctx, int(extra_bytes)),
+                        what + (f", {extra_what}" if extra_what else ""), host_bytes=int(host_bytes))
     check_layer_numerics(state, shape, idx, dtype, decode)
     layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
     masks: dict = {}  # one lower-right causal mask for the whole stack, built in the first (untimed) call
@@ -156,7 +173,7 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     state.note(dtype=str(dtype).replace("torch.", ""), layer_index=idx, moe=layers[0].moe,
                moe_impl="loop over routed experts" if layers[0].moe else None,
                attention="mla" if shape.is_mla else "gqa", model_layers=shape.layers)
-    return Stack(shape, dtype, k, layers, caches, run, flops, weights + kv_read, tokens)
+    return Stack(shape, dtype, k, layers, caches, run, flops, weights + kv_read, tokens, x, ctx, decode)
 
 
 DEVICE_MAX_OPS = 500  # a stream queue holds ~1000 launches and an aten op may launch more than one kernel
@@ -196,6 +213,71 @@ def layer_work(state, stack: "Stack", calls: int = 1) -> str:
         return "host_issued"
     state.note(ops_per_run=ops)
     return "host_issued" if ops * calls > DEVICE_MAX_OPS else "device"
+
+
+def capture_graphs(stack: "Stack") -> tuple:
+    """One CUDA graph per layer of ``stack`` (GPU only), captured after eager runs (masks built, kernels and
+    workspaces chosen) into one shared memory pool, replayed in capture order: layer i's graph reads layer i-1's
+    output where that graph left it. Returns (graphs, output of the last layer). Raises whatever capture raises
+    (an MoE layer reads expert counts on the host, which a graph cannot hold)."""
+    if stack._graphs is None:
+        cuda = torch.cuda
+        side = cuda.Stream()
+        side.wait_stream(cuda.current_stream())
+        with cuda.stream(side):  # warm-up off the default stream, as torch.cuda.graph's documentation asks
+            for _ in range(2):
+                stack.run()
+        cuda.current_stream().wait_stream(side)
+        cuda.synchronize()
+        graphs, pool, y = [], None, stack.x
+        for layer, cache in zip(stack.layers, stack.caches):
+            g = cuda.CUDAGraph()
+            with cuda.graph(g, pool=pool):
+                y, _ = layer.forward(y, cache, stack.ctx, stack.decode)
+            pool = g.pool()
+            graphs.append(g)
+        cuda.synchronize()
+        stack._graphs = (graphs, y)
+    return stack._graphs
+
+
+def compute_lane(state, stack: "Stack", repeats: int = 1):
+    """The compute lane beside a copy: ``(fn, work)``, where ``fn(before_layer=None)`` runs the stack ``repeats``
+    times and returns the last layer's output. On a GPU every layer is a CUDA graph replay (as serving engines run
+    their layers): the lane is device work of k x repeats launches (plus one event wait per layer when
+    ``before_layer`` waits), so its time is the GPU's, not the rate at which Python issues ~65 aten ops per layer
+    (an eager 32-layer stack is host-bound: its 'overlap' would measure the issue loop). A stack that cannot be
+    captured (MoE: expert counts read on the host) skips the point with the reason. On the CPU, the eager stack."""
+    if not state.device.is_cuda:
+        def eager(before_layer=None):
+            y = None
+            for _ in range(repeats):
+                y = stack.run(before_layer=before_layer)
+            return y
+        return eager, layer_work(state, stack, calls=repeats)
+    if state.notes.get("moe"):
+        state.skip("the compute lane must be device work and an MoE layer reads its expert token counts on the host "
+                   "(no CUDA graph can hold that): a host-issued layer loop would time Python's issue rate, not the "
+                   "GPU, so overlap with a copy cannot be measured for this model")
+    try:
+        graphs, out = capture_graphs(stack)
+    except Exception as e:
+        torch.cuda.synchronize()
+        state.skip(f"the compute lane must be device work and CUDA graph capture of the layer failed "
+                   f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}): a host-issued layer "
+                   "loop would time Python's issue rate, not the GPU")
+    state.note(compute_lane=f"CUDA graph per layer ({len(graphs)} layers x {repeats} repeat(s))")
+
+    def replay(before_layer=None):
+        for _ in range(repeats):
+            for i, g in enumerate(graphs):
+                if before_layer is not None:
+                    before_layer(i)
+                g.replay()
+        return out
+
+    launches = len(graphs) * repeats * 2  # graph launches and at most as many event waits
+    return replay, ("device" if launches <= DEVICE_MAX_OPS else "host_issued")
 
 
 def finish(state, st: "Stack", work: str) -> float:

@@ -114,20 +114,26 @@ def open_cached(state, path: str, write: bool) -> tuple[int, str]:
                               lambda fm: os.close(fm[0]))
 
 
-def setup(state, write: bool, targets_for=None) -> Target:
-    """Pattern file, open descriptor and request pass for this point (skips with the reason when impossible)."""
+def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_bytes: int = 0,
+          what: str = "") -> Target:
+    """Pattern file, open descriptor and request pass for this point (skips with the reason when impossible).
+    The point's one require_bytes call is made here: the per-thread I/O buffers (host memory) unless the requests
+    go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes`` (``what``), and the file."""
     s = state.cfg.storage
     req = int(state.params["request_bytes"])
     qd = int(state.params.get("queue_depth", 1))
     pattern = state.params.get("pattern", "sequential")
     file_bytes = int(s.file_bytes)
-    wd = workdir(state)
+    root = storage_root(state.cfg)
     if write:
-        refuse_memory_backed(state, str(wd.path))
-    align = direct_alignment(str(wd.path))
+        refuse_memory_backed(state, root)
+    align = direct_alignment(root)
     if req % align:
         state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
-    state.require_bytes(req * qd, "per-thread I/O buffers")
+    own = 0 if targets_for else req * qd
+    state.require_bytes(device_bytes, ", ".join(filter(None, ["per-thread I/O buffers" if own else "", what])),
+                        host_bytes=own + host_bytes, file_bytes=file_bytes)
+    wd = workdir(state)
     path, _ = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     fd, mode = open_cached(state, path, write)
     offs = offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
@@ -292,17 +298,18 @@ def gpu_file_kvikio(state, write: bool) -> None:
 
     s = state.cfg.storage
     req, qd = int(state.params["request_bytes"]), int(state.params["queue_depth"])
+    file_bytes = int(s.file_bytes)
+    if write:
+        refuse_memory_backed(state, storage_root(state.cfg))
+    offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
+    total = len(offs) * req
+    state.require_bytes(total, "GPU buffer" + (" and its pattern in host memory" if write else ""),
+                        host_bytes=total if write else 0, file_bytes=file_bytes)
     try:
         d.set("num_threads", qd)
     except Exception:
         getattr(d, "num_threads_reset", lambda n: None)(qd)
-    file_bytes = int(s.file_bytes)
-    if write:
-        refuse_memory_backed(state, str(workdir(state).path))
     path, _ = workdir(state).pattern_file(file_bytes, int(s.seed), s.direct)
-    offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
-    total = len(offs) * req
-    state.require_bytes(total, "GPU buffer", host_bytes=total if write else 0)
     tile = pattern_tile(int(s.seed))
     gbuf = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:  # the GPU buffer holds the file's own pattern for those offsets, so the file stays verifiable
@@ -357,12 +364,16 @@ def gpu_file_bounce(state, write: bool) -> None:
     pinned = {}
 
     def pinned_slices(total: int):
-        state.require_bytes(2 * total, "pinned host and device buffers")
         pinned["t"], facts = host_buffer(total, True, state.device)  # page aligned: usable with O_DIRECT
         state.note(**facts)
         return memoryview(pinned["t"].numpy())
 
-    t = setup(state, write, targets_for=pinned_slices)
+    s = state.cfg.storage
+    req = int(state.params["request_bytes"])
+    total = len(offsets(state.params["pattern"], req, int(s.requests_per_call), int(s.file_bytes),
+                        int(s.seed) + req)) * req
+    t = setup(state, write, targets_for=pinned_slices, device_bytes=total, host_bytes=total,
+              what="pinned host and device buffers")
     host, total = pinned["t"], t.io.bytes
     dev = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.hw.hostmem import POISON, first_mismatch, host_buffer, pattern
+from bench.hw.hostmem import POISON, fill_pattern, first_mismatch, host_buffer, pattern
 from bench.registry import benchmark
 
 # direction -> (source side, destination side); "host" sides use pinned or pageable memory
@@ -28,7 +28,7 @@ def alloc(state, side: str, nbytes: int, pinned: bool, seed: int | None):
         buf, facts = host_buffer(nbytes, pinned, state.device, numa_node(state))
         state.note(**facts)
         if seed is not None:
-            buf.copy_(pattern(nbytes, seed, "cpu"))
+            fill_pattern(buf, seed, state.device)
         else:
             buf.fill_(POISON)
         return buf

@@ -23,21 +23,29 @@ def _axes(c):
             "block_tokens": list(c.transfer.block_tokens)}
 
 
+def paged_need(state, block_tokens: int, offload: bool, paged_bytes: int, pool_factor: int) -> tuple[int, int, int]:
+    """(blocks moved, device bytes, host bytes) of a paged move: device: pool + staging + a verification copy of
+    the packed data; host: the packed (pinned) buffer and, for onload, its pattern copy."""
+    block_bytes = ModelShape.from_cfg(state.cfg.model).kv_block_bytes(block_tokens)
+    n = max(1, int(paged_bytes) // block_bytes)
+    packed = n * block_bytes
+    return n, n * int(pool_factor) * block_bytes + 2 * packed, (1 if offload else 2) * packed
+
+
 class PagedMove:
     """N random blocks of a paged GPU pool moved to (offload) or from (onload) a packed pinned host buffer by one
-    method, with the poison-then-verify check the benchmarks run before and after timing."""
+    method, with the poison-then-verify check the benchmarks run before and after timing. ``require``: make the
+    point's require_bytes call (False when the caller made it, counting :func:`paged_need`)."""
 
     def __init__(self, state, method: str, layout: str, block_tokens: int, offload: bool, paged_bytes: int,
-                 pool_factor: int, seed: int):
+                 pool_factor: int, seed: int, require: bool = True):
         shape = ModelShape.from_cfg(state.cfg.model)
         block_bytes = shape.kv_block_bytes(block_tokens)
-        n = max(1, int(paged_bytes) // block_bytes)
+        n, dev_bytes, host_bytes = paged_need(state, block_tokens, offload, paged_bytes, pool_factor)
         pool_blocks = n * int(pool_factor)
         self.n, self.offload, self.packed_bytes = n, offload, n * block_bytes
-        # device: pool + staging + a verification copy of the packed data; host: the packed (pinned) buffer and,
-        # for onload, its pattern copy
-        state.require_bytes(pool_blocks * block_bytes + 2 * self.packed_bytes, "KV pool, host, staging and check "
-                            "buffers", host_bytes=(1 if offload else 2) * self.packed_bytes)
+        if require:
+            state.require_bytes(dev_bytes, "KV pool, host, staging and check buffers", host_bytes=host_bytes)
         dev = state.device.torch
         self.device = state.device
         self.pool = PagedPool.allocate(shape, block_tokens, layout, pool_blocks, dev, seed)

@@ -15,6 +15,7 @@ from bench.config import check, positive_ints
 from bench.model.costs import Costs, fit_decode, fit_exposure, fit_prefill, host_tier, storage_tier
 from bench.model.workload import Workload
 from bench.registry import benchmark
+from bench.benchmarks.layers import layer_param_bytes, representative_index
 from bench.replay import MODES, Engine, layers_that_fit, make_sessions
 from bench.shapes import ModelShape
 from bench.store import load
@@ -36,12 +37,26 @@ def _setup(state):
     k = int(v.layers) if v.layers else layers_that_fit(shape, dtype, state.mem_budget_bytes // 2, max_tokens)
     if k < 1:
         state.skip(f"not one layer of {shape.name} with a {max_tokens}-token KV cache fits the memory budget")
+    k = min(k, shape.layers)
+    elt = torch.finfo(dtype).bits // 8
+    kv_layer = max_tokens * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes  # one session's KV, a layer
+    mode = state.params["mode"]
+    offloads = mode in ("reuse_host", "reuse_storage")
+    graphs = (max_tokens // 256).bit_length() + 1 if state.device.is_cuda else 0  # decode graphs (spans)
+    state.require_bytes(k * (layer_param_bytes(shape, representative_index(shape), dtype) + 2 * kv_layer) +
+                        int(v.vocab_rows) * shape.hidden * (elt + 4 * graphs),
+                        f"{k} layer(s) with a {max_tokens}-token KV cache and the embedding"
+                        + (", the KV's host copy" if offloads else ""),
+                        host_bytes=k * kv_layer if offloads else 0,
+                        file_bytes=k * kv_layer if mode == "reuse_storage" else 0)
 
     def build():
         from bench.benchmarks.storage import storage_root
 
-        return Engine.build(shape, min(k, shape.layers), dtype, state.device.torch, int(v.vocab_rows),
-                            workdir=storage_root(state.cfg))
+        engine = Engine.build(shape, k, dtype, state.device.torch, int(v.vocab_rows),
+                              workdir=storage_root(state.cfg))
+        engine.session_cache(max_tokens)  # sized for the longest session; decode graphs captured here, untimed
+        return engine
 
     engine = state.run_resource(("replay_engine", shape.name, k, str(dtype)), build)
     return v, shape, engine, sessions
@@ -147,7 +162,8 @@ def e2e_agentic_replay(state):
         state.note(load_cost=pred["load_cost"])
     else:
         state.note(prediction=f"no prediction: {(pred or pred_rec or {}).get('missing', 'no records')}")
-    state.note(layers_run=len(engine.layers), model_layers=shape.layers, sessions=len(sessions),
+    state.note(decode=engine.decode_mode, layers_run=len(engine.layers), model_layers=shape.layers,
+               sessions=len(sessions),
                turns=len(sessions[0].turns), dtype=str(engine.dtype).replace("torch.", ""),
                workload=v.workload.name, repeats=res["repeats"])
 

@@ -10,6 +10,7 @@ import math
 import time
 import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -23,6 +24,30 @@ from bench.harness.timing import (Lane, LaneStats, MeasurementError, StoppingRul
 
 class VerificationError(Exception):
     """A transfer or result failed its check: recorded as status=error, never as a number."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one point holds at once: device bytes (GPU memory; host memory on the CPU), pinned/host bytes, and
+    bytes of files it creates or reads; ``what`` names the buffers."""
+
+    device_bytes: int = 0
+    host_bytes: int = 0
+    file_bytes: int = 0
+    what: str = ""
+
+    def as_dict(self) -> dict:
+        return {"device_bytes": self.device_bytes, "host_bytes": self.host_bytes, "file_bytes": self.file_bytes,
+                "what": self.what}
+
+
+class Planned(Exception):
+    """Raised by :meth:`State.require_bytes` when planning (``bench run --plan``): the point's needs are known and
+    nothing has been allocated; the planner stops the benchmark there."""
+
+    def __init__(self, need: Need):
+        super().__init__(need.what)
+        self.need = need
 
 
 class RunContext:
@@ -50,8 +75,10 @@ class State:
 
     def __init__(self, bench, params: dict, device: Device, cfg, rule: StoppingRule, warmup_s: float,
                  l2: Optional[L2Flusher], mem_budget_bytes: int, hardware: Optional[dict] = None,
-                 ctx: Optional[RunContext] = None, sampler: Optional[ClockSampler] = None):
+                 ctx: Optional[RunContext] = None, sampler: Optional[ClockSampler] = None, planning: bool = False):
         self.bench = bench
+        self.planning = planning  # bench run --plan: require_bytes raises Planned before anything is allocated
+        self.need: Optional[Need] = None
         self.sampler = sampler or ClockSampler(device, enabled=False)
         self.ctx = ctx or RunContext()
         self.hardware = hardware or {}
@@ -77,11 +104,17 @@ class State:
     def skip(self, reason: str) -> "NoReturn":  # noqa: F821
         raise Skip(reason)
 
-    def require_bytes(self, nbytes: int, what: str = "buffers", host_bytes: int = 0) -> None:
-        """Skip the point unless ``nbytes`` of device memory and ``host_bytes`` of host memory (pinned buffers,
-        host copies) fit their budgets: free GPU memory x harness.gpu_mem_fraction and available host memory x
+    def require_bytes(self, nbytes: int, what: str = "buffers", host_bytes: int = 0, file_bytes: int = 0) -> None:
+        """Declare everything the point holds at once, before it allocates anything (one call per point: the
+        planner, ``bench run --plan``, reads the point's needs from this very call and stops the benchmark here).
+        Skip the point unless ``nbytes`` of device memory and ``host_bytes`` of host memory (pinned buffers, host
+        copies) fit their budgets: free GPU memory x harness.gpu_mem_fraction and available host memory x
         harness.host_mem_fraction; on the CPU both live in host memory and their sum must fit
-        harness.cpu_max_bytes."""
+        harness.cpu_max_bytes. ``file_bytes``: the files the point works on (their space is checked where they are
+        created)."""
+        self.need = Need(int(nbytes), int(host_bytes), int(file_bytes), what)
+        if self.planning:
+            raise Planned(self.need)
         if not self.device.is_cuda:
             total = int(nbytes) + int(host_bytes)
             if total > self.mem_budget_bytes:
@@ -278,6 +311,7 @@ def run_point(bench, params: dict, cfg, device: Device, rule: StoppingRule, warm
         "clocks": clocks,
         "throttle": throttle,
         "info": state.notes,
+        "need": state.need.as_dict() if state.need is not None else None,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -309,8 +343,16 @@ def progress_bar(enabled: bool):
 
 
 def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -m bench run",
-              hardware: Optional[dict] = None) -> dict:
-    """Run every point of every benchmark, appending one record per point to ``store``. Returns counts."""
+              hardware: Optional[dict] = None, budgets=None) -> dict:
+    """Run every point of every benchmark, appending one record per point to ``store``. Returns counts.
+
+    Each point is planned first (bench.plan: its needs and estimated seconds on this machine's target); a point
+    that would take its family past ``<family>.budget_s`` (time used so far + its estimate) or the storage family
+    past ``storage.budget_bytes`` is recorded as skipped with that reason instead of run. ``budgets``
+    (bench.plan.Budgets) keeps planned vs actual time per family for the manifest."""
+    from bench.plan import Budgets, estimate, point_needs
+    from bench.plan.targets import for_cfg
+
     h = cfg.harness
     rule = StoppingRule(h.min_samples, h.max_samples, h.noise_target, h.time_budget_s)
     sampler = ClockSampler(device)
@@ -318,13 +360,28 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
     plan = [(b, p) for b in benches for p in b.points(cfg)]
     counts = {"ok": 0, "skipped": 0, "error": 0}
     ctx = RunContext(getattr(store, "records_path", None))
+    budgets = budgets if budgets is not None else Budgets(cfg)
+    target = for_cfg(cfg, cuda_available=device.is_cuda)
+    seen: set = set()
     with progress_bar(bool(h.progress)) as prog, _closing(ctx):
         task = prog.add_task("tierbench", total=len(plan), point="") if prog else None
         for bench, params in plan:
             if prog:
                 prog.update(task, description=bench.name, point=_short(params))
-            body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
-                             memory_budget(device, h), sampler, hardware, ctx)
+            trial = set(seen)  # once-per-run work (checks, ceilings, pattern files) the estimate counted
+            est = _planned(bench, params, cfg, target, trial, point_needs, estimate)
+            over = budgets.check(bench.family, est) if (est is not None and "skip" not in est.parts) else None
+            budgets.plan(bench.family, est.total_s if est is not None else 0.0)
+            if not over:
+                seen |= trial
+            if over:
+                body = {"status": "skipped", "reason": over, "metrics": {}, "verified": None, "info": {},
+                        "wall_s": 0.0}
+            else:
+                body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
+                                 memory_budget(device, h), sampler, hardware, ctx)
+            body["planned_s"] = None if est is None else round(est.total_s, 4)
+            budgets.spend(bench.family, body["wall_s"], io_bytes(body, est))
             counts[body["status"]] = counts.get(body["status"], 0) + 1
             store.append({"benchmark": bench.name, "family": bench.family, "params": params,
                           "device": device.kind, **body,
@@ -332,6 +389,29 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
             if prog:
                 prog.advance(task)
     return counts
+
+
+def _planned(bench, params, cfg, target, seen: set, point_needs, estimate):
+    """The point's estimate on this machine (None when the plan cannot price it: it then runs unbudgeted)."""
+    from bench.plan import SKIP_S, Estimate
+
+    try:
+        need, skip = point_needs(bench, params, cfg, target)
+        if skip is not None:  # it will skip before allocating: never held back by a budget
+            return Estimate(target.point_overhead_s * SKIP_S, parts={"skip": skip})
+        return estimate(bench, params, cfg, target, need, seen)
+    except Exception:  # planning is advice: a point the planner cannot price still runs
+        return None
+
+
+def io_bytes(body: dict, est) -> int:
+    """File bytes a storage point read + wrote: bytes per timed call x calls (warm-up + samples), plus one pass of
+    verification; the estimate when the point did not finish."""
+    m = body.get("metrics") or {}
+    if body.get("status") == "ok" and m.get("bytes") and m.get("n"):
+        calls = int(m["n"]) * int(m.get("inner", 1)) + int(m.get("warmup_calls", 0)) + 1
+        return int(m["bytes"]) * calls
+    return int(getattr(est, "io_bytes", 0) or 0) if body.get("wall_s") else 0
 
 
 class _closing:

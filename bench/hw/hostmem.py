@@ -144,6 +144,22 @@ def pattern(nbytes: int, seed: int, device) -> torch.Tensor:
     return torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device, generator=g)
 
 
+FILL_CHUNK = 64 << 20
+
+
+def fill_pattern(buf: torch.Tensor, seed: int, device) -> torch.Tensor:
+    """Fill host ``buf`` (uint8) with seeded random bytes. With a GPU they are generated there, 64 MiB at a time,
+    and copied over (~50 GB/s pinned, ~10 pageable, against ~0.15 GB/s for torch's CPU generator: a 1 GiB source
+    took ~7 s to fill on the host); the temporary device chunk is at most FILL_CHUNK bytes."""
+    n = buf.numel()
+    if not getattr(device, "is_cuda", False):
+        return buf.copy_(pattern(n, seed, "cpu"))
+    for i, start in enumerate(range(0, n, FILL_CHUNK)):
+        end = min(n, start + FILL_CHUNK)
+        buf[start:end].copy_(pattern(end - start, seed * 1_000_003 + i, device.torch))
+    return buf
+
+
 POISON = 0xA5
 
 

@@ -1,0 +1,119 @@
+"""`python -m bench run --plan [--json] [overrides]`: compose each job's config exactly as the run would, plan it
+on the target and print the points, per-family totals and the total (or the same as JSON for scripts)."""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+
+from bench.errors import UserError
+
+
+def human_bytes(n: float) -> str:
+    if not n:
+        return "-"
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def human_s(s: float) -> str:
+    return f"{s / 60:.1f} min" if s >= 120 else f"{s:.1f} s"
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """One override list per job of a ``-m`` sweep (Hydra's basic sweeper: the cartesian product of the sweep
+    values, in order), or the overrides themselves."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as e:
+        raise UserError(f"cannot parse override: {str(e).splitlines()[0]}") from None
+    axes = []
+    for o in parsed:
+        if o.key_or_group.lstrip("+~").startswith("hydra"):
+            continue
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([o.input_line])
+    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
+
+
+def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]:
+    """[(job overrides, Plan, presets added for a CPU-only run)] for every job, composed as `bench run` composes."""
+    from bench.config import apply_cpu_overrides, validate
+    from bench.overrides import compose_checked
+    from bench.plan import plan_run
+    from bench.plan.targets import for_cfg
+    from bench.runner import cpu_defaults
+
+    out = []
+    for job in jobs(overrides):
+        cfg = compose_checked(job)
+        validate(cfg)
+        target = for_cfg(cfg)
+        added = []
+        if not target.is_cuda:
+            added = cpu_defaults(job + ["harness.device=cpu"])  # what a CPU-only run adds (model=tiny suite=quick)
+            if added:
+                cfg = compose_checked(job + added)
+                validate(cfg)
+            apply_cpu_overrides(cfg, job + added)
+            validate(cfg)
+        out.append((job, plan_run(cfg, target), added))
+    return out
+
+
+def print_plan(overrides: list[str], as_json: bool) -> int:
+    planned = plan_jobs(overrides)
+    if as_json:
+        doc = {"total_s": round(sum(p.total_s for _, p, _ in planned), 3), "jobs": [], "points": []}
+        for i, (job, plan, added) in enumerate(planned):
+            d = plan.as_dict()
+            doc["jobs"].append({"job": i, "overrides": job + added, "target": d["target"], "total_s": d["total_s"],
+                                "families": d["families"]})
+            doc["points"] += [{"job": i, **row} for row in d["points"]]
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for i, (job, plan, added) in enumerate(planned):
+        t = plan.target
+        title = f"plan{f' job {i}' if len(planned) > 1 else ''}: {' '.join(job + added) or '(defaults)'} on {t.name}"
+        table = Table(title=title, show_lines=False)
+        for col, just in (("family", "left"), ("benchmark", "left"), ("params", "left"), ("device", "right"),
+                          ("host", "right"), ("file", "right"), ("status", "left"), ("est.", "right")):
+            table.add_column(col, justify=just, overflow="fold")
+        for p in plan.points:
+            status = "run" if p.status == "run" else f"{p.status}: {p.reason}"
+            table.add_row(p.family, p.benchmark, " ".join(f"{k}={v}" for k, v in p.params.items()),
+                          human_bytes(p.device_bytes), human_bytes(p.host_bytes), human_bytes(p.file_bytes), status,
+                          f"{p.est_s:.1f} s")
+        console.print(table)
+        fam = Table(title="per family")
+        for col in ("family", "points", "run", "skipped", "no fit", "over budget", "estimated", "budget",
+                    "file I/O"):
+            fam.add_column(col, justify="left" if col == "family" else "right")
+        for name, f in plan.families.items():
+            budget = f["budget_s"]
+            io = human_bytes(f["io_bytes"]) + (f" of {human_bytes(f['budget_bytes'])}" if f.get("budget_bytes")
+                                               else "")
+            fam.add_row(name, str(f["points"]), str(f["run"]), str(f["skip"]), str(f["no_fit"]),
+                        str(f["over_budget"]), human_s(f["est_s"]), "-" if budget is None else human_s(budget),
+                        io if f["io_bytes"] else "-")
+        console.print(fam)
+        console.print(f"planned total: {human_s(plan.total_s)} on {t.name} ({len(plan.points)} points); "
+                      f"rates: {t.source}")
+        for note in t.notes:
+            console.print(f"note: {note}")
+    if len(planned) > 1:
+        console.print(f"all {len(planned)} jobs: {human_s(sum(p.total_s for _, p, _ in planned))}")
+    return 0

@@ -1,0 +1,475 @@
+"""What each benchmark point does, in time, on a planning target: its timed measurements (the seconds of one call
+and the clock that times it), the setup around them (allocating, filling, verifying) and the one-off work a run
+does once (numerics checks, ceilings, pattern files).
+
+These are models, not measurements: per-call times come from the target's measured rates (bytes / GB/s, FLOPs /
+TFLOP/s, small kernels and Python op issue for layer loops); the harness's stopping rule turns them into seconds
+(bench.plan.estimate). Compute efficiencies below are the fractions of the GEMM/HBM rate each kind of kernel
+reached on the H100/H200 this suite ran on (attention backends, whole layers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from bench.shapes import DTYPE_BYTES, ModelShape, causal_pairs
+
+LAUNCH_US = 10.0  # one copy issued and completed on a GPU: launch + DMA setup
+SYNC_US = 15.0  # a host round trip (issue + synchronize)
+# fraction of the GEMM rate (prefill) and of the HBM rate (decode) an attention backend reaches
+ATTN_PREFILL_EFF = {"flash": 0.44, "cudnn": 0.80, "efficient": 0.22, "math": 0.012, "flashinfer": 0.5}
+ATTN_DECODE_EFF = {"flash": 0.64, "cudnn": 0.95, "efficient": 0.63, "math": 0.02, "flashinfer": 0.7}
+LAYER_FLOP_EFF = 0.65  # whole layers' FLOPs against the GEMM rate (prefill 2048 tokens: 516 of 796 TFLOP/s)
+LAYER_BYTE_EFF = 0.7
+OPS_PER_LAYER = {"gqa": 65, "mla": 85}
+CPU_ATTN_EFF = 0.3
+
+
+@dataclass
+class Timed:
+    """One measurement a point runs: ``call_s`` per call on ``clock`` (device | host | host_issued | lanes);
+    ``prepare_s`` runs untimed before each sample (then each sample is one call); ``key``: a reference timed once
+    per run and key."""
+
+    call_s: float
+    clock: str
+    prepare_s: float = 0.0
+    inner: Optional[int] = None
+    key: Optional[tuple] = None
+
+
+@dataclass
+class Work:
+    timed: list = field(default_factory=list)
+    setup_s: float = 0.0
+    once: dict = field(default_factory=dict)  # key -> seconds, paid by the first point of a run that needs it
+    io_bytes_per_call: int = 0  # storage: file bytes one timed call reads or writes (the family's bytes budget)
+    io_setup_bytes: int = 0
+
+
+class Ctx:
+    """What a model sees: the composed config, the point's params, the target and the point's needs."""
+
+    def __init__(self, cfg, params: dict, target, need):
+        self.cfg, self.p, self.t, self.need = cfg, params, target, need
+        self.cuda = target.is_cuda
+        self.shape = ModelShape.from_cfg(cfg.model)
+
+    def compute_elt(self, family_dtype: str, cpu_dtype: str) -> int:
+        name = (self.cfg.model.dtype if family_dtype == "model" else family_dtype) if self.cuda else cpu_dtype
+        return DTYPE_BYTES.get(str(name), 2)
+
+    # -- rates ----------------------------------------------------------------------------------------------
+    def hbm(self, nbytes: float) -> float:
+        return nbytes / (self.t.hbm_gbps * 1e9)
+
+    def link(self, nbytes: float) -> float:
+        return nbytes / (self.t.link_gbps * 1e9) + (LAUNCH_US * 1e-6 if self.cuda else 0.0)
+
+    def flops(self, f: float, eff: float = 1.0) -> float:
+        return f / (self.t.tflops * 1e12 * eff)
+
+    def ops(self, n: float) -> float:
+        return n * self.t.kernel_us * 1e-6
+
+    def host_fill(self, nbytes: float) -> float:
+        """Seeded bytes into a host buffer: generated on the GPU and copied over, or by torch's CPU generator."""
+        return self.link(nbytes) if self.cuda else nbytes / (self.t.host_fill_gbps * 1e9)
+
+    def dev_fill(self, nbytes: float) -> float:
+        return self.hbm(nbytes) if self.cuda else nbytes / (self.t.host_fill_gbps * 1e9)
+
+    def pin(self, nbytes: float) -> float:
+        return nbytes / (self.t.pin_gbps * 1e9) if self.cuda else nbytes / (self.t.hbm_gbps * 1e9)
+
+    def compare(self, nbytes: float, on_host: bool) -> float:
+        return nbytes / (self.t.host_compare_gbps * 1e9) if (on_host or not self.cuda) else self.hbm(2 * nbytes)
+
+
+MODELS: dict[str, Callable[[Ctx], Work]] = {}
+
+
+def model(*names):
+    def wrap(fn):
+        for n in names:
+            MODELS[n] = fn
+        return fn
+    return wrap
+
+
+# -- ceilings ---------------------------------------------------------------------------------------------------
+def _l2_flush_s(c: Ctx) -> float:
+    return c.hbm(2 * c.t.l2_bytes) + SYNC_US * 1e-6 if (c.cuda and c.cfg.harness.l2_flush) else 0.0
+
+
+@model("d2d_copy")
+def _d2d_copy(c: Ctx) -> Work:
+    n = int(c.p["size_bytes"])
+    flush = c.cuda and 2 * n <= c.t.l2_bytes
+    return Work([Timed(c.hbm(2 * n) + c.ops(1), "device", _l2_flush_s(c) if flush else 0.0)],
+                setup_s=c.dev_fill(n) + c.compare(n, False))
+
+
+@model("gemm")
+def _gemm(c: Ctx) -> Work:
+    n = int(c.p["n"])
+    elt = 2 if c.cuda else 4
+    return Work([Timed(c.flops(2.0 * n ** 3) + c.ops(1), "device", _l2_flush_s(c))],
+                setup_s=c.dev_fill(2 * n * n * elt) + c.flops(2.0 * 64 * n * n) * (20 if c.cuda else 2),
+                once=compute_init(c))
+
+
+# -- transfer ----------------------------------------------------------------------------------------------------
+def _contiguous(c: Ctx, direction: str, pinned: bool) -> Work:
+    n = int(c.p["size_bytes"])
+    if direction == "d2d":
+        call = c.hbm(2 * n) + c.ops(1)
+        flush = c.cuda and 2 * n <= c.t.l2_bytes
+        timed = [Timed(call, "device", _l2_flush_s(c) if flush else 0.0)]
+        setup = c.dev_fill(n) + 2 * (call + c.compare(n, False))
+    else:
+        rate = c.t.link_gbps if pinned else (c.t.pageable_h2d_gbps if direction == "h2d" else c.t.pageable_d2h_gbps)
+        call = n / (rate * 1e9) + (LAUNCH_US * 1e-6 if c.cuda else 0.0)
+        timed = [Timed(call, "device" if pinned else "host_issued")]
+        host_alloc = c.pin(n) if pinned else n / (c.t.host_fill_gbps * 1e9 if not c.cuda else c.t.hbm_gbps * 1e8)
+        fill = c.host_fill(n) if direction == "h2d" else c.dev_fill(n)
+        setup = host_alloc + fill + 2 * (call + c.compare(n, on_host=direction == "d2h"))
+    if n <= int(c.cfg.transfer.latency_max_bytes):
+        timed.append(Timed(timed[0].call_s + SYNC_US * 1e-6, "host_issued", inner=1,
+                           key=("latency", direction, pinned, n)))
+    return Work(timed, setup_s=setup)
+
+
+for _name, _d, _p in (("h2d_pinned", "h2d", True), ("d2h_pinned", "d2h", True), ("h2d_pageable", "h2d", False),
+                      ("d2h_pageable", "d2h", False), ("d2d", "d2d", True)):
+    MODELS[_name] = (lambda d, p: (lambda c: _contiguous(c, d, p)))(_d, _p)
+
+
+@model("bidir_pinned")
+def _bidir(c: Ctx) -> Work:
+    n = int(c.p["size_bytes"])
+    call = c.link(n)
+    return Work([Timed(call, "device")],
+                setup_s=2 * c.pin(n) + c.host_fill(n) + c.dev_fill(n) + call + c.compare(n, True) + c.compare(n, False))
+
+
+@model("h2d_pinned_streams", "d2h_pinned_streams")
+def _streams(c: Ctx) -> Work:
+    k, n = int(c.p["streams"]), int(c.cfg.transfer.stream_bytes)
+    call = c.link(k * n)
+    return Work([Timed(call, "device")], setup_s=c.pin(k * n) + c.host_fill(k * n) + call + c.compare(k * n, True))
+
+
+def paged_call(c: Ctx, method: str, layout: str, block_tokens: int, packed: int) -> tuple[float, str]:
+    """Seconds of one paged move of ``packed`` KV bytes and its clock."""
+    s = c.shape
+    n = max(1, packed // s.kv_block_bytes(block_tokens))
+    n_src = s.layers * s.kv_components if layout == "layer_major" else 1
+    if method == "memcpy_per_block":  # a cudaMemcpyAsync costs the host ~0.7 of an aten op's issue
+        return max(n * n_src * 0.7 * c.t.issue_us * 1e-6, c.link(packed)), "host_issued"
+    if method == "staged":
+        return c.link(packed) + c.hbm(2 * packed) + c.ops(n_src + 1), "device"
+    return c.link(packed) + c.ops(1), "device"
+
+
+@model("paged_offload", "paged_onload")
+def _paged(c: Ctx) -> Work:
+    t = c.cfg.transfer
+    bt = int(c.p["block_tokens"])
+    block = c.shape.kv_block_bytes(bt)
+    n = max(1, int(t.paged_bytes) // block)
+    packed = n * block
+    pool = n * int(t.pool_factor) * block
+    call, clock = paged_call(c, c.p["method"], c.p["layout"], bt, packed)
+    n_src = c.shape.layers * c.shape.kv_components if c.p["layout"] == "layer_major" else 1
+    check = call + c.compare(packed, False) + c.ops(3 * n_src) + (c.t.issue_us * 1e-6 * 3 * n_src)
+    offload = c.benchmark == "paged_offload"
+    setup = c.dev_fill(pool) + c.pin(packed) + (0 if offload else c.host_fill(packed) + c.hbm(packed)) + 2 * check
+    if c.p["method"] == "uva_kernel" and c.cuda:
+        setup += 0.05
+    contiguous = Timed(c.link(packed), "device", key=("contiguous_pinned", offload, packed))
+    return Work([Timed(call, clock), contiguous], setup_s=setup, once={("cupy_compile",): 2.0}
+                if (c.p["method"] == "uva_kernel" and c.cuda) else {})
+
+
+# -- attention ---------------------------------------------------------------------------------------------------
+def _attn_dims(c: Ctx, decode: bool):
+    return c.shape.attn_dims(decode)
+
+
+@model("attn_prefill")
+def _attn_prefill(c: Ctx) -> Work:
+    a = c.cfg.attention
+    backend = c.p["backend"]
+    n_new, n_ctx = int(c.p["n_new"]), int(c.p["n_ctx"])
+    hq, hkv, qk, vd = _attn_dims(c, False)
+    flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)
+    eff = ATTN_PREFILL_EFF.get(backend, 0.3) if c.cuda else CPU_ATTN_EFF
+    call = c.flops(flops, eff) + c.ops(1 if c.cuda else 4)
+    elt = c.compute_elt(a.dtype, a.cpu_dtype)
+    nbytes = (n_new * hq * (qk + vd) + (n_ctx + n_new) * hkv * (qk + vd)) * elt
+    return Work([Timed(call, "device", _l2_flush_s(c))], setup_s=c.dev_fill(nbytes) + 2 * call,
+                once={("attn_check", backend, False): 0.3 if c.cuda else 0.05, ("ceilings",): _ceilings_s(c),
+                      **compute_init(c)})
+
+
+@model("attn_decode")
+def _attn_decode(c: Ctx) -> Work:
+    a = c.cfg.attention
+    backend = c.p["backend"]
+    batch, ctx = int(c.p["batch"]), int(c.p["ctx"])
+    hq, hkv, qk, vd = _attn_dims(c, True)
+    elt = c.compute_elt(a.dtype, a.cpu_dtype)
+    kv = batch * ctx * hkv * (qk + vd) * elt
+    eff = ATTN_DECODE_EFF.get(backend, 0.3) if c.cuda else CPU_ATTN_EFF
+    call = kv / (c.t.hbm_gbps / 2 * 1e9 * eff) + c.ops(1 if c.cuda else 4) + \
+        (0 if c.cuda else c.flops(2.0 * hq * (qk + vd) * batch * ctx, CPU_ATTN_EFF))
+    return Work([Timed(call, "device", _l2_flush_s(c))], setup_s=c.dev_fill(kv) + 2 * call,
+                once={("attn_check", backend, True): 0.3 if c.cuda else 0.05, ("ceilings",): _ceilings_s(c),
+                      **compute_init(c)})
+
+
+def compute_init(c: Ctx) -> dict:
+    """The first compute point of a run loads the kernels' libraries (cuBLAS, cuDNN, SDPA backends): once per run."""
+    return {("compute_init",): 4.0 if c.cuda else 1.5}
+
+
+def _ceilings_s(c: Ctx) -> float:
+    """The roofline's GEMM and copy ceilings, timed once per run by the first compute point."""
+    if c.cuda:
+        return 2 * (c.cfg.harness.warmup_s + 0.05) + c.flops(2.0 * 8192 ** 3) * 10 + c.hbm(2 << 30) * 10 + 0.3
+    return 2 * (c.cfg.harness.warmup_s + 0.05) + c.flops(2.0 * 1024 ** 3) * 10 + c.hbm(64 << 20) * 10
+
+
+# -- layers ------------------------------------------------------------------------------------------------------
+def layer_s(c: Ctx, decode: bool, b: int, n: int, ctx: int, elt: int) -> float:
+    """Device seconds of one layer of the preset: FLOPs at the layer efficiency, weights + KV read, small kernels."""
+    s = c.shape
+    idx = s.dense_layers if s.experts else 0
+    tokens = b * n
+    lin = 2.0 * (s.attn_params() + s.mlp_params_active(idx)) * tokens
+    pairs = b * (ctx + 1) if decode else causal_pairs(n, ctx)
+    flops = lin + s.attn_score_flops(pairs, decode, layers=1)
+    weights = (s.attn_params() + s.mlp_params_active(idx)) * elt
+    kv = b * (ctx + n) * s.kv_bytes_per_token_per_layer * elt // s.elt_bytes
+    ops = OPS_PER_LAYER["mla" if s.is_mla else "gqa"] + (5 * min(s.experts, tokens * s.experts_active)
+                                                         if s.experts else 0)
+    if not c.cuda:
+        return c.flops(flops) + (weights + kv) / (c.t.hbm_gbps * 1e9) + c.ops(ops)
+    return c.flops(flops, LAYER_FLOP_EFF) + (weights + kv) / (c.t.hbm_gbps / 2 * 1e9 * LAYER_BYTE_EFF) + c.ops(ops)
+
+
+def _layer_clock(c: Ctx, k: int) -> str:
+    return "host_issued" if (c.shape.experts or k * OPS_PER_LAYER["gqa"] > 500) else "device"
+
+
+def _layer_weights_s(c: Ctx, k: int, elt: int) -> float:
+    s = c.shape
+    idx = s.dense_layers if s.experts else 0
+    return c.dev_fill(k * (s.attn_params() + s.mlp_params_total(idx)) * elt)
+
+
+def _check_s(c: Ctx) -> float:
+    s = c.shape
+    idx = s.dense_layers if s.experts else 0
+    return 0.5 + c.dev_fill((s.attn_params() + s.mlp_params_total(idx)) * 10) if c.cuda else \
+        0.1 + (s.attn_params() + s.mlp_params_total(idx)) * 12 / (c.t.hbm_gbps * 1e9)
+
+
+@model("layer_prefill", "layer_decode")
+def _layers(c: Ctx) -> Work:
+    lc = c.cfg.layers
+    decode = c.benchmark == "layer_decode"
+    k = int(c.p["layers"])
+    b, n, ctx = (int(c.p["batch"]), 1, int(c.p["ctx"])) if decode else (1, int(c.p["n_new"]), int(c.p["n_ctx"]))
+    elt = c.compute_elt(lc.dtype, lc.cpu_dtype)
+    one = layer_s(c, decode, b, n, ctx, elt)
+    clock = _layer_clock(c, k)
+    extra = c.t.issue_us * 1e-6 * OPS_PER_LAYER["gqa"] * k if clock == "host_issued" else 0.0
+    timed = [Timed(k * one + extra, clock, _l2_flush_s(c) if decode else 0.0)]
+    if k > 1:
+        timed.append(Timed(one, _layer_clock(c, 1), key=("layer1", decode, b, n, ctx)))
+    setup = _layer_weights_s(c, k, elt) + 3 * k * one + c.t.issue_us * 1e-6 * OPS_PER_LAYER["gqa"] * k * 2
+    return Work(timed, setup_s=setup, once={("layer_check", decode): _check_s(c), ("ceilings",): _ceilings_s(c),
+                                            **compute_init(c)})
+
+
+# -- interference ------------------------------------------------------------------------------------------------
+def _stack_setup_s(c: Ctx, k: int, one: float, elt: int) -> float:
+    graphs = (3 * k * one + 0.01 * k) if c.cuda else 0.0  # CUDA graph capture: eager warm-ups, then capture
+    return _layer_weights_s(c, k, elt) + 2 * k * one + graphs + c.t.issue_us * 1e-6 * OPS_PER_LAYER["gqa"] * k * 2
+
+
+@model("copy_under_compute")
+def _copy_under(c: Ctx) -> Work:
+    ic = c.cfg.interference
+    elt = c.compute_elt(c.cfg.layers.dtype, c.cfg.layers.cpu_dtype)
+    k = int(ic.compute_layers)
+    decode = c.p["compute"] == "decode"
+    b, n, ctx = (int(ic.decode_batch), 1, int(ic.decode_ctx)) if decode else \
+        (1, int(ic.prefill_new), int(ic.prefill_ctx))
+    one = layer_s(c, decode, b, n, ctx, elt)
+    block = c.shape.kv_block_bytes(int(ic.block_tokens))
+    packed = max(1, int(ic.copy_bytes) // block) * block
+    copy, _clock = paged_call(c, c.p["method"], str(ic.layout), int(ic.block_tokens), packed)
+    compute = k * one
+    repeats = min(int(ic.max_repeats), max(1, round(copy / compute))) if ic.match_durations else 1
+    together = max(copy, compute * repeats)
+    timed = [Timed(copy, "lanes", key=("copy_alone", c.p["method"], c.p["direction"], packed)),
+             Timed(compute, "lanes", key=("compute_alone", c.p["compute"], 1)),
+             Timed(together, "lanes")]
+    if repeats > 1:
+        timed.append(Timed(compute * repeats, "lanes", key=("compute_alone", c.p["compute"], repeats)))
+    pool = packed * int(ic.pool_factor)
+    setup = _stack_setup_s(c, k, one, elt) + c.dev_fill(pool) + c.pin(packed) + c.host_fill(packed) + \
+        2 * (together + c.compare(packed, False))
+    return Work(timed, setup_s=setup, once={("layer_check", decode): _check_s(c)})
+
+
+@model("layerwise_load")
+def _layerwise(c: Ctx) -> Work:
+    elt = c.compute_elt(c.cfg.layers.dtype, c.cfg.layers.cpu_dtype)
+    n_new, hit, tier = int(c.p["n_new"]), int(c.p["hit_tokens"]), c.p["tier_gbps"]
+    s = c.shape
+    L = c.layerwise_layers
+    one = layer_s(c, False, 1, n_new, hit, elt)
+    layer_bytes = hit * s.kv_bytes_per_token_per_layer * elt // s.elt_bytes
+    load_link = L * c.link(layer_bytes)
+    load = load_link if tier == "link" else max(load_link, L * layer_bytes / (float(tier) * 1e9))
+    compute = L * one
+    together = max(load, compute) + min(load, compute) / L
+    timed = [Timed(load_link, "lanes", key=("layerwise_link", n_new, hit, L)),
+             Timed(compute, "lanes", key=("layerwise_compute", n_new, hit, L)),
+             Timed(together, "lanes")]
+    if tier != "link":
+        timed.append(Timed(load, "lanes", key=("layerwise_tier", n_new, hit, L, tier)))
+    verify = 2 * (together + c.compare(L * layer_bytes, False) + c.ops(4 * L))
+    setup = _stack_setup_s(c, L, one, elt) + c.pin(L * layer_bytes) + c.hbm(L * layer_bytes) + verify + compute
+    return Work(timed, setup_s=setup, once={("layer_check", False): _check_s(c)})
+
+
+@model("host_traffic_concurrent")
+def _host_traffic(c: Ctx) -> Work:
+    k, n = int(c.p["streams"]), int(c.cfg.interference.host_bytes)
+    one_way = c.link(k * n)
+    both = max(one_way, 2 * k * n / (1.75 * c.t.link_gbps * 1e9))
+    setup = c.pin(2 * k * n) + c.host_fill(k * n) + c.dev_fill(k * n) + 2 * (both + c.compare(k * n, True) +
+                                                                               c.compare(k * n, False))
+    return Work([Timed(one_way, "lanes", key=("host_alone", "h2d", k, n)),
+                 Timed(one_way, "lanes", key=("host_alone", "d2h", k, n)), Timed(both, "lanes")], setup_s=setup)
+
+
+@model("all_gpus_host")
+def _all_gpus(c: Ctx) -> Work:
+    n = int(c.cfg.interference.host_bytes)
+    return Work([Timed(c.link(n), "lanes"), Timed(c.link(n), "lanes")], setup_s=c.pin(2 * n) + c.host_fill(n))
+
+
+# -- storage -----------------------------------------------------------------------------------------------------
+def io_pass_s(c: Ctx, req: int, count: int, qd: int, write: bool) -> float:
+    """One pass of ``count`` requests of ``req`` bytes at queue depth ``qd`` (synchronous threads): bandwidth or
+    per-request latency (Python threads overlap the device but not their own call overhead), whichever binds."""
+    rate = (c.t.storage_write_gbps if write else c.t.storage_read_gbps) * 1e9
+    per_req = c.t.storage_latency_us * 1e-6
+    return max(count * req / rate, count * per_req / min(qd, 2)) + 1e-4
+
+
+def _drop_s(c: Ctx) -> float:
+    return 2e-3 + int(c.cfg.storage.file_bytes) / (4096 * 2e9)  # fdatasync + fadvise + mincore over the file
+
+
+def _pattern_file_once(c: Ctx) -> dict:
+    fb = int(c.cfg.storage.file_bytes)
+    return {("pattern_file", fb): fb / (c.t.storage_write_gbps * 1e9) + fb / 3e9}  # pattern generation + write
+
+
+def _requests(c: Ctx, req: int, pattern: str) -> int:
+    from bench.fileio import offsets
+
+    s = c.cfg.storage
+    return len(offsets(pattern, req, int(s.requests_per_call), int(s.file_bytes), int(s.seed) + req))
+
+
+@model("file_read", "file_write")
+def _file_rw(c: Ctx) -> Work:
+    write = c.benchmark == "file_write"
+    req, qd, pattern = int(c.p["request_bytes"]), int(c.p["queue_depth"]), c.p["pattern"]
+    count = _requests(c, req, pattern)
+    call = io_pass_s(c, req, count, qd, write)
+    verify = io_pass_s(c, req, count, qd, False) + count * req / 1e9 + _drop_s(c)
+    return Work([Timed(call, "host", 0.0 if write else _drop_s(c))], setup_s=verify + (0 if write else _drop_s(c)),
+                once=_pattern_file_once(c), io_bytes_per_call=count * req, io_setup_bytes=count * req)
+
+
+@model("file_read_cache_check")
+def _cache_check(c: Ctx) -> Work:
+    req = int(c.p["request_bytes"])
+    timed, io = [], 0
+    for pattern in ("random", "repeat"):
+        count = _requests(c, req, pattern)
+        timed.append(Timed(io_pass_s(c, req, count, 1, False), "host", _drop_s(c), key=("cache_check", pattern, req)))
+        io = max(io, count * req)
+    return Work(timed, setup_s=2 * timed[0].call_s, once=_pattern_file_once(c), io_bytes_per_call=io,
+                io_setup_bytes=2 * io)
+
+
+@model("gpu_file_read_kvikio", "gpu_file_write_kvikio", "gpu_file_read_bounce", "gpu_file_write_bounce")
+def _gpu_file(c: Ctx) -> Work:
+    write = "write" in c.benchmark
+    req, qd, pattern = int(c.p["request_bytes"]), int(c.p["queue_depth"]), c.p["pattern"]
+    count = _requests(c, req, pattern)
+    total = count * req
+    call = io_pass_s(c, req, count, qd, write) + c.link(total)
+    verify = io_pass_s(c, req, count, qd, False) + total / 1e9 + _drop_s(c)
+    setup = c.pin(total) + (total / 1e9 if write else call) + verify
+    return Work([Timed(call, "host_issued", 0.0 if write else _drop_s(c))], setup_s=setup, once=_pattern_file_once(c),
+                io_bytes_per_call=total, io_setup_bytes=2 * total)
+
+
+# -- validate ----------------------------------------------------------------------------------------------------
+@model("e2e_agentic_replay")
+def _replay(c: Ctx) -> Work:
+    """The replay: a warm-up session and ``repeats`` passes over the sessions, prefill per turn and decode token by
+    token through ``k`` layers; an eager decode step is issued op by op from Python (host-bound on a GPU)."""
+    from bench.model.workload import Workload
+    from bench.replay import make_sessions
+
+    v = c.cfg.validate
+    mode = c.p["mode"]
+    elt = c.compute_elt(v.dtype, v.cpu_dtype)
+    w = Workload.from_cfg(v.workload)
+    sessions = make_sessions(w, int(v.sessions), int(v.turns), float(v.scale_tokens), int(v.vocab_rows), int(v.seed))
+    k = c.replay_layers
+    ops = OPS_PER_LAYER["mla" if c.shape.is_mla else "gqa"]
+
+    def session_s(s) -> float:
+        tot, hist, ctx = 0.0, 0, 0
+        for i, turn in enumerate(s.turns):
+            n = len(turn.new_ids)
+            pre_n, pre_ctx = (hist + n, 0) if mode == "recompute" else (n, ctx)
+            tot += k * max(layer_s(c, False, 1, pre_n, pre_ctx, elt), c.t.issue_us * 1e-6 * ops)
+            if mode in ("reuse_host", "reuse_storage") and i:
+                kvb = ctx * k * c.shape.kv_bytes_per_token_per_layer * elt // c.shape.elt_bytes
+                tot += c.link(kvb) * 2 + (kvb / (c.t.storage_read_gbps * 1e9) + kvb / (c.t.storage_write_gbps * 1e9)
+                                          if mode == "reuse_storage" else 0.0)
+            hist += n
+            ctx = hist
+            for _ in range(len(turn.out_ids)):  # a CUDA graph per step on a GPU (dense); eager op issue otherwise
+                eager = c.t.issue_us * 1e-6 * ops if (not c.cuda or c.shape.experts) else 0.0
+                tot += k * max(layer_s(c, True, 1, 1, ctx, elt), eager)
+                ctx += 1
+            hist = ctx
+        return tot
+
+    per_pass = sum(session_s(s) for s in sessions)
+    if c.cuda and not c.shape.experts:  # decode graphs captured once per run (a span per power of two), untimed
+        c_spans = (max(s.max_tokens for s in sessions) // 256).bit_length() + 1
+        capture = c_spans * (0.05 + 3 * k * layer_s(c, True, 1, 1, 256, elt))
+    else:
+        capture = 0.0
+    total = session_s(sessions[0]) + int(v.repeats) * per_pass + 0.1 * len(sessions)
+    if mode == "recompute":  # the baseline of every mode: replayed once per run, by whichever point comes first
+        return Work([], once={("replay_recompute",): total, ("replay_engine",): capture})
+    rec_c = Ctx(c.cfg, {**c.p, "mode": "recompute"}, c.t, c.need)
+    rec_c.benchmark, rec_c.replay_layers = c.benchmark, k
+    return Work([], setup_s=total, once=_replay(rec_c).once)

@@ -1,0 +1,123 @@
+"""The planner (bench run --plan): bytes from the benchmarks' own require_bytes, targets, budgets, JSON."""
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+
+
+def _plan(overrides):
+    from bench.plan.show import plan_jobs
+
+    (job, plan, added), = plan_jobs(overrides)
+    return plan, added
+
+
+def test_plan_bytes_are_what_the_run_checked(quick_run):
+    """Every point of a real CPU run records the needs its require_bytes call checked; the plan of the same config
+    gives the same device, host and file bytes for every point of every family."""
+    from bench.store import read_records
+
+    recs = read_records(quick_run / "records.jsonl")
+    man = json.loads((quick_run / "manifest.json").read_text())
+    plan, _ = _plan([o for o in man["overrides"] if not o.startswith("run.")] + ["harness.device=cpu"])
+    planned = {(p.benchmark, json.dumps(p.params, sort_keys=True)): p for p in plan.points}
+    axes_of = {p.benchmark: list(p.params) for p in plan.points}
+    checked = {}
+    for r in recs:
+        if r.get("need") is None:
+            continue
+        axes = axes_of[r["benchmark"]]  # a benchmark may add facts to its params (bidir's streams)
+        p = planned[(r["benchmark"], json.dumps({k: r["params"][k] for k in axes}, sort_keys=True))]
+        assert (p.device_bytes, p.host_bytes, p.file_bytes) == \
+            (r["need"]["device_bytes"], r["need"]["host_bytes"], r["need"]["file_bytes"]), (r["benchmark"], r["params"])
+        checked.setdefault(r["family"], 0)
+        checked[r["family"]] += 1
+    assert set(checked) >= {"ceilings", "transfer", "attention", "layers", "interference", "storage", "validate"}, \
+        checked
+
+
+def test_plan_memory_verdicts_match_the_skips_of_a_cpu_run(tmp_path):
+    """At a 4 MiB harness.cpu_max_bytes, the points the plan says do not fit are exactly the points a real CPU run
+    skips for harness.cpu_max_bytes (every other point runs)."""
+    from bench.store import read_records
+
+    ov = ["suite=quick", "model=tiny", "benchmark=[ceilings,transfer,layers,validate]", "harness.cpu_max_bytes=4194304",
+          "harness.time_budget_s=0.02", "harness.warmup_s=0"]
+    r = run_cli("run", *ov, f"run.root={tmp_path}", "run.id=m", "harness.progress=false", "run.analyze=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan, _ = _plan(ov + ["harness.device=cpu"])
+    axes_of = {p.benchmark: list(p.params) for p in plan.points}
+    no_fit = {(p.benchmark, json.dumps(p.params, sort_keys=True)) for p in plan.points if p.status == "no_fit"}
+    skipped = set()
+    recs = read_records(tmp_path / "m" / "records.jsonl")
+    for rec in recs:
+        key = (rec["benchmark"], json.dumps({k: rec["params"][k] for k in axes_of[rec["benchmark"]]}, sort_keys=True))
+        if rec["status"] == "skipped" and "harness.cpu_max_bytes" in (rec["reason"] or ""):
+            skipped.add(key)
+    assert no_fit and no_fit == skipped, (no_fit ^ skipped)
+    assert len(recs) == len(plan.points)
+
+
+def test_every_target_and_suite_plans_without_errors():
+    """Every target with the default suite, every suite on the H100, every model preset on the H100: each point is
+    planned (run, skip with a reason, no fit, over budget), none 'cannot plan'; the default suite fits 10 minutes
+    on one H100."""
+    from bench.plan.targets import names
+
+    combos = [["plan.gpu=" + t] for t in names()] + \
+        [["plan.gpu=h100_80gb", f"suite={s}"] for s in ("quick", "full")] + \
+        [["plan.gpu=h100_80gb", f"model={m}"] for m in ("llama3_70b", "qwen2_5_32b", "mixtral_8x7b", "deepseek_v3",
+                                                        "tiny")]
+    for ov in combos:
+        plan, _ = _plan(ov)
+        bad = [(p.benchmark, p.params, p.reason) for p in plan.points if p.reason.startswith("cannot plan")]
+        assert not bad, (ov, bad[:3])
+        assert plan.total_s > 0
+    h100, _ = _plan(["plan.gpu=h100_80gb"])
+    assert h100.total_s <= 600, h100.families
+    full, _ = _plan(["plan.gpu=h100_80gb", "suite=full"])
+    assert full.total_s > h100.total_s
+    ds, _ = _plan(["plan.gpu=h100_80gb", "model=deepseek_v3"])
+    assert any(p.status == "no_fit" for p in ds.points)  # a 671B MoE's big points do not fit 80 GB: said before
+
+
+def test_plan_cli_table_json_and_errors(tmp_path):
+    r = run_cli("run", "--plan", "plan.gpu=h100_80gb")
+    assert r.returncode == 0, r.stderr
+    assert "planned total:" in r.stdout and "h100_80gb" in r.stdout and "per family" in r.stdout
+    j = run_cli("run", "--plan", "--json", "plan.gpu=h200_141gb", "-m", "model=llama3_8b,tiny")
+    assert j.returncode == 0, j.stderr
+    doc = json.loads(j.stdout)
+    df = pd.DataFrame(doc["points"])
+    assert set(df["job"]) == {0, 1} and {"benchmark", "family", "params", "device_bytes", "host_bytes",
+                                          "file_bytes", "status", "est_s"} <= set(df.columns)
+    assert doc["total_s"] == pytest.approx(sum(job["total_s"] for job in doc["jobs"]), rel=1e-3)
+    assert pd.read_json(io.StringIO(json.dumps(doc["points"]))).shape[0] == len(df)
+    bad = run_cli("run", "--plan", "plan.gpu=a100")
+    assert bad.returncode == 2 and "plan.gpu='a100'" in bad.stderr and "h100_80gb" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing written anywhere by a plan (run dirs go under results/)
+
+
+def test_family_budget_skips_points_and_manifest_keeps_planned_vs_actual(tmp_path):
+    """A family whose budget cannot hold its points: the points that would overrun it are skipped with the
+    budget as the reason, the others run, and the manifest has planned vs actual time per family."""
+    r = run_cli("run", "suite=quick", "model=tiny", "benchmark=transfer", "only=[h2d_pinned,d2h_pinned]",
+                "transfer.budget_s=0.6", f"run.root={tmp_path}", "run.id=b", "harness.progress=false",
+                "run.analyze=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(x) for x in (tmp_path / "b" / "records.jsonl").read_text().splitlines()]
+    over = [x for x in recs if x["status"] == "skipped" and "family budget" in (x["reason"] or "")]
+    ran = [x for x in recs if x["status"] == "ok"]
+    assert over and ran, [(x["status"], x["reason"]) for x in recs]
+    assert "transfer.budget_s=0.6" in over[0]["reason"]
+    fam = json.loads((tmp_path / "b" / "manifest.json").read_text())["families"]["transfer"]
+    assert fam["budget_s"] == 0.6 and fam["skipped_for_budget"] == len(over)
+    assert fam["actual_s"] <= 0.6 + max(x["wall_s"] for x in ran) and fam["planned_s"] > 0
+    assert all(x["planned_s"] is not None for x in recs)
+    assert "family budgets:" in r.stdout
