@@ -77,7 +77,15 @@ def _load_plugins() -> None:
                 raise
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """Warnings print as one line (no Python source line under them)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     _load_plugins()
     if not argv or argv[0] in ("-h", "--help", "help"):

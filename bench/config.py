@@ -64,6 +64,8 @@ class HarnessConfig:
     l2_flush: bool = True  # flush GPU L2 before samples of L2-cold benchmarks
     progress: bool = True
     cpu_max_bytes: int = 64 * MiB  # CPU mode: points needing more memory are skipped with that reason
+    cpu_threads: Optional[int] = 1  # CPU mode: torch intra-op threads while timing (torch.utils.benchmark's 1);
+    # null = torch's default (every core: faster, noisier, and a neighbour's load shows more)
     gpu_mem_fraction: float = 0.8  # GPU: budget per point as a fraction of free memory
     host_mem_fraction: float = 0.5  # GPU runs: host (pinned) buffers per point as a fraction of MemAvailable
 
@@ -375,6 +377,8 @@ def validate(cfg) -> None:
     check(h.time_budget_s > 0, "harness.time_budget_s", h.time_budget_s, "seconds > 0")
     check(h.warmup_s >= 0, "harness.warmup_s", h.warmup_s, "seconds >= 0")
     check(h.cpu_max_bytes > 0, "harness.cpu_max_bytes", h.cpu_max_bytes, "bytes > 0")
+    check(h.cpu_threads is None or h.cpu_threads >= 1, "harness.cpu_threads", h.cpu_threads,
+          "an integer >= 1, or null for torch's default")
     check(0 < h.gpu_mem_fraction <= 1, "harness.gpu_mem_fraction", h.gpu_mem_fraction, "a fraction in (0, 1]")
     check(0 < h.host_mem_fraction <= 1, "harness.host_mem_fraction", h.host_mem_fraction, "a fraction in (0, 1]")
     check(bool(re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,

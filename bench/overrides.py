@@ -66,7 +66,53 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
         except (ConfigCompositionException, OmegaConfBaseException) as e:
             cause = e.__cause__ or e
             msg = " ".join(str(cause).split("\n")[0].split())
-            raise UserError(f"bad override ({' '.join(overrides)}): {msg}") from None
+            raise UserError(f"bad override ({' '.join(overrides)}): {msg}{_suggest(msg, overrides, config_name)}") \
+                from None
+
+
+_KEYS: dict = {}
+
+
+def config_keys(config_name: str) -> list[str]:
+    """Every dotted key of the composed default config (for 'did you mean'); call inside compose_checked's
+    initialized Hydra."""
+    if config_name not in _KEYS:
+        from omegaconf import OmegaConf
+
+        cfg = compose(config_name=config_name)
+        keys: list[str] = []
+
+        def walk(node, prefix):
+            for k in node:
+                key = f"{prefix}{k}"
+                keys.append(key)
+                v = node._get_node(k)
+                if OmegaConf.is_dict(v):
+                    walk(v, key + ".")
+
+        walk(cfg, "")
+        _KEYS[config_name] = keys
+    return _KEYS[config_name]
+
+
+def _suggest(msg: str, overrides: list[str], config_name: str) -> str:
+    """'; did you mean KEY?' for an override whose key is not in the config."""
+    import difflib
+
+    if "not in struct" not in msg and "Could not override" not in msg and "Key '" not in msg:
+        return ""
+    try:
+        keys = config_keys(config_name)
+    except Exception:  # suggestions are a courtesy
+        return ""
+    for o in overrides:
+        key = o.lstrip("+~").split("=", 1)[0]
+        if "/" in key or key in keys:
+            continue
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        if near:
+            return f"; did you mean {near[0]}?"
+    return ""
 
 
 def _missing(e: MissingConfigException, overrides: list[str]) -> UserError:
@@ -104,9 +150,54 @@ def check_launcher(overrides: list[str]) -> None:
 
 
 def precheck(argv: list[str]) -> None:
+    """Every value of every job checked before Hydra starts (and writes anything): the composed config, the values
+    a CPU-only job would take from the families' ``cpu:`` blocks (named as ``family.cpu.key``), the device, where
+    results go (``run.root`` writable, a typed ``run.id`` not already a run)."""
     flags, overrides = split_args(argv)
     check_launcher(overrides)
+    planning = "--plan" in flags
+    typed_id = any(o.lstrip("+~").startswith("run.id=") for o in overrides)
+    sweep = any(f in ("-m", "--multirun") for f in flags)
+    cuda = None
     for ov in variants(overrides):
         cfg = compose_checked(ov)
         validate(cfg)
+        if cfg.harness.device == "cuda" or cuda is None:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        if cfg.harness.device == "cuda" and not cuda and not planning:
+            raise UserError("harness.device=cuda but no CUDA device is visible; use harness.device=auto or cpu")
+        if not cuda or cfg.harness.device == "cpu":
+            check_cpu_blocks(cfg, ov)
+        if planning:
+            continue
+        from bench.store import MANIFEST, check_writable_dir
+
+        root = check_writable_dir(cfg.run.root, "run.root")
+        if typed_id:
+            target = root / str(cfg.run.id)
+            held = [target / MANIFEST] if not sweep else list(target.glob(f"*/{MANIFEST}"))
+            if any(p.exists() for p in held):
+                raise UserError(f"run.id={cfg.run.id}: {target} already holds a run; choose another run.id (nothing "
+                                "was written)")
     GlobalHydra.instance().clear()
+
+
+def check_cpu_blocks(cfg, overrides: list[str]) -> None:
+    """Validate the config a CPU-only job runs (the families' cpu: blocks applied, what the user typed kept); a bad
+    value that came from a cpu: block is named by its own key (``interference.cpu.hit_tokens``)."""
+    import copy
+    import re
+
+    from bench.config import apply_cpu_overrides
+
+    c = copy.deepcopy(cfg)
+    filled = apply_cpu_overrides(c, overrides)
+    try:
+        validate(c)
+    except UserError as e:
+        m = re.match(r"([A-Za-z_]+)\.([A-Za-z_]+)=", str(e))
+        if m and f"{m.group(1)}.{m.group(2)}" in filled:
+            raise UserError(f"{m.group(1)}.cpu.{m.group(2)}" + str(e)[m.end(2):]) from None
+        raise

@@ -58,7 +58,7 @@ def execute(cfg: DictConfig) -> dict:
     global LAST_RUN_DIR
     LAST_RUN_DIR = run_dir
     hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
-    store.write_manifest({
+    manifest = {
         "schema_version": 1,
         "run_id": run_id,
         "status": "running",
@@ -73,7 +73,13 @@ def execute(cfg: DictConfig) -> dict:
         "cpu_defaults": cpu_defaults,  # presets chosen for a CPU-only machine because none was named
         "hardware": hardware,
         "config": OmegaConf.to_container(cfg, resolve=True),
-    })
+        "machine": {"threads": contention_facts(device, cfg), "load_at_start": load_now(device)},
+    }
+    try:
+        store.write_manifest(manifest)
+    except OSError as e:
+        raise UserError(f"cannot write the run's manifest in {run_dir}: {e.strerror or e}; free space or pick "
+                        "another run.root") from None
     signal.signal(signal.SIGTERM, _sigterm)  # batch schedulers stop jobs with SIGTERM: clean up like Ctrl-C
     repro = "python -m bench run " + " ".join(shlex.quote(o) for o in overrides if not o.startswith(("benchmark=", "only=")))
     from bench.plan import Budgets
@@ -86,10 +92,27 @@ def execute(cfg: DictConfig) -> dict:
         store.finish("interrupted", families=budgets.summary())
         print(f"\ninterrupted: completed points kept in {run_dir}", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # the results filesystem (full, gone read-only): keep what was written, say so in one line
+        try:
+            store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
+            kept = "manifest says failed"
+        except OSError:
+            kept = "the manifest could not be updated either (its last good version stays)"
+        raise UserError(f"results in {run_dir}: {e.strerror or e} while writing; every record written before is "
+                        f"kept ({kept}); free space or pick another run.root") from None
     except BaseException as e:
         store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
         raise
-    store.finish("complete", counts=counts, families=budgets.summary())
+    fams = budgets.summary()
+    store.finish("complete", counts=counts, families=fams,
+                 machine={**manifest["machine"], "load_at_end": load_now(device),
+                          "contended_points": sum((v.get("contention") or {}).get("contended_points", 0)
+                                                  for v in fams.values())})
+    contended = {f: v["contention"] for f, v in fams.items() if (v.get("contention") or {}).get("contended_points")}
+    if contended:
+        print("contention: " + "; ".join(f"{f}: {c['contended_points']} of {c['points']} point(s) "
+                                         f"({', '.join(c['reasons'])})" for f, c in contended.items()) +
+              ": those points measured the neighbours too; compare excludes them from its verdicts")
     over = {f: v["skipped_for_budget"] for f, v in budgets.summary().items() if v["skipped_for_budget"]}
     if over:
         print("family budgets: " + ", ".join(f"{n} point(s) of {f} skipped (over {f}.budget_s/budget_bytes)"
@@ -102,6 +125,28 @@ def execute(cfg: DictConfig) -> dict:
     if cfg.run.analyze:
         after_run(run_dir)
     return counts
+
+
+def contention_facts(device, cfg) -> dict:
+    """torch's threads while timing (harness.cpu_threads on the CPU) and the CPUs this process may use."""
+    from bench.hw.contention import facts
+
+    f = facts()
+    if not device.is_cuda and cfg.harness.cpu_threads:
+        f["torch_threads"] = int(cfg.harness.cpu_threads)
+    return f
+
+
+def load_now(device) -> dict:
+    """Load average and other processes' CPU share over the next 0.2 s, and other GPU processes."""
+    import time
+
+    from bench.hw.contention import between, snapshot
+
+    idx = device.index if device.is_cuda else None
+    a = snapshot(idx)
+    time.sleep(0.2)
+    return between(a, snapshot(idx))
 
 
 def after_run(run_dir: Path) -> None:
@@ -167,7 +212,7 @@ def run(argv: list[str]) -> int:
         if bad:
             raise UserError(f"{bad[0]}: with --plan only --json and -m are allowed (python -m bench run --plan "
                             "[--json] [-m] [overrides])")
-        precheck(rest)
+        precheck(rest + ["--plan"])
         return print_plan(rest, "--json" in argv)
     if "--json" in argv:
         raise UserError("--json: only with --plan (python -m bench run --plan --json [overrides])")

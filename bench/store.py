@@ -5,13 +5,14 @@ half a record and a killed run keeps every completed point. The manifest is repl
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import pandas as pd
 
@@ -52,37 +53,123 @@ class RunStore:
         self.manifest: dict = {}
 
     def write_manifest(self, manifest: dict) -> None:
+        """Replace the manifest atomically; when the write fails (a full disk) no temp file is left and the last
+        good manifest stays."""
         self.manifest = manifest
         tmp = self.dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(_jsonable(manifest), indent=2, default=str) + "\n")
-        os.replace(tmp, self.dir / MANIFEST)
+        try:
+            tmp.write_text(json.dumps(_jsonable(manifest), indent=2, default=str) + "\n")
+            os.replace(tmp, self.dir / MANIFEST)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def append(self, record: dict) -> None:
         rec = {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, "timestamp": now_iso(), **record}
         line = (json.dumps(_jsonable(rec), default=str, separators=(",", ":")) + "\n").encode()
-        n = os.write(self._fd, line)  # one write: line-atomic on an O_APPEND file
-        if n != len(line):
-            raise OSError(f"short write to {self.records_path}: {n} of {len(line)} bytes")
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            n = os.write(self._fd, line)  # one write: line-atomic on an O_APPEND file
+        except OSError:
+            os.ftruncate(self._fd, end)
+            raise
+        if n != len(line):  # a full filesystem takes part of the line: cut it off, every line stays a whole record
+            os.ftruncate(self._fd, end)
+            raise OSError(errno.ENOSPC, f"No space left on device (short write to {self.records_path}: {n} of "
+                                        f"{len(line)} bytes)")
 
     def finish(self, status: str, **extra) -> None:
         self.manifest.update(status=status, finished=now_iso(), **extra)
-        self.write_manifest(self.manifest)
-        os.close(self._fd)
+        try:
+            self.write_manifest(self.manifest)
+        finally:
+            os.close(self._fd)
+
+
+STATUSES = ("ok", "skipped", "error")
 
 
 def read_records(path: Union[str, Path]) -> list[dict]:
-    """Records of one records.jsonl; a torn last line (power loss) is dropped with a warning."""
+    """Records of one records.jsonl; a torn last line (power loss) or a line that is not a record (not an object
+    with a benchmark name and a status) is dropped with a one-line warning."""
     out = []
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue
         try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             warnings.warn(f"{path}: line {i + 1} is not a complete record; ignored")
+            continue
+        if not (isinstance(rec, dict) and isinstance(rec.get("benchmark"), str) and rec.get("status") in STATUSES
+                and isinstance(rec.get("params", {}), dict) and isinstance(rec.get("metrics", {}) or {}, dict)):
+            warnings.warn(f"{path}: line {i + 1} is not a tierbench record (an object with benchmark, status, params, "
+                          "metrics); ignored")
+            continue
+        out.append(rec)
     return out
+
+
+def run_state(man: dict) -> Optional[str]:
+    """None for a complete run; else what it is: interrupted, failed (and why), still running or killed (a manifest
+    left at 'running'), or no manifest at all. Every command that uses a run says this where it shows the run."""
+    status = man.get("status")
+    if status == "complete":
+        return None
+    if not man:
+        return "no manifest (not written by a run that started, or removed)"
+    if status == "running":
+        return "running, or killed (its manifest never recorded an end)"
+    if status == "failed":
+        return f"failed ({man.get('error') or 'no reason recorded'})"
+    return str(status or "unknown status")
+
+
+RATE_METRICS = ("gbps", "tflops", "tokens_per_s", "median_s", "min_s", "iops")
+
+
+def corrupt_numbers(rec: dict) -> list[str]:
+    """Times and rates of an ok record that cannot be real (non-finite, zero or negative), as 'metric=value'."""
+    if rec.get("status") != "ok":
+        return []
+    bad = []
+    for k, v in (rec.get("metrics") or {}).items():
+        if k in RATE_METRICS or k.endswith(("_gbps", "_s", "_per_s", "_us")) and k not in SIGNED_METRICS:
+            if isinstance(v, bool) or v is None:
+                continue
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                bad.append(f"{k}={v!r}")
+                continue
+            if not math.isfinite(x) or x < 0 or (k in RATE_METRICS and x == 0):
+                bad.append(f"{k}={v!r}")
+    return bad
+
+
+# times/rates that are differences and may be negative
+SIGNED_METRICS = ("excess_exposed_s", "exposed_copy_s")
+
+
+def describe(rec: dict) -> str:
+    params = " ".join(f"{k}={v}" for k, v in (rec.get("params") or {}).items())
+    return f"{rec.get('benchmark')} {params}".strip()
+
+
+def check_numbers(records, where: str) -> None:
+    """One line naming the first corrupt number (benchmark, params, metric=value) and how many, as a UserError."""
+    bad = [(r, corrupt_numbers(r)) for r in records]
+    bad = [(r, b) for r, b in bad if b]
+    if bad:
+        r, b = bad[0]
+        more = f" (and {len(bad) - 1} more point(s))" if len(bad) > 1 else ""
+        raise UserError(f"{where}: corrupt number in {describe(r)}: {', '.join(b)}: a time or rate must be finite and "
+                        f"> 0{more}; re-measure the point or remove the run")
 
 
 def run_dirs(paths: Iterable[Union[str, Path]]) -> list[Path]:
@@ -110,13 +197,16 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
     """One tidy DataFrame of every record under ``paths``.
 
     Columns: run_id, benchmark, family, device, status, reason, verified, ``param.<axis>``, ``metric.<name>``,
-    ``throttled``, plus ``gpu_name`` and ``host`` from each run's manifest.
+    ``throttled``, plus from each run's manifest ``gpu_name``, ``host``, ``run_status`` (complete, interrupted,
+    failed, running, no manifest), ``run_incomplete`` (None, or what the run is) and ``slurm_job_id``.
     """
     rows = []
     for d in run_dirs(paths):
         man = read_manifest(d)
         hw = man.get("hardware", {})
         gpu = (hw.get("gpu") or {}).get("name")
+        state = run_state(man)
+        slurm = (hw.get("host") or {}).get("slurm_job_id")
         for r in read_records(d / RECORDS):
             row = {k: r.get(k) for k in ("run_id", "benchmark", "family", "device", "status", "reason", "verified",
                                          "l2_flushed", "timestamp", "repro")}
@@ -127,5 +217,109 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
             row["gpu_name"] = gpu
             row["host"] = (hw.get("host") or {}).get("hostname")
             row["run_dir"] = str(d)
+            row["run_status"] = man.get("status") or "no manifest"
+            row["run_incomplete"] = state
+            row["slurm_job_id"] = slurm
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# -- output locations --------------------------------------------------------------------------------------------
+def check_writable_dir(path: Union[str, Path], what: str) -> Path:
+    """``path`` is, or can be created as, a directory this process can write into; else one UserError naming
+    ``what`` (the option or key the user typed) and the path. Checked before any work that would write there."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what}={str(path)!r} is a file, not a directory; give a directory")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{what}={str(path)!r}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create(probe):
+        raise UserError(f"{what}={str(path)!r} is not writable ({probe} is read-only for this user); give a "
+                        "writable directory")
+    return p
+
+
+def _can_create(d: Path) -> bool:
+    """A real probe: os.access says yes to root even on a read-only mount."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".tierbench-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_writable_file(path: Union[str, Path], what: str) -> Path:
+    """``path`` can be written as a file (its directory writable, not itself a directory)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what}={str(path)!r} is a directory; give a file path")
+    check_writable_dir(p.parent if str(p.parent) else Path("."), what + " (its directory)")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UserError(f"{what}={str(path)!r} exists and is read-only")
+    return p
+
+
+def fallback_dir(name: str) -> Path:
+    """Where output goes when its own place failed after the work was done: a new directory under the current
+    directory if writable, else the system temp directory (never lost, never overwriting)."""
+    import tempfile
+
+    for base in (Path.cwd(), Path(tempfile.gettempdir())):
+        if os.access(base, os.W_OK):
+            try:
+                return Path(tempfile.mkdtemp(prefix=f"tierbench-{name}-", dir=base))
+            except OSError:
+                continue
+    raise UserError(f"no writable place for {name} (current directory and temp directory are read-only)")
+
+
+# -- points a run itself shows to be off ---------------------------------------------------------------------------
+SIZE_AXES = {"size_bytes", "request_bytes", "block_tokens"}
+# how far GB/s may fall as a sweep's size grows before the point is suspect: on a GPU (L2 flushed, PCIe or HBM
+# bound) not by half; on the CPU a size that leaves the caches really is 3-5x slower, so only a 10x fall counts
+FALL_LIMIT = {"cuda": 0.5, "cpu": 0.1}
+
+
+def suspect_points(records: list) -> dict:
+    """{point key: why} for ok points whose bandwidth is far below what the same run measured for a smaller size of
+    the same sweep (beyond FALL_LIMIT and the point's noise: a stall or a neighbour while it was timed), and points
+    timed under contention (another process busy, steal, a GPU shared)."""
+    out: dict = {}
+    groups: dict = {}
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        if (r.get("contention") or {}).get("contended"):
+            out[point_key(r)] = "timed under contention: " + ", ".join(r["contention"].get("reasons") or [])
+        params = r.get("params") or {}
+        axis = next((a for a in SIZE_AXES if a in params), None)
+        gbps = (r.get("metrics") or {}).get("gbps")
+        if axis is None or gbps is None:
+            continue
+        rest = json.dumps({k: v for k, v in params.items() if k != axis}, sort_keys=True, default=str)
+        groups.setdefault((r["benchmark"], axis, rest), []).append(r)
+    for (bench, axis, _), recs in groups.items():
+        recs = sorted(recs, key=lambda r: float(r["params"][axis]))
+        best, best_r = 0.0, None
+        for r in recs:
+            m = r["metrics"]
+            g, noise = float(m["gbps"]), float(m.get("noise") or 0)
+            drop = FALL_LIMIT["cuda" if r.get("device") == "cuda" else "cpu"]
+            if best_r is not None and g < drop * best * (1 - noise) and point_key(r) not in out:
+                out[point_key(r)] = (f"{g:.3g} GB/s at {axis}={r['params'][axis]} is under {drop:.0%} of the "
+                                     f"{best:.3g} GB/s the run measured at the smaller {axis}={best_r['params'][axis]}"
+                                     " (beyond noise): a stall or a neighbour while it was timed")
+            if g > best:
+                best, best_r = g, r
+    return out
+
+
+def point_key(rec: dict) -> str:
+    return rec["benchmark"] + " " + json.dumps(rec.get("params") or {}, sort_keys=True, default=str)

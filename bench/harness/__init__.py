@@ -363,7 +363,10 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
     budgets = budgets if budgets is not None else Budgets(cfg)
     target = for_cfg(cfg, cuda_available=device.is_cuda)
     seen: set = set()
-    with progress_bar(bool(h.progress)) as prog, _closing(ctx):
+    from bench.hw.contention import between, snapshot
+
+    gpu = device.index if device.is_cuda else None
+    with progress_bar(bool(h.progress)) as prog, _closing(ctx), _cpu_threads(device, h.get("cpu_threads")):
         task = prog.add_task("tierbench", total=len(plan), point="") if prog else None
         for bench, params in plan:
             if prog:
@@ -378,8 +381,11 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
                 body = {"status": "skipped", "reason": over, "metrics": {}, "verified": None, "info": {},
                         "wall_s": 0.0}
             else:
+                before = snapshot(gpu)
                 body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
                                  memory_budget(device, h), sampler, hardware, ctx)
+                body["contention"] = between(before, snapshot(gpu))
+                budgets.contend(bench.family, body["contention"])
             body["planned_s"] = None if est is None else round(est.total_s, 4)
             budgets.spend(bench.family, body["wall_s"], io_bytes(body, est))
             counts[body["status"]] = counts.get(body["status"], 0) + 1
@@ -412,6 +418,25 @@ def io_bytes(body: dict, est) -> int:
         calls = int(m["n"]) * int(m.get("inner", 1)) + int(m.get("warmup_calls", 0)) + 1
         return int(m["bytes"]) * calls
     return int(getattr(est, "io_bytes", 0) or 0) if body.get("wall_s") else 0
+
+
+class _cpu_threads:
+    """On the CPU, torch's intra-op threads pinned to harness.cpu_threads while the points run (as
+    torch.utils.benchmark times with one thread by default); restored after."""
+
+    def __init__(self, device: Device, threads):
+        self.n = None if (device.is_cuda or not threads) else int(threads)
+
+    def __enter__(self):
+        if self.n:
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n:
+            torch.set_num_threads(self.old)
+        return False
 
 
 class _closing:

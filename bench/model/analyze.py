@@ -24,7 +24,7 @@ from bench.model.costs import (DECODE, PREFILL, Costs, Tier, fit_decode, fit_exp
                                host_tier, points, storage_tier)
 from bench.model.workload import Workload, generate, read_trace
 from bench.shapes import ModelShape
-from bench.store import load, read_manifest, run_dirs
+from bench.store import load, read_manifest, run_dirs, run_state
 
 HIT_GRID = np.round(np.concatenate([np.arange(0, 0.9, 0.05), np.arange(0.9, 1.0001, 0.01)]), 3)  # dense where agents live
 CPU_ASSUMED_HBM = 80 * 2**30
@@ -125,6 +125,8 @@ def analyze(run_path, cfg) -> dict:
         raise UserError(f"{run_dir} lacks what the model needs:\n  " + "\n  ".join(missing))
     fl = cfg.fleet
     warnings: list[str] = []
+    if run_state(man):
+        warnings.append(f"{run_dir} is an incomplete run ({run_state(man)}): the model uses the points it measured")
     kvb = shape.kv_bytes_per_token
     bt = int(fl.block_tokens)
     host = host_tier(df, bt)
@@ -358,7 +360,9 @@ def analyze(run_path, cfg) -> dict:
     if fl.cache_slack > 0:
         reasons.append(f"cache simulated as LRU with {fl.cache_slack:.0%} eviction slack (approximate; "
                        "fleet.cache_slack=0, the default, is exact)")
-    reasons += _validation_reasons(df)
+    reasons += _validation_reasons(df, run_dir)
+    if run_state(man):
+        reasons.insert(0, f"incomplete run ({run_state(man)}): only the points measured before it stopped")
     tier_rates = {k: {"speedup": pt[f"tiers:{k}"], **{kk: vv for kk, vv in sim.rates().items()}}
                   for k, sim in tier_sims.items()}
     result["verdict"] = {
@@ -392,13 +396,22 @@ def _tier_noise(df, tier: Tier) -> float:
     return float(V.point_noise(rec.to_frame().T)[0])
 
 
-def _validation_reasons(df) -> list[str]:
-    """The end-to-end replay's per-tier speedup prediction errors, when the run has them."""
+def _validation_reasons(df, run_dir=None) -> list[str]:
+    """The end-to-end replay's per-tier speedup prediction errors, when the run has them (and, on a GPU, when its
+    decode ran eagerly: host-bound, so its time is Python's)."""
     d = df[(df["benchmark"] == "e2e_agentic_replay") & (df["status"] == "ok")] if not df.empty else df
     if d.empty or "metric.speedup_prediction_error" not in d:
         return []
+    eager = []
+    if run_dir is not None:
+        from bench.store import RECORDS, read_records
+
+        eager = sorted({str(r["info"]["decode"]) for r in read_records(Path(run_dir) / RECORDS)
+                        if r["benchmark"] == "e2e_agentic_replay" and r["status"] == "ok" and r.get("device") == "cuda"
+                        and str((r.get("info") or {}).get("decode", "")).startswith("eager")})
     errs = {str(r["param.mode"]): float(r["metric.speedup_prediction_error"]) for _, r in d.iterrows()
             if r.get("metric.speedup_prediction_error") == r.get("metric.speedup_prediction_error")}
     if not errs:
         return []
-    return ["end-to-end replay vs this model's prediction: " + ", ".join(f"{m} {e:+.0%}" for m, e in errs.items())]
+    out = ["end-to-end replay vs this model's prediction: " + ", ".join(f"{m} {e:+.0%}" for m, e in errs.items())]
+    return out + [f"the replay decoded {e}" for e in eager]

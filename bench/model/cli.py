@@ -39,6 +39,10 @@ def cmd_model(argv: list[str]) -> int:
 
     cfg = compose_checked(overrides, config_name="analysis")
     validate_analysis(cfg)
+    if cfg.out:
+        from bench.store import check_writable_dir
+
+        check_writable_dir(cfg.out, "out")
     result = analyze(run_dir, cfg)
     out = write_result(result, Path(cfg.out) if cfg.out else None)
     if as_json:
@@ -52,7 +56,15 @@ def write_result(result: dict, out=None) -> Path:
     """model.json and the plots into ``out`` (default: the variant's own folder in the run directory)."""
     from bench.model import plots
 
+    from bench.store import check_writable_dir, fallback_dir
+
     out = Path(out or Path(result["run"]) / result["variant"])
+    try:
+        check_writable_dir(out, "out")
+    except UserError as e:  # the work is done: never lose it, write it elsewhere and say where
+        fb = fallback_dir(result["variant"])
+        print(f"note: cannot write to {out} ({e}); writing to {fb} instead")
+        out = fb
     out.mkdir(parents=True, exist_ok=True)
     result["plots"] = {"speedup_vs_hit_rate": plots.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
                        "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),

@@ -24,6 +24,7 @@ def validate_analysis(cfg) -> None:
     if f.gpus_per_instance is not None:
         check(f.gpus_per_instance >= 1, "fleet.gpus_per_instance", f.gpus_per_instance, "an integer >= 1 or null")
     check(f.load_cost in LOAD_COSTS, "fleet.load_cost", f.load_cost, f"one of {', '.join(LOAD_COSTS)}")
+    check(len(f.routings) > 0, "fleet.routings", list(f.routings), f"at least one of {', '.join(ROUTINGS)}")
     for r in f.routings:
         check(r in ROUTINGS, "fleet.routings", r, f"each one of {', '.join(ROUTINGS)}")
     for key in ("shared_prefix_tokens", "session_context_tokens"):

@@ -8,6 +8,7 @@ content, so a prefix cache can reuse them). We add an optional ``session_id`` fo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -131,13 +132,21 @@ def write_trace(reqs: Iterable[Request], path) -> None:
 
 
 def read_trace(path) -> list[Request]:
-    """Read a Mooncake-format JSONL trace; a malformed line is a one-line error naming the line and the field."""
+    """Read a Mooncake-format JSONL trace; a malformed line (not UTF-8, not JSON, a missing or mistyped field, a
+    zero or negative length, a non-finite timestamp) is a one-line error naming the line and what is wrong."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"trace={str(path)!r} is a directory; give a Mooncake-format .jsonl file")
     if not p.is_file():
         raise UserError(f"trace {str(p)!r} does not exist")
     reqs = []
-    with open(p) as f:
-        for i, line in enumerate(f, 1):
+    with open(p, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"trace {p}: line {i} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})"
+                                ) from None
             if not line.strip():
                 continue
             try:
@@ -145,11 +154,16 @@ def read_trace(path) -> list[Request]:
                 r = Request(float(d["timestamp"]), int(d["input_length"]), int(d["output_length"]),
                             [int(x) for x in d["hash_ids"]], d.get("session_id"),
                             [int(x) for x in d.get("output_hash_ids") or []])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
                 raise UserError(f"trace {p}: line {i} is not a Mooncake record (timestamp, input_length, "
                                 f"output_length, hash_ids): {type(e).__name__}: {e}") from None
             if r.input_length < 0 or r.output_length < 0:
-                raise UserError(f"trace {p}: line {i} has a negative length")
+                raise UserError(f"trace {p}: line {i} has a negative length (input_length={r.input_length}, "
+                                f"output_length={r.output_length})")
+            if r.input_length == 0:
+                raise UserError(f"trace {p}: line {i} has input_length 0: a request needs at least one input token")
+            if not math.isfinite(r.timestamp_ms):
+                raise UserError(f"trace {p}: line {i} has a non-finite timestamp {d['timestamp']!r}")
             reqs.append(r)
     if not reqs:
         raise UserError(f"trace {p} is empty: no requests to replay")

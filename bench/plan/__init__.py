@@ -127,7 +127,8 @@ def fits(need, cfg, target: Target) -> Optional[str]:
 
 # -- time --------------------------------------------------------------------------------------------------------
 SAMPLE_OVERHEAD_S = {"device": 60e-6, "host": 2e-6, "host_issued": 30e-6, "lanes": 150e-6}
-CPU_SAMPLE_OVERHEAD_S = {"lanes": 5e-3}  # CPU lanes: host threads started, released and joined each sample (5-14 ms on 2 cores)
+# CPU lanes: host threads started, released and joined each sample (5-14 ms on 2 cores)
+CPU_SAMPLE_OVERHEAD_S = {"lanes": 5e-3}
 
 
 def _clock_limits(clock: str, cuda: bool) -> tuple[float, int]:
@@ -262,6 +263,20 @@ class Budgets:
         self.used_io: dict = {}
         self.planned_s: dict = {}
         self.skipped: dict = {}
+        self.contention: dict = {}
+
+    def contend(self, family: str, c: dict) -> None:
+        """Fold one point's contention reading into its family's (max of other processes' cores and steal)."""
+        f = self.contention.setdefault(family, {"points": 0, "contended_points": 0, "other_processes_cores_max": 0.0,
+                                                "steal_share_max": 0.0, "reasons": []})
+        f["points"] += 1
+        f["contended_points"] += int(bool(c.get("contended")))
+        f["other_processes_cores_max"] = max(f["other_processes_cores_max"], c.get("other_processes_cores") or 0.0)
+        f["steal_share_max"] = max(f["steal_share_max"], c.get("steal_share") or 0.0)
+        for r in c.get("reasons") or []:
+            kind = r.split(" used ")[0] if " used " in r else r.split(" of ")[-1]
+            if all(kind not in x for x in f["reasons"]):
+                f["reasons"].append(r)
 
     def plan(self, family: str, seconds: float) -> None:
         self.planned_s[family] = self.planned_s.get(family, 0.0) + seconds
@@ -294,6 +309,8 @@ class Budgets:
             if f == "storage":
                 out[f]["io_bytes"] = self.used_io.get(f, 0)
                 out[f]["budget_bytes"] = storage_budget_bytes(self.cfg)
+            if f in self.contention:
+                out[f]["contention"] = self.contention[f]
         return out
 
 

@@ -84,10 +84,11 @@ def for_cfg(cfg, cuda_available: Optional[bool] = None) -> Target:
     preset re-measured here."""
     name = cfg.plan.gpu if "plan" in cfg else None
     p = cfg.get("plan") or {}
+    threads = cfg.harness.get("cpu_threads") if "harness" in cfg else None
     if name:
         t = load(str(name))
         if t.calibrate:
-            t = calibrate_cpu(t)
+            t = calibrate_cpu(t, threads)
     else:
         t = local(cfg, cuda_available)
     over = {k: float(p[k]) for k in ("storage_read_gbps", "storage_write_gbps") if p.get(k) is not None}
@@ -100,7 +101,7 @@ def local(cfg, cuda_available: Optional[bool] = None) -> Target:
     if cuda_available is None:
         cuda_available = torch.cuda.is_available() and cfg.harness.device != "cpu"
     if not cuda_available:
-        return calibrate_cpu(load("cpu"))
+        return calibrate_cpu(load("cpu"), cfg.harness.get("cpu_threads"))
     idx = int(cfg.harness.device_index)
     props = torch.cuda.get_device_properties(idx)
     preset = next((p for key, p in GPU_NAMES if key in props.name), None)
@@ -116,13 +117,27 @@ def local(cfg, cuda_available: Optional[bool] = None) -> Target:
 _CALIBRATED: dict = {}
 
 
-def calibrate_cpu(t: Target) -> Target:
-    """Re-measure the CPU figures that vary most between machines (about half a second, once per process): memcpy,
-    float32 matmul, torch's random-byte generator, one small op's cost, and the machine's memory."""
-    if t.name in _CALIBRATED:
-        return _CALIBRATED[t.name]
+def calibrate_cpu(t: Target, threads: Optional[int] = None) -> Target:
+    """Re-measure the CPU figures that vary most between machines (about half a second, once per process and thread
+    count): memcpy, float32 matmul, torch's random-byte generator, one small op's cost, and the machine's memory,
+    with torch at ``threads`` intra-op threads (harness.cpu_threads, as the run times them)."""
+    key = (t.name, threads)
+    if key in _CALIBRATED:
+        return _CALIBRATED[key]
     import torch
 
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        out = _measure_cpu(t, torch)
+    finally:
+        torch.set_num_threads(old_threads)
+    _CALIBRATED[key] = out
+    return out
+
+
+def _measure_cpu(t: Target, torch) -> Target:
     from bench.hw.fingerprint import _meminfo_available
 
     def best(fn, reps=5) -> float:
@@ -152,5 +167,4 @@ def calibrate_cpu(t: Target) -> Target:
                               source=f"{t.source}; measured here: memcpy {copy_gbps:.3g} GB/s (read+write), float32 "
                                      f"matmul {tflops * 1e3:.3g} GFLOP/s, random bytes {fill_gbps:.3g} GB/s, "
                                      f"{op_us:.3g} us per small op")
-    _CALIBRATED[t.name] = out
     return out

@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 
 from bench.cli import register
+from bench.errors import UserError
 from bench.compare import FINGERPRINT_KEYS
 from bench.report import plots
-from bench.store import load, read_manifest, run_dirs
+from bench.store import (RECORDS, check_numbers, check_writable_dir, fallback_dir, load, read_manifest, read_records,
+                         run_dirs, run_state)
 
 PLOTS = [("bandwidth_vs_size", "Host <-> device copy bandwidth vs size", plots.bandwidth_vs_size),
          ("paged_methods", "Paged KV transfer methods vs block size", plots.paged_methods),
@@ -32,6 +34,8 @@ def model_results(dirs) -> list[dict]:
 
 def build(paths, out_dir) -> dict:
     dirs = run_dirs(paths)
+    for d in dirs:
+        check_numbers(read_records(d / RECORDS), f"report {d}")
     df = load(*dirs)
     out = Path(out_dir)
     img = out / "img"
@@ -53,17 +57,19 @@ def build(paths, out_dir) -> dict:
                  r["verdict"]["sentence"] if isinstance(r["verdict"], dict) else r["verdict"])
                 for r in model_results(dirs)]
     missing = [title for name, title, _ in PLOTS if name not in {m[0] for m in made}]
-    write_html(out / "report.html", dirs, fp, made, counts, verdicts, missing)
-    write_md(out / "report.md", dirs, fp, made, counts, verdicts, missing)
+    incomplete = [f"{Path(d).name} is {run_state(m)}: its points are what it measured before it stopped"
+                  for d, m in zip(dirs, mans) if run_state(m)]
+    write_html(out / "report.html", dirs, fp, made, counts, verdicts, missing, incomplete)
+    write_md(out / "report.md", dirs, fp, made, counts, verdicts, missing, incomplete)
     return {"html": str(out / "report.html"), "markdown": str(out / "report.md"),
-            "images": [p for _, _, p in made], "missing": missing}
+            "images": [p for _, _, p in made], "missing": missing, "incomplete": incomplete}
 
 
 def _fp_rows(dirs, fp):
     return [["", *[Path(d).name for d in dirs]]] + [[k, *v] for k, v in fp]
 
 
-def write_html(path, dirs, fp, made, counts, verdicts, missing) -> None:
+def write_html(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> None:
     esc = html.escape
     rows = _fp_rows(dirs, fp)
     table = "<table>" + "".join(
@@ -80,16 +86,19 @@ def write_html(path, dirs, fp, made, counts, verdicts, missing) -> None:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tierbench report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
 font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{margin:1.5em 0}}
-img{{max-width:100%;border:1px solid #eee}}figcaption{{font-weight:bold;margin-bottom:.4em}}</style></head><body>
-<h1>tierbench report</h1><p>Runs: {esc(', '.join(str(d) for d in dirs))}. Points: {esc(json.dumps(counts))}.</p>
+img{{max-width:100%;border:1px solid #eee}}figcaption{{font-weight:bold;margin-bottom:.4em}}
+.warn{{background:#fff3cd;border:1px solid #e0b800;padding:.5em}}</style></head><body>
+<h1>tierbench report</h1>{''.join(f'<p class="warn">Incomplete run: {esc(x)}</p>' for x in incomplete)}
+<p>Runs: {esc(', '.join(str(d) for d in dirs))}. Points: {esc(json.dumps(counts))}.</p>
 <h2>Hardware fingerprint</h2>{table}<h2>Verdict</h2>{verdict_html}<h2>Plots</h2>{''.join(figs)}
 {f'<h2>Not shown</h2><ul>{miss}</ul>' if miss else ''}</body></html>"""
     Path(path).write_text(page)
 
 
-def write_md(path, dirs, fp, made, counts, verdicts, missing) -> None:
+def write_md(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> None:
     rows = _fp_rows(dirs, fp)
-    lines = ["# tierbench report", "", f"Runs: {', '.join(str(d) for d in dirs)}. Points: {json.dumps(counts)}.", "",
+    lines = ["# tierbench report", ""] + [f"> **Incomplete run:** {x}" for x in incomplete] + \
+        ["", f"Runs: {', '.join(str(d) for d in dirs)}. Points: {json.dumps(counts)}.", "",
              "## Hardware fingerprint", "", "| " + " | ".join(rows[0]) + " |",
              "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
     lines += ["", "## Verdict", ""] + ([f"**{m} / {w}:** {v}" for m, w, v in verdicts] or
@@ -107,8 +116,19 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--out", help="output directory (default: the first run's report/)")
     a = p.parse_args(argv)
     out = a.out or str(Path(run_dirs(a.runs)[0]) / "report")
+    if a.out:
+        check_writable_dir(a.out, "--out")
+    try:
+        check_writable_dir(out, "--out")
+    except UserError:  # the run's own directory is read-only: the report goes to a fallback, said below
+        if a.out:
+            raise
+        out = str(fallback_dir("report"))
+        print(f"note: {Path(run_dirs(a.runs)[0])} is read-only; writing the report to {out}")
     res = build(a.runs, out)
     print(f"wrote {res['html']} and {res['markdown']} ({len(res['images'])} plots)")
+    for x in res["incomplete"]:
+        print(f"warning: incomplete run: {x}")
     for t in res["missing"]:
         print(f"  not shown: {t} (no data in these runs)")
     return 0
