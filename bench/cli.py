@@ -49,9 +49,15 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+# name -> (the function, or "module:function" imported only when the command runs, and its one-line summary):
+# `bench --help` imports nothing heavy (no torch, pandas or matplotlib)
+COMMANDS: dict[str, tuple[object, str]] = {
     "run": (cmd_run, "run benchmarks (Hydra overrides, -m sweeps) into results/<run-id>/"),
     "list": (cmd_list, "list benchmarks, presets and workloads"),
+    "model": ("bench.model.cli:cmd_model", "throughput model + 2x verdict from a run's measurements"),
+    "compare": ("bench.compare:cmd_compare", "compare runs point by point (noise-aware; hardware shown side by side)"),
+    "report": ("bench.report.cli:cmd_report", "HTML + markdown report with plots and the fingerprint"),
+    "validate": ("bench.validate:cmd_validate", "end-to-end agentic replay vs the cost model's prediction"),
 }
 
 
@@ -65,16 +71,14 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _load_plugins() -> None:
-    """Commands added by other modules (model, compare, report, validate) register themselves on import."""
-    import importlib
+def resolve(name: str) -> Callable[[list[str]], int]:
+    fn = COMMANDS[name][0]
+    if isinstance(fn, str):
+        import importlib
 
-    for mod in ("bench.model.cli", "bench.compare", "bench.report.cli", "bench.validate"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name is None or not (mod == e.name or mod.startswith(e.name + ".")):
-                raise
+        mod, _, attr = fn.partition(":")
+        fn = getattr(importlib.import_module(mod), attr)
+    return fn
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
@@ -87,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
-    _load_plugins()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -100,6 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if name not in COMMANDS:
             raise allowed("command", name, COMMANDS)
-        return COMMANDS[name][0](rest) or 0
+        return resolve(name)(rest) or 0
     except UserError as e:
         fail(e)

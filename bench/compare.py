@@ -14,7 +14,6 @@ import json
 import math
 from pathlib import Path
 
-from bench.cli import register
 from bench.errors import UserError
 from bench.store import (RECORDS, check_numbers, check_writable_file, point_key, read_manifest, read_records,
                          run_dirs, run_state)
@@ -33,6 +32,9 @@ FINGERPRINT_KEYS = {
     "CUDA": lambda m: _g(m, "gpu", "cuda_runtime"),
     "torch": lambda m: _g(m, "software", "torch"),
     "CPU": lambda m: _g(m, "host", "cpu_model"),
+    "CPU cores": lambda m: _g(m, "host", "cpu_cores"),
+    "torch threads (timing)": lambda m: ((m.get("machine") or {}).get("threads") or {}).get("torch_threads"),
+    "points under contention": lambda m: (m.get("machine") or {}).get("contended_points"),
     "host memory GiB": lambda m: _round(_g(m, "host", "memory_bytes"), 2**30),
     "host": lambda m: _g(m, "host", "hostname"),
     "tool": lambda m: f"{(m.get('tool') or {}).get('version')} {((m.get('tool') or {}).get('git_sha') or '')[:8]}",
@@ -81,6 +83,7 @@ def side(path) -> tuple[str, dict, list]:
 
 
 K_RUN = 3.0  # run-to-run tolerance: this many robust standard deviations of the pair's median log-ratios
+MIN_FAMILY_POINTS = 8  # a family with fewer matched points takes the pooled spread of all points
 
 
 def _interval(rec: dict) -> tuple[float, float, float]:
@@ -183,10 +186,14 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
             fam.setdefault(p["family"], []).append(g)
         centers = {f: float(np.median(v)) for f, v in fam.items()}
         resid = [g - centers[p["family"]] for p, g in zip(comparable, gains)]
-        s = _robust_sd(resid)
-        run_tol = max(noise_floor, K_RUN * s) if same_machine else noise_floor
+        pooled = _robust_sd(resid)
+        # run-to-run spread per family (attention on a shared CPU varies ~17%, transfers ~4%): its own robust SD when
+        # it has enough points, else the pooled one
+        sd = {f: (_robust_sd(np.array(v) - centers[f]) if len(v) >= MIN_FAMILY_POINTS else pooled)
+              for f, v in fam.items()}
+        tol_of = {f: (max(noise_floor, K_RUN * x) if same_machine else noise_floor) for f, x in sd.items()}
         for f, v in fam.items():
-            se = 1.2533 * s / math.sqrt(len(v)) if len(v) else math.inf
+            se = 1.2533 * sd[f] / math.sqrt(len(v)) if len(v) else math.inf
             if len(v) >= 3 and abs(centers[f]) > max(threshold, 3 * se):
                 shifts.append({"run": sides[i][0], "family": f, "points": len(v),
                                "median_change": math.expm1(centers[f])})
@@ -198,6 +205,7 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
             # gap between the ranges on a log scale: > 0 the other is slower, < 0 faster
             slower_by = math.log(o_fast / b_slow) if o_fast > b_slow else 0.0
             faster_by = math.log(b_fast / o_slow) if o_slow < b_fast else 0.0
+            run_tol = tol_of.get(p["family"], max(noise_floor, K_RUN * pooled) if same_machine else noise_floor)
             if p["excluded"][i - 1]:
                 label = "EXCLUDED"
             elif slower_by > run_tol:
@@ -309,5 +317,3 @@ def cmd_compare(argv: list[str]) -> int:
                         "(or --allow-incomplete)")
     return 1 if (a.fail_on_regression and res["regressions"]) else 0
 
-
-register("compare", cmd_compare, "compare runs point by point (noise-aware; hardware shown side by side)")

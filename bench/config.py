@@ -9,33 +9,16 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from bench import conf_dir, kernels_dir  # noqa: F401  (re-exported: config and kernel paths)
 from bench.errors import UserError
 from bench.validators import validator
 
 MiB = 1 << 20
-
-
-def conf_dir() -> Path:
-    """conf/ of a source checkout (editable install), else the copy shipped inside the package."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "conf", here / "_conf"):
-        if (cand / "config.yaml").exists():
-            return cand
-    raise RuntimeError(f"tierbench config directory not found next to {here}")
-
-
-def kernels_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "kernels", here / "_kernels"):
-        if cand.is_dir():
-            return cand
-    raise RuntimeError(f"tierbench kernels directory not found next to {here}")
 
 
 def _host_tag() -> str:

@@ -5,8 +5,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from bench.config import conf_dir
-from bench.registry import load_all
+from bench.registry import catalog
 
 PRESET_GROUPS = ("suite", "model", "workload", "hardware", "fleet")
 
@@ -20,18 +19,20 @@ def preset_description(path) -> str:
 
 
 def presets(group: str) -> dict[str, str]:
+    from bench import conf_dir
+
     d = conf_dir() / group
     return {p.stem: preset_description(p) for p in sorted(d.glob("*.yaml"))} if d.is_dir() else {}
 
 
 def print_listing(what: str = "all") -> None:
-    console = Console(width=140)
+    console = Console()
     if what in ("all", "benchmarks"):
         t = Table(title="benchmarks (a family: benchmark=FAMILY; one benchmark: only=NAME)")
         for col in ("name", "family", "what it measures"):
             t.add_column(col, overflow="fold")
-        for b in sorted(load_all().values(), key=lambda b: (b.family, b.name)):
-            t.add_row(b.name, b.family, b.description)
+        for b in sorted(catalog(), key=lambda b: (b["family"], b["name"])):
+            t.add_row(b["name"], b["family"], b["description"])
         console.print(t)
     if what in ("all", "presets"):
         for group in PRESET_GROUPS:

@@ -64,6 +64,30 @@ def load_all() -> dict[str, Benchmark]:
     return REGISTRY
 
 
+def catalog() -> list[dict]:
+    """Every benchmark's name, family and description read from the source of bench/benchmarks/*.py (the
+    ``@benchmark(name, family=...)`` decorators and the functions' docstrings) without importing it: `bench list`
+    answers without torch. The same facts as load_all() (a test holds them equal)."""
+    import ast
+    from pathlib import Path
+
+    import bench.benchmarks as pkg
+
+    out = []
+    for path in sorted(Path(pkg.__path__[0]).glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                if isinstance(dec, ast.Call) and getattr(dec.func, "id", None) == "benchmark" and dec.args:
+                    fam = next((k.value.value for k in dec.keywords if k.arg == "family"), None)
+                    doc = (ast.get_docstring(node, clean=False) or "").strip().split("\n\n")[0]
+                    out.append({"name": dec.args[0].value, "family": fam, "description": " ".join(doc.split()),
+                                "module": f"bench.benchmarks.{path.stem}"})
+    return out
+
+
 def families() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for b in load_all().values():

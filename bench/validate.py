@@ -2,7 +2,6 @@
 measured vs predicted table (a thin wrapper over `run benchmark=[layers,transfer,storage,validate]`)."""
 from __future__ import annotations
 
-from bench.cli import register
 
 HELP = """usage: python -m bench validate [OVERRIDE ...]
 
@@ -37,7 +36,7 @@ def print_summary(run_dir) -> None:
     from bench.store import RECORDS, read_records
 
     recs = [r for r in read_records(run_dir / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
-    con = Console(width=160)
+    con = Console()
     t = Table(title=f"end-to-end replay vs cost model ({run_dir})")
     for col in ("mode", "status", "prefill s", "decode s", "speedup measured", "speedup predicted",
                 "speedup error", "time error", "logits vs recompute"):
@@ -56,5 +55,3 @@ def print_summary(run_dir) -> None:
                   "do not time (embedding/output head, per-step launch and Python overhead, cache writes); "
                   "see the time error column")
 
-
-register("validate", cmd_validate, "end-to-end agentic replay vs the cost model's prediction")

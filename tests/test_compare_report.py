@@ -179,18 +179,66 @@ def test_different_hardware_is_shown_side_by_side(runs):
 
 def test_report_produces_the_expected_images(runs, tmp_path):
     a, b = runs
-    assert run_cli("model", str(a), "fleet.sessions=50").returncode == 0
+    for run in (a, b):
+        assert run_cli("model", str(run), "fleet.sessions=50").returncode == 0
     out = tmp_path / "rep"
     r = run_cli("report", str(a), str(b), "--out", str(out))
     assert r.returncode == 0, r.stderr
     imgs = {p.name for p in (out / "img").glob("*.png")}
-    assert {"bandwidth_vs_size.png", "paged_methods.png", "storage_vs_queue_depth.png", "roofline.png",
-            "speedup_vs_hit_rate_agentic_coding.png"} <= imgs
+    assert {"bandwidth_vs_size.png", "paged_methods.png", "storage_vs_queue_depth.png", "roofline.png"} <= imgs
+    speedups = sorted(i for i in imgs if i.startswith("speedup_vs_hit_rate_"))
+    assert len(speedups) == 2 and "cpu_a" in speedups[0] and "cpu_b" in speedups[1]  # one per run, never shared
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(imgs)  # self-contained
-    assert "Hardware fingerprint" in html and "AMD" in html or "cpu" in html
+    assert "Hardware fingerprint" in html and "cpu" in html
+    table = html[html.index("<table>"):html.index("</table>")]
+    assert "None" not in table and "CPU cores" in table  # a CPU run shows what it has, no rows of None
+    assert "cpu_a: tiny" in html and "cpu_b: tiny" in html and "Caveats:" in html  # each run's verdict, reasons
     md = (out / "report.md").read_text()
-    assert "![" in md and "Verdict" in md
+    assert "![" in md and "Verdict" in md and "- caveat:" in md
+
+
+def test_every_plot_keeps_runs_apart(runs, monkeypatch, tmp_path):
+    """Two runs plotted together: every series of every plot belongs to one run (its label names it), no colour
+    is shared by two series of a panel."""
+    import matplotlib.colors as mcolors
+
+    from bench.report import plots
+    from bench.store import load
+
+    a, b = runs
+    df = load(a, b)
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or str(path))
+    for fn in (plots.bandwidth_vs_size, plots.paged_methods, plots.storage_vs_queue_depth, plots.roofline):
+        assert fn(df, tmp_path / "x.png")
+    # the recorded runs have no interference family: give run b's copy of a CPU interference record set
+    recs = [json.loads(x) for x in (ROOT / "tests" / "data" / "interference_cpu.jsonl").read_text().splitlines()] \
+        if (ROOT / "tests" / "data" / "interference_cpu.jsonl").exists() else []
+    if recs:
+        import pandas as pd
+
+        rows = []
+        for run in ("cpu_a", "cpu_b"):
+            for r in recs:
+                row = {"run_id": run, "run_dir": run, "benchmark": r["benchmark"], "status": r["status"],
+                       "device": "cpu", "gpu_name": None}
+                row.update({f"param.{k}": v for k, v in r["params"].items()})
+                row.update({f"metric.{k}": v for k, v in r["metrics"].items()})
+                rows.append(row)
+        assert plots.interference(pd.DataFrame(rows), tmp_path / "i.png")
+    for fig in figs:
+        for ax in fig.axes:
+            lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+            points = [c for c in ax.collections if not c.get_label().startswith("_")]
+            series = [x for x in lines + points if "roofline" not in x.get_label() and "contiguous" not in
+                      x.get_label()]
+            for x in series:
+                assert ("cpu_a" in x.get_label()) != ("cpu_b" in x.get_label()), x.get_label()
+            cols = [mcolors.to_hex(x.get_color() if hasattr(x, "get_color") and not hasattr(x, "get_facecolor")
+                                   else x.get_facecolor()[0]) + str(getattr(x, "get_linestyle", lambda: "")())
+                    for x in series]
+            assert len(cols) == len(set(cols)), [x.get_label() for x in series]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")

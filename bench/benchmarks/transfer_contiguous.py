@@ -117,24 +117,35 @@ def _sizes(c):
     return {"size_bytes": list(c.transfer.sizes)}
 
 
-def _register(name: str, direction: str, pinned: bool, doc: str) -> None:
-    def fn(state):
-        contiguous_copy(state, direction, pinned)
+@benchmark("h2d_pinned", family="transfer", axes=_sizes)
+def h2d_pinned(state):
+    """Host-to-device copy from pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes.
+    Times the copy only; allocation and verification are outside."""
+    contiguous_copy(state, "h2d", True)
 
-    fn.__doc__ = doc
-    benchmark(name, family="transfer", axes=_sizes)(fn)
+
+@benchmark("d2h_pinned", family="transfer", axes=_sizes)
+def d2h_pinned(state):
+    """Device-to-host copy into pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes."""
+    contiguous_copy(state, "d2h", True)
 
 
-_register("h2d_pinned", "h2d", True, "Host-to-device copy from pinned memory (one cudaMemcpyAsync); GB/s of payload, "
-          "latency_us for small sizes. Times the copy only; allocation and verification are outside.")
-_register("d2h_pinned", "d2h", True, "Device-to-host copy into pinned memory (one cudaMemcpyAsync); GB/s of payload, "
-          "latency_us for small sizes.")
-_register("h2d_pageable", "h2d", False, "Host-to-device copy from pageable memory (driver-staged, host-synchronous); "
-          "GB/s of payload.")
-_register("d2h_pageable", "d2h", False, "Device-to-host copy into pageable memory (driver-staged, host-synchronous); "
-          "GB/s of payload.")
-_register("d2d", "d2d", True, "Device-to-device copy across the size sweep; GB/s counts bytes read + written "
-          "(compare with the HBM peak).")
+@benchmark("h2d_pageable", family="transfer", axes=_sizes)
+def h2d_pageable(state):
+    """Host-to-device copy from pageable memory (driver-staged, host-synchronous); GB/s of payload."""
+    contiguous_copy(state, "h2d", False)
+
+
+@benchmark("d2h_pageable", family="transfer", axes=_sizes)
+def d2h_pageable(state):
+    """Device-to-host copy into pageable memory (driver-staged, host-synchronous); GB/s of payload."""
+    contiguous_copy(state, "d2h", False)
+
+
+@benchmark("d2d", family="transfer", axes=_sizes)
+def d2d(state):
+    """Device-to-device copy across the size sweep; GB/s counts bytes read + written (compare with the HBM peak)."""
+    contiguous_copy(state, "d2d", True)
 
 
 def _streams(state) -> list:
@@ -183,23 +194,31 @@ def bidir_pinned(state):
     concurrent_copies(state, pairs)
 
 
-def _multistream(direction: str):
-    def fn(state):
-        k = int(state.params["streams"])
-        n = int(state.cfg.transfer.stream_bytes)
-        state.require_bytes(k * n, f"{k} source + destination buffers", host_bytes=k * n)
-        src_side, dst_side = DIRECTIONS[direction]
-        seed = int(state.cfg.transfer.seed)
-        pairs = [(alloc(state, dst_side, n, True, None), alloc(state, src_side, n, True, seed + i)) for i in range(k)]
-        state.add_bytes(k * n)
-        set_link_peak(state, direction)
-        concurrent_copies(state, pairs)
-
-    fn.__doc__ = (f"{direction.upper()} pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is "
-                  "the total (one link: streams share it).")
-    return fn
+def multistream(state, direction: str) -> None:
+    k = int(state.params["streams"])
+    n = int(state.cfg.transfer.stream_bytes)
+    state.require_bytes(k * n, f"{k} source + destination buffers", host_bytes=k * n)
+    src_side, dst_side = DIRECTIONS[direction]
+    seed = int(state.cfg.transfer.seed)
+    pairs = [(alloc(state, dst_side, n, True, None), alloc(state, src_side, n, True, seed + i)) for i in range(k)]
+    state.add_bytes(k * n)
+    set_link_peak(state, direction)
+    concurrent_copies(state, pairs)
 
 
-for _d in ("h2d", "d2h"):
-    benchmark(f"{_d}_pinned_streams", family="transfer",
-              axes=lambda c: {"streams": list(c.transfer.streams)})(_multistream(_d))
+def _stream_axes(c):
+    return {"streams": list(c.transfer.streams)}
+
+
+@benchmark("h2d_pinned_streams", family="transfer", axes=_stream_axes)
+def h2d_pinned_streams(state):
+    """H2D pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is the total (one link: streams
+    share it)."""
+    multistream(state, "h2d")
+
+
+@benchmark("d2h_pinned_streams", family="transfer", axes=_stream_axes)
+def d2h_pinned_streams(state):
+    """D2H pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is the total (one link: streams
+    share it)."""
+    multistream(state, "d2h")

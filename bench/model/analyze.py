@@ -361,6 +361,7 @@ def analyze(run_path, cfg) -> dict:
         reasons.append(f"cache simulated as LRU with {fl.cache_slack:.0%} eviction slack (approximate; "
                        "fleet.cache_slack=0, the default, is exact)")
     reasons += _validation_reasons(df, run_dir)
+    reasons += _suspect_reasons(run_dir)
     if run_state(man):
         reasons.insert(0, f"incomplete run ({run_state(man)}): only the points measured before it stopped")
     tier_rates = {k: {"speedup": pt[f"tiers:{k}"], **{kk: vv for kk, vv in sim.rates().items()}}
@@ -394,6 +395,23 @@ def _tier_noise(df, tier: Tier) -> float:
         return 0.0
     rec = d.loc[(d["metric.gbps"].astype(float) - tier.gbps).abs().idxmin()]
     return float(V.point_noise(rec.to_frame().T)[0])
+
+
+COST_BENCHMARKS = ("layer_prefill", "layer_decode", "paged_onload", "file_read", "gpu_file_read_kvikio",
+                   "gpu_file_read_bounce", "layerwise_load", "h2d_pinned")
+
+
+def _suspect_reasons(run_dir) -> list[str]:
+    """Points the costs come from that were timed under contention or fell implausibly in their sweep."""
+    from bench.store import RECORDS, read_records, suspect_points
+
+    sus = suspect_points(read_records(Path(run_dir) / RECORDS))
+    used = {k: v for k, v in sus.items() if k.split(" ", 1)[0] in COST_BENCHMARKS}
+    if not used:
+        return []
+    contended = sum(1 for v in used.values() if v.startswith("timed under contention"))
+    return [f"{len(used)} measured point(s) the costs use are suspect ({contended} timed under contention; e.g. "
+            f"{next(iter(used))}: {next(iter(used.values()))})"]
 
 
 def _validation_reasons(df, run_dir=None) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cli import register
 from bench.errors import UserError
 
 HELP = """usage: python -m bench model RUN_DIR [OVERRIDE ...] [--json]
@@ -120,5 +119,3 @@ def print_table(r: dict, out: Path) -> None:
         con.print(f"[yellow]warning:[/yellow] {w}")
     con.print(f"wrote {out}/model.json and plots")
 
-
-register("model", cmd_model, "throughput model + 2x verdict from a run's measurements")

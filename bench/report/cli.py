@@ -7,9 +7,9 @@ import argparse
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
-from bench.cli import register
 from bench.errors import UserError
 from bench.compare import FINGERPRINT_KEYS
 from bench.report import plots
@@ -46,15 +46,21 @@ def build(paths, out_dir) -> dict:
             made.append((name, title, path))
     from bench.model import plots as mplots
 
-    for r in model_results(dirs):
+    for i, r in enumerate(model_results(dirs)):  # one picture per run and variant: runs never share a file
         wl = r["workload"]["name"]
-        made.append((f"speedup_{wl}", f"Speedup vs hit rate with the Amdahl bound ({r['model']}, {wl})",
-                     mplots.speedup_vs_hit_rate(r, img / f"speedup_vs_hit_rate_{wl}.png")))
+        run = Path(r["run"]).name
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run}_{r.get('variant', wl)}")
+        made.append((f"speedup_{i}", f"Speedup vs hit rate with the Amdahl bound ({run}: {r['model']} on "
+                                     f"{r.get('gpu', '?')}, {r['workload'].get('label', wl)})",
+                     mplots.speedup_vs_hit_rate(r, img / f"speedup_vs_hit_rate_{name}.png")))
     mans = [read_manifest(d) for d in dirs]
-    fp = [(k, [str(f(m)) for m in mans]) for k, f in FINGERPRINT_KEYS.items()]
+    fp = [(k, ["-" if v is None else str(v) for v in vals]) for k, vals in
+          ((k, [f(m) for m in mans]) for k, f in FINGERPRINT_KEYS.items()) if any(v is not None for v in vals)]
     counts = df.groupby("status").size().to_dict() if not df.empty else {}
-    verdicts = [(r["model"], r["workload"].get("label", r["workload"]["name"]),
-                 r["verdict"]["sentence"] if isinstance(r["verdict"], dict) else r["verdict"])
+    verdicts = [(f"{Path(r['run']).name}: {r['model']}", r["workload"].get("label", r["workload"]["name"]),
+                 r["verdict"]["sentence"] if isinstance(r["verdict"], dict) else r["verdict"],
+                 (r["verdict"].get("reasons") if isinstance(r["verdict"], dict) else None) or [],
+                 r.get("warnings") or [], r.get("gpu", ""))
                 for r in model_results(dirs)]
     missing = [title for name, title, _ in PLOTS if name not in {m[0] for m in made}]
     incomplete = [f"{Path(d).name} is {run_state(m)}: its points are what it measured before it stopped"
@@ -80,7 +86,11 @@ def write_html(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -
         data = base64.b64encode(Path(p).read_bytes()).decode()
         figs.append(f'<figure id="{esc(name)}"><figcaption>{esc(title)}</figcaption>'
                     f'<img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>')
-    verdict_html = "".join(f"<p><b>{esc(m)} / {esc(w)}:</b> {esc(v)}</p>" for m, w, v in verdicts) or \
+    verdict_html = "".join(
+        f"<p><b>{esc(m)} / {esc(w)} on {esc(str(g))}:</b> {esc(v)}</p>"
+        + (f"<p>Caveats:</p><ul>{''.join(f'<li>{esc(x)}</li>' for x in rs)}</ul>" if rs else "")
+        + (f"<p>Warnings:</p><ul>{''.join(f'<li>{esc(x)}</li>' for x in ws)}</ul>" if ws else "")
+        for m, w, v, rs, ws, g in verdicts) or \
         "<p>No throughput-model result yet: run <code>python -m bench model RUN</code> to add the verdict.</p>"
     miss = "".join(f"<li>{esc(t)}: no data in these runs</li>" for t in missing)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tierbench report</title>
@@ -101,8 +111,11 @@ def write_md(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> 
         ["", f"Runs: {', '.join(str(d) for d in dirs)}. Points: {json.dumps(counts)}.", "",
              "## Hardware fingerprint", "", "| " + " | ".join(rows[0]) + " |",
              "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    lines += ["", "## Verdict", ""] + ([f"**{m} / {w}:** {v}" for m, w, v in verdicts] or
-                                       ["No throughput-model result yet: run `python -m bench model RUN`."])
+    body = []
+    for m, w, v, rs, ws, g in verdicts:
+        body += [f"**{m} / {w} on {g}:** {v}", ""] + [f"- caveat: {x}" for x in rs] + \
+            [f"- warning: {x}" for x in ws] + [""]
+    lines += ["", "## Verdict", ""] + (body or ["No throughput-model result yet: run `python -m bench model RUN`."])
     lines += ["", "## Plots", ""]
     for _, title, p in made:
         lines += [f"### {title}", "", f"![{title}]({Path(p).relative_to(Path(path).parent)})", ""]
@@ -133,5 +146,3 @@ def cmd_report(argv: list[str]) -> int:
         print(f"  not shown: {t} (no data in these runs)")
     return 0
 
-
-register("report", cmd_report, "HTML + markdown report with plots and the fingerprint")

@@ -46,10 +46,22 @@ def _save(fig, path) -> str:
 
 
 def _series_key(df: pd.DataFrame) -> pd.Series:
-    """Tells runs apart when several are plotted together (e.g. H100 vs H200)."""
-    if df["run_id"].nunique() > 1:
+    """Tells runs apart when several are plotted together (e.g. H100 vs H200): GPU name (or device) + run id."""
+    if df["run_dir"].nunique() > 1 if "run_dir" in df else df["run_id"].nunique() > 1:
         return df["gpu_name"].fillna(df["device"]).astype(str) + " " + df["run_id"].astype(str)
     return pd.Series([""] * len(df), index=df.index)
+
+
+def colors(n: int) -> list:
+    """n distinct colours: tab10 up to 10 series, tab20 up to 20, then evenly spaced hues (never a reused colour)."""
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(n)]
+    return [plt.get_cmap("hsv")(i / n) for i in range(n)]
+
+
+RUN_STYLES = ["-", "--", ":", "-."]
 
 
 def bandwidth_vs_size(df: pd.DataFrame, path) -> Optional[str]:
@@ -59,9 +71,10 @@ def bandwidth_vs_size(df: pd.DataFrame, path) -> Optional[str]:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.8))
     key = _series_key(d)
-    for (name, run), g in d.groupby([d["benchmark"], key]):
+    groups = list(d.groupby([d["benchmark"], key]))
+    for c, ((name, run), g) in zip(colors(len(groups)), groups):
         g = g.sort_values("param.size_bytes")
-        ax.plot(g["param.size_bytes"], g["metric.gbps"], marker="o", label=f"{name} {run}".strip())
+        ax.plot(g["param.size_bytes"], g["metric.gbps"], marker="o", color=c, label=f"{name} {run}".strip())
     peak = d.get("metric.gbps_peak")
     if peak is not None and peak.notna().any():
         for p in sorted(peak.dropna().unique()):
@@ -75,11 +88,16 @@ def _two_panels(d: pd.DataFrame, names, groups, x: str, label, xlabel: str, ylab
                 extra=None) -> str:
     """One panel per benchmark in ``names``: metric.gbps against ``x``, one line per ``groups`` value."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    d = d.assign(run=_series_key(d))
+    runs = list(dict.fromkeys(d["run"]))
     for ax, name in zip(axes, names):
         g0 = d[d["benchmark"] == name]
-        for key, g in g0.groupby(groups):
+        series = list(g0.groupby(groups + ["run"]))
+        for c, (key, g) in zip(colors(len(series)), series):
             g = g.sort_values(x)
-            ax.plot(g[x], g["metric.gbps"], marker="o", label=label(key))
+            run = key[-1]
+            ax.plot(g[x], g["metric.gbps"], marker="o", color=c, ls=RUN_STYLES[runs.index(run) % len(RUN_STYLES)],
+                    label=f"{label(key[:-1])} {run}".strip())
         if extra is not None and not g0.empty:
             extra(ax, g0)
         ax.set_xscale("log", base=2)
@@ -99,7 +117,9 @@ def paged_methods(df: pd.DataFrame, path) -> Optional[str]:
         return None
 
     def contiguous(ax, g0):
-        ax.axhline(g0["metric.contiguous_gbps"].median(), color="black", ls="--", lw=1, label="contiguous copy")
+        for i, (run, g) in enumerate(g0.groupby("run")):
+            ax.axhline(g["metric.contiguous_gbps"].median(), color="black", ls=RUN_STYLES[i % len(RUN_STYLES)], lw=1,
+                       label=f"contiguous copy {run}".strip())
 
     return _two_panels(d, ["paged_offload", "paged_onload"], ["param.method", "param.layout"], "param.block_tokens",
                        lambda k: f"{k[0]} / {k[1]}", "block size (tokens)", "GB/s of KV bytes",
@@ -122,18 +142,24 @@ def roofline(df: pd.DataFrame, path) -> Optional[str]:
     if d.empty or "metric.intensity_flop_per_byte" not in d:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
-    peak = float(d["metric.ceiling_tflops"].median())
-    bw = float(d["metric.ceiling_gbps"].median())
+    d = d.assign(run=_series_key(d))
     x = np.logspace(np.log10(max(d["metric.intensity_flop_per_byte"].min() / 4, 1e-2)),
                     np.log10(d["metric.intensity_flop_per_byte"].max() * 4), 200)
-    ax.plot(x, np.minimum(peak, x * bw / 1e3), color="black", lw=1.5,
-            label=f"roofline: {peak:.3g} TFLOP/s, {bw:.4g} GB/s (measured)")
-    styles = {"attn_prefill": ("tab:red", "o"), "layer_prefill": ("tab:red", "s"),
-              "attn_decode": ("tab:blue", "o"), "layer_decode": ("tab:blue", "s")}
-    for name, g in d.groupby("benchmark"):
-        c, m = styles[name]
-        ax.scatter(g["metric.intensity_flop_per_byte"], g["metric.tflops"], color=c, marker=m, label=name,
-                   alpha=0.8)
+    runs = list(dict.fromkeys(d["run"]))
+    markers = {"attn_prefill": "o", "layer_prefill": "s", "attn_decode": "^", "layer_decode": "D"}
+    kind = {"attn_prefill": "prefill", "layer_prefill": "prefill", "attn_decode": "decode", "layer_decode": "decode"}
+    shades = {"prefill": plt.get_cmap("Reds"), "decode": plt.get_cmap("Blues")}
+    for i, run in enumerate(runs):  # each run its own measured roofline and its own shade of red / blue
+        g_run = d[d["run"] == run]
+        peak = float(g_run["metric.ceiling_tflops"].median())
+        bw = float(g_run["metric.ceiling_gbps"].median())
+        ax.plot(x, np.minimum(peak, x * bw / 1e3), color="black", lw=1.5, ls=RUN_STYLES[i % len(RUN_STYLES)],
+                label=f"roofline {run}: {peak:.3g} TFLOP/s, {bw:.4g} GB/s (measured)".replace("  ", " "))
+        tone = 0.85 - 0.5 * i / max(1, len(runs) - 1) if len(runs) > 1 else 0.7
+        for name, g in g_run.groupby("benchmark"):
+            ax.scatter(g["metric.intensity_flop_per_byte"], g["metric.tflops"], color=shades[kind[name]](tone),
+                       marker=markers[name], label=f"{name} {run}".strip(), alpha=0.85, edgecolors="black",
+                       linewidths=0.3)
     ax.set_xscale("log")
     ax.set_yscale("log")
     _finish(ax, "arithmetic intensity (FLOP / byte)", "TFLOP/s",
@@ -149,10 +175,11 @@ def interference(df: pd.DataFrame, path) -> Optional[str]:
         return None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.6))
     if not cu.empty:
-        keys = cu.groupby(["param.method", "param.direction", "param.compute"], sort=True)
+        cu = cu.assign(run=_series_key(cu))
+        keys = cu.groupby(["param.method", "param.direction", "param.compute", "run"], sort=True)
         labels, kept, slow = [], [], []
-        for (m, d, c), g in keys:
-            labels.append(f"{m}\n{d} / {c}")
+        for (m, d, c, run), g in keys:
+            labels.append(f"{m}\n{d} / {c}" + (f"\n{run}" if run else ""))
             kept.append(float(g["metric.copy_bw_retained"].median()))
             slow.append(float(g["metric.compute_slowdown"].median()))
         x = np.arange(len(labels))
@@ -162,14 +189,15 @@ def interference(df: pd.DataFrame, path) -> Optional[str]:
         a1.set_xticks(x, labels, fontsize=6, rotation=60, ha="right")
         _finish(a1, "", "ratio", "Copy under compute")
     if not lw.empty:
-        for tier, g in lw.groupby(lw["param.tier_gbps"].astype(str)):
-            for n_new, h in g.groupby("param.n_new"):
-                h = h.sort_values("param.hit_tokens")
-                name = "host link" if tier == "link" else f"{tier} GB/s (emulated)"
-                a2.plot(h["param.hit_tokens"], h["metric.exposed_per_layer_s"] * 1e6, marker="o",
-                        label=f"{name}, {int(n_new)} new")
-                a2.plot(h["param.hit_tokens"], h["metric.ideal_exposed_s"] / h["metric.layers_run"] * 1e6, ls=":",
-                        color=a2.lines[-1].get_color(), lw=1)
+        lw = lw.assign(run=_series_key(lw))
+        series = list(lw.groupby([lw["param.tier_gbps"].astype(str), "param.n_new", "run"]))
+        for col, ((tier, n_new, run), h) in zip(colors(len(series)), series):
+            h = h.sort_values("param.hit_tokens")
+            name = "host link" if tier == "link" else f"{tier} GB/s (emulated)"
+            a2.plot(h["param.hit_tokens"], h["metric.exposed_per_layer_s"] * 1e6, marker="o", color=col,
+                    label=f"{name}, {int(n_new)} new {run}".strip())
+            a2.plot(h["param.hit_tokens"], h["metric.ideal_exposed_s"] / h["metric.layers_run"] * 1e6, ls=":",
+                    color=col, lw=1)
         a2.set_xscale("log", base=2)
         _finish(a2, "hit tokens (cached KV loaded)", "exposed load per layer (us)",
                 "Layer-wise load: exposed time (dotted: ideal pipeline)")

@@ -71,3 +71,37 @@ def test_record_loading(benchmark, tmp_path):
             f.write(json.dumps(rec) + "\n")
     df = benchmark(load, run)
     assert len(df) == 20_000
+
+
+@pytest.mark.parametrize("args, target_s", [(["--help"], 0.3), (["list"], 1.0)])
+def test_cli_answers_at_once(benchmark, args, target_s):
+    """`bench --help` and `bench list` as a user starts them (a new interpreter each time); the targets (0.3 s and
+    1 s on the 2-core CI machine) are the benchmark's, compared with --benchmark-compare, never asserted."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def start():
+        return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True)
+
+    benchmark.extra_info["target_s"] = target_s
+    r = benchmark.pedantic(start, rounds=3, iterations=1)
+    assert r.returncode == 0 and r.stdout
+
+
+def test_listing_needs_no_torch():
+    """What `bench list` shows comes from the benchmarks' source without importing torch, and is exactly what the
+    registry holds once they are imported."""
+    import subprocess
+    import sys
+
+    from bench.registry import catalog, load_all
+    from tests.conftest import ROOT
+
+    code = "import sys, bench.cli as c; c.main(['list']); print('torch' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout
+    assert out.strip().endswith("False False"), out[-200:]
+    cat = {b["name"]: (b["family"], b["description"]) for b in catalog()}
+    reg = {b.name: (b.family, b.description) for b in load_all().values()}
+    assert cat == reg
