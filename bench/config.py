@@ -280,7 +280,8 @@ class FleetConfig:
     sessions: int = 2000  # synthetic sessions to generate when no trace is given
     sim_instances: int = 8
     routings: list = field(default_factory=lambda: ["session", "prefix", "round_robin"])
-    cache_slack: float = 0.0  # exact LRU (costs ~1.6-2.1x the time of 0.02 slack)
+    knee_gain: float = 0.05  # a tier's capacity knee: where doubling it adds less than this share of throughput
+    curve_sample_rate: Optional[float] = None  # capacity curves from this share of the instances (null: all, exact)
     seed: int = 0
 
 

@@ -215,10 +215,11 @@ def test_trace_block_size_mismatch_and_variant_folders(model_run, tmp_path):
     from bench.errors import UserError
 
     reqs = generate(workload("chatbot"), 5, 512)
-    assert trace_block_tokens(reqs) == 512
+    tr = Trace.from_requests(reqs)
+    assert trace_block_tokens(tr) == 512
     with pytest.raises(UserError, match=r"blocks of 512 tokens .* fleet.block_tokens=16: set fleet.block_tokens=512"):
-        check_trace_blocks(reqs, 16, "t.jsonl")
-    check_trace_blocks(reqs, 512, "t.jsonl")
+        check_trace_blocks(tr, 16, "t.jsonl")
+    check_trace_blocks(tr, 512, "t.jsonl")
     base = compose_checked([], config_name="analysis")
     names = {variant_name(compose_checked(o, config_name="analysis"), "agentic_coding")
              for o in ([], ["hit_rate=0.9"], ["fleet.gpus=16"], ["fleet=seed_50_50"])}
@@ -286,3 +287,29 @@ def test_session_count_is_bounded_by_memory(model_run):
     r = run_cli("model", str(model_run), "fleet.sessions=100000000")
     assert r.returncode == 2 and "fleet.sessions=100000000 is not allowed: at most" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_model_prints_capacity_knees_and_persistence_and_writes_the_curves(model_run, tmp_path):
+    """bench model RUN trace=FILE: the capacity table with each tier's knee, how long KV must persist, the curves in
+    model.json and two plots; the curve at the configured HBM capacity is the verdict's own HBM-only simulation."""
+    trace = tmp_path / "sessions.jsonl"
+    write_trace(generate(workload("agentic_coding"), 120, 512, seed=5), trace)
+    out = tmp_path / "o"
+    r = run_cli("model", str(model_run), f"trace={trace}", f"out={out}", "fleet.hbm_bytes=4000000000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "capacity per GPU" in r.stdout and "(knee)" in r.stdout or "still gains" in r.stdout
+    assert "How long KV must persist" in r.stdout and "Capacity:" in r.stdout
+    res = json.loads((out / "model.json").read_text())
+    cap = res["capacity"]
+    assert cap["exact"] and set(cap["tiers"]) >= {"hbm", "host"}
+    for t in cap["tiers"].values():
+        hr = [p["hit_rate"] for p in t["points"]]
+        assert all(b >= a - 1e-12 for a, b in zip(hr, hr[1:]))  # more capacity never loses hits
+    hbm_pts = cap["tiers"]["hbm"]["points"]
+    configured = res["simulated"]["session"]["capacity_blocks_per_instance"][0]
+    at = [p for p in hbm_pts if p["blocks_per_instance"] == configured]
+    assert at and at[0]["hit_rate"] == pytest.approx(res["verdict"]["tiers"]["hbm"]["hit_rate"], abs=1e-12)
+    p = res["persistence"]
+    assert p["hits"] > 0 and all(m is not None and m >= 0 for m in p["minutes"])
+    assert p["minutes"] == sorted(p["minutes"])
+    assert (out / "capacity.png").exists() and (out / "persistence.png").exists()

@@ -19,10 +19,10 @@ from bench.config import FleetConfig
 from bench.errors import UserError
 from bench.model import fleet as F
 from bench.model import verdict as V
-from bench.model.cachesim import TIERS, Trace, simulate
+from bench.model.cachesim import TIERS, Curves, reuse_times, simulate
 from bench.model.costs import (DECODE, PREFILL, Costs, Tier, fit_decode, fit_exposure, fit_points, fit_prefill,
                                host_tier, points, storage_tier)
-from bench.model.workload import Workload, generate, read_trace
+from bench.model.workload import Workload, generate_trace, load_trace
 from bench.shapes import ModelShape
 from bench.store import load, read_manifest, run_dirs, run_state
 
@@ -81,20 +81,22 @@ def break_even_gbps(costs: Costs, n, c, latency_s: float) -> float:
     return float(np.sum(c) * costs.kv_bytes_per_token / denom / 1e9) if denom > 0 else math.inf
 
 
-def trace_block_tokens(reqs) -> Optional[int]:
+def trace_block_tokens(trace) -> Optional[int]:
     """The block size a Mooncake trace's hash_ids were cut at (ceil(input_length / block) ids per request), from
     its requests of several blocks; None when no request tells."""
-    ratios = [r.input_length / len(r.hash_ids) for r in reqs if len(r.hash_ids) >= 4 and r.input_length > 0]
-    if not ratios:
+    n = np.diff(trace.off)
+    sel = (n >= 4) & (trace.input_length > 0)
+    if not sel.any():
         return None
-    est = float(np.median(ratios))
+    est = float(np.median(trace.input_length[sel] / n[sel]))
     return int(2 ** round(math.log2(est))) if est >= 1 else 1
 
 
-def check_trace_blocks(reqs, block_tokens: int, path) -> None:
-    bad = sum(1 for r in reqs if r.hash_ids and -(-r.input_length // block_tokens) != len(r.hash_ids))
-    if bad > 0.05 * len(reqs):
-        found = trace_block_tokens(reqs)
+def check_trace_blocks(trace, block_tokens: int, path) -> None:
+    n = np.diff(trace.off)
+    bad = int(np.sum((n > 0) & (-(-trace.input_length // block_tokens) != n)))
+    if bad > 0.05 * len(trace):
+        found = trace_block_tokens(trace)
         raise UserError(f"trace {path} was cut into blocks of {found if found else 'unknown'} tokens (its hash_ids "
                         f"per input_length) but fleet.block_tokens={block_tokens}: set fleet.block_tokens={found}")
 
@@ -157,13 +159,12 @@ def analyze(run_path, cfg) -> dict:
 
     w = Workload.from_cfg(cfg.workload)
     if cfg.trace:
-        reqs = read_trace(cfg.trace)
-        check_trace_blocks(reqs, bt, cfg.trace)
+        trace = load_trace(cfg.trace)
+        check_trace_blocks(trace, bt, cfg.trace)
         label, source = Path(cfg.trace).stem, f"trace {cfg.trace}"
     else:
-        reqs = generate(w, int(fl.sessions), bt, int(fl.seed))
+        trace = generate_trace(w, int(fl.sessions), bt, int(fl.seed))
         label, source = w.name, f"{fl.sessions} synthetic sessions of preset {w.name}"
-    trace = Trace.from_requests(reqs)
     ideal = simulate(trace, bt, (trace.n_unique + 1, 0, 0))  # infinite HBM: the reuse the workload allows
     I = trace.input_length.astype(float)
     O = trace.output_length.astype(float)
@@ -194,8 +195,7 @@ def analyze(run_path, cfg) -> dict:
     caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // block_bytes)),
             int(g * fl.host_bytes_per_gpu // block_bytes) if "host" in tiers else 0,
             int(g * fl.storage_bytes_per_gpu // block_bytes) if "storage" in tiers else 0)
-    sims = {routing: simulate(trace, bt, caps, int(fl.sim_instances), routing, float(fl.cache_slack))
-            for routing in fl.routings}
+    sims = {routing: simulate(trace, bt, caps, int(fl.sim_instances), routing) for routing in fl.routings}
     if any(s.meta["effective_routing"] != r for r, s in sims.items()):
         fell = [r for r, s in sims.items() if s.meta["effective_routing"] != r]
         warnings.append(f"routing {', '.join(fell)}: the requests carry no session ids, so session routing fell back "
@@ -247,8 +247,9 @@ def analyze(run_path, cfg) -> dict:
             out[f"tiers:{key}"] = priced(sim)[1] / base_rate
         seed_base = F.fixed_split(fl.gpus, 0.5, p0, d).requests_per_s  # the seed: 50:50, then all prefill removed
         out["seed_case"] = F.best_split(fl.gpus, 0.0, d).requests_per_s / seed_base if seed_base else math.nan
-        if with_detail:
+        if with_detail:  # price: a simulation priced now (capacity curves make many short-lived ones: no id cache)
             out["rate"], out["base_split"] = rate, base_split
+            out["price"] = lambda sim: (lambda ps: (ps, *rate(ps)))(sim_prefill(sim))
         return out
 
     # verdict scenario: the best routing, with the HBM tier only, then + host DRAM, then + NVMe
@@ -267,7 +268,7 @@ def analyze(run_path, cfg) -> dict:
         # a tier that served no hit changes nothing when removed (its blocks were only ever demoted into it)
         if cp == caps or all(used[i] == 0 for i in range(3) if cp[i] != caps[i]):
             return full
-        return simulate(trace, bt, cp, int(fl.sim_instances), best_routing, float(fl.cache_slack))
+        return simulate(trace, bt, cp, int(fl.sim_instances), best_routing)
 
     tier_sims = {k: tier_sim(cp) for k, cp in tier_caps.items()}
     pt = evaluate(costs, with_detail=True)
@@ -357,9 +358,6 @@ def analyze(run_path, cfg) -> dict:
         reasons.append("no NVMe tier measured (storage records missing)")
     if not gpu.get("memory_bytes") and not fl.hbm_bytes:
         reasons.append("HBM assumed 80 GiB per GPU")
-    if fl.cache_slack > 0:
-        reasons.append(f"cache simulated as LRU with {fl.cache_slack:.0%} eviction slack (approximate; "
-                       "fleet.cache_slack=0, the default, is exact)")
     reasons += _validation_reasons(df, run_dir)
     reasons += _suspect_reasons(run_dir)
     if run_state(man):
@@ -381,6 +379,11 @@ def analyze(run_path, cfg) -> dict:
         "scenario": f"simulated {best_routing} routing, capacity-limited tiers "
                     f"{' + '.join(tier_caps)} (per-request hits from the cache simulation)",
     }
+    result["capacity"] = capacity_curves(trace, bt, block_bytes, g, caps, sims[best_routing], best_routing, fl,
+                                         pt["price"], base_rate, tiers)
+    result["persistence"] = reuse_times(trace, sims[best_routing].instance, int(fl.sim_instances))
+    result["verdict"]["capacity"] = {k: v["knee"] for k, v in result["capacity"]["tiers"].items()}
+    result["verdict"]["persistence_minutes"] = dict(zip(("p50", "p90", "p99"), result["persistence"]["minutes"]))
     result["verdict"]["sentence"] = V.sentence(result)
     result["verdict_text"] = result["verdict"]["sentence"]
     result["variant"] = variant_name(cfg, label)
@@ -433,3 +436,70 @@ def _validation_reasons(df, run_dir=None) -> list[str]:
         return []
     out = ["end-to-end replay vs this model's prediction: " + ", ".join(f"{m} {e:+.0%}" for m, e in errs.items())]
     return out + [f"the replay decoded {e}" for e in eager]
+
+
+# capacity grids, per GPU: host DRAM and NVMe from none to far beyond a node's; HBM for KV up to 8x the configured
+HOST_GRID_GIB = (0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+NVME_GRID_TB = (0, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+
+
+def capacity_curves(trace, bt: int, block_bytes: int, g: int, caps: tuple, sim, routing: str, fl, price,
+                    base_rate: float, tiers: dict) -> dict:
+    """Hit rate per tier, throughput and speedup as each tier's capacity per GPU grows (the others as configured;
+    NVMe with the configured host DRAM), from one pass of stack distances over the best routing's replay (exact;
+    ``fleet.curve_sample_rate`` < 1 replays that share of the instances, with its standard error). The knee of a
+    tier: the capacity after which doubling it adds less than ``fleet.knee_gain`` of throughput."""
+    import time
+
+    t0 = time.perf_counter()
+    rate = float(fl.curve_sample_rate) if fl.curve_sample_rate else 1.0
+    cv = Curves(trace, bt, sim.instance, int(fl.sim_instances), routing, rate=rate)
+    gib = 2 ** 30
+    hbm_max = int(caps[0] / max(float(fl.hbm_cache_fraction), 1e-9))  # every free byte of HBM holding KV
+    grids = {"hbm": sorted({max(1, min(hbm_max, int(caps[0] * f))) for f in (0.125, 0.25, 0.5, 1, 2, 4, 8)}),
+             "host": [int(g * x * gib // block_bytes) for x in HOST_GRID_GIB],
+             "storage": [int(g * x * 1e12 // block_bytes) for x in NVME_GRID_TB]}
+    out: dict = {"routing": routing, "per_gpu_unit": {"hbm": "GB", "host": "GiB", "storage": "TB"}, "tiers": {},
+                 "exact": not cv.sampled, "instances_replayed": len(cv.kept_instances),
+                 "instances": int(fl.sim_instances)}
+    for tier, grid in grids.items():
+        if tier != "hbm" and tier not in tiers:
+            continue
+        rows = []
+        for c in grid:
+            cp = (c, 0, 0) if tier == "hbm" else ((caps[0], c, 0) if tier == "host" else (caps[0], caps[1], c))
+            res = cv.at(cp)
+            r = res.rates()
+            _, rps, _ = price(res)
+            row = {"blocks_per_instance": int(c), "per_gpu": c * block_bytes / g / (gib if tier == "host" else 1e12
+                                                                                   if tier == "storage" else 1e9),
+                   "hit_rate": r["hit_rate"], "hit_rate_hbm": r["hit_rate_hbm"], "hit_rate_host": r["hit_rate_host"],
+                   "hit_rate_storage": r["hit_rate_storage"], "requests_per_s": rps, "speedup": rps / base_rate}
+            if cv.sampled:
+                row["stderr"] = cv.stderr(res)
+            rows.append(row)
+        out["tiers"][tier] = {"points": rows, "knee": _knee(rows, float(fl.knee_gain), out["per_gpu_unit"][tier])}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _knee(rows: list, gain: float, unit: str) -> dict:
+    """The capacity after which every doubling (each next grid point) adds less than ``gain`` of throughput; and
+    whether the tier pays at all (throughput there above the first grid point's: no tier or the least of it)."""
+    knee = None
+    for i in range(len(rows) - 1):
+        if rows[i]["per_gpu"] > 0 and all(rows[j + 1]["requests_per_s"] < rows[j]["requests_per_s"] * (1 + gain)
+                                          for j in range(i, len(rows) - 1)):
+            knee = i
+            break
+    if knee is None:
+        last = rows[-1]
+        return {"per_gpu": None, "unit": unit, "speedup": last["speedup"], "hit_rate": last["hit_rate"],
+                "gain_of_doubling": None, "pays": True,
+                "note": f"still gains {gain:.0%} or more per doubling at {last['per_gpu']:g} {unit} per GPU"}
+    a = rows[knee]
+    nxt = rows[knee + 1]
+    pays = a["requests_per_s"] > rows[0]["requests_per_s"] * (1 + 1e-9)
+    return {"per_gpu": a["per_gpu"], "unit": unit, "speedup": a["speedup"], "hit_rate": a["hit_rate"],
+            "gain_of_doubling": nxt["requests_per_s"] / a["requests_per_s"] - 1, "pays": bool(pays),
+            "without": rows[0]["speedup"]}

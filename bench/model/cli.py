@@ -67,7 +67,9 @@ def write_result(result: dict, out=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     result["plots"] = {"speedup_vs_hit_rate": plots.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
                        "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),
-                       "break_even": plots.break_even(result, out / "break_even.png")}
+                       "break_even": plots.break_even(result, out / "break_even.png"),
+                       "capacity": plots.capacity(result, out / "capacity.png"),
+                       "persistence": plots.persistence(result, out / "persistence.png")}
     (out / "model.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return out
 
@@ -114,6 +116,26 @@ def print_table(r: dict, out: Path) -> None:
                   f"and prefill {lc['compute_slowdown']:.0%} slower while both run).")
     else:
         con.print(f"KV load cost: bandwidth estimate ({lc['detail']}).")
+    cap = r.get("capacity") or {}
+    if cap.get("tiers"):
+        ct = Table(title=f"capacity per GPU ({'exact' if cap['exact'] else 'sampled'}, {cap['routing']} routing; "
+                         f"knee: each doubling beyond adds < {r['fleet']['knee_gain']:.0%})")
+        for col in ("tier", "capacity per GPU", "hit rate", "speedup"):
+            ct.add_column(col, justify="left" if col == "tier" else "right")
+        for tier, t in cap["tiers"].items():
+            unit = cap["per_gpu_unit"][tier]
+            for i, p in enumerate(t["points"]):
+                knee = t["knee"].get("per_gpu")
+                mark = " (knee)" if knee is not None and abs(p["per_gpu"] - knee) < 1e-9 else ""
+                ct.add_row(tier if i == 0 else "", f"{p['per_gpu']:.3g} {unit}{mark}", f"{p['hit_rate']:.1%}",
+                           f"{p['speedup']:.2f}x")
+        con.print(ct)
+    pers = r.get("persistence") or {}
+    if pers.get("hits"):
+        from bench.model.verdict import fmt_minutes
+
+        con.print("How long KV must persist (time since a hit block was last used): " + ", ".join(
+            f"{s:.0%} of hits within {fmt_minutes(m)}" for s, m in zip(pers["shares"], pers["minutes"])))
     con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {v['sentence']}")
     for w in r["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}")

@@ -74,3 +74,68 @@ def break_even(r: dict, path) -> str:
     return _save(fig, path)
 
 
+
+
+TIER_NAMES = {"hbm": "HBM for KV", "host": "host DRAM", "storage": "NVMe"}
+
+
+def capacity(r: dict, path):
+    """Per tier (a panel each): hit rate by tier and throughput speedup as that tier's capacity per GPU grows, the
+    others as configured; the knee (after which each doubling adds less than fleet.knee_gain) marked."""
+    cap = r.get("capacity") or {}
+    tiers = cap.get("tiers") or {}
+    if not tiers:
+        return None
+    fig, axes = plt.subplots(1, len(tiers), figsize=(5.2 * len(tiers), 4.4), squeeze=False)
+    for ax, (tier, t) in zip(axes[0], tiers.items()):
+        pts = t["points"]
+        unit = cap["per_gpu_unit"][tier]
+        x = [max(p["per_gpu"], 1e-9) for p in pts]
+        zero = pts[0]["per_gpu"] == 0
+        xs = [x[1] / 2 if (zero and i == 0) else v for i, v in enumerate(x)]  # draw "none" half a step left
+        for key, color in (("hit_rate_hbm", "tab:blue"), ("hit_rate_host", "tab:orange"),
+                           ("hit_rate_storage", "tab:green"), ("hit_rate", "black")):
+            ax.plot(xs, [p[key] for p in pts], marker=".", color=color, lw=1.5 if key == "hit_rate" else 1,
+                    label=key.replace("hit_rate_", "hits from ").replace("hit_rate", "hit rate (all tiers)"))
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.02)
+        ax2 = ax.twinx()
+        ax2.plot(xs, [p["speedup"] for p in pts], color="tab:red", ls="--", marker="s", ms=3, label="speedup")
+        ax2.set_ylabel("throughput speedup vs no reuse", color="tab:red")
+        k = t["knee"]
+        if k.get("per_gpu"):
+            ax.axvline(k["per_gpu"], color="tab:red", ls=":", lw=1)
+            ax.text(k["per_gpu"], 0.03, f" knee {k['per_gpu']:.3g} {unit}" if k.get("pays", True) else " does not pay",
+                    color="tab:red", fontsize=8)
+        ticks = xs
+        ax.set_xticks(ticks, [("none" if (zero and i == 0) else f"{v:.3g}") for i, v in enumerate(x)], fontsize=7,
+                      rotation=45)
+        ax.set_title(f"{TIER_NAMES[tier]} per GPU ({unit})")
+        ax.set_xlabel(f"{TIER_NAMES[tier]} capacity per GPU ({unit})")
+        ax.set_ylabel("hit rate (share of input tokens)")
+        ax.grid(alpha=0.3)
+        if ax is axes[0][0]:
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Capacity: hit rate and throughput vs tier size ({_where(r)}; "
+                 f"{'exact' if cap.get('exact') else 'sampled'}, {cap.get('routing')} routing)")
+    return _save(fig, path)
+
+
+def persistence(r: dict, path):
+    """How long KV must persist: the share of the hits kept when a block stays N minutes (CDF of the time since a
+    hit block was last used), with the 50 / 90 / 99% points."""
+    p = r.get("persistence") or {}
+    cdf = p.get("cdf") or {}
+    if not cdf.get("minutes"):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    mins = [max(m, 1e-4) for m in cdf["minutes"]]
+    ax.plot(mins, cdf["share"], color="tab:purple")
+    for share, m in zip(p["shares"], p["minutes"]):
+        if m is not None:
+            ax.axvline(max(m, 1e-4), color="grey", ls=":", lw=1)
+            ax.text(max(m, 1e-4), share, f" {share:.0%}: {m:.3g} min", fontsize=8)
+    ax.set_xscale("log")
+    _finish(ax, "a block kept this long after its last use (minutes)", "share of the hits kept",
+            f"How long KV must persist ({_where(r)})")
+    return _save(fig, path)

@@ -15,7 +15,11 @@ def validate_analysis(cfg) -> None:
         check(0 < f.prefill_fraction < 1, "fleet.prefill_fraction", f.prefill_fraction, "a fraction in (0, 1) or null")
     for key in ("max_batch", "block_tokens", "sessions", "sim_instances"):
         check(f[key] >= 1, f"fleet.{key}", f[key], "an integer >= 1")
-    for key in ("reserve_fraction", "hbm_cache_fraction", "colocated_interference", "cache_slack"):
+    check(0 < f.knee_gain < 1, "fleet.knee_gain", f.knee_gain, "a fraction in (0, 1) (e.g. 0.05)")
+    if f.curve_sample_rate is not None:
+        check(0 < f.curve_sample_rate <= 1, "fleet.curve_sample_rate", f.curve_sample_rate,
+              "a fraction in (0, 1], or null for every instance (exact)")
+    for key in ("reserve_fraction", "hbm_cache_fraction", "colocated_interference"):
         check(0 <= f[key] < 1, f"fleet.{key}", f[key], "a fraction in [0, 1)")
     for key in ("host_bytes_per_gpu", "storage_bytes_per_gpu"):
         check(f[key] >= 0, f"fleet.{key}", f[key], "bytes >= 0")

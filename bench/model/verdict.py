@@ -127,11 +127,38 @@ def sentence(r: dict) -> str:
             f"{v['routing']} routing), against an Amdahl bound of {b['amdahl_bound']:.2f}x (prefill is "
             f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's "
             f"50:50 arithmetic on these costs gives {v['seed_case']['speedup']:.2f}x).")
+    cap = capacity_clause(r)
+    if cap:
+        text += " " + cap
     if v["decide_by"]:
         text += f" It would be decided by {v['decide_by']}."
     if v["reasons"]:
         text += " Caveats: " + "; ".join(v["reasons"]) + "."
     return text
+
+
+def fmt_minutes(m: float) -> str:
+    return f"{m * 60:.3g} s" if m < 1 else (f"{m:.3g} min" if m < 120 else f"{m / 60:.3g} h")
+
+
+def capacity_clause(r: dict) -> str:
+    """Where more of each tier stops paying (the knee) and how long KV must persist, from the result's fields."""
+    parts = []
+    names = {"hbm": "HBM for KV", "host": "host DRAM", "storage": "NVMe"}
+    for tier, k in (r.get("verdict", {}).get("capacity") or {}).items():
+        if k.get("per_gpu") and not k.get("pays", True):
+            parts.append(f"{names[tier]} does not pay at its measured bandwidth ({k['speedup']:.2f}x with it, "
+                         f"{k['without']:.2f}x with the least of it)")
+        elif k.get("per_gpu"):
+            parts.append(f"{names[tier]} pays up to ~{k['per_gpu']:.3g} {k['unit']} per GPU ({k['speedup']:.2f}x, "
+                         f"{k['hit_rate']:.0%} hits; each doubling beyond adds under {r['fleet']['knee_gain']:.0%})")
+        elif k.get("note"):
+            parts.append(f"{names[tier]} {k['note']}")
+    p = r.get("verdict", {}).get("persistence_minutes") or {}
+    if p.get("p90") is not None:
+        parts.append(f"to keep 90% of the hits a block must stay {fmt_minutes(p['p90'])} (50%: "
+                     f"{fmt_minutes(p['p50'])}, 99%: {fmt_minutes(p['p99'])})")
+    return ("Capacity: " + "; ".join(parts) + ".") if parts else ""
 
 
 def short(r: dict) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
+from numba import njit
 
 from bench.errors import UserError
 
@@ -83,45 +84,131 @@ class Request:
         return json.dumps(d, separators=(",", ":"))
 
 
-def generate(w: Workload, sessions: int, block_tokens: int, seed: int = 0) -> list[Request]:
-    """Synthetic sessions: Poisson session arrivals, lognormal turn counts and sizes around the preset's means,
-    think time between turns. Returns requests sorted by timestamp with Mooncake-style block hash ids."""
+def _draws(w: Workload, sessions: int, seed: int):
+    """The generator's random numbers, drawn at once: session arrival gaps and turn counts, then per turn (of every
+    session, in order) its new and output token counts and the think time after it (lognormal around the preset's
+    means with sigma ``spread``, exponential gaps)."""
+    rng = np.random.default_rng(seed)
+    sig = float(w.spread)
+    ln = lambda mean, size: np.maximum(1, np.round(mean * rng.lognormal(-sig ** 2 / 2, sig, size))).astype(np.int64)
+    gaps = rng.exponential(1000.0 / w.sessions_per_s, sessions)
+    turns = np.maximum(1, ln(w.turns, sessions))
+    total = int(turns.sum())
+    first = np.zeros(total, np.bool_)
+    first[np.concatenate([[0], np.cumsum(turns)[:-1]])] = True
+    new = np.where(first, ln(w.session_context_tokens + w.new_tokens, total), ln(w.new_tokens, total))
+    outp = ln(w.output_tokens, total)
+    think = 1000.0 * rng.exponential(w.think_time_s, total)
+    return np.cumsum(gaps), turns, new, outp, think
+
+
+@njit(cache=True)
+def _sessions(t0, turns, new, outp, think, shared_blocks, shared_tokens, block_tokens, max_ctx, where, owhere):
+    """Walk every session's turns: each request's input is the session's whole history (its full blocks, then a
+    fresh id for a trailing partial block), the blocks its answer completes are its output ids. The first call
+    (``where`` empty) returns each request's timestamp and id counts; the second writes every request's ids at
+    ``where[r]`` / ``owhere[r]`` (its place in timestamp order) and returns them."""
+    write = len(where) > 0
+    n_req = 0
+    for s in range(len(turns)):
+        n_req += turns[s]
+    ts = np.empty(n_req, np.float64)
+    il = np.empty(n_req, np.int64)
+    ol = np.empty(n_req, np.int64)
+    sess = np.empty(n_req, np.int64)
+    lens = np.empty(n_req, np.int64)
+    olens = np.empty(n_req, np.int64)
+    blocks = np.empty(where[-1] if write else 0, np.int64)
+    oblocks = np.empty(owhere[-1] if write else 0, np.int64)
+    full = np.empty(max(1, max_ctx // block_tokens + 2 + shared_blocks), np.int64)
+    next_id = shared_blocks
+    r = 0
+    k0 = 0
+    for s in range(len(turns)):
+        tokens = shared_tokens
+        nf = shared_blocks
+        for j in range(shared_blocks):
+            full[j] = j
+        t = t0[s]
+        for k in range(turns[s]):
+            nw, op = new[k0 + k], outp[k0 + k]
+            if k and tokens + nw + op > max_ctx:
+                break
+            tokens += nw
+            n_full = tokens // block_tokens
+            while nf < n_full:
+                full[nf] = next_id
+                next_id += 1
+                nf += 1
+            partial = tokens % block_tokens != 0
+            if write:
+                w0 = where[r]
+                for j in range(n_full):
+                    blocks[w0 + j] = full[j]
+                if partial:
+                    blocks[w0 + n_full] = next_id
+            if partial:
+                next_id += 1
+            lens[r] = n_full + (1 if partial else 0)
+            tokens += op
+            done = nf
+            while nf < tokens // block_tokens:  # blocks the answer completes: cached by the server
+                full[nf] = next_id
+                next_id += 1
+                nf += 1
+            if write:
+                for j in range(done, nf):
+                    oblocks[owhere[r] + j - done] = full[j]
+            olens[r] = nf - done
+            ts[r] = t
+            il[r] = tokens - op
+            ol[r] = op
+            sess[r] = s
+            r += 1
+            t += think[k0 + k]
+        k0 += turns[s]
+    return r, next_id, ts[:r], il[:r], ol[:r], sess[:r], lens[:r], olens[:r], blocks, oblocks
+
+
+def generate_trace(w: Workload, sessions: int, block_tokens: int, seed: int = 0):
+    """Synthetic sessions straight into a simulator Trace (timestamp order): Poisson session arrivals, lognormal turn
+    counts and sizes around the preset's means, think time between turns, Mooncake-style block ids (dense)."""
+    from bench.model.cachesim import Trace
+
     if sessions < 1:
         raise UserError(f"sessions={sessions} is not allowed: at least 1")
-    rng = np.random.default_rng(seed)
-    ln = lambda mean: max(1, int(round(mean * rng.lognormal(-w.spread ** 2 / 2, w.spread))))  # noqa: E731
-    shared_blocks = list(range(w.shared_prefix_tokens // block_tokens))
-    next_id = len(shared_blocks)
-    out: list[Request] = []
-    t0 = 0.0
-    for s in range(sessions):
-        t0 += rng.exponential(1000.0 / w.sessions_per_s)
-        turns = max(1, ln(w.turns))
-        tokens = w.shared_prefix_tokens  # history length
-        full_ids = list(shared_blocks)   # ids of the history's full blocks
-        t = t0
-        for k in range(turns):
-            new = ln(w.session_context_tokens + w.new_tokens) if k == 0 else ln(w.new_tokens)
-            outp = ln(w.output_tokens)
-            if k and tokens + new + outp > w.max_context_tokens:
-                break
-            tokens += new
-            n_full = tokens // block_tokens
-            while len(full_ids) < n_full:
-                full_ids.append(next_id)
-                next_id += 1
-            ids = list(full_ids)
-            if tokens % block_tokens:  # the trailing partial block changes next turn: a fresh id each time
-                ids.append(next_id)
-                next_id += 1
-            tokens += outp
-            done = len(full_ids)
-            while len(full_ids) < tokens // block_tokens:  # blocks the answer completes: cached by the server
-                full_ids.append(next_id)
-                next_id += 1
-            out.append(Request(t, tokens - outp, outp, ids, s, full_ids[done:]))
-            t += 1000.0 * rng.exponential(w.think_time_s)
-    out.sort(key=lambda r: r.timestamp_ms)
+    t0, turns, new, outp, think = _draws(w, sessions, seed)
+    args = (t0, turns, new, outp, think, int(w.shared_prefix_tokens // block_tokens), int(w.shared_prefix_tokens),
+            int(block_tokens), int(w.max_context_tokens))
+    n, n_ids, ts, il, ol, sess, lens, olens, _, _ = _sessions(*args, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    order = np.argsort(ts, kind="stable")  # place every request's ids in timestamp order directly
+    off = np.zeros(n + 1, np.int64)
+    np.cumsum(lens[order], out=off[1:])
+    ooff = np.zeros(n + 1, np.int64)
+    np.cumsum(olens[order], out=ooff[1:])
+    where = np.empty(n + 1, np.int64)
+    where[order] = off[:-1]
+    where[n] = off[-1]
+    owhere = np.empty(n + 1, np.int64)
+    owhere[order] = ooff[:-1]
+    owhere[n] = ooff[-1]
+    blocks, oblocks = _sessions(*args, where, owhere)[8:]
+    return Trace(blocks, off, oblocks, ooff, il[order], ol[order], sess[order], int(n_ids), ts[order])
+
+
+def generate(w: Workload, sessions: int, block_tokens: int, seed: int = 0) -> list[Request]:
+    """The sessions of :func:`generate_trace` as Mooncake requests (timestamp order), e.g. to write a trace."""
+    tr = generate_trace(w, sessions, block_tokens, seed)
+    return requests_of(tr)
+
+
+def requests_of(tr) -> list[Request]:
+    """A Trace's requests as Mooncake records (block ids as the trace holds them)."""
+    out = []
+    for i in range(len(tr)):
+        out.append(Request(float(tr.timestamp_ms[i]), int(tr.input_length[i]), int(tr.output_length[i]),
+                           tr.blocks[tr.off[i]:tr.off[i + 1]].tolist(), int(tr.session[i]),
+                           tr.out_blocks[tr.ooff[i]:tr.ooff[i + 1]].tolist()))
     return out
 
 
@@ -168,6 +255,48 @@ def read_trace(path) -> list[Request]:
     if not reqs:
         raise UserError(f"trace {p} is empty: no requests to replay")
     return reqs
+
+
+def load_trace(path):
+    """A Mooncake-format trace straight into a simulator Trace: parsed column-wise by pyarrow (1M requests in a
+    few seconds); any line it cannot take, or a value out of range, is found and named by :func:`read_trace`'s
+    line-by-line checks (one line: which line, what is wrong)."""
+    from bench.model.cachesim import Trace
+
+    p = Path(path)
+    if not p.is_file():
+        read_trace(path)  # the one-line error for a directory or a missing file
+    try:
+        import pyarrow as pa
+        import pyarrow.json as pj
+
+        tbl = pj.read_json(p)
+        need = ("timestamp", "input_length", "output_length", "hash_ids")
+        if any(c not in tbl.column_names for c in need) or any(tbl[c].null_count for c in need):
+            raise ValueError("missing fields")
+        ids = tbl["hash_ids"].combine_chunks()
+        if not pa.types.is_list(ids.type) or not pa.types.is_integer(ids.type.value_type):
+            raise ValueError("hash_ids")
+        ts = tbl["timestamp"].to_numpy().astype(np.float64)
+        il = tbl["input_length"].to_numpy().astype(np.int64)
+        ol = tbl["output_length"].to_numpy().astype(np.int64)
+        if len(il) == 0 or (il <= 0).any() or (ol < 0).any() or not np.isfinite(ts).all():
+            raise ValueError("values")
+        off = ids.offsets.to_numpy().astype(np.int64)
+        blocks = ids.values.to_numpy().astype(np.int64)[off[0]:off[-1]]
+        lens = np.diff(off)
+        if "output_hash_ids" in tbl.column_names:
+            o = tbl["output_hash_ids"].combine_chunks()
+            ooff = o.offsets.to_numpy().astype(np.int64)
+            oblocks = o.values.to_numpy().astype(np.int64)[ooff[0]:ooff[-1]]
+            olens = np.where(o.is_null().to_numpy(zero_copy_only=False), 0, np.diff(ooff))
+        else:
+            oblocks, olens = np.zeros(0, np.int64), np.zeros(len(il), np.int64)
+        sess = tbl["session_id"].fill_null(-1).to_numpy().astype(np.int64) if "session_id" in tbl.column_names \
+            else np.full(len(il), -1, np.int64)
+    except Exception:  # bad UTF-8, a malformed line, a missing field, a value out of range: named line by line
+        return Trace.from_requests(read_trace(path))
+    return Trace.from_arrays(blocks, lens, oblocks, olens, il, ol, sess, ts)
 
 
 def iter_blocks(reqs: list[Request]) -> Iterator[np.ndarray]:

@@ -50,9 +50,14 @@ def build(paths, out_dir) -> dict:
         wl = r["workload"]["name"]
         run = Path(r["run"]).name
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run}_{r.get('variant', wl)}")
-        made.append((f"speedup_{i}", f"Speedup vs hit rate with the Amdahl bound ({run}: {r['model']} on "
-                                     f"{r.get('gpu', '?')}, {r['workload'].get('label', wl)})",
+        what = f"{run}: {r['model']} on {r.get('gpu', '?')}, {r['workload'].get('label', wl)}"
+        made.append((f"speedup_{i}", f"Speedup vs hit rate with the Amdahl bound ({what})",
                      mplots.speedup_vs_hit_rate(r, img / f"speedup_vs_hit_rate_{name}.png")))
+        for key, title, fn in (("capacity", "Capacity curves: hit rate and throughput vs tier size", mplots.capacity),
+                               ("persistence", "How long KV must persist", mplots.persistence)):
+            pic = fn(r, img / f"{key}_{name}.png")
+            if pic:
+                made.append((f"{key}_{i}", f"{title} ({what})", pic))
     mans = [read_manifest(d) for d in dirs]
     fp = [(k, ["-" if v is None else str(v) for v in vals]) for k, vals in
           ((k, [f(m) for m in mans]) for k, f in FINGERPRINT_KEYS.items()) if any(v is not None for v in vals)]

@@ -33,7 +33,8 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, legend_size: int = 7, grid
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which=grid_which)
-    ax.legend(fontsize=legend_size)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
 
 
 def _save(fig, path) -> str:
