@@ -257,6 +257,9 @@ class WorkloadConfig:
     think_time_s: float = 5.0
     sessions_per_s: float = 1.0
     max_context_tokens: int = 131072
+    ttft_ms: Optional[float] = None  # the preset's time-to-first-token target (fleet.ttft_ms overrides it)
+    tpot_ms: Optional[float] = None  # the preset's time-per-output-token target (fleet.tpot_ms overrides it)
+    slo_source: str = ""  # where the preset's targets come from
 
 
 @dataclass
@@ -269,7 +272,10 @@ class FleetConfig:
     hbm_bytes: Optional[int] = None  # per GPU; null = from the run's fingerprint
     reserve_fraction: float = 0.1  # HBM kept for activations and fragmentation
     max_batch: int = 256
-    slo_ms_per_token: Optional[float] = None  # decode latency SLO (time per output token)
+    ttft_ms: Optional[float] = None  # time-to-first-token target; null = the workload preset's; 0 = no target
+    tpot_ms: Optional[float] = None  # time-per-output-token target; null = the workload preset's; 0 = no target
+    slo_attainment: float = 0.9  # goodput: the share of requests that must meet both targets
+    slo_requests: Optional[int] = 20000  # requests replayed per goodput rate (a uniform sample); null = all
     overlap_load: bool = True  # KV loads overlap prefill compute layer by layer (else they add)
     load_cost: str = "auto"  # auto | measured (layerwise_load records) | bandwidth (bytes / GB/s)
     colocated_interference: float = 0.0

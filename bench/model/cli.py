@@ -12,7 +12,9 @@ Fit prefill/decode/tier costs from RUN_DIR's records, replay a workload through 
 much throughput KV reuse buys on that hardware (and whether "up to 2x" holds). Overrides (Hydra):
   workload=agentic_coding|agentic_coding_copilot|chatbot|customer_support
   fleet=default|seed_50_50   fleet.gpus=64 fleet.mode=disaggregated|colocated fleet.prefill_fraction=0.5
-  fleet.slo_ms_per_token=50  fleet.host_bytes_per_gpu=... fleet.routings=[session,prefix,round_robin]
+  fleet.ttft_ms=2000 fleet.tpot_ms=100 fleet.slo_attainment=0.9
+                             latency targets for goodput (default: the workload preset's; 0 = none)
+  fleet.host_bytes_per_gpu=... fleet.routings=[session,prefix,round_robin]
   trace=PATH.jsonl           replay a Mooncake-format trace instead of synthetic sessions
   fleet.load_cost=auto|measured|bandwidth
                              KV load time on the prefill path: measured layer-wise exposure (layerwise_load
@@ -69,7 +71,8 @@ def write_result(result: dict, out=None) -> Path:
                        "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),
                        "break_even": plots.break_even(result, out / "break_even.png"),
                        "capacity": plots.capacity(result, out / "capacity.png"),
-                       "persistence": plots.persistence(result, out / "persistence.png")}
+                       "persistence": plots.persistence(result, out / "persistence.png"),
+                       "goodput": plots.goodput(result, out / "goodput.png")}
     (out / "model.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return out
 
@@ -130,6 +133,7 @@ def print_table(r: dict, out: Path) -> None:
                 ct.add_row(tier if i == 0 else "", f"{p['per_gpu']:.3g} {unit}{mark}", f"{p['hit_rate']:.1%}",
                            f"{p['speedup']:.2f}x")
         con.print(ct)
+    print_goodput(con, r)
     pers = r.get("persistence") or {}
     if pers.get("hits"):
         from bench.model.verdict import fmt_minutes
@@ -141,3 +145,37 @@ def print_table(r: dict, out: Path) -> None:
         con.print(f"[yellow]warning:[/yellow] {w}")
     con.print(f"wrote {out}/model.json and plots")
 
+
+
+def print_goodput(con, r: dict) -> None:
+    """Goodput per configuration at the SLO (bench.model.goodput)."""
+    from rich.table import Table
+
+    gp = r.get("goodput") or {}
+    t = gp.get("targets") or {}
+    if gp.get("skipped") or not gp.get("configs"):
+        con.print(f"Goodput at an SLO: not evaluated ({gp.get('skipped', 'no targets')}).")
+        return
+    ms = lambda s: "" if s is None else (f"{s:.3g} s" if s >= 1 else f"{s * 1e3:.3g} ms")  # noqa: E731
+    target = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {ms(t['ttft_ms'] / 1e3)}",
+                                      t["tpot_ms"] and f"TPOT <= {ms(t['tpot_ms'] / 1e3)}") if x)
+    unit = "device" if r["device"] == "cpu" else "GPU"
+    gt = Table(title=f"goodput at the SLO: {target} for {t['attainment']:.0%} of requests ({gp['mode']}, decode batch "
+                     f"{gp['decode_batch']} limited by {gp['decode_batch_limited_by']}; {gp['requests_replayed']} "
+                     f"requests per rate, {gp['arrivals']})")
+    for col in ("configuration", "split P:D", "capacity req/s", "goodput req/s", f"per {unit}", "speedup",
+                "TTFT p90", "TPOT p90", "miss TTFT", "miss TPOT"):
+        gt.add_column(col, justify="left" if col == "configuration" else "right")
+    for c in gp["configs"].values():
+        split = "colocated" if gp["mode"] == "colocated" else (
+            f"{c['prefill_instances']}:{c['decode_instances']}" if c["prefill_instances"] is not None else "")
+        pct = lambda x: "" if x is None else f"{x:.0%}"  # noqa: E731
+        sp = c["speedup"]
+        gt.add_row(c["label"], split, f"{c['capacity_rps']:.4g}", f"{c['goodput_rps']:.4g}",
+                   f"{c['goodput_per_gpu']:.3g}", "" if sp != sp else ("inf" if sp == float("inf") else f"{sp:.2f}x"),
+                   ms(c["ttft_p90_s"]), ms(c["tpot_p90_s"]), pct(c["ttft_miss"]), pct(c["tpot_miss"]))
+    con.print(gt)
+    for c in gp["configs"].values():
+        if c["reason"]:
+            con.print(f"  {c['label']}: no goodput: {c['reason']}")
+    con.print(f"  targets from {t['ttft_ms_from'] if t['ttft_ms'] else t['tpot_ms_from']}")

@@ -139,3 +139,52 @@ def persistence(r: dict, path):
     _finish(ax, "a block kept this long after its last use (minutes)", "share of the hits kept",
             f"How long KV must persist ({_where(r)})")
     return _save(fig, path)
+
+
+def goodput(r: dict, path):
+    """Left: share of requests meeting both targets (and each) against the offered rate per GPU, per configuration
+    (its goodput split), the attainment target, and each configuration's goodput. Right: the unloaded TTFT
+    quantile vs hit rate per tier against the TTFT target (where a tier's loads break it)."""
+    gp = r.get("goodput") or {}
+    if gp.get("skipped") or not gp.get("configs"):
+        return None
+    t = gp["targets"]
+    br = gp.get("ttft_by_hit_rate")
+    fig, axes = plt.subplots(1, 2 if br else 1, figsize=(13 if br else 7.5, 4.8), squeeze=False)
+    ax = axes[0][0]
+    colors = {"none": "black", "hbm": "tab:blue", "host": "tab:orange", "storage": "tab:green"}
+    unit = "device" if r["device"] == "cpu" else "GPU"
+    groups: dict = {}  # configurations with the same curve (a tier that served no hit) drawn once, labels joined
+    for name, c in gp["configs"].items():
+        groups.setdefault((c["goodput_rps"], tuple(c["curve"].get("attainment", []))), []).append((name, c))
+    for members in groups.values():
+        name, c = members[0]
+        label = " = ".join(m[1]["label"] for m in members)
+        cv = c["curve"]
+        x = [v / gp["gpus"] for v in cv["rate_rps"]]
+        ax.plot(x, cv["attainment"], marker=".", color=colors.get(name), label=f"{label}: both targets")
+        ax.plot(x, cv["ttft_ok"], ls=":", color=colors.get(name), lw=1, label=f"{label}: TTFT only")
+        if c["goodput_rps"] > 0:
+            ax.axvline(c["goodput_per_gpu"], color=colors.get(name), ls="--", lw=0.8)
+            ax.text(c["goodput_per_gpu"], 0.02, f" {c['goodput_per_gpu']:.3g}", color=colors.get(name), fontsize=7,
+                    rotation=90, va="bottom")
+    ax.axhline(t["attainment"], color="grey", ls="-.", lw=1, label=f"attainment target {t['attainment']:.0%}")
+    ax.set_ylim(0, 1.03)
+    tgt = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {t['ttft_ms']:g} ms",
+                                   t["tpot_ms"] and f"TPOT <= {t['tpot_ms']:g} ms") if x)
+    _finish(ax, f"offered rate (requests/s per {unit}); dashed: goodput", "share of requests meeting the SLO",
+            f"SLO attainment vs rate ({tgt})", legend_size=7)
+    if br:
+        ax = axes[0][1]
+        for tier in ("hbm", "host", "storage"):
+            if tier in br:
+                ax.plot(br["hit_rate"], br[tier]["ttft_quantile_s"], marker=".", color=colors[tier],
+                        label=f"reuse from {tier}" + (f" (breaks from {br[tier]['breaks_at_hit_rate']:.0%})"
+                                                       if tier != "hbm" and br[tier].get("breaks_at_hit_rate")
+                                                       is not None else ""))
+        ax.axhline(t["ttft_ms"] / 1e3, color="grey", ls="-.", lw=1, label=f"TTFT target {t['ttft_ms']:g} ms")
+        ax.set_yscale("log")
+        _finish(ax, "KV hit rate (uniform per request)", f"unloaded p{t['attainment'] * 100:.0f} TTFT (s)",
+                "Where tier loads break TTFT (no queueing)", legend_size=7)
+    fig.suptitle(f"Goodput at the SLO: {_where(r)}", fontsize=10)
+    return _save(fig, path)

@@ -23,8 +23,16 @@ def validate_analysis(cfg) -> None:
         check(0 <= f[key] < 1, f"fleet.{key}", f[key], "a fraction in [0, 1)")
     for key in ("host_bytes_per_gpu", "storage_bytes_per_gpu"):
         check(f[key] >= 0, f"fleet.{key}", f[key], "bytes >= 0")
-    if f.slo_ms_per_token is not None:
-        check(f.slo_ms_per_token > 0, "fleet.slo_ms_per_token", f.slo_ms_per_token, "milliseconds > 0 or null")
+    for key in ("ttft_ms", "tpot_ms"):
+        if f[key] is not None:
+            check(f[key] >= 0 and f[key] == f[key] and f[key] != float("inf"), f"fleet.{key}", f[key],
+                  "milliseconds >= 0 (0: no target), or null for the workload preset's")
+        if w.get(key) is not None:
+            check(w[key] >= 0, f"workload.{key}", w[key], "milliseconds >= 0 (0: no target), or null")
+    check(0 < f.slo_attainment <= 1, "fleet.slo_attainment", f.slo_attainment, "a fraction in (0, 1] (e.g. 0.9)")
+    if f.slo_requests is not None:
+        check(f.slo_requests >= 100, "fleet.slo_requests", f.slo_requests,
+              "an integer >= 100 (requests replayed per rate), or null for all")
     if f.gpus_per_instance is not None:
         check(f.gpus_per_instance >= 1, "fleet.gpus_per_instance", f.gpus_per_instance, "an integer >= 1 or null")
     check(f.load_cost in LOAD_COSTS, "fleet.load_cost", f.load_cost, f"one of {', '.join(LOAD_COSTS)}")

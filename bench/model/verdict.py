@@ -127,6 +127,9 @@ def sentence(r: dict) -> str:
             f"{v['routing']} routing), against an Amdahl bound of {b['amdahl_bound']:.2f}x (prefill is "
             f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's "
             f"50:50 arithmetic on these costs gives {v['seed_case']['speedup']:.2f}x).")
+    slo = slo_clause(r)
+    if slo:
+        text += " " + slo
     cap = capacity_clause(r)
     if cap:
         text += " " + cap
@@ -135,6 +138,51 @@ def sentence(r: dict) -> str:
     if v["reasons"]:
         text += " Caveats: " + "; ".join(v["reasons"]) + "."
     return text
+
+
+TIER_NAMES = {"hbm": "HBM", "host": "host DRAM", "storage": "NVMe"}
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms / 1e3:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
+
+
+def slo_clause(r: dict) -> str:
+    """Goodput at the TTFT/TPOT targets: the speedup there beside the unconstrained one, what misses, and the tier
+    whose loads break TTFT first; from the result's fields only."""
+    v = (r.get("verdict") or {}).get("slo")
+    if not v or v.get("skipped"):
+        return f"Not evaluated at a latency SLO: {v['skipped']}." if v else ""
+    t = v["targets"]
+    targets = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {fmt_ms(t['ttft_ms'])}",
+                                       t["tpot_ms"] and f"TPOT <= {fmt_ms(t['tpot_ms'])}") if x)
+    unit = "device" if r["device"] == "cpu" else "GPU"
+    g = r["goodput"]
+    head = f"At the SLO ({targets} for {t['attainment']:.0%} of requests"
+    head += f"; {r['goodput']['requests_replayed']} requests replayed per rate, {g['arrivals']})"
+    cfg = r["goodput"]["configs"][v["config"]]
+    per = cfg["goodput_per_gpu"]
+    if v["goodput_rps"] <= 0:
+        text = f"{head} no rate meets it even with every tier: {v['reason']}"
+    elif v["base_goodput_rps"] <= 0:
+        text = (f"{head} no rate meets it without reuse ({v['base_reason']}), while {cfg['label']} serves {per:.3g} "
+                f"requests/s per {unit} within it (unconstrained, reuse gives {v['unconstrained']:.2f}x): reuse is "
+                "what makes the SLO reachable")
+    else:
+        text = (f"{head} KV reuse gives {v['speedup']:.2f}x in goodput ({per:.3g} requests/s per {unit} with "
+                f"{cfg['label']}, {cfg['ttft_miss']:.0%} of requests missing TTFT and {cfg['tpot_miss']:.0%} TPOT "
+                f"there)" + (f", against {v['unconstrained']:.2f}x unconstrained"
+                             if abs(v['speedup'] - v['unconstrained']) > 0.005 * v['unconstrained'] else
+                             ", the same as unconstrained: the SLO does not bind"))
+    text += " (a point estimate from the fitted costs: their uncertainty is in the interval above)"
+    if "ttft_breaks_first" in v:
+        b = v["ttft_breaks_first"]
+        if b:
+            text += (f"; {TIER_NAMES[b['tier']]} loads break the TTFT target first, from a {b['hit_rate']:.0%} hit "
+                     f"rate (unloaded p{t['attainment'] * 100:.0f} TTFT over target where HBM reuse meets it)")
+        else:
+            text += "; no tier's loads break the TTFT target at any hit rate"
+    return text + "."
 
 
 def fmt_minutes(m: float) -> str:

@@ -54,7 +54,8 @@ def build(paths, out_dir) -> dict:
         made.append((f"speedup_{i}", f"Speedup vs hit rate with the Amdahl bound ({what})",
                      mplots.speedup_vs_hit_rate(r, img / f"speedup_vs_hit_rate_{name}.png")))
         for key, title, fn in (("capacity", "Capacity curves: hit rate and throughput vs tier size", mplots.capacity),
-                               ("persistence", "How long KV must persist", mplots.persistence)):
+                               ("persistence", "How long KV must persist", mplots.persistence),
+                               ("goodput", "Goodput at the SLO: attainment vs rate", mplots.goodput)):
             pic = fn(r, img / f"{key}_{name}.png")
             if pic:
                 made.append((f"{key}_{i}", f"{title} ({what})", pic))

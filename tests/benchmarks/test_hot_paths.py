@@ -6,7 +6,8 @@ the saved baseline:
         --benchmark-compare --benchmark-compare-fail=median:25%
 Targets live here, never in timed tests: the cache simulator's fixed-capacity replay at least as many block accesses
 per second as libCacheSim's LRU on the same stream (the ratio is printed and kept in extra_info), the all-capacity
-pass within 3x one replay; `bench --help` 0.3 s, `bench list` 1 s.
+pass within 3x one replay; the goodput replay of 100k requests at one rate within a few seconds on one core (and
+the whole rate/split search reusing its work); `bench --help` 0.3 s, `bench list` 1 s.
 """
 import json
 import os
@@ -123,6 +124,40 @@ def test_cache_simulator_one_million_requests(benchmark, request, tmp_path):
     benchmark.extra_info.update({"infinite_cache_hit_rate": infinite, "trace_build_s": build_s})
     print(f"1M workload: infinite-cache hit rate {infinite:.2%}; trace arrays built in {build_s:.1f} s")
     assert len(res.miss_tokens) == 1_000_000
+
+
+@pytest.fixture(scope="module")
+def goodput_replay():
+    """100k agentic requests (the preset's sizes) on 64 GPUs, costs of an H100-class GPU for an 8B model."""
+    from bench.model import goodput as G
+
+    tr = generate_trace(agentic(), 2700, 512, 0)
+    n = min(100_000, len(tr))
+    I, O = tr.input_length[:n].astype(float), tr.output_length[:n]
+    reqs = G.Requests.build(I, O, seed=0)
+    pool = G.Pool(64, 1, "disaggregated", 128, (6e-3, 2e-5, 1.5e-8), 6.0, 0.175, 0.9)
+    prefill = 2e-4 + 6e-5 * I * 0.1  # 90% of each input reused
+    d = float(np.mean(O * (6e-3 + 2e-5 * 128 + 1.5e-8 * 128 * (I + O / 2)) / 128))
+    return G.Replay(reqs, prefill, pool), float(prefill.mean()), d, n
+
+
+def test_goodput_replay_100k_requests(benchmark, goodput_replay):
+    from bench.model import goodput as G
+
+    rp, p, d, n = goodput_replay
+    rate = 0.8 * G.capacity(rp.pool, p, d, 16)
+    o = benchmark(rp.run, rate, 16)
+    benchmark.extra_info.update({"requests": n, "rate_rps": rate, "attainment": o.both_ok})
+    assert n == 100_000 and o.ttft.size == n and 0 <= o.both_ok <= 1
+
+
+def test_goodput_search(benchmark, goodput_replay):
+    from bench.model import goodput as G
+
+    rp, p, d, n = goodput_replay
+    res = benchmark.pedantic(G.search, args=("hbm", rp, p, d), rounds=1, iterations=1)
+    benchmark.extra_info.update({"goodput_rps": res.goodput, "capacity_rps": res.capacity})
+    assert 0 < res.goodput <= res.capacity
 
 
 def test_model_evaluation(benchmark, tmp_path):
