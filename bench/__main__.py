@@ -1,5 +1,16 @@
+import signal
 import sys
 
-from bench.cli import main
+
+def _early_stop(signum, frame):
+    # SIGUSR2/SIGTERM before the run installs its own handlers (bench.runner): stop like Ctrl-C, never die
+    # silently by the signal's default action (which would leave no manifest)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+for _sig in (signal.SIGTERM, signal.SIGUSR2):
+    signal.signal(_sig, _early_stop)
+
+from bench.cli import main  # noqa: E402
 
 sys.exit(main())

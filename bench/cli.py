@@ -18,7 +18,8 @@ Run benchmarks and write results/<run-id>/{manifest.json,records.jsonl}. Configu
   storage.path=DIR             directory for storage benchmarks
   run.root=DIR run.id=NAME     where results go
   -m KEY=a,b,c                 multirun sweep (one job per value; inner axes are swept in-process)
-  hydra/launcher=slurm -m ...  submit the sweep to SLURM (needs the [slurm] extra)
+  -m hydra/launcher=slurm ...  submit the sweep to SLURM GPU nodes (needs the [slurm] extra);
+                               hydra/launcher=slurm_cpu for CPU-only partitions
   --cfg job                    print the composed config and exit
 Examples:
   python -m bench run suite=quick
@@ -58,6 +59,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "compare": ("bench.compare:cmd_compare", "compare runs point by point (noise-aware; hardware shown side by side)"),
     "report": ("bench.report.cli:cmd_report", "HTML + markdown report with plots and the fingerprint"),
     "validate": ("bench.validate:cmd_validate", "end-to-end agentic replay vs the cost model's prediction"),
+    "status": ("bench.slurm:cmd_status", "every job of a sweep (SLURM or local): status, records, what to run next"),
 }
 
 

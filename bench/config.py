@@ -22,12 +22,17 @@ MiB = 1 << 20
 
 
 def _host_tag() -> str:
-    """Short host name, process id, and the SLURM job/task when set: runs from different nodes or processes
-    never share a directory."""
+    """Short host name, process id, and the SLURM job when set (``j<array job>_<task>`` for an array task, as
+    sacct shows it; ``-t<rank>`` for a task of a multi-task step): runs from different nodes or processes never
+    share a directory."""
+    from bench.slurm import job_tag
+
     tag = f"{socket.gethostname().split('.')[0] or 'host'}-p{os.getpid()}"
-    job = os.environ.get("SLURM_JOB_ID")
+    job = job_tag()
     if job:
-        tag += f"-j{job}" + (f"-t{os.environ['SLURM_PROCID']}" if os.environ.get("SLURM_PROCID") else "")
+        rank = os.environ.get("SLURM_PROCID")
+        tag += f"-{job}" + (f"-t{rank}" if rank and (rank != "0" or int(os.environ.get("SLURM_NTASKS") or 1) > 1)
+                            else "")
     return re.sub(r"[^A-Za-z0-9._-]", "_", tag)
 
 

@@ -141,11 +141,11 @@ def check_launcher(overrides: list[str]) -> None:
             ours = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))
             if name not in ours + ["basic"]:
                 raise allowed("hydra/launcher", name, ours + ["basic"])
-            if name == "slurm":
+            if name.startswith("slurm"):
                 try:
                     import hydra_plugins.hydra_submitit_launcher  # noqa: F401
                 except ImportError:
-                    raise UserError("hydra/launcher=slurm needs hydra-submitit-launcher: "
+                    raise UserError(f"hydra/launcher={name} needs hydra-submitit-launcher: "
                                     "pip install -e '.[slurm]'") from None
 
 

@@ -32,22 +32,92 @@ def git_sha() -> dict:
 LAST_RUN_DIR = None  # set by execute(): the directory of the last run in this process
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
+def _stop_signal(signum, frame):
+    """SIGTERM (scancel, a scheduler's stop) and SIGUSR2 (submitit / `sbatch --signal=B:USR2@S` before the time
+    limit) end the run like Ctrl-C: the point in progress is dropped, the manifest says interrupted and why."""
+    name = signal.Signals(signum).name
+    raise KeyboardInterrupt(f"{name}" + (" (SLURM: time limit near, or the job was cancelled)"
+                                         if os.environ.get("SLURM_JOB_ID") else ""))
 
 
 def execute(cfg: DictConfig) -> dict:
     """Run the selected benchmarks into this job's output directory; returns the status counts."""
-    from bench.hw.device import select_device
-    from bench.hw.fingerprint import fingerprint
     from bench.harness import run_suite
-    from bench.registry import select
-    from bench.store import RunStore, now_iso
 
-    validate(cfg)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     run_id = cfg.run.id if hc.mode.name == "RUN" else f"{cfg.run.id}-job{hc.job.num}"
+    for sig in (signal.SIGTERM, signal.SIGUSR2):  # before anything: submitit installs its own USR2 handler
+        signal.signal(sig, _stop_signal)
+    try:
+        store, manifest, benches, device, cpu_defaults, hardware = _start(cfg, hc, run_dir, run_id)
+    except BaseException as e:  # a job that fails before its first point still leaves a manifest saying why
+        from bench.slurm import failed_manifest
+
+        failed_manifest(run_dir, run_id, cfg, e)
+        raise
+    overrides = list(hc.overrides.task)
+    repro = "python -m bench run " + " ".join(shlex.quote(o) for o in overrides if not o.startswith(("benchmark=", "only=")))
+    from bench.plan import Budgets
+
+    budgets = Budgets(cfg)
+    try:
+        counts = run_suite(benches, cfg, device, store, repro_prefix=repro.strip(), hardware=hardware,
+                           budgets=budgets)
+    except KeyboardInterrupt as e:
+        why = str(e) or "Ctrl-C"
+        store.finish("interrupted", reason=why, families=budgets.summary())
+        print(f"\ninterrupted ({why}): completed points kept in {run_dir}", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:  # the results filesystem (full, gone read-only): keep what was written, say so in one line
+        try:
+            store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
+            kept = "manifest says failed"
+        except OSError:
+            kept = "the manifest could not be updated either (its last good version stays)"
+        raise UserError(f"results in {run_dir}: {e.strerror or e} while writing; every record written before is "
+                        f"kept ({kept}); free space or pick another run.root") from None
+    except BaseException as e:
+        store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
+        raise
+    fams = budgets.summary()
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:  # every point is measured: a stop signal now must not leave the manifest at "running"
+        store.finish("complete", counts=counts, families=fams,
+                     machine={**manifest["machine"], "load_at_end": load_now(device),
+                              "contended_points": sum((v.get("contention") or {}).get("contended_points", 0)
+                                                      for v in fams.values())})
+    finally:
+        for sig, h in held.items():
+            signal.signal(sig, h)
+    contended = {f: v["contention"] for f, v in fams.items() if (v.get("contention") or {}).get("contended_points")}
+    if contended:
+        print("contention: " + "; ".join(f"{f}: {c['contended_points']} of {c['points']} point(s) "
+                                         f"({', '.join(c['reasons'])})" for f, c in contended.items()) +
+              ": those points measured the neighbours too; compare excludes them from its verdicts")
+    over = {f: v["skipped_for_budget"] for f, v in budgets.summary().items() if v["skipped_for_budget"]}
+    if over:
+        print("family budgets: " + ", ".join(f"{n} point(s) of {f} skipped (over {f}.budget_s/budget_bytes)"
+                                             for f, n in over.items()) + "; suite=full or a larger budget runs them")
+    print(f"run {run_id}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} error "
+          f"on {device.kind} -> {run_dir}")
+    if cpu_defaults:
+        print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and none named on the command line); its "
+              "verdict is a CPU rehearsal of the pipeline, not a hardware verdict")
+    if cfg.run.analyze:
+        after_run(run_dir)
+    return counts
+
+
+def _start(cfg, hc, run_dir: Path, run_id: str):
+    """Validate, pick the device, fingerprint, and write the run's manifest (status running)."""
+    from bench.hw.device import select_device
+    from bench.hw.fingerprint import fingerprint
+    from bench.registry import select
+    from bench.slurm import job_ids
+    from bench.store import RunStore, now_iso
+
+    validate(cfg)
     benches = select(cfg)
     device = select_device(cfg.harness.device, cfg.harness.device_index)
     overrides = list(hc.overrides.task)
@@ -74,57 +144,14 @@ def execute(cfg: DictConfig) -> dict:
         "hardware": hardware,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "machine": {"threads": contention_facts(device, cfg), "load_at_start": load_now(device)},
+        "slurm": job_ids(),
     }
     try:
         store.write_manifest(manifest)
     except OSError as e:
         raise UserError(f"cannot write the run's manifest in {run_dir}: {e.strerror or e}; free space or pick "
                         "another run.root") from None
-    signal.signal(signal.SIGTERM, _sigterm)  # batch schedulers stop jobs with SIGTERM: clean up like Ctrl-C
-    repro = "python -m bench run " + " ".join(shlex.quote(o) for o in overrides if not o.startswith(("benchmark=", "only=")))
-    from bench.plan import Budgets
-
-    budgets = Budgets(cfg)
-    try:
-        counts = run_suite(benches, cfg, device, store, repro_prefix=repro.strip(), hardware=hardware,
-                           budgets=budgets)
-    except KeyboardInterrupt:
-        store.finish("interrupted", families=budgets.summary())
-        print(f"\ninterrupted: completed points kept in {run_dir}", file=sys.stderr)
-        sys.exit(130)
-    except OSError as e:  # the results filesystem (full, gone read-only): keep what was written, say so in one line
-        try:
-            store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
-            kept = "manifest says failed"
-        except OSError:
-            kept = "the manifest could not be updated either (its last good version stays)"
-        raise UserError(f"results in {run_dir}: {e.strerror or e} while writing; every record written before is "
-                        f"kept ({kept}); free space or pick another run.root") from None
-    except BaseException as e:
-        store.finish("failed", error=f"{type(e).__name__}: {e}", families=budgets.summary())
-        raise
-    fams = budgets.summary()
-    store.finish("complete", counts=counts, families=fams,
-                 machine={**manifest["machine"], "load_at_end": load_now(device),
-                          "contended_points": sum((v.get("contention") or {}).get("contended_points", 0)
-                                                  for v in fams.values())})
-    contended = {f: v["contention"] for f, v in fams.items() if (v.get("contention") or {}).get("contended_points")}
-    if contended:
-        print("contention: " + "; ".join(f"{f}: {c['contended_points']} of {c['points']} point(s) "
-                                         f"({', '.join(c['reasons'])})" for f, c in contended.items()) +
-              ": those points measured the neighbours too; compare excludes them from its verdicts")
-    over = {f: v["skipped_for_budget"] for f, v in budgets.summary().items() if v["skipped_for_budget"]}
-    if over:
-        print("family budgets: " + ", ".join(f"{n} point(s) of {f} skipped (over {f}.budget_s/budget_bytes)"
-                                             for f, n in over.items()) + "; suite=full or a larger budget runs them")
-    print(f"run {run_id}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} error "
-          f"on {device.kind} -> {run_dir}")
-    if cpu_defaults:
-        print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and none named on the command line); its "
-              "verdict is a CPU rehearsal of the pipeline, not a hardware verdict")
-    if cfg.run.analyze:
-        after_run(run_dir)
-    return counts
+    return store, manifest, benches, device, cpu_defaults, hardware
 
 
 def contention_facts(device, cfg) -> dict:
@@ -187,11 +214,11 @@ CPU_DEFAULT_OVERRIDES = ("model=tiny", "suite=quick")
 ADDED_CPU_DEFAULTS: list = []  # what run() added in this process (the manifest and the closing lines say so)
 
 
-def cpu_defaults(overrides: list[str]) -> list[str]:
+def cpu_defaults(overrides: list[str], force: bool = False) -> list[str]:
     """The presets a CPU-only run gets for the groups the user did not name (none when CUDA is visible and not
-    refused with harness.device=cpu)."""
+    refused with harness.device=cpu; always with ``force``: jobs bound for CPU nodes)."""
     keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    forced_cpu = any(o.replace(" ", "") == "harness.device=cpu" for o in overrides)
+    forced_cpu = force or any(o.replace(" ", "") == "harness.device=cpu" for o in overrides)
     if not forced_cpu:
         import torch
 
@@ -217,11 +244,32 @@ def run(argv: list[str]) -> int:
     if "--json" in argv:
         raise UserError("--json: only with --plan (python -m bench run --plan --json [overrides])")
     flags, overrides = split_args(argv)
-    if not any(f in ("--cfg", "-c", "--help", "-h", "--info", "--hydra-help") for f in flags):
-        ADDED_CPU_DEFAULTS[:] = cpu_defaults(overrides)
+    info_only = any(f in ("--cfg", "-c", "--help", "-h", "--info", "--hydra-help") for f in flags)
+    multirun = any(f in ("-m", "--multirun") for f in flags)
+    launcher = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), None)
+    slurm = bool(launcher and launcher.startswith("slurm"))
+    if slurm and not multirun and not info_only:
+        raise UserError(f"hydra/launcher={launcher} submits a sweep: add -m (python -m bench run -m "
+                        f"hydra/launcher={launcher} ...); without it Hydra would run here, not on the cluster")
+    if not info_only:
+        # the jobs of a SLURM sweep pick their own device on their node; slurm_cpu means CPU nodes
+        ADDED_CPU_DEFAULTS[:] = [] if launcher == "slurm" else cpu_defaults(overrides, force=launcher == "slurm_cpu")
         overrides = overrides + ADDED_CPU_DEFAULTS
+    sweep_dir = None
+    if multirun and not info_only:
+        overrides, sweep_dir = fix_sweep_dir(overrides)
     argv = flags + overrides
     precheck(argv)
+    if slurm and not info_only:
+        from bench.slurm import presubmit_check
+
+        print(f"SLURM request: {presubmit_check(overrides)}", flush=True)
+        from bench.slurm_launcher import install
+
+        install()  # wait for every job; a failed one is reported from its manifest, not as a traceback
+    if sweep_dir is not None:
+        print(f"sweep directory: {sweep_dir} (job<N>/ per job). The jobs run on if this terminal closes: "
+              f"python -m bench status {sweep_dir}", flush=True)
     flags, overrides = split_args(argv)
     sys.argv = ["python -m bench run", *flags, *overrides]  # argparse wants flags before the overrides
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
@@ -229,4 +277,38 @@ def run(argv: list[str]) -> int:
         hydra_main()
     except ValueError as e:  # Hydra's own flag checks (e.g. -m with --cfg) raise before any job runs
         raise UserError(f"hydra: {e}") from None
-    return 0
+    except Exception as e:  # a job of a sweep failed (submitit re-raises it here): the summary says which
+        if sweep_dir is None:
+            raise
+        print(f"a job of the sweep ended badly: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return _sweep_summary(sweep_dir) or 1
+    except SystemExit:
+        if sweep_dir is not None:
+            _sweep_summary(sweep_dir)
+        raise
+    return _sweep_summary(sweep_dir) if sweep_dir is not None else 0
+
+
+def fix_sweep_dir(overrides: list[str]) -> tuple[list[str], Path]:
+    """Resolve run.root (absolute) and run.id once, here: every job then writes under the directory printed now,
+    <run.root>/<run.id>/job<N>, instead of re-resolving the time and host inside each job."""
+    from bench.config import _host_tag
+    from bench.overrides import compose_checked, variants
+
+    cfg = compose_checked(variants(overrides)[0])
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    import time
+
+    root = Path(str(cfg.run.root)).expanduser().resolve()
+    run_id = str(cfg.run.id) if "run.id" in given else f"{time.strftime('%Y%m%d-%H%M%S')}-{_host_tag()}"
+    keep = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in ("run.root", "run.id")]
+    return keep + [f"run.root={root}", f"run.id={run_id}"], root / run_id
+
+
+def _sweep_summary(sweep_dir: Path) -> int:
+    from bench.slurm import sweep_report
+
+    lines, bad = sweep_report(sweep_dir)
+    print(f"sweep {sweep_dir}:\n  " + "\n  ".join(lines))
+    return 1 if bad else 0

@@ -126,7 +126,10 @@ def run_state(man: dict) -> Optional[str]:
     if status == "running":
         return "running, or killed (its manifest never recorded an end)"
     if status == "failed":
-        return f"failed ({man.get('error') or 'no reason recorded'})"
+        return f"failed ({man.get('error') or 'no reason recorded'})" + \
+            (" before its first point" if man.get("before_first_point") else "")
+    if status == "interrupted" and man.get("reason"):
+        return f"interrupted ({man['reason']})" + (" before its first point" if man.get("before_first_point") else "")
     return str(status or "unknown status")
 
 
@@ -188,6 +191,18 @@ def run_dirs(paths: Iterable[Union[str, Path]]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def runs_without_records(paths: Iterable[Union[str, Path]]) -> list[tuple[Path, str]]:
+    """[(run dir, what it is)] of runs under ``paths`` with a manifest and no records (failed before any point)."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        mans = [p / MANIFEST] if (p / MANIFEST).exists() else sorted(p.rglob(MANIFEST)) if p.is_dir() else []
+        for m in mans:
+            if not (m.parent / RECORDS).exists():
+                out.append((m.parent, run_state(read_manifest(m.parent)) or "complete, with no records"))
+    return out
+
+
 def read_manifest(run_dir: Union[str, Path]) -> dict:
     p = Path(run_dir) / MANIFEST
     return json.loads(p.read_text()) if p.exists() else {}
@@ -198,7 +213,9 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
 
     Columns: run_id, benchmark, family, device, status, reason, verified, ``param.<axis>``, ``metric.<name>``,
     ``throttled``, plus from each run's manifest ``gpu_name``, ``host``, ``run_status`` (complete, interrupted,
-    failed, running, no manifest), ``run_incomplete`` (None, or what the run is) and ``slurm_job_id``.
+    failed, running, no manifest), ``run_incomplete`` (None, or what the run is), ``slurm_job_id`` (``<array
+    job>_<task>`` for an array task), ``slurm_array_job_id`` and ``slurm_array_task_id``. Runs that wrote a manifest
+    but no record (a job that failed before its first point) have no rows: :func:`runs_without_records` names them.
     """
     rows = []
     for d in run_dirs(paths):
@@ -206,7 +223,8 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
         hw = man.get("hardware", {})
         gpu = (hw.get("gpu") or {}).get("name")
         state = run_state(man)
-        slurm = (hw.get("host") or {}).get("slurm_job_id")
+        sl = man.get("slurm") or {}
+        slurm = sl.get("id") or (hw.get("host") or {}).get("slurm_job_id")
         for r in read_records(d / RECORDS):
             row = {k: r.get(k) for k in ("run_id", "benchmark", "family", "device", "status", "reason", "verified",
                                          "l2_flushed", "timestamp", "repro")}
@@ -220,6 +238,8 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
             row["run_status"] = man.get("status") or "no manifest"
             row["run_incomplete"] = state
             row["slurm_job_id"] = slurm
+            row["slurm_array_job_id"] = sl.get("array_job_id")
+            row["slurm_array_task_id"] = sl.get("array_task_id")
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,26 @@ def run_cli(*args, cwd=None, timeout=300, env=None):
     e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=e)
+
+
+def system_tool(cmd: str, package: str) -> str:
+    """The path of a system tool the tests use for real (chromium, fio): installed with apt-get when missing on a
+    root Debian/Ubuntu machine (CI's clean one), else the test is skipped with the reason."""
+    found = shutil.which(cmd)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"{cmd} not installed (apt-get install {package}) and this machine cannot install it")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = None
+    for update in (False, True):
+        if update:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+                           capture_output=True, text=True, env=env, timeout=900)
+        if r.returncode == 0 and shutil.which(cmd):
+            return shutil.which(cmd)
+    pytest.skip(f"{cmd}: apt-get install {package} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
 
 
 @pytest.fixture

@@ -241,9 +241,12 @@ def test_every_plot_keeps_runs_apart(runs, monkeypatch, tmp_path):
             assert len(cols) == len(set(cols)), [x.get_label() for x in series]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     import subprocess
+
+    from tests.conftest import system_tool
+
+    system_tool("chromium", "chromium")
     a, _ = runs
     out = tmp_path / "rep"
     assert run_cli("report", str(a), "--out", str(out)).returncode == 0
@@ -268,6 +271,10 @@ def test_runs_from_different_nodes_never_share_a_directory_and_merge(tmp_path, m
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_PROCID", "3")
     assert _host_tag().endswith("-j77-t3")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "11")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert _host_tag().endswith("-j11_1")  # the array task as sacct names it, not the raw job id
     for node in ("n1", "n2"):
         shutil.copytree(RUNS / "cpu_a", tmp_path / f"2026-{node}")
     r = __import__("subprocess").run([sys.executable, str(ROOT / "scripts" / "merge_results.py"), str(tmp_path),

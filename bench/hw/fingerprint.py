@@ -188,6 +188,9 @@ def _version(mod: str) -> Optional[str]:
 
 def fingerprint(device_index: int = 0, storage_path: Optional[str] = None) -> dict:
     """The manifest's ``hardware`` section."""
+    from bench.slurm import job_ids
+
+    _slurm_id = lambda: job_ids().get("id")  # noqa: E731
     probe = _Probe()
     import torch
 
@@ -199,7 +202,7 @@ def fingerprint(device_index: int = 0, storage_path: Optional[str] = None) -> di
             "cpu_cores": os.cpu_count(),
             "memory_bytes": probe.get("host.memory", _meminfo_bytes),
             "numa_nodes": probe.get("host.numa_nodes", _numa_nodes),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_job_id": _slurm_id(),
         },
         "gpu": probe.get("gpu", lambda: gpu_info(device_index, probe)),
         "software": {
