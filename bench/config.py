@@ -88,6 +88,7 @@ class StorageConfig:
     budget_bytes: Optional[int] = None  # file bytes read + written by the family (null: no limit)
     path: Optional[str] = None  # directory for storage benchmarks; null = /var/tmp on the root disk
     direct: str = "auto"
+    engines: list = field(default_factory=lambda: ["aio", "threads", "fio"])  # host <-> file engines (an axis)
     file_bytes: int = MISSING
     request_bytes: list = MISSING
     kv_block_tokens: list = MISSING

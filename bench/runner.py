@@ -36,8 +36,8 @@ def _stop_signal(signum, frame):
     """SIGTERM (scancel, a scheduler's stop) and SIGUSR2 (submitit / `sbatch --signal=B:USR2@S` before the time
     limit) end the run like Ctrl-C: the point in progress is dropped, the manifest says interrupted and why."""
     name = signal.Signals(signum).name
-    raise KeyboardInterrupt(f"{name}" + (" (SLURM: time limit near, or the job was cancelled)"
-                                         if os.environ.get("SLURM_JOB_ID") else ""))
+    why = {"SIGUSR2": " (SLURM: the time limit is near)", "SIGTERM": " (SLURM: scancel, or the time limit reached)"}
+    raise KeyboardInterrupt(name + (why.get(name, "") if os.environ.get("SLURM_JOB_ID") else ""))
 
 
 def execute(cfg: DictConfig) -> dict:

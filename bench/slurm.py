@@ -192,17 +192,14 @@ def sweep_report(path) -> tuple[list[str], int]:
         d = jobs.get(n)
         sid = sub.get(n, (None, None))[0]
         man = read_manifest(d) if d is not None and (d / MANIFEST).exists() else {}
-        recs = sum(1 for _ in open(d / RECORDS)) if d is not None and (d / RECORDS).exists() else 0
         sid = sid or ((man.get("slurm") or {}).get("id"))
         state = slurm_state(sid) if sid and (not man or run_state(man) is not None) else None
         where = f"job{n}" + (f" (SLURM {sid}{', ' + state if state else ''})" if sid else "")
         if man:
-            st = run_state(man)
-            if st is None:
-                done.append(d)
-            else:
-                bad += 1
-            lines.append(f"{where}: {st or 'complete'}, {recs} record(s) in {d}")
+            line, ok = _run_line(d, man, where)
+            lines.append(f"{line} in {d}")
+            done += [d] if ok else []
+            bad += 0 if ok else 1
         else:
             bad += 1
             why = ""
@@ -214,16 +211,12 @@ def sweep_report(path) -> tuple[list[str], int]:
             lines.append(f"{where}: wrote nothing (no manifest){why}")
     if not lines:  # a results root (e.g. an sbatch array's TIERBENCH_ROOT): every run under it
         for m in sorted(sweep.rglob(MANIFEST)):
-            d = m.parent
-            man = read_manifest(d)
-            recs = sum(1 for _ in open(d / RECORDS)) if (d / RECORDS).exists() else 0
+            man = read_manifest(m.parent)
             sid = (man.get("slurm") or {}).get("id")
-            st = run_state(man)
-            if st is None:
-                done.append(d)
-            else:
-                bad += 1
-            lines.append(f"{d.name}{f' (SLURM {sid})' if sid else ''}: {st or 'complete'}, {recs} record(s)")
+            line, ok = _run_line(m.parent, man, f"{m.parent.name}{f' (SLURM {sid})' if sid else ''}")
+            lines.append(line)
+            done += [m.parent] if ok else []
+            bad += 0 if ok else 1
     if not lines:
         lines.append(f"{sweep}: no runs found (no job<N> folders, no .submitit folders, no manifests)")
     root = sweep
@@ -232,6 +225,15 @@ def sweep_report(path) -> tuple[list[str], int]:
         lines.append(f"compare: python -m bench compare {done[0]} {done[1]}")
     lines.append(f"report:  python -m bench report {root}")
     return lines, bad
+
+
+def _run_line(d: Path, man: dict, label: str) -> tuple[str, bool]:
+    """'<label>: <state>, <n> record(s)' of the run in ``d``, and whether it completed."""
+    from bench.store import RECORDS, run_state
+
+    recs = sum(1 for _ in open(d / RECORDS)) if (d / RECORDS).exists() else 0
+    st = run_state(man)
+    return f"{label}: {st or 'complete'}, {recs} record(s)", st is None
 
 
 def cmd_status(argv: list[str]) -> int:

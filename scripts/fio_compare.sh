@@ -1,32 +1,44 @@
 #!/usr/bin/env bash
-# Compare tierbench's sequential O_DIRECT file bandwidth with fio on the same disk, request size and queue depth.
-#   scripts/fio_compare.sh DIR [REQUEST_BYTES=67108864] [QUEUE_DEPTH=1] [FILE_BYTES=2147483648]
-# fio: --direct=1, one job, --ioengine=psync at queue depth 1 (tierbench: one synchronous thread), else
-# --ioengine=libaio --iodepth=QD (tierbench: QD threads each with one request in flight on one sequential stream).
+# tierbench's async engine (Linux AIO) beside fio on the same file, request size, pattern, queue depth and request
+# count, O_DIRECT both, interleaved A/B/A/B: each round is one `bench run` whose aio and fio points run back to
+# back (the engine axis), then a table of GB/s per round and the medians.
+#   scripts/fio_compare.sh DIR [REQUEST_BYTES=4096] [QUEUE_DEPTH=16] [PATTERN=random] [ROUNDS=3] [FILE_BYTES=2 GiB]
+#   scripts/fio_compare.sh /mnt/nvme 67108864 1 sequential
+# Requests per pass: 128 MiB worth (at least 16), so a pass is long enough to time; fio repeats it for >= 0.5 s.
+# The engines alternate which goes first (A/B, B/A, ...) and every point warms up for 5 s: the run has just
+# written its pattern file, and a virtual disk may still be flushing it when the first point starts.
 set -euo pipefail
-dir=${1:?usage: $0 DIR [REQUEST_BYTES] [QUEUE_DEPTH] [FILE_BYTES]}
-bs=${2:-67108864}; qd=${3:-1}; size=${4:-2147483648}
+dir=${1:?usage: $0 DIR [REQUEST_BYTES] [QUEUE_DEPTH] [PATTERN] [ROUNDS] [FILE_BYTES]}
+bs=${2:-4096}; qd=${3:-16}; pattern=${4:-random}; rounds=${5:-3}; size=${6:-2147483648}
+n=$(( 134217728 / bs )); [ "$n" -lt 16 ] && n=16
 command -v fio >/dev/null || { echo "fio not installed (apt-get install fio)"; exit 1; }
-engine="--ioengine=psync"; [ "$qd" -gt 1 ] && engine="--ioengine=libaio --iodepth=$qd"
-f="$dir/.tierbench-fio-$$"
-trap 'rm -f "$f"' EXIT
-for rw in write read; do
-  gbps=$(fio --name=tb --filename="$f" --rw=$rw --bs="$bs" --size="$size" --direct=1 $engine --numjobs=1 \
-             --time_based --runtime="${FIO_RUNTIME:-10}" \
-             --group_reporting --output-format=json | python3 -c 'import json,sys
-j=json.load(sys.stdin)["jobs"][0]; k="read" if j["read"]["io_bytes"] else "write"; print("%.3f" % (j[k]["bw_bytes"]/1e9))')
-  echo "fio       $rw bs=$bs qd=$qd: $gbps GB/s"
-done
 root=$(mktemp -d)
-python3 -m bench run benchmark=storage "only=[file_write,file_read]" "storage.path=$dir" "storage.file_bytes=$size" \
-  "storage.request_bytes=[$bs]" "storage.kv_block_tokens=[]" "storage.queue_depths=[$qd]" \
-  "storage.patterns=[sequential]" "storage.requests_per_call=$((size / bs))" "run.root=$root" run.id=fio \
-  harness.progress=false
-python3 - "$root/fio" <<'PY'
-import sys, bench.store as s
+trap 'rm -rf "$root"' EXIT
+for r in $(seq "$rounds"); do
+  engines="[aio,fio]"; [ $((r % 2)) -eq 0 ] && engines="[fio,aio]"
+  python3 -m bench run benchmark=storage "only=[file_read,file_write]" "storage.engines=$engines" harness.warmup_s=5 \
+    "storage.path=$dir" "storage.file_bytes=$size" "storage.request_bytes=[$bs]" "storage.kv_block_tokens=[]" \
+    "storage.queue_depths=[$qd]" "storage.patterns=[$pattern]" "storage.requests_per_call=$n" \
+    "run.root=$root" "run.id=round$r" harness.progress=false run.analyze=false >/dev/null
+done
+python3 - "$root" <<'PY'
+import sys
+import pandas as pd
+import bench.store as s
+
 df = s.load(sys.argv[1])
-for _, r in df.iterrows():
-    print(f"tierbench {r['benchmark'].split('_')[1]:5} bs={r['param.request_bytes']} qd={r['param.queue_depth']}: "
-          f"{r.get('metric.gbps', float('nan')):.3f} GB/s ({r['status']}, {r.get('reason') or 'verified'})")
+df["round"] = df["run_id"].str.replace("round", "").astype(int)
+bad = df[df["status"] != "ok"]
+for _, r in bad.iterrows():
+    print(f"round {r['round']} {r['benchmark']} {r['param.engine']}: {r['status']} ({r['reason']})")
+ok = df[df["status"] == "ok"]
+t = ok.pivot_table(index=["benchmark", "round"], columns="param.engine", values="metric.gbps")
+t["aio/fio"] = t["aio"] / t["fio"]
+pd.set_option("display.float_format", "{:.3f}".format)
+print(t.to_string())
+med = t.groupby(level=0).median()
+for bench, row in med.iterrows():
+    swing = t.loc[bench, "fio"].max() / t.loc[bench, "fio"].min() - 1
+    print(f"{bench}: median aio {row['aio']:.3f} GB/s, fio {row['fio']:.3f} GB/s, aio/fio {row['aio'] / row['fio']:.3f}"
+          f" (fio's own round-to-round swing {swing:.1%})")
 PY
-rm -rf "$root"

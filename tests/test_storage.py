@@ -70,7 +70,7 @@ def test_tmpfs_gives_fallback_or_clear_skip_never_a_cached_number(tmp_path):
         recs = run(["file_read"], cfg(d), tmp_path)
         for r in recs:
             assert r["status"] == "skipped", r  # tmpfs pages are the storage: nothing to measure as a disk
-            assert "page cache" in r["reason"] or "O_DIRECT" in r["reason"]
+            assert "tmpfs (memory)" in r["reason"]
         assert not list(d.iterdir())  # pattern files removed
     finally:
         for f in d.iterdir():
@@ -182,3 +182,88 @@ def test_work_dirs_of_killed_runs_are_removed(tmp_path):
     alive.mkdir()
     removed = storage.remove_stale(tmp_path, host)
     assert removed == [(dead.name, 4096)] and not dead.exists() and alive.exists()
+
+
+# -- engines: Linux AIO, threads, fio ---------------------------------------------------------------------------
+def test_engine_axis_is_recorded_and_every_engine_verified(tmp_path):
+    c = cfg(tmp_path, "storage.engines=[aio,threads]", "storage.request_bytes=[4096,65536]",
+            "storage.queue_depths=[1,8]")
+    recs = run(["file_read", "file_write"], c, tmp_path)
+    assert {r["params"]["engine"] for r in recs} == {"aio", "threads"}
+    for r in recs:
+        assert r["status"] == "ok" and r["verified"], (r["params"], r["reason"])
+        assert r["info"]["engine"] == r["params"]["engine"]
+        m = r["metrics"]
+        assert m["lat_p999_us"] >= m["lat_p99_us"] >= m["lat_p50_us"] > 0 and m["iops"] > 0
+
+
+def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(tmp_path):
+    from bench.aio import AioPass
+
+    p = str(tmp_path / "f")
+    fb = 4 << 20
+    assert fio.create_pattern_file(p, fb, 7, "auto") == "o_direct"
+    tile = fio.pattern_tile(7)
+    fd, mode = fio.open_file(p, False, "auto")
+    offs = fio.offsets("random", 4096, fb // 4096, fb, 1)  # every page of the file, in random order
+    a = AioPass(fd, offs, 4096, 16, False, 4096)
+    assert a.run(verify_tile=tile) == []
+    a.run()
+    assert len(a.latencies_s[-1]) == len(offs) and (a.latencies_s[-1] > 0).all()
+    with open(p, "r+b") as f:  # flip a byte in page 300
+        f.seek(300 * 4096 + 100)
+        b = f.read(1)
+        f.seek(300 * 4096 + 100)
+        f.write(bytes([b[0] ^ 0x40]))
+    fio.drop_cache(fd, fb)
+    bad = a.run(verify_tile=tile)
+    assert bad == [(300 * 4096, 300)]
+    a.close()
+    os.close(fd)
+
+
+def test_aio_needs_o_direct_and_says_so(tmp_path):
+    recs = run(["file_read"], cfg(tmp_path, "storage.engines=[aio,threads]", "storage.direct=off"), tmp_path)
+    by = {r["params"]["engine"]: r for r in recs}
+    assert by["aio"]["status"] == "skipped" and "O_DIRECT" in by["aio"]["reason"]
+    assert by["threads"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("name,write,gbps,p99", [("randread_4k_qd16", False, 0.3226, 259.072),
+                                                  ("write_1m_qd1", True, 1.4589, 831.488)])
+def test_fio_json_parser_on_recorded_output(name, write, gbps, p99):
+    import json
+
+    from bench import fio as fiorun
+    from tests.conftest import ROOT
+
+    doc = json.loads((ROOT / "tests" / "data" / "fio" / f"{name}.json").read_text())
+    r = fiorun.parse(doc, write)
+    assert r["gbps"] == pytest.approx(gbps, rel=1e-3) and r["lat_p99_us"] == pytest.approx(p99)
+    assert r["fio_version"].startswith("fio-3") and r["lat_p999_us"] >= r["lat_p99_us"] >= r["lat_p50_us"]
+    assert fiorun.parse(doc, write, loops=4)["seconds_per_pass"] == pytest.approx(r["seconds_per_pass"] / 4)
+    with pytest.raises(ValueError, match="moved no bytes"):
+        fiorun.parse(doc, not write)
+
+
+def test_fio_beside_tierbench_on_the_same_requests(tmp_path):
+    from tests.conftest import system_tool
+
+    system_tool("fio", "fio")
+    c = cfg(tmp_path, "storage.engines=[aio,fio]", "storage.request_bytes=[4096]", "storage.queue_depths=[4]",
+            "storage.kv_block_tokens=[]",
+            "storage.patterns=[random,sequential]", "harness.min_samples=3")
+    recs = run(["file_read", "file_write"], c, tmp_path)
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs), [(r["params"], r["reason"]) for r in recs]
+    for r in (r for r in recs if r["params"]["engine"] == "fio"):
+        assert r["info"]["fio_version"].startswith("fio-") and "--iodepth=4" in r["info"]["fio_command"]
+        assert r["metrics"]["gbps"] > 0 and r["metrics"]["lat_p999_us"] > 0 and r["verified"] is None
+        twin = next(x for x in recs if x["params"] == {**r["params"], "engine": "aio"} and
+                    x["benchmark"] == r["benchmark"])
+        assert twin["info"]["requests_per_pass"] == r["info"]["requests_per_pass"]
+
+
+def test_fio_missing_is_a_skipped_point_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    recs = run(["file_read"], cfg(tmp_path, "storage.engines=[fio]"), tmp_path)
+    assert recs and all(r["status"] == "skipped" and "fio not installed" in r["reason"] for r in recs)

@@ -7,6 +7,7 @@ pattern outside timing. GB/s = 1e9 B/s of payload; iops = requests/s; lat_p50_us
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ from bench.validators import validator
 
 PATTERNS = ("sequential", "random", "repeat")
 DIRECT = ("auto", "require", "off")
+ENGINES = ("aio", "threads", "fio")  # host <-> file: Linux AIO (bench.aio), synchronous threads, fio itself
 
 
 def storage_root(cfg) -> str:
@@ -45,7 +47,7 @@ def request_sizes(c) -> list[int]:
 
 
 def _axes(c):
-    return {"request_bytes": request_sizes(c), "pattern": list(c.storage.patterns),
+    return {"engine": list(c.storage.engines), "request_bytes": request_sizes(c), "pattern": list(c.storage.patterns),
             "queue_depth": list(c.storage.queue_depths)}
 
 
@@ -125,8 +127,7 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
     pattern = state.params.get("pattern", "sequential")
     file_bytes = int(s.file_bytes)
     root = storage_root(state.cfg)
-    if write:
-        refuse_memory_backed(state, root)
+    refuse_memory_backed(state, root, write)
     align = direct_alignment(root)
     if req % align:
         state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
@@ -138,12 +139,32 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
     fd, mode = open_cached(state, path, write)
     offs = offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
     tile = pattern_tile(int(s.seed))
+    engine = state.params.get("engine", "threads")
     targets = targets_for(len(offs) * req) if targets_for else None
-    io = IOPass(fd, offs, req, qd, write, align, tile if write else None,
-                targets=None if targets is None else [targets[i * req:(i + 1) * req] for i in range(len(offs))])
+    io = make_pass(state, engine, mode, fd, offs, req, qd, write, align, tile, targets)
     state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
-               requests_per_pass=len(offs))
+               requests_per_pass=len(offs), engine=engine)
     return Target(path, fd, mode, io, file_bytes, tile)
+
+
+def make_pass(state, engine: str, mode: str, fd: int, offs, req: int, qd: int, write: bool, align: int, tile,
+              targets=None):
+    """The request pass of ``engine``: aio (Linux AIO, qd in flight from one thread, bench.aio) or threads (qd
+    synchronous threads, bench.fileio.IOPass). An engine that cannot run here skips the point with why."""
+    if engine == "aio":
+        from bench.aio import AioPass, unavailable
+
+        why = unavailable()
+        if why:
+            state.skip(f"storage.engine=aio: {why}")
+        if mode != "o_direct":
+            state.skip("storage.engine=aio: the filesystem refused O_DIRECT, and without it Linux completes AIO "
+                       "inside io_submit (queue depth 1 in disguise); engine=threads measures buffered I/O")
+        io = AioPass(fd, offs, req, qd, write, align, tile if write else None, targets=targets)
+        state.ctx.cleanups.append(io.close)
+        return io
+    return IOPass(fd, offs, req, qd, write, align, tile if write else None,
+                  targets=None if targets is None else [targets[i * req:(i + 1) * req] for i in range(len(offs))])
 
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs", "hugetlbfs")
@@ -160,12 +181,13 @@ def filesystem_of(path: str):
     return best[2] if best else None
 
 
-def refuse_memory_backed(state, path: str) -> None:
-    """A write to a memory-backed filesystem never reaches a storage device: skip, as cached reads are."""
+def refuse_memory_backed(state, path: str, write: bool = True) -> None:
+    """A read or write on a memory-backed filesystem never reaches a storage device (its pages are the data, no
+    drop can evict them): skip with the reason, never a memory copy reported as storage."""
     fs = filesystem_of(path)
     if fs in MEMORY_FILESYSTEMS:
-        state.skip(f"storage.path {path} is on {fs} (memory): a write there is a memory copy, not a storage number; "
-                   "point storage.path at a disk")
+        state.skip(f"storage.path {path} is on {fs} (memory): a {'write' if write else 'read'} there is a memory "
+                   "copy, not a storage number; point storage.path at a disk")
 
 
 def _drop_and_prove(fd: int, file_bytes: int):
@@ -177,10 +199,12 @@ def _drop_and_prove(fd: int, file_bytes: int):
     return prepare
 
 
-def _latency_metrics(state, io: IOPass) -> None:
+def _latency_metrics(state, io) -> None:
+    """Per-request latency percentiles over every timed pass (us; threads: each pread/pwrite call; aio: submission
+    to the io_getevents that reaped it, fio's clat) and IOPS from the median pass."""
     lat = np.concatenate(io.latencies_s) if io.latencies_s else np.array([np.nan])
-    state.set_metric("lat_p50_us", float(np.percentile(lat, 50)) * 1e6)
-    state.set_metric("lat_p99_us", float(np.percentile(lat, 99)) * 1e6)
+    for name, q in (("lat_p50_us", 50), ("lat_p99_us", 99), ("lat_p999_us", 99.9)):
+        state.set_metric(name, float(np.percentile(lat, q)) * 1e6)
     state.set_metric("iops", len(io.offs) / state.stats.median_s)
 
 
@@ -196,7 +220,8 @@ def _verify_buffer(state, data: np.ndarray, offs, req: int, tile, what: str) -> 
 
 
 def _verify_written(state, t: "Target") -> None:
-    """Read the written requests back (page cache dropped) and check them against the pattern."""
+    """Read the written requests back (page cache dropped, synchronous reads: an engine never checks itself) and
+    check them against the pattern."""
     rfd, _ = open_cached(state, t.path, False)
     drop_cache(rfd, t.file_bytes)
     _verify_reads(state, IOPass(rfd, t.io.offs, t.io.request, t.io.queue_depth, False, t.io.align), t.tile,
@@ -211,8 +236,11 @@ def _verify_reads(state, io: IOPass, tile, what: str) -> None:
 
 @benchmark("file_read", family="storage", axes=_axes)
 def file_read(state):
-    """Read requests from a file into host memory (O_DIRECT, or buffered after a proven page-cache drop) with
-    queue_depth synchronous threads; GB/s, iops, lat_p50_us, lat_p99_us. Times the pread calls of one pass."""
+    """Read requests from a file into host memory (O_DIRECT, or buffered after a proven page-cache drop) at
+    queue_depth: engine aio (Linux AIO, one thread), threads (synchronous threads) or fio (fio itself on the same
+    file, for reference); GB/s, iops, lat_p50/p99/p999_us. Times one pass of the requests."""
+    if state.params.get("engine") == "fio":
+        return fio_point(state, write=False)
     t = setup(state, write=False)
     prepare = _drop_and_prove(t.fd, t.file_bytes)
     prepare()
@@ -226,13 +254,84 @@ def file_read(state):
 @benchmark("file_write", family="storage", axes=_axes)
 def file_write(state):
     """Write requests from host memory to a file (O_DIRECT; buffered fallback adds fdatasync to the timed pass so
-    bytes reach the device); GB/s, iops, latency percentiles. Data read back and checked afterwards."""
+    bytes reach the device) with engine aio, threads or fio; GB/s, iops, latency percentiles. Data read back and
+    checked afterwards (after fio's writes the file's pattern is rewritten, untimed)."""
+    if state.params.get("engine") == "fio":
+        return fio_point(state, write=True)
     t = setup(state, write=True)
     run = t.io.run if t.mode == "o_direct" else (lambda: (t.io.run(), os.fdatasync(t.fd)))
     state.add_bytes(t.io.bytes)
     state.exec(run, work="host")
     _latency_metrics(state, t.io)
     _verify_written(state, t)
+
+
+FIO_MIN_RUN_S = 0.5  # fio rounds its runtime to the millisecond: each fio run repeats the pass for at least this
+
+
+def fio_point(state, write: bool) -> None:
+    """fio on the same file, request size, pattern, queue depth and request count as the other engines' points;
+    one fio process per sample, timed by fio itself (bench.fio). Page cache dropped and proven empty before each
+    read; after writes (fio's own data) the file's pattern is rewritten, untimed, so later points still verify."""
+    from bench import fio
+    from bench.harness.timing import summarize
+
+    why = fio.unavailable()
+    if why:
+        state.skip(why)
+    s = state.cfg.storage
+    req, qd, pattern = int(state.params["request_bytes"]), int(state.params["queue_depth"]), state.params["pattern"]
+    if pattern not in ("sequential", "random"):
+        state.skip(f"pattern={pattern}: fio runs sequential and random passes only")
+    file_bytes = int(s.file_bytes)
+    root = storage_root(state.cfg)
+    refuse_memory_backed(state, root, write)
+    if req % direct_alignment(root):
+        state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {direct_alignment(root)}")
+    state.require_bytes(0, "fio's own buffers", host_bytes=req * qd, file_bytes=file_bytes)
+    wd = workdir(state)
+    path, mode = wd.pattern_file(file_bytes, int(s.seed), s.direct)
+    if mode != "o_direct":
+        state.skip("the filesystem refused O_DIRECT: fio --direct=1 cannot run there")
+    n = len(offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req))
+    seed = int(s.seed) + req
+    fd = open_cached(state, path, False)[0] if not write else None
+    runs, rule = [], state.rule
+    warm = fio.run(fio.command(path, write, pattern, req, qd, n, file_bytes, seed), write)
+    loops = int(min(1000, max(1, math.ceil(FIO_MIN_RUN_S / max(warm["seconds_per_pass"], 1e-6)))))
+    cmd = fio.command(path, write, pattern, req, qd, n, file_bytes, seed, loops)
+    t_warm = warm["runtime_s"]
+    while t_warm < state.warmup_s:  # warm-up as long as the other engines' (harness.warmup_s), untimed
+        t_warm += fio.run(cmd, write)["runtime_s"]
+    while len(runs) < rule.min_samples or (len(runs) < min(rule.max_samples, 50) and
+                                           _noise([r["seconds_per_pass"] for r in runs]) > rule.noise_target):
+        if fd is not None:
+            _drop_and_prove(fd, file_bytes)()
+        runs.append(fio.run(cmd, write))
+        if sum(r["runtime_s"] for r in runs) > rule.time_budget_s * 10:
+            break
+    t = [r["seconds_per_pass"] for r in runs]
+    noise = _noise(t)
+    state.stats = summarize(t, 1, "fio runs", noise <= rule.noise_target, 1, clock="fio (its own runtime)",
+                            work="host")
+    state.add_bytes(n * req)
+    med = runs[int(np.argsort(t)[len(t) // 2])]
+    for k in ("lat_p50_us", "lat_p99_us", "lat_p999_us"):
+        state.set_metric(k, float(np.median([r[k] for r in runs if r[k] is not None])))
+    if write:  # fio wrote its own data over the pattern: restore it (untimed) for the points after this one
+        create_pattern_file(path, file_bytes, int(s.seed), s.direct)
+    state.set_metric("iops", n / state.stats.median_s)
+    state.note(engine="fio", fio_version=med["fio_version"], fio_command=" ".join(cmd), io_mode="o_direct",
+               requests_per_pass=n, file_bytes=file_bytes, fio_runs=len(runs), fio_loops_per_run=loops,
+               page_cache="fio --invalidate=1, and for reads dropped and verified empty (mincore) before each run",
+               verification="fio checks every completion's length; the content is fio's own (not checked here)")
+
+
+def _noise(t) -> float:
+    if len(t) < 2:
+        return float("inf")
+    q25, q50, q75 = np.percentile(t, [25, 50, 75])
+    return float((q75 - q25) / q50) if q50 > 0 else float("inf")
 
 
 @benchmark("file_read_cache_check", family="storage",
@@ -299,8 +398,7 @@ def gpu_file_kvikio(state, write: bool) -> None:
     s = state.cfg.storage
     req, qd = int(state.params["request_bytes"]), int(state.params["queue_depth"])
     file_bytes = int(s.file_bytes)
-    if write:
-        refuse_memory_backed(state, storage_root(state.cfg))
+    refuse_memory_backed(state, storage_root(state.cfg), write)
     offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
     total = len(offs) * req
     state.require_bytes(total, "GPU buffer" + (" and its pattern in host memory" if write else ""),
@@ -425,6 +523,9 @@ def _storage(cfg) -> None:
     except OSError as e:
         raise UserError(f"storage.path={root!r} is not writable ({e.strerror}); pick a writable directory") from None
     check(s.direct in DIRECT, "storage.direct", s.direct, f"one of {', '.join(DIRECT)}")
+    check(len(s.engines) > 0, "storage.engines", list(s.engines), f"at least one of {', '.join(ENGINES)}")
+    for v in s.engines:
+        check(v in ENGINES, "storage.engines", v, f"each one of {', '.join(ENGINES)}")
     for v in s.patterns:
         check(v in PATTERNS, "storage.patterns", v, f"each one of {', '.join(PATTERNS)}")
     for key in ("request_bytes", "queue_depths", "gpu_request_bytes", "gpu_queue_depths"):

@@ -9,6 +9,8 @@ reached on the H100/H200 this suite ran on (attention backends, whole layers).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -366,12 +368,13 @@ def _all_gpus(c: Ctx) -> Work:
 
 
 # -- storage -----------------------------------------------------------------------------------------------------
-def io_pass_s(c: Ctx, req: int, count: int, qd: int, write: bool) -> float:
-    """One pass of ``count`` requests of ``req`` bytes at queue depth ``qd`` (synchronous threads): bandwidth or
-    per-request latency (Python threads overlap the device but not their own call overhead), whichever binds."""
+def io_pass_s(c: Ctx, req: int, count: int, qd: int, write: bool, engine: str = "threads") -> float:
+    """One pass of ``count`` requests of ``req`` bytes at queue depth ``qd``: bandwidth or per-request latency,
+    whichever binds (synchronous threads overlap the device but not their own call overhead; aio and fio keep qd
+    requests in flight)."""
     rate = (c.t.storage_write_gbps if write else c.t.storage_read_gbps) * 1e9
     per_req = c.t.storage_latency_us * 1e-6
-    return max(count * req / rate, count * per_req / min(qd, 2)) + 1e-4
+    return max(count * req / rate, count * per_req / (min(qd, 2) if engine == "threads" else qd)) + 1e-4
 
 
 def _drop_s(c: Ctx) -> float:
@@ -394,8 +397,18 @@ def _requests(c: Ctx, req: int, pattern: str) -> int:
 def _file_rw(c: Ctx) -> Work:
     write = c.benchmark == "file_write"
     req, qd, pattern = int(c.p["request_bytes"]), int(c.p["queue_depth"]), c.p["pattern"]
+    engine = c.p.get("engine", "threads")
     count = _requests(c, req, pattern)
-    call = io_pass_s(c, req, count, qd, write)
+    call = io_pass_s(c, req, count, qd, write, engine)
+    if engine == "fio":  # one fio process per sample, each repeating the pass for FIO_MIN_RUN_S; one warm-up run
+        from bench.benchmarks.storage import FIO_MIN_RUN_S
+
+        loops = max(1, math.ceil(FIO_MIN_RUN_S / call))
+        run_s = loops * call + 0.05
+        restore = next(iter(_pattern_file_once(c).values())) if write else 0.0  # the pattern rewritten after
+        return Work([Timed(run_s, "host", 0.0 if write else _drop_s(c))], setup_s=call + 0.05 + restore,
+                    once=_pattern_file_once(c), io_bytes_per_call=loops * count * req,
+                    io_setup_bytes=count * req + (int(c.cfg.storage.file_bytes) if write else 0))
     verify = io_pass_s(c, req, count, qd, False) + count * req / 1e9 + _drop_s(c)
     return Work([Timed(call, "host", 0.0 if write else _drop_s(c))], setup_s=verify + (0 if write else _drop_s(c)),
                 once=_pattern_file_once(c), io_bytes_per_call=count * req, io_setup_bytes=count * req)

@@ -128,13 +128,16 @@ def paged_methods(df: pd.DataFrame, path) -> Optional[str]:
 
 
 def storage_vs_queue_depth(df: pd.DataFrame, path) -> Optional[str]:
-    """Storage GB/s against queue depth, per request size, read and write."""
+    """Storage GB/s against queue depth, per engine (aio, threads, fio beside them), request size and pattern,
+    read and write."""
     d = _ok(df, ["file_read", "file_write"])
     if d.empty:
         return None
-    return _two_panels(d, ["file_read", "file_write"], ["param.request_bytes", "param.pattern"], "param.queue_depth",
-                       lambda k: f"{int(k[0]) >> 10} KiB {k[1]}", "queue depth (threads)", "GB/s",
-                       "Storage bandwidth", path)
+    d = d.assign(**{"param.engine": d["param.engine"].fillna("threads") if "param.engine" in d else "threads"})
+    return _two_panels(d, ["file_read", "file_write"], ["param.engine", "param.request_bytes", "param.pattern"],
+                       "param.queue_depth", lambda k: f"{k[0]} {int(k[1]) >> 10} KiB {k[2]}",
+                       "queue depth (requests in flight)", "GB/s", "Storage bandwidth: tierbench's engines and fio",
+                       path)
 
 
 def roofline(df: pd.DataFrame, path) -> Optional[str]:
