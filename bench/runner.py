@@ -264,7 +264,7 @@ def run(argv: list[str]) -> int:
         from bench.slurm import presubmit_check
 
         print(f"SLURM request: {presubmit_check(overrides)}", flush=True)
-        from bench.slurm_launcher import install
+        from bench.slurm.launcher import install
 
         install()  # wait for every job; a failed one is reported from its manifest, not as a traceback
     if sweep_dir is not None:

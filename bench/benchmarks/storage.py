@@ -28,7 +28,7 @@ from bench.validators import validator
 
 PATTERNS = ("sequential", "random", "repeat")
 DIRECT = ("auto", "require", "off")
-ENGINES = ("aio", "threads", "fio")  # host <-> file: Linux AIO (bench.aio), synchronous threads, fio itself
+ENGINES = ("aio", "threads", "fio")  # host <-> file: Linux AIO (bench.fileio.aio), synchronous threads, fio itself
 
 
 def storage_root(cfg) -> str:
@@ -149,10 +149,10 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
 
 def make_pass(state, engine: str, mode: str, fd: int, offs, req: int, qd: int, write: bool, align: int, tile,
               targets=None):
-    """The request pass of ``engine``: aio (Linux AIO, qd in flight from one thread, bench.aio) or threads (qd
+    """The request pass of ``engine``: aio (Linux AIO, qd in flight from one thread, bench.fileio.aio) or threads (qd
     synchronous threads, bench.fileio.IOPass). An engine that cannot run here skips the point with why."""
     if engine == "aio":
-        from bench.aio import AioPass, unavailable
+        from bench.fileio.aio import AioPass, unavailable
 
         why = unavailable()
         if why:
@@ -271,9 +271,9 @@ FIO_MIN_RUN_S = 0.5  # fio rounds its runtime to the millisecond: each fio run r
 
 def fio_point(state, write: bool) -> None:
     """fio on the same file, request size, pattern, queue depth and request count as the other engines' points;
-    one fio process per sample, timed by fio itself (bench.fio). Page cache dropped and proven empty before each
+    one fio process per sample, timed by fio itself (bench.fileio.fio). Page cache dropped and proven empty before each
     read; after writes (fio's own data) the file's pattern is rewritten, untimed, so later points still verify."""
-    from bench import fio
+    from bench.fileio import fio
     from bench.harness.timing import summarize
 
     why = fio.unavailable()
@@ -303,17 +303,15 @@ def fio_point(state, write: bool) -> None:
     t_warm = warm["runtime_s"]
     while t_warm < state.warmup_s:  # warm-up as long as the other engines' (harness.warmup_s), untimed
         t_warm += fio.run(cmd, write)["runtime_s"]
-    while len(runs) < rule.min_samples or (len(runs) < min(rule.max_samples, 50) and
-                                           _noise([r["seconds_per_pass"] for r in runs]) > rule.noise_target):
-        if fd is not None:
+    stop = None
+    while stop is None:  # the harness's own stopping rule, over fio's runtime: as many seconds of I/O as the
+        if fd is not None:  # other engines' points (more would be a longer sustained write, a different number)
             _drop_and_prove(fd, file_bytes)()
         runs.append(fio.run(cmd, write))
-        if sum(r["runtime_s"] for r in runs) > rule.time_budget_s * 10:
-            break
-    t = [r["seconds_per_pass"] for r in runs]
-    noise = _noise(t)
-    state.stats = summarize(t, 1, "fio runs", noise <= rule.noise_target, 1, clock="fio (its own runtime)",
-                            work="host")
+        t = [r["seconds_per_pass"] for r in runs]
+        stop = rule.check(t, sum(r["runtime_s"] for r in runs))
+    reason, converged = stop
+    state.stats = summarize(t, 1, reason, converged, 1, clock="fio (its own runtime)", work="host")
     state.add_bytes(n * req)
     med = runs[int(np.argsort(t)[len(t) // 2])]
     for k in ("lat_p50_us", "lat_p99_us", "lat_p999_us"):
@@ -325,13 +323,6 @@ def fio_point(state, write: bool) -> None:
                requests_per_pass=n, file_bytes=file_bytes, fio_runs=len(runs), fio_loops_per_run=loops,
                page_cache="fio --invalidate=1, and for reads dropped and verified empty (mincore) before each run",
                verification="fio checks every completion's length; the content is fio's own (not checked here)")
-
-
-def _noise(t) -> float:
-    if len(t) < 2:
-        return float("inf")
-    q25, q50, q75 = np.percentile(t, [25, 50, 75])
-    return float((q75 - q25) / q50) if q50 > 0 else float("inf")
 
 
 @benchmark("file_read_cache_check", family="storage",

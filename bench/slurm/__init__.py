@@ -2,7 +2,8 @@
 and the state of every job of a sweep (what the submitter prints at the end, and `python -m bench status`).
 
 A sweep's jobs all write under the directory the submitter prints: ``<run.root>/<run.id>/job<N>`` (the submitter
-fixes run.root and run.id before submitting, so nothing is re-resolved inside a job).
+fixes run.root and run.id before submitting, so nothing is re-resolved inside a job). The submitter's launch,
+waiting for every job, is :mod:`bench.slurm.launcher`.
 """
 from __future__ import annotations
 

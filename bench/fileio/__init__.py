@@ -1,5 +1,8 @@
 """File I/O for the storage tier: O_DIRECT with aligned buffers, page-cache drop proven by mincore, seeded
-page patterns for integrity, and a thread pool issuing requests at a given queue depth.
+page patterns for integrity, and a thread pool issuing requests at a given queue depth (the ``threads`` engine).
+
+The other engines of ``storage.engines`` live beside it: :mod:`bench.fileio.aio` (Linux native AIO, queue depth
+in flight from one thread) and :mod:`bench.fileio.fio` (fio itself, on the same requests).
 
 Every byte count is bytes; every time seconds. Nothing here times anything: the harness does.
 """
