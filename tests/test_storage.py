@@ -241,6 +241,7 @@ def test_fio_json_parser_on_recorded_output(name, write, gbps, p99):
     r = fiorun.parse(doc, write)
     assert r["gbps"] == pytest.approx(gbps, rel=1e-3) and r["lat_p99_us"] == pytest.approx(p99)
     assert r["fio_version"].startswith("fio-3") and r["lat_p999_us"] >= r["lat_p99_us"] >= r["lat_p50_us"]
+    assert r["latency_basis"].startswith("clat")  # recorded without --lat_percentiles: said, not passed as lat
     assert fiorun.parse(doc, write, loops=4)["seconds_per_pass"] == pytest.approx(r["seconds_per_pass"] / 4)
     with pytest.raises(ValueError, match="moved no bytes"):
         fiorun.parse(doc, not write)
@@ -258,6 +259,7 @@ def test_fio_beside_tierbench_on_the_same_requests(tmp_path):
     for r in (r for r in recs if r["params"]["engine"] == "fio"):
         assert r["info"]["fio_version"].startswith("fio-") and "--iodepth=4" in r["info"]["fio_command"]
         assert r["metrics"]["gbps"] > 0 and r["metrics"]["lat_p999_us"] > 0 and r["verified"] is None
+        assert r["info"]["fio_latency"].startswith("lat (submission")  # the aio engine's latency, not clat
         # fio's runs stop by the harness's own rule (as many seconds of I/O as the twin's passes), >= 3 runs
         assert r["metrics"]["n"] >= 3 and r["metrics"]["stop_reason"] in ("noise_target", "time_budget"), r["metrics"]
         twin = next(x for x in recs if x["params"] == {**r["params"], "engine": "aio"} and

@@ -201,7 +201,7 @@ def _drop_and_prove(fd: int, file_bytes: int):
 
 def _latency_metrics(state, io) -> None:
     """Per-request latency percentiles over every timed pass (us; threads: each pread/pwrite call; aio: submission
-    to the io_getevents that reaped it, fio's clat) and IOPS from the median pass."""
+    to the io_getevents that reaped it, fio's total latency lat) and IOPS from the median pass."""
     lat = np.concatenate(io.latencies_s) if io.latencies_s else np.array([np.nan])
     for name, q in (("lat_p50_us", 50), ("lat_p99_us", 99), ("lat_p999_us", 99.9)):
         state.set_metric(name, float(np.percentile(lat, q)) * 1e6)
@@ -321,6 +321,7 @@ def fio_point(state, write: bool) -> None:
     state.set_metric("iops", n / state.stats.median_s)
     state.note(engine="fio", fio_version=med["fio_version"], fio_command=" ".join(cmd), io_mode="o_direct",
                requests_per_pass=n, file_bytes=file_bytes, fio_runs=len(runs), fio_loops_per_run=loops,
+               fio_latency=med["latency_basis"],
                page_cache="fio --invalidate=1, and for reads dropped and verified empty (mincore) before each run",
                verification="fio checks every completion's length; the content is fio's own (not checked here)")
 

@@ -6,7 +6,8 @@ the default seccomp profiles of Docker and containerd (which block io_uring), an
 tierbench reads and writes: O_DIRECT files. The Python io_uring bindings on PyPI today are alpha (liburing 2026:
 Linux 6.14+, untested calls) or days old; KvikIO's host path needs libcuda, so it cannot run on a CPU node, and
 costs a Python call per request. The loop is a numba function calling the syscalls through ctypes; it times every
-request from its submission to the io_getevents call that reaped it (fio's clat: an upper bound by the batch).
+request from its submission to the io_getevents call that reaped it (fio's total latency, lat: an upper
+bound by the batch).
 Each freed slot is resubmitted at once, one io_submit per request (fio's default iodepth_batch_submit=1): a batch
 io_submit plugs the block queue until the whole batch is in, which cost ~15% at 4 KiB QD 16 on a virtio disk.
 

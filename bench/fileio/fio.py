@@ -2,7 +2,9 @@
 through fio (libaio, O_DIRECT) and read back from its JSON, so a run shows both in adjacent records.
 
 GB/s is fio's ``bw_bytes`` (1e9 B/s), the time per pass ``io_bytes / bw_bytes`` (fio's own runtime: its process
-start and file layout are not in it); latency percentiles are fio's completion latency (clat) in microseconds.
+start and file layout are not in it); latency percentiles are fio's total latency (``lat``: submission to
+completion, ``--lat_percentiles=1``) in microseconds, as tierbench's engines time a request; a JSON without
+them (older commands) falls back to fio's completion latency (``clat``: submission left out) and says so.
 """
 from __future__ import annotations
 
@@ -37,13 +39,14 @@ def command(path: str, write: bool, pattern: str, request: int, queue_depth: int
     return ["fio", "--name=tierbench", f"--filename={path}", f"--rw={rw}", f"--bs={request}",
             f"--size={file_bytes}", f"--io_size={requests * request}", "--ioengine=libaio",
             f"--iodepth={queue_depth}", "--direct=1", "--numjobs=1", "--thread", "--invalidate=1",
-            "--randrepeat=1", f"--randseed={seed}", f"--loops={int(loops)}", "--percentile_list=50:99:99.9",
+            "--randrepeat=1", f"--randseed={seed}", f"--loops={int(loops)}", "--lat_percentiles=1",
+            "--percentile_list=50:99:99.9",
             "--output-format=json"]
 
 
 def parse(doc: dict, write: bool, loops: int = 1) -> dict:
     """The figures of one fio JSON result (one job of ``loops`` passes): GB/s, IOPS, bytes, runtime, seconds per
-    pass, clat percentiles (us)."""
+    pass, latency percentiles (us) and which latency they are."""
     jobs = doc.get("jobs") or []
     if not jobs:
         raise ValueError("fio JSON without jobs")
@@ -51,13 +54,16 @@ def parse(doc: dict, write: bool, loops: int = 1) -> dict:
     if not d.get("io_bytes"):
         raise ValueError(f"fio moved no bytes ({'write' if write else 'read'} section empty; error "
                          f"{jobs[0].get('error')})")
-    pct = (d.get("clat_ns") or {}).get("percentile") or {}
+    pct = (d.get("lat_ns") or {}).get("percentile") or {}
+    basis = "lat (submission to completion)"
+    if not pct:
+        pct, basis = (d.get("clat_ns") or {}).get("percentile") or {}, "clat (completion only: submission left out)"
     lat = {k: (pct[p] / 1e3 if p in pct else None) for k, p in zip(("lat_p50_us", "lat_p99_us", "lat_p999_us"),
                                                                   PERCENTILES)}
     return {"gbps": d["bw_bytes"] / 1e9, "iops": float(d["iops"]), "io_bytes": int(d["io_bytes"]),
             "runtime_s": d["runtime"] / 1e3, "seconds_per_pass": d["io_bytes"] / d["bw_bytes"] / loops,
             "fio_version": doc.get("fio version"), "usr_cpu": jobs[0].get("usr_cpu"),
-            "sys_cpu": jobs[0].get("sys_cpu"), **lat}
+            "sys_cpu": jobs[0].get("sys_cpu"), "latency_basis": basis, **lat}
 
 
 def run(cmd: list[str], write: bool, timeout_s: float = 600) -> dict:
