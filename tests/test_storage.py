@@ -222,6 +222,31 @@ def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(tmp_pa
     os.close(fd)
 
 
+@pytest.mark.parametrize("req,qd", [(4096, 16), (65536, 3), (1 << 20, 1), (1 << 20, 4), (2 << 20, 2)])
+def test_aio_writes_leave_the_files_own_pattern(tmp_path, req, qd):
+    """aio writes: requests up to 1 MiB from stamped windows of a few slot buffers (the slot's previous request
+    wrote other stamps there), larger ones from a buffer per request: the file after random writes over a zeroed
+    file is byte for byte the pattern file, and the buffers are what host_bytes says."""
+    from bench.fileio.aio import OWN, WINDOW, AioPass
+
+    fb = 8 << 20
+    ref, p = str(tmp_path / "ref"), str(tmp_path / "f")
+    fileio.create_pattern_file(ref, fb, 7, "auto")
+    with open(p, "wb") as f:
+        f.write(bytes(fb))
+    fd, mode = fileio.open_file(p, True, "auto")
+    assert mode == "o_direct"
+    offs = fileio.offsets("random", req, fb // req, fb, 3)  # every block, random order
+    a = AioPass(fd, offs, req, qd, True, 4096, fileio.pattern_tile(7))
+    assert a.mode == (WINDOW if req <= fileio.PATTERN_PERIOD else OWN)
+    assert len(a.buf) == AioPass.host_bytes(req, qd, len(offs), True)
+    a.run()
+    a.run()
+    a.close()
+    os.close(fd)
+    assert open(p, "rb").read() == open(ref, "rb").read()
+
+
 def test_aio_needs_o_direct_and_says_so(tmp_path):
     recs = run(["file_read"], cfg(tmp_path, "storage.engines=[aio,threads]", "storage.direct=off"), tmp_path)
     by = {r["params"]["engine"]: r for r in recs}

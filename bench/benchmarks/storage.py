@@ -119,8 +119,8 @@ def open_cached(state, path: str, write: bool) -> tuple[int, str]:
 def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_bytes: int = 0,
           what: str = "") -> Target:
     """Pattern file, open descriptor and request pass for this point (skips with the reason when impossible).
-    The point's one require_bytes call is made here: the per-thread I/O buffers (host memory) unless the requests
-    go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes`` (``what``), and the file."""
+    The point's one require_bytes call is made here: the engine's I/O buffers (host memory, engine_host_bytes)
+    unless the requests go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes`` (``what``), and the file."""
     s = state.cfg.storage
     req = int(state.params["request_bytes"])
     qd = int(state.params.get("queue_depth", 1))
@@ -131,20 +131,30 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
     align = direct_alignment(root)
     if req % align:
         state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
-    own = 0 if targets_for else req * qd
-    state.require_bytes(device_bytes, ", ".join(filter(None, ["per-thread I/O buffers" if own else "", what])),
+    offs = offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
+    engine = state.params.get("engine", "threads")
+    own = 0 if targets_for else engine_host_bytes(engine, req, qd, len(offs), write)
+    state.require_bytes(device_bytes, ", ".join(filter(None, [f"{engine} I/O buffers" if own else "", what])),
                         host_bytes=own + host_bytes, file_bytes=file_bytes)
     wd = workdir(state)
     path, _ = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     fd, mode = open_cached(state, path, write)
-    offs = offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
     tile = pattern_tile(int(s.seed))
-    engine = state.params.get("engine", "threads")
     targets = targets_for(len(offs) * req) if targets_for else None
     io = make_pass(state, engine, mode, fd, offs, req, qd, write, align, tile, targets)
     state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
                requests_per_pass=len(offs), engine=engine)
     return Target(path, fd, mode, io, file_bytes, tile)
+
+
+def engine_host_bytes(engine: str, req: int, qd: int, requests: int, write: bool) -> int:
+    """Host memory of an engine's I/O buffers for a pass (bytes): threads, a buffer per thread for reads and a
+    buffer per request for writes (filled before the pass); aio, bench.fileio.aio.AioPass.host_bytes."""
+    if engine == "aio":
+        from bench.fileio.aio import AioPass
+
+        return AioPass.host_bytes(req, qd, requests, write)
+    return req * (requests if write else qd)
 
 
 def make_pass(state, engine: str, mode: str, fd: int, offs, req: int, qd: int, write: bool, align: int, tile,

@@ -193,16 +193,21 @@ class IOPass:
     queue_depth: int
     write: bool
     align: int
-    tile: Optional[np.ndarray] = None  # for writes into per-thread buffers: the content to write
+    tile: Optional[np.ndarray] = None  # for writes: the file's pattern, written from a buffer per offset
     targets: Optional[list] = None  # one buffer per request (e.g. slices of a pinned buffer) instead of per thread
 
     def __post_init__(self):
-        self.buffers = None if self.targets is not None else \
+        self.buffers = None if self.targets is not None or self.write else \
             [aligned_buffer(self.request, self.align) for _ in range(self.queue_depth)]
         self.payload = None
         if self.write and self.targets is None:
-            # every request writes the file's own pattern for its offset, so the file stays verifiable
-            self.payload = {int(o): expected_bytes(self.tile, int(o), self.request) for o in np.unique(self.offs)}
+            # every request writes the file's own pattern for its offset (the file stays verifiable) from its own
+            # aligned buffer, filled here: no copy inside the pass, where it would run in series with the I/O
+            self.payload = {}
+            for o in np.unique(self.offs):
+                buf = aligned_buffer(self.request, self.align)
+                np.frombuffer(buf, dtype=np.uint8)[:] = expected_bytes(self.tile, int(o), self.request)
+                self.payload[int(o)] = buf
         self.latencies_s: list[np.ndarray] = []
         self.error: Optional[BaseException] = None
 
@@ -210,9 +215,8 @@ class IOPass:
         try:
             for k in range(i, len(self.offs), self.queue_depth):
                 off = int(self.offs[k])
-                buf = self.targets[k] if self.targets is not None else self.buffers[i]
-                if self.payload is not None:
-                    np.frombuffer(buf, dtype=np.uint8)[:] = self.payload[off]  # outside the timed syscall
+                buf = self.targets[k] if self.targets is not None else \
+                    self.payload[off] if self.payload is not None else self.buffers[i]
                 t0 = time.perf_counter_ns()
                 n = os.pwrite(self.fd, buf, off) if self.write else os.preadv(self.fd, [buf], off)
                 lat[k] = (time.perf_counter_ns() - t0) * 1e-9

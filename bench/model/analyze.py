@@ -124,7 +124,7 @@ def analyze(run_path, cfg) -> dict:
     shape = ModelShape.from_cfg(run_model)
     missing = V.missing_inputs(df, shape.name, man.get("device") or "cpu")
     if missing:
-        raise UserError(f"{run_dir} lacks what the model needs:\n  " + "\n  ".join(missing))
+        raise UserError(f"{run_dir} lacks what the model needs: " + "; ".join(missing))
     fl = cfg.fleet
     warnings: list[str] = []
     if run_state(man):
