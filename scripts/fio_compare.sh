@@ -8,7 +8,8 @@
 # The engines alternate which goes first (A/B, B/A, ...) and every point warms up for 5 s: the run has just
 # written its pattern file, and a virtual disk may still be flushing it when the first point starts. Each point
 # takes at least 5 samples (a pass, or a fio run) and up to 3 s of them: the quick budget a CPU run gets by
-# default leaves fio 2 runs, too few for a median of a disk whose runs swing +-15%.
+# default leaves fio 2 runs, too few for a median of a disk whose runs swing +-15%. On a CPU-only node the
+# write buffers of a 64 MiB request (queue depth x (1 MiB + request)) exceed harness.cpu_max_bytes: raised here.
 set -euo pipefail
 dir=${1:?usage: $0 DIR [REQUEST_BYTES] [QUEUE_DEPTH] [PATTERN] [ROUNDS] [FILE_BYTES]}
 bs=${2:-4096}; qd=${3:-16}; pattern=${4:-random}; rounds=${5:-3}; size=${6:-2147483648}
@@ -19,7 +20,7 @@ trap 'rm -rf "$root"' EXIT
 for r in $(seq "$rounds"); do
   engines="[aio,fio]"; [ $((r % 2)) -eq 0 ] && engines="[fio,aio]"
   python3 -m bench run benchmark=storage "only=[file_read,file_write]" "storage.engines=$engines" harness.warmup_s=5 \
-    harness.min_samples=5 harness.time_budget_s=3 \
+    harness.min_samples=5 harness.time_budget_s=3 harness.cpu_max_bytes=4294967296 \
     "storage.path=$dir" "storage.file_bytes=$size" "storage.request_bytes=[$bs]" "storage.kv_block_tokens=[]" \
     "storage.queue_depths=[$qd]" "storage.patterns=[$pattern]" "storage.requests_per_call=$n" \
     "run.root=$root" "run.id=round$r" harness.progress=false run.analyze=false >/dev/null

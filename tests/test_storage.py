@@ -222,12 +222,14 @@ def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(tmp_pa
     os.close(fd)
 
 
+@pytest.mark.parametrize("engine", ["aio", "threads"])
 @pytest.mark.parametrize("req,qd", [(4096, 16), (65536, 3), (1 << 20, 1), (1 << 20, 4), (2 << 20, 2)])
-def test_aio_writes_leave_the_files_own_pattern(tmp_path, req, qd):
-    """aio writes: requests up to 1 MiB from stamped windows of a few slot buffers (the slot's previous request
-    wrote other stamps there), larger ones from a buffer per request: the file after random writes over a zeroed
-    file is byte for byte the pattern file, and the buffers are what host_bytes says."""
-    from bench.fileio.aio import OWN, WINDOW, AioPass
+def test_writes_leave_the_files_own_pattern(tmp_path, engine, req, qd):
+    """Writes go from stamped windows of a few slot buffers, nothing copied in the pass (a slot's earlier requests
+    left other stamps in it): after random writes over a zeroed file, the file is byte for byte the pattern
+    file, and the buffers are what the point's memory check counted."""
+    from bench.benchmarks.storage import engine_host_bytes
+    from bench.fileio.aio import WINDOW, AioPass
 
     fb = 8 << 20
     ref, p = str(tmp_path / "ref"), str(tmp_path / "f")
@@ -237,12 +239,16 @@ def test_aio_writes_leave_the_files_own_pattern(tmp_path, req, qd):
     fd, mode = fileio.open_file(p, True, "auto")
     assert mode == "o_direct"
     offs = fileio.offsets("random", req, fb // req, fb, 3)  # every block, random order
-    a = AioPass(fd, offs, req, qd, True, 4096, fileio.pattern_tile(7))
-    assert a.mode == (WINDOW if req <= fileio.PATTERN_PERIOD else OWN)
-    assert len(a.buf) == AioPass.host_bytes(req, qd, len(offs), True)
+    if engine == "aio":
+        a = AioPass(fd, offs, req, qd, True, 4096, fileio.pattern_tile(7))
+        assert a.mode == WINDOW and len(a.buf) == engine_host_bytes("aio", req, qd, len(offs), True)
+    else:
+        a = fileio.IOPass(fd, offs, req, qd, True, 4096, fileio.pattern_tile(7))
+        assert len(a.slots) == engine_host_bytes("threads", req, qd, len(offs), True)
     a.run()
     a.run()
-    a.close()
+    if engine == "aio":
+        a.close()
     os.close(fd)
     assert open(p, "rb").read() == open(ref, "rb").read()
 

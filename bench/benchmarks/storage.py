@@ -148,13 +148,12 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
 
 
 def engine_host_bytes(engine: str, req: int, qd: int, requests: int, write: bool) -> int:
-    """Host memory of an engine's I/O buffers for a pass (bytes): threads, a buffer per thread for reads and a
-    buffer per request for writes (filled before the pass); aio, bench.fileio.aio.AioPass.host_bytes."""
-    if engine == "aio":
-        from bench.fileio.aio import AioPass
+    """Host memory of an engine's I/O buffers for a pass (bytes): a buffer per request in flight, of the request
+    for reads and of the pattern's period + the request for writes (bench.fileio.pattern_slots), both engines."""
+    from bench.fileio import PATTERN_PERIOD
 
-        return AioPass.host_bytes(req, qd, requests, write)
-    return req * (requests if write else qd)
+    slots = max(1, min(qd, requests)) if engine == "aio" else qd
+    return slots * (req + (PATTERN_PERIOD if write else 0))
 
 
 def make_pass(state, engine: str, mode: str, fd: int, offs, req: int, qd: int, write: bool, align: int, tile,

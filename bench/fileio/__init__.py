@@ -117,6 +117,30 @@ def pattern_tile(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, PATTERN_PERIOD, dtype=np.uint8)
 
 
+def pattern_slots(tile: np.ndarray, request: int, slots: int, align: int) -> tuple[memoryview, int]:
+    """Write buffers that need no copy in a pass: ``slots`` buffers of PATTERN_PERIOD + request bytes (the slot
+    stride, returned with the buffer), each the tile repeated. The request at file offset o is written from the
+    window at o % PATTERN_PERIOD of a free slot once :func:`stamp_window` has put o's page stamps in it: a word a
+    page, the only bytes that differ between requests (fio too writes from a few hot buffers). Host bytes:
+    slots x (PATTERN_PERIOD + request)."""
+    stride = PATTERN_PERIOD + request
+    buf = aligned_buffer(slots * stride, max(align, PAGE))
+    one = np.tile(tile, stride // len(tile) + 1)[:stride]
+    view = np.frombuffer(buf, dtype=np.uint8)
+    for k in range(slots):
+        view[k * stride:(k + 1) * stride] = one
+    return buf, stride
+
+
+def stamp_window(words: np.ndarray, stride: int, slot: int, offset: int, request: int) -> int:
+    """Stamp the window of ``slot`` for the request at ``offset`` (``words``: the slots' buffer as int64) and
+    return the window's first byte in the buffer: the window then holds exactly expected_bytes(offset)."""
+    start = slot * stride + offset % PATTERN_PERIOD
+    pages = request // PAGE
+    words[start // 8:start // 8 + pages * (PAGE // 8):PAGE // 8] = np.arange(offset // PAGE, offset // PAGE + pages)
+    return start
+
+
 def expected_bytes(tile: np.ndarray, offset: int, nbytes: int) -> np.ndarray:
     """File content at [offset, offset+nbytes): the tile, with every page's first 8 bytes = its page index
     (so a read from the wrong offset cannot match). ``offset`` and ``nbytes`` are page multiples."""
@@ -193,21 +217,18 @@ class IOPass:
     queue_depth: int
     write: bool
     align: int
-    tile: Optional[np.ndarray] = None  # for writes: the file's pattern, written from a buffer per offset
+    tile: Optional[np.ndarray] = None  # for writes: the file's pattern, written from stamped tile windows
     targets: Optional[list] = None  # one buffer per request (e.g. slices of a pinned buffer) instead of per thread
 
     def __post_init__(self):
         self.buffers = None if self.targets is not None or self.write else \
             [aligned_buffer(self.request, self.align) for _ in range(self.queue_depth)]
-        self.payload = None
+        self.slots = None
         if self.write and self.targets is None:
-            # every request writes the file's own pattern for its offset (the file stays verifiable) from its own
-            # aligned buffer, filled here: no copy inside the pass, where it would run in series with the I/O
-            self.payload = {}
-            for o in np.unique(self.offs):
-                buf = aligned_buffer(self.request, self.align)
-                np.frombuffer(buf, dtype=np.uint8)[:] = expected_bytes(self.tile, int(o), self.request)
-                self.payload[int(o)] = buf
+            # every request writes the file's own pattern for its offset (the file stays verifiable) from a
+            # stamped window of its thread's slot: no copy of the request's bytes inside the pass
+            self.slots, self.stride = pattern_slots(self.tile, self.request, self.queue_depth, self.align)
+            self.words = np.frombuffer(self.slots, dtype=np.int64)
         self.latencies_s: list[np.ndarray] = []
         self.error: Optional[BaseException] = None
 
@@ -215,8 +236,13 @@ class IOPass:
         try:
             for k in range(i, len(self.offs), self.queue_depth):
                 off = int(self.offs[k])
-                buf = self.targets[k] if self.targets is not None else \
-                    self.payload[off] if self.payload is not None else self.buffers[i]
+                if self.targets is not None:
+                    buf = self.targets[k]
+                elif self.slots is not None:
+                    w = stamp_window(self.words, self.stride, i, off, self.request)
+                    buf = self.slots[w:w + self.request]
+                else:
+                    buf = self.buffers[i]
                 t0 = time.perf_counter_ns()
                 n = os.pwrite(self.fd, buf, off) if self.write else os.preadv(self.fd, [buf], off)
                 lat[k] = (time.perf_counter_ns() - t0) * 1e-9

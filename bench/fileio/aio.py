@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench.fileio import PAGE, PATTERN_PERIOD, aligned_buffer, expected_bytes, first_bad_page
+from bench.fileio import PAGE, PATTERN_PERIOD, aligned_buffer, first_bad_page, pattern_slots
 
 # syscall numbers: x86_64 and the generic table (aarch64, riscv64)
 _NR = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2), "arm64": (0, 1, 4, 2), "riscv64": (0, 1, 4, 2)}
@@ -89,9 +89,9 @@ def _compiled():
 
     @njit(cache=False, nogil=True)
     def address(i, s, offs, req, bufs_addr, mode, slot_bytes, slot_words, period):
-        """Buffer of request i in iocb slot s. mode 0: the slot's (reads); 1: the request's own (bufs_addr + i
-        req); 2: a window of the slot's repeated pattern tile starting at the request's place in the tile, whose
-        pages get the request's page stamps first (8 bytes a page: the only bytes that differ between requests)."""
+        """Buffer of request i in iocb slot s. SLOT: the slot's (reads); OWN: the request's own (bufs_addr + i
+        req); WINDOW: the window of the slot's repeated pattern tile at the request's place in the tile, after
+        its page stamps are written (bench.fileio.pattern_slots / stamp_window, here without Python)."""
         if mode == OWN:
             return bufs_addr + i * req
         if mode == SLOT:
@@ -174,11 +174,10 @@ class AioPass:
     """One pass of requests over a file at a queue depth, kept in flight by Linux AIO (interface of
     bench.fileio.IOPass: ``run(verify_tile)``, ``latencies_s``, ``bytes``). The file must be open with O_DIRECT;
     buffers are page-aligned. Reads: one buffer per slot (like fio's). Writes write the file's own pattern (the
-    file stays verifiable) with nothing copied in the pass: requests up to the pattern's period (1 MiB) from a
-    window of their slot's buffer, which holds the repeated tile, after stamping its pages (a word a page): the
-    few hot buffers fio writes from. Larger requests from a buffer per request, filled before the pass. (A full
-    copy into the slot at submission cost 42% of 1 MiB writes at QD 1 against fio on a virtio disk; a cold
-    buffer per request, 15-25% at QD 1 there, where the host copies each request.) Host memory:
+    file stays verifiable) with nothing copied in the pass: from a window of their slot's buffer, which holds the
+    repeated tile, after stamping its pages (a word a page, ~0.2 ms for 64 MiB): the few hot buffers fio writes
+    from. (A full copy into the slot at submission cost 42% of 1 MiB writes at QD 1 against fio on a virtio
+    disk; a cold buffer per request, 15-25% at QD 1 there, where the host copies each request.) Host memory:
     :meth:`host_bytes`. ``targets``: the caller's buffer of every request back to back."""
 
     def __init__(self, fd: int, offs: np.ndarray, request: int, queue_depth: int, write: bool, align: int,
@@ -191,23 +190,15 @@ class AioPass:
         self.ctx = setup(self.qd_eff)
         n = len(self.offs)
         self.targets = targets
-        self.mode = self.buffer_mode(self.request, write, targets is not None)
-        self.slot_bytes = PATTERN_PERIOD + self.request if self.mode == WINDOW else self.request
-        self.slot_words = np.zeros(1, np.int64)
+        self.mode = self.buffer_mode(write, targets is not None)
+        self.slot_bytes, self.slot_words = self.request, np.zeros(1, np.int64)
         if targets is not None:
             self.buf = targets
+        elif self.mode == WINDOW:
+            self.buf, self.slot_bytes = pattern_slots(tile, self.request, self.qd_eff, align)
+            self.slot_words = np.frombuffer(self.buf, dtype=np.int64)
         else:
-            self.buf = aligned_buffer(self.host_bytes(self.request, self.qd_eff, n, write), max(align, 4096))
-            pay = np.frombuffer(self.buf, dtype=np.uint8)
-            if self.mode == WINDOW:  # every slot: the tile repeated; a window starts at a request's tile position
-                reps = self.slot_bytes // len(tile) + 1
-                one = np.tile(tile, reps)[:self.slot_bytes]
-                for k in range(self.qd_eff):
-                    pay[k * self.slot_bytes:(k + 1) * self.slot_bytes] = one
-                self.slot_words = pay.view(np.int64)
-            elif write:  # each request's own buffer: the file's pattern for its offset
-                for i, o in enumerate(self.offs):
-                    pay[i * self.request:(i + 1) * self.request] = expected_bytes(tile, int(o), self.request)
+            self.buf = aligned_buffer(self.qd_eff * self.request, max(align, 4096))
         self.bufs_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
         self.iocbs = np.zeros(IOCB_WORDS * self.qd_eff, np.uint64).view(np.int64)
         self.ptrs = np.zeros(self.qd_eff, np.int64)
@@ -217,20 +208,14 @@ class AioPass:
         self.latencies_s: list[np.ndarray] = []
 
     @staticmethod
-    def buffer_mode(request: int, write: bool, targets: bool = False) -> int:
-        if targets:
-            return OWN
-        if not write:
-            return SLOT
-        return WINDOW if request <= PATTERN_PERIOD else OWN
+    def buffer_mode(write: bool, targets: bool = False) -> int:
+        return OWN if targets else WINDOW if write else SLOT
 
     @staticmethod
     def host_bytes(request: int, queue_depth: int, requests: int, write: bool) -> int:
-        """Host memory of a pass's buffers (bytes): a slot each for reads, a tile window a slot for writes up to
-        the pattern's period, a buffer per request for larger writes."""
-        qd = max(1, min(queue_depth, requests))
-        mode = AioPass.buffer_mode(request, write)
-        return {SLOT: qd * request, WINDOW: qd * (PATTERN_PERIOD + request), OWN: requests * request}[mode]
+        """Host memory of a pass's buffers (bytes): a buffer per slot, of the request for reads and of the
+        pattern's period + the request for writes (the slots in flight: min(queue depth, requests))."""
+        return max(1, min(queue_depth, requests)) * (request + (PATTERN_PERIOD if write else 0))
 
     def close(self) -> None:
         if self.ctx:
