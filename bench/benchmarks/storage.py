@@ -120,7 +120,8 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
           what: str = "") -> Target:
     """Pattern file, open descriptor and request pass for this point (skips with the reason when impossible).
     The point's one require_bytes call is made here: the engine's I/O buffers (host memory, engine_host_bytes)
-    unless the requests go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes`` (``what``), and the file."""
+    unless the requests go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes``
+    (``what``), and the file."""
     s = state.cfg.storage
     req = int(state.params["request_bytes"])
     qd = int(state.params.get("queue_depth", 1))
@@ -330,7 +331,7 @@ def fio_point(state, write: bool) -> None:
     state.set_metric("iops", n / state.stats.median_s)
     state.note(engine="fio", fio_version=med["fio_version"], fio_command=" ".join(cmd), io_mode="o_direct",
                requests_per_pass=n, file_bytes=file_bytes, fio_runs=len(runs), fio_loops_per_run=loops,
-               fio_latency=med["latency_basis"],
+               fio_latency=med["latency_basis"], fio_usr_cpu_pct=med["usr_cpu"], fio_sys_cpu_pct=med["sys_cpu"],
                page_cache="fio --invalidate=1, and for reads dropped and verified empty (mincore) before each run",
                verification="fio checks every completion's length; the content is fio's own (not checked here)")
 
