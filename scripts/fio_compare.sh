@@ -2,9 +2,11 @@
 # tierbench's async engine (Linux AIO) beside fio on the same file, request size, pattern, queue depth and request
 # count, O_DIRECT both, interleaved A/B/A/B: each round is one `bench run` whose aio and fio points run back to
 # back (the engine axis), then a table of GB/s per round and the medians.
-#   scripts/fio_compare.sh DIR [REQUEST_BYTES=4096] [QUEUE_DEPTH=16] [PATTERN=random] [ROUNDS=3] [FILE_BYTES=2 GiB]
+#   scripts/fio_compare.sh DIR [REQUEST_BYTES=4096] [QUEUE_DEPTH=16] [PATTERN=random] [ROUNDS=4] [FILE_BYTES=2 GiB]
 #   scripts/fio_compare.sh /mnt/nvme 67108864 1 sequential
-# Requests per pass: 128 MiB worth (at least 16), so a pass is long enough to time; fio repeats it for >= 0.5 s.
+# ROUNDS is even by default to balance the order (the point right after the pattern file is written can run
+# faster on a virtual disk); the summary gives aio/fio for each order too. Requests per pass: 128 MiB worth (at
+# least 16), so a pass is long enough to time; fio repeats it for >= 0.5 s.
 # The engines alternate which goes first (A/B, B/A, ...) and every point warms up for 5 s: the run has just
 # written its pattern file, and a virtual disk may still be flushing it when the first point starts. Each point
 # takes at least 5 samples (a pass, or a fio run) and up to 3 s of them: the quick budget a CPU run gets by
@@ -12,7 +14,7 @@
 # write buffers of a 64 MiB request (queue depth x (1 MiB + request)) exceed harness.cpu_max_bytes: raised here.
 set -euo pipefail
 dir=${1:?usage: $0 DIR [REQUEST_BYTES] [QUEUE_DEPTH] [PATTERN] [ROUNDS] [FILE_BYTES]}
-bs=${2:-4096}; qd=${3:-16}; pattern=${4:-random}; rounds=${5:-3}; size=${6:-2147483648}
+bs=${2:-4096}; qd=${3:-16}; pattern=${4:-random}; rounds=${5:-4}; size=${6:-2147483648}
 n=$(( 134217728 / bs )); [ "$n" -lt 16 ] && n=16
 command -v fio >/dev/null || { echo "fio not installed (apt-get install fio)"; exit 1; }
 root=$(mktemp -d)
@@ -27,6 +29,7 @@ for r in $(seq "$rounds"); do
 done
 python3 - "$root" <<'PY'
 import sys
+import numpy as np
 import pandas as pd
 import bench.store as s
 
@@ -38,11 +41,14 @@ for _, r in bad.iterrows():
 ok = df[df["status"] == "ok"]
 t = ok.pivot_table(index=["benchmark", "round"], columns="param.engine", values="metric.gbps")
 t["aio/fio"] = t["aio"] / t["fio"]
+t["first"] = ["fio" if r % 2 == 0 else "aio" for r in t.index.get_level_values("round")]
 pd.set_option("display.float_format", "{:.3f}".format)
 print(t.to_string())
-med = t.groupby(level=0).median()
+med = t.groupby(level=0)[["aio", "fio"]].median()
 for bench, row in med.iterrows():
-    swing = t.loc[bench, "fio"].max() / t.loc[bench, "fio"].min() - 1
+    tb = t.loc[bench]
+    swing = tb["fio"].max() / tb["fio"].min() - 1
+    by_order = ", ".join(f"{e} first {np.exp(np.log(g['aio/fio']).mean()):.3f}" for e, g in tb.groupby("first"))
     print(f"{bench}: median aio {row['aio']:.3f} GB/s, fio {row['fio']:.3f} GB/s, aio/fio {row['aio'] / row['fio']:.3f}"
-          f" (fio's own round-to-round swing {swing:.1%})")
+          f" (fio's own round-to-round swing {swing:.1%}); aio/fio by which ran first: {by_order}")
 PY
