@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "tests" / "data" / "runs"  # two recorded CPU runs (cpu_a, cpu_b) of the same points
 
 
 def run_cli(*args, cwd=None, timeout=300, env=None):
@@ -35,6 +36,15 @@ def system_tool(cmd: str, package: str) -> str:
         if r.returncode == 0 and shutil.which(cmd):
             return shutil.which(cmd)
     pytest.skip(f"{cmd}: apt-get install {package} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Writable copies of the two recorded runs: (cpu_a, cpu_b) under tmp_path."""
+    a, b = tmp_path / "cpu_a", tmp_path / "cpu_b"
+    shutil.copytree(RUNS / "cpu_a", a)
+    shutil.copytree(RUNS / "cpu_b", b)
+    return a, b
 
 
 @pytest.fixture

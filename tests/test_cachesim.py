@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from bench import conf_dir
 from bench.model.cachesim import Curves, Trace, reuse_times, simulate, simulate_reference
-from bench.model.workload import Request, Workload, generate
+from bench.model.workload import Request, Workload
 
 
 def random_requests(seed: int, n: int = 120, universe: int = 60, bt: int = 16) -> list:

@@ -8,17 +8,7 @@ import pytest
 from bench.compare import compare
 from bench.errors import UserError
 from bench.store import read_records
-from tests.conftest import ROOT, run_cli
-
-RUNS = ROOT / "tests" / "data" / "runs"
-
-
-@pytest.fixture
-def runs(tmp_path):
-    a, b = tmp_path / "cpu_a", tmp_path / "cpu_b"
-    shutil.copytree(RUNS / "cpu_a", a)
-    shutil.copytree(RUNS / "cpu_b", b)
-    return a, b
+from tests.conftest import ROOT, RUNS, run_cli
 
 
 def _rewrite(run: Path, fn):

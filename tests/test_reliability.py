@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.store import read_records
-from tests.conftest import ROOT, run_cli
-
-RUNS = ROOT / "tests" / "data" / "runs"
+from tests.conftest import RUNS, run_cli
 
 
 def one_line_error(r, *expect):
@@ -40,14 +38,6 @@ def tree_digest(path: Path) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()
-
-
-@pytest.fixture
-def runs(tmp_path):
-    a, b = tmp_path / "cpu_a", tmp_path / "cpu_b"
-    shutil.copytree(RUNS / "cpu_a", a)
-    shutil.copytree(RUNS / "cpu_b", b)
-    return a, b
 
 
 def rewrite(run: Path, fn) -> None:

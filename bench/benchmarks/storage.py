@@ -123,16 +123,7 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
     unless the requests go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes``
     (``what``), and the file."""
     s = state.cfg.storage
-    req = int(state.params["request_bytes"])
-    qd = int(state.params.get("queue_depth", 1))
-    pattern = state.params.get("pattern", "sequential")
-    file_bytes = int(s.file_bytes)
-    root = storage_root(state.cfg)
-    refuse_memory_backed(state, root, write)
-    align = direct_alignment(root)
-    if req % align:
-        state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
-    offs = offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
+    req, qd, pattern, file_bytes, align, offs = point_requests(state, write)
     engine = state.params.get("engine", "threads")
     own = 0 if targets_for else engine_host_bytes(engine, req, qd, len(offs), write)
     state.require_bytes(device_bytes, ", ".join(filter(None, [f"{engine} I/O buffers" if own else "", what])),
@@ -146,6 +137,24 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
     state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
                requests_per_pass=len(offs), engine=engine)
     return Target(path, fd, mode, io, file_bytes, tile)
+
+
+def point_requests(state, write: bool) -> tuple[int, int, str, int, int, np.ndarray]:
+    """The point's requests, the same for every engine: request bytes, queue depth, pattern, file bytes, O_DIRECT
+    alignment and the offsets of one pass. Skips (with why) a memory-backed storage.path and a request size that
+    is not a multiple of the alignment."""
+    s = state.cfg.storage
+    req = int(state.params["request_bytes"])
+    qd = int(state.params.get("queue_depth", 1))
+    pattern = state.params.get("pattern", "sequential")
+    file_bytes = int(s.file_bytes)
+    root = storage_root(state.cfg)
+    refuse_memory_backed(state, root, write)
+    align = direct_alignment(root)
+    if req % align:
+        state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
+    return req, qd, pattern, file_bytes, align, offsets(pattern, req, int(s.requests_per_call), file_bytes,
+                                                        int(s.seed) + req)
 
 
 def engine_host_bytes(engine: str, req: int, qd: int, requests: int, write: bool) -> int:
@@ -290,20 +299,15 @@ def fio_point(state, write: bool) -> None:
     if why:
         state.skip(why)
     s = state.cfg.storage
-    req, qd, pattern = int(state.params["request_bytes"]), int(state.params["queue_depth"]), state.params["pattern"]
-    if pattern not in ("sequential", "random"):
-        state.skip(f"pattern={pattern}: fio runs sequential and random passes only")
-    file_bytes = int(s.file_bytes)
-    root = storage_root(state.cfg)
-    refuse_memory_backed(state, root, write)
-    if req % direct_alignment(root):
-        state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {direct_alignment(root)}")
+    if state.params["pattern"] not in ("sequential", "random"):
+        state.skip(f"pattern={state.params['pattern']}: fio runs sequential and random passes only")
+    req, qd, pattern, file_bytes, _, offs = point_requests(state, write)
     state.require_bytes(0, "fio's own buffers", host_bytes=req * qd, file_bytes=file_bytes)
     wd = workdir(state)
     path, mode = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     if mode != "o_direct":
         state.skip("the filesystem refused O_DIRECT: fio --direct=1 cannot run there")
-    n = len(offsets(pattern, req, int(s.requests_per_call), file_bytes, int(s.seed) + req))
+    n = len(offs)
     seed = int(s.seed) + req
     fd = open_cached(state, path, False)[0] if not write else None
     runs, rule = [], state.rule

@@ -178,7 +178,7 @@ class AioPass:
     repeated tile, after stamping its pages (a word a page, ~0.2 ms for 64 MiB): the few hot buffers fio writes
     from. (A full copy into the slot at submission cost 42% of 1 MiB writes at QD 1 against fio on a virtio
     disk; a cold buffer per request, 15-25% at QD 1 there, where the host copies each request.) Host memory:
-    :meth:`host_bytes`. ``targets``: the caller's buffer of every request back to back."""
+    bench.benchmarks.storage.engine_host_bytes. ``targets``: the caller's buffer of every request back to back."""
 
     def __init__(self, fd: int, offs: np.ndarray, request: int, queue_depth: int, write: bool, align: int,
                  tile: Optional[np.ndarray] = None, targets=None):
@@ -188,9 +188,8 @@ class AioPass:
         self.loop, setup, self._destroy = _compiled()
         self.qd_eff = max(1, min(self.queue_depth, len(self.offs)))
         self.ctx = setup(self.qd_eff)
-        n = len(self.offs)
         self.targets = targets
-        self.mode = self.buffer_mode(write, targets is not None)
+        self.mode = OWN if targets is not None else WINDOW if write else SLOT
         self.slot_bytes, self.slot_words = self.request, np.zeros(1, np.int64)
         if targets is not None:
             self.buf = targets
@@ -206,16 +205,6 @@ class AioPass:
         self.ts = np.zeros(2, np.int64)
         self.bad = np.zeros(2, np.int64)
         self.latencies_s: list[np.ndarray] = []
-
-    @staticmethod
-    def buffer_mode(write: bool, targets: bool = False) -> int:
-        return OWN if targets else WINDOW if write else SLOT
-
-    @staticmethod
-    def host_bytes(request: int, queue_depth: int, requests: int, write: bool) -> int:
-        """Host memory of a pass's buffers (bytes): a buffer per slot, of the request for reads and of the
-        pattern's period + the request for writes (the slots in flight: min(queue depth, requests))."""
-        return max(1, min(queue_depth, requests)) * (request + (PATTERN_PERIOD if write else 0))
 
     def close(self) -> None:
         if self.ctx:

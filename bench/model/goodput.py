@@ -51,6 +51,15 @@ def prefill_pool(arrival, service, instances):
 
 
 @njit(cache=True)
+def _heap_swap(ht, hj, pos, a, b):
+    """Swap heap slots ``a`` and ``b`` (times, instances) and keep ``pos`` (instance -> slot) in step."""
+    ht[a], ht[b] = ht[b], ht[a]
+    hj[a], hj[b] = hj[b], hj[a]
+    pos[hj[a]] = a
+    pos[hj[b]] = b
+
+
+@njit(cache=True)
 def _heap_set(ht, hj, pos, j, t):
     """Set instance ``j``'s next event time to ``t`` in the indexed binary min-heap (ht times, hj instances)."""
     i = pos[j]
@@ -59,10 +68,7 @@ def _heap_set(ht, hj, pos, j, t):
         p = (i - 1) >> 1
         if ht[p] <= ht[i]:
             break
-        ht[p], ht[i] = ht[i], ht[p]
-        hj[p], hj[i] = hj[i], hj[p]
-        pos[hj[p]] = p
-        pos[hj[i]] = i
+        _heap_swap(ht, hj, pos, p, i)
         i = p
     n = ht.size
     while True:  # down
@@ -73,10 +79,7 @@ def _heap_set(ht, hj, pos, j, t):
             c += 1
         if ht[i] <= ht[c]:
             break
-        ht[c], ht[i] = ht[i], ht[c]
-        hj[c], hj[i] = hj[i], hj[c]
-        pos[hj[c]] = c
-        pos[hj[i]] = i
+        _heap_swap(ht, hj, pos, c, i)
         i = c
 
 

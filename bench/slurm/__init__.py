@@ -182,7 +182,7 @@ def _submitit_jobs(sweep: Path) -> dict:
 def sweep_report(path) -> tuple[list[str], int]:
     """One line per job of the sweep at ``path`` (status, records, SLURM id; why a job wrote nothing) and the
     commands that merge, compare and report them; and how many jobs did not complete."""
-    from bench.store import MANIFEST, RECORDS, read_manifest, run_state
+    from bench.store import MANIFEST, read_manifest, run_state
 
     sweep = Path(path)
     jobs = {int(d.name[3:]): d for d in sweep.glob("job*") if d.name[3:].isdigit()}
