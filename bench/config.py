@@ -172,6 +172,8 @@ class ComputeSweep:
 @dataclass
 class AttentionConfig(ComputeSweep):
     backends: list = MISSING
+    # the kernels backend=best chooses among (each timed once per shape and run, with its own row's timing)
+    best_of: list = field(default_factory=lambda: ["auto", "flash", "cudnn", "efficient", "flashinfer"])
     page_tokens: int = 16
     check_tokens: int = 64
 
@@ -179,6 +181,9 @@ class AttentionConfig(ComputeSweep):
 @dataclass
 class LayersConfig(ComputeSweep):
     layer_counts: list = MISSING
+    # the attention kernels of every layer: best (the fastest that passes the float64 check, one prefill kernel for
+    # every cached-context length, timed once per run), or auto / flash / cudnn / efficient / math for all
+    attention: str = "best"
 
 
 @dataclass
@@ -315,6 +320,7 @@ class AnalysisConfig:
     model: Any = None  # null = the run's model; naming another one is refused
     trace: Optional[str] = None  # Mooncake-format JSONL to replay instead of synthetic sessions
     hit_rate: Optional[float] = None  # evaluate at this reuse fraction instead of the workload's own
+    attention_kernel: Optional[str] = None  # a run whose layer records ran several attention kernels: fit this one
     out: Optional[str] = None  # output directory; null = <run>/model-<workload or trace>[-<variant>]
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
 

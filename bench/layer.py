@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from bench.llm.attention import LayerAttention
 from bench.shapes import ModelShape
 
 EPS = 1e-6
@@ -29,11 +30,14 @@ def rms_norm(x, w):
 class DecodeAt:
     """Where a decode step's token goes when its position lives on the device (a CUDA graph replays one step for
     every position): ``pos`` [1] int64 = tokens cached before it (its KV is written to that slot); attention runs
-    over the first ``span`` slots with ``mask`` (0 up to pos, -inf after; [span] in the query dtype)."""
+    over the first ``span`` slots with ``mask`` (0 up to pos, -inf after; [span] in the query dtype), or, where the
+    run's decode kernel reads valid lengths from the device (``lengths``: [1] int32 = pos + 1), over exactly the
+    valid slots."""
 
     pos: torch.Tensor
     span: int
     mask: torch.Tensor
+    lengths: Optional[torch.Tensor] = None
 
 
 def rope(x, pos0):
@@ -49,42 +53,15 @@ def rope(x, pos0):
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
-def lower_right_mask(q, k, v, gqa: bool):
-    """The lower-right causal mask for queries after cached context, to build once outside timed calls: torch's
-    CausalBias when the enabled SDPA backends have a native lower-right kernel for these inputs (flash,
-    efficient), else the materialized boolean [n_q, n_k] mask that SDPA would otherwise rebuild inside every
-    call (cudnn, math, CPU), as an additive mask in the query dtype. Returns (mask, how)."""
-    from torch.nn.attention.bias import causal_lower_right
-
-    bias = causal_lower_right(q.shape[-2], k.shape[-2])
-    if q.device.type == "cuda":
-        from torch.backends.cuda import SDPAParams, can_use_efficient_attention, can_use_flash_attention
-
-        params = SDPAParams(q, k, v, None, 0.0, False, gqa)
-        if can_use_flash_attention(params) or can_use_efficient_attention(params):
-            return bias, "native lower-right causal kernel"
-    # additive float mask in the query dtype: SDPA would otherwise convert a boolean mask inside every call
-    allowed = bias._materialize(q.device)
-    mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
-    return mask, "lower-right causal mask materialized once (additive, query dtype), outside the timed call"
-
-
-def _attend(q, k, v, n_ctx: int, causal: bool, scale: float, masks: Optional[dict] = None):
-    """SDPA with lower-right causal alignment when there is cached context; ``masks`` caches that mask across
-    calls by (n_q, n_k) so a timed call never rebuilds it."""
-    kw = {}
-    gqa = q.shape[1] != k.shape[1]
-    if causal and n_ctx:
-        key = (q.shape[-2], k.shape[-2], q.dtype)
-        mask = masks.get(key) if masks is not None else None
-        if mask is None:
-            mask, _how = lower_right_mask(q, k, v, gqa)
-            if masks is not None:
-                masks[key] = mask
-        kw["attn_mask"] = mask
-    elif causal:
-        kw["is_causal"] = True
-    return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa, **kw)
+def attend(attention: LayerAttention, q, k, v, n_ctx: int, scale: float, at: Optional[DecodeAt] = None):
+    """Attention of q's tokens over k/v through the run's kernels (bench.llm.attention.LayerAttention): a prefill of
+    several tokens after ``n_ctx`` cached ones (lower-right causal), or one decode token over every position of k/v,
+    or, at a device-held position ``at``, over the span's slots with the slots past the position masked."""
+    if at is not None:
+        return attention.decode(q, k, v, scale, mask=at.mask, lengths=at.lengths)
+    if q.shape[-2] > 1:
+        return attention.prefill(q, k, v, n_ctx, scale)
+    return attention.decode(q, k, v, scale)
 
 
 class Layer:
@@ -93,7 +70,7 @@ class Layer:
     def __init__(self, shape: ModelShape, layer_index: int, dtype, device, seed: int):
         self.s, self.dtype, self.device = shape, dtype, torch.device(device)
         self.moe = bool(shape.experts) and layer_index >= shape.dense_layers
-        self.masks: dict = {}  # lower-right causal masks by (n_q, n_k), built on first use (untimed)
+        self.attention = LayerAttention()  # the run's kernels (build_stack sets the chosen ones); auto by default
         g = torch.Generator(device=self.device).manual_seed(seed)
         self._g = g
         h, s = shape.hidden, shape
@@ -133,7 +110,7 @@ class Layer:
         """A copy with every weight in ``dtype`` (the numerics reference)."""
         other = object.__new__(Layer)
         other.s, other.dtype, other.device, other.moe = self.s, dtype, self.device, self.moe
-        other.masks = {}
+        other.attention = LayerAttention()
         other.w = {k: v.to(dtype) for k, v in self.w.items()}
         return other
 
@@ -181,14 +158,11 @@ class Layer:
         if at is None:
             kc[:, :, n_ctx:n_ctx + n] = k
             vc[:, :, n_ctx:n_ctx + n] = v
-            o = _attend(q, kc[:, :, :n_ctx + n], vc[:, :, :n_ctx + n], n_ctx, causal=n > 1, scale=scale,
-                        masks=self.masks)
+            o = attend(self.attention, q, kc[:, :, :n_ctx + n], vc[:, :, :n_ctx + n], n_ctx, scale)
         else:
             kc.index_copy_(2, at.pos, k)
             vc.index_copy_(2, at.pos, v)
-            o = F.scaled_dot_product_attention(q, kc[:, :, :at.span], vc[:, :, :at.span],
-                                               attn_mask=at.mask.view(1, -1), scale=scale,
-                                               enable_gqa=q.shape[1] != kc.shape[1])
+            o = attend(self.attention, q, kc[:, :, :at.span], vc[:, :, :at.span], 0, scale, at)
         return o.transpose(1, 2).reshape(b, n, -1) @ w["o"]
 
     def _mla(self, h, cache, n_ctx, decode, at: Optional[DecodeAt] = None):
@@ -214,19 +188,14 @@ class Layer:
             q_lat = torch.einsum("bhnd,hdl->bhnl", q_nope, w["uk"])
             qf = torch.cat([q_lat, q_rope], dim=-1)
             kv = ctx.unsqueeze(1)
-            if at is None:
-                o_lat = _attend(qf, kv, kv[..., :s.kv_lora_rank], n_ctx, causal=n > 1, scale=scale,
-                                masks=self.masks)
-            else:
-                o_lat = F.scaled_dot_product_attention(qf, kv, kv[..., :s.kv_lora_rank],
-                                                       attn_mask=at.mask.view(1, -1), scale=scale, enable_gqa=True)
+            o_lat = attend(self.attention, qf, kv, kv[..., :s.kv_lora_rank], n_ctx, scale, at)
             o = torch.einsum("bhnl,hlv->bhnv", o_lat, w["uv"])
         else:  # decompressed K/V per head
             lat = ctx[..., :s.kv_lora_rank]
             k_nope = torch.einsum("btl,hdl->bhtd", lat, w["uk"])
             v = torch.einsum("btl,hlv->bhtv", lat, w["uv"])
             k = torch.cat([k_nope, ctx[..., s.kv_lora_rank:].unsqueeze(1).expand(-1, s.heads, -1, -1)], dim=-1)
-            o = _attend(torch.cat([q_nope, q_rope], dim=-1), k, v, n_ctx, causal=n > 1, scale=scale, masks=self.masks)
+            o = attend(self.attention, torch.cat([q_nope, q_rope], dim=-1), k, v, n_ctx, scale)
         return o.transpose(1, 2).reshape(b, n, -1) @ w["o"]
 
     def _swiglu(self, h, a, g, d):

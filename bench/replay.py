@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from bench.layer import DecodeAt, Layer
+from bench.llm.attention import LayerAttention
 from bench.shapes import ModelShape
 
 MODES = ("recompute", "reuse_hbm", "reuse_host", "reuse_storage")
@@ -57,7 +58,18 @@ def make_sessions(w, sessions: int, turns: int, scale: float, vocab: int, seed: 
     return out
 
 
-DECODE_MIN_SPAN = 256  # smallest attention span of a captured decode step (spans are powers of two up to capacity)
+DECODE_SPAN = 256  # attention spans of captured decode steps are multiples of this (of fewer slots: at most
+DECODE_GRAPHS = 64  # this many graphs per cache, the granularity doubling until they fit)
+
+
+def decode_spans(capacity: int) -> list[int]:
+    """The attention spans of the captured decode steps for a cache of ``capacity`` slots: multiples of a
+    granularity (DECODE_SPAN, doubled until at most DECODE_GRAPHS spans cover the capacity), the last the
+    capacity. A step at context c attends the smallest span > c: at most one granularity of masked slots."""
+    g = DECODE_SPAN
+    while -(-capacity // g) > DECODE_GRAPHS:
+        g *= 2
+    return sorted({min(capacity, g * i) for i in range(1, -(-capacity // g) + 1)})
 
 
 @dataclass
@@ -83,16 +95,22 @@ class Engine:
     _graphs: dict = field(default_factory=dict)  # span -> (graph, logits buffer)
     _tok: Optional[torch.Tensor] = None
     _pos: Optional[torch.Tensor] = None
+    _lengths: Optional[torch.Tensor] = None
+    attention: Optional[LayerAttention] = None
 
     @classmethod
-    def build(cls, shape: ModelShape, n_layers: int, dtype, device, vocab_rows: int, seed: int = 0, workdir="/var/tmp"):
+    def build(cls, shape: ModelShape, n_layers: int, dtype, device, vocab_rows: int, seed: int = 0, workdir="/var/tmp",
+              attention: Optional[LayerAttention] = None):
         dev = torch.device(device)
         g = torch.Generator(device=dev).manual_seed(seed)
         emb = (torch.randn(vocab_rows, shape.hidden, device=dev, generator=g) / 4).to(dtype)
+        attention = attention or LayerAttention()
         layers = [Layer(shape, shape.dense_layers if shape.experts else 0, dtype, dev, seed + 1 + i)
                   for i in range(n_layers)]
+        for layer in layers:
+            layer.attention = attention
         cs = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-        return cls(shape, layers, emb, dev, dtype, workdir, cs)
+        return cls(shape, layers, emb, dev, dtype, workdir, cs, attention=attention)
 
     def sync(self):
         if self.device.type == "cuda":
@@ -112,10 +130,26 @@ class Engine:
         return self.cache
 
     def _span(self, ctx: int) -> int:
-        span = DECODE_MIN_SPAN
-        while span < ctx + 1:
-            span *= 2
-        return span
+        """The span a captured step at context ``ctx`` attends (the smallest captured span holding ctx + 1)."""
+        return next(sp for sp in sorted(self._graphs) if sp > ctx) if self._graphs else ctx + 1
+
+    def decode_reads(self, ctx: int) -> int:
+        """Cache positions one decode step at context ``ctx`` attends per layer: ctx + 1 (eager, or a captured step
+        whose kernel reads device-side lengths), else the captured span (its masked slots are read too)."""
+        if not self._graphs or self.attention.reads_lengths(self._tok):
+            return ctx + 1
+        return self._span(ctx)
+
+    @property
+    def decode_attention(self) -> str:
+        """How a decode step's attention runs, for the record."""
+        a = self.attention
+        if not self._graphs:
+            return f"{a.decode_kernel}, exact context (eager)"
+        if a.reads_lengths(self._tok):
+            return f"{a.decode_kernel} varlen (seqused_k): exact context inside the CUDA graphs"
+        why = f"; lengths path refused: {a.lengths_refused}" if a.lengths_refused else ""
+        return f"{a.masked_kernel} over the captured span with its tail masked{why}"
 
     def _decode_step(self, span: int):
         """One decode step through every layer at the position in ``_pos`` (token ``_tok``), attending over ``span``
@@ -123,7 +157,8 @@ class Engine:
         x = self.emb[self._tok].unsqueeze(0)
         slots = torch.arange(span, device=self.device)
         mask = torch.zeros(span, dtype=self.dtype, device=self.device).masked_fill_(slots > self._pos, float("-inf"))
-        at = DecodeAt(self._pos, span, mask)
+        self._lengths.copy_(self._pos + 1)
+        at = DecodeAt(self._pos, span, mask, self._lengths)
         for layer, c in zip(self.layers, self.cache):
             x, _ = layer.forward(x, c, 0, True, at=at)
         return x[0, -1].float() @ self.emb.float().T
@@ -134,13 +169,9 @@ class Engine:
             return
         self._tok = torch.zeros(1, dtype=torch.long, device=self.device)
         self._pos = torch.zeros(1, dtype=torch.long, device=self.device)
-        spans = []
-        span = DECODE_MIN_SPAN
-        while True:
-            spans.append(min(span, capacity))
-            if span >= capacity:
-                break
-            span *= 2
+        self._lengths = torch.ones(1, dtype=torch.int32, device=self.device)
+        spans = decode_spans(capacity)
+        self._check_lengths_path(spans[-1])
         try:
             cuda = torch.cuda
             side = cuda.Stream(self.device)
@@ -156,18 +187,39 @@ class Engine:
                     out = self._decode_step(sp)
                 self._graphs[sp] = (g, out)
             cuda.synchronize(self.device)
-            self.decode_mode = f"CUDA graph per attention span ({', '.join(map(str, spans))} slots)"
+            self.decode_mode = (f"CUDA graph per attention span ({len(spans)} spans of {spans[0]} slots up to "
+                                f"{spans[-1]})")
         except Exception as e:  # eager decode still computes the same function; the record says it was eager
             self._graphs = {}
             cuda.synchronize(self.device)
             first = str(e).splitlines()[0][:160] if str(e) else ""
             self.decode_mode = f"eager (CUDA graph capture failed: {type(e).__name__}: {first}): host-bound on a GPU"
 
+    def _check_lengths_path(self, span: int) -> None:
+        """Before capture: a step through the device-lengths kernel must give the eager exact-context step's logits
+        (a private torch op: where it is missing or differs, the masked span is used and the record says why)."""
+        if not self.attention.reads_lengths(self._tok):
+            return
+        ctx = min(span - 1, 37)
+        tok = torch.tensor([3], device=self.device)
+        try:
+            want = self.forward(tok, self.cache, ctx, decode=True)
+            self._tok.fill_(3)
+            self._pos.fill_(ctx)
+            got = self._decode_step(span)
+            from bench.roofline import rel_error, tolerance
+
+            err = rel_error(got, want)
+            if not err < 4 * tolerance(self.dtype):
+                self.attention.lengths_refused = f"its logits differ from the eager step's by {err:.2e}"
+        except Exception as e:
+            self.attention.lengths_refused = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+
     def decode(self, tok: torch.Tensor, cache, ctx: int) -> torch.Tensor:
         """Logits of one decode step of token ``tok`` (on the engine's device) after ``ctx`` cached positions: a graph
         replay on a GPU when the engine's cache is used, else the eager forward."""
         if self._graphs and cache is self.cache:
-            g, out = self._graphs[min(self._span(ctx), max(self._graphs))]
+            g, out = self._graphs[self._span(ctx)]
             self._tok.copy_(tok.view(1))  # device to device, queued: the host never waits for the GPU
             self._pos.fill_(ctx)
             g.replay()

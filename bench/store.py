@@ -230,6 +230,7 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
                                          "l2_flushed", "timestamp", "repro")}
             row["throttled"] = (r.get("throttle") or {}).get("throttled")
             row["implausible"] = (r.get("info") or {}).get("implausible")
+            row["attention_kernel"] = (r.get("info") or {}).get("attention_kernel")
             row.update({f"param.{k}": v for k, v in (r.get("params") or {}).items()})
             row.update({f"metric.{k}": v for k, v in (r.get("metrics") or {}).items()})
             row["gpu_name"] = gpu

@@ -224,28 +224,36 @@ def test_moe_numerics_check_runs_on_a_slimmed_layer():
 
 
 def test_attention_counts_what_the_backend_allocates():
-    from bench.benchmarks.attention import sdpa_extra_bytes
+    from bench.llm.attention import decode_extra_bytes, prefill_extra_bytes, split_extra_bytes
 
-    # efficient/cudnn may need K/V expanded to 32 heads from 8 (GQA), counted before allocating
-    assert sdpa_extra_bytes("efficient", 1, 32, 8, 1, 8192, 128, 128, 2, False) == 24 * 8192 * 256 * 2
-    assert sdpa_extra_bytes("flash", 1, 32, 8, 1, 8192, 128, 128, 2, False) == 0
-    # the materialized lower-right mask (cudnn, math) and math's float32 scores and probabilities
-    assert sdpa_extra_bytes("cudnn", 1, 32, 32, 1024, 4096, 128, 128, 2, True) == 1024 * 4096 * 3
-    assert sdpa_extra_bytes("math", 1, 8, 8, 16, 32, 64, 64, 2, False) == 2 * 8 * 16 * 32 * 4
+    native = {"flash", "cudnn"}  # torch 2.11 on sm90: flash and cuDNN take GQA, efficient needs equal heads
+    # only a kernel without native GQA pays for K/V expanded to 32 heads from 8, counted before allocating
+    assert decode_extra_bytes("efficient", 1, 32, 8, 8192, 128, 128, 2, native) == 24 * 8192 * 256 * 2
+    assert decode_extra_bytes("cudnn", 256, 32, 8, 32768, 128, 128, 2, native) == 0  # was charged 128 GiB
+    assert decode_extra_bytes("flash", 1, 32, 8, 8192, 128, 128, 2, native) == 0
+    # math: SDPA repeats K/V inside it, and holds float32 scores and probabilities
+    assert decode_extra_bytes("math", 1, 8, 8, 32, 64, 64, 2, native) == 2 * 8 * 32 * 4
+    # after cached context cuDNN runs the log-sum-exp split (partials, no mask); math a materialized mask
+    assert prefill_extra_bytes("cudnn", 1, 32, 32, 1024, 4096, 128, 128, 2, native, cpu=False) == \
+        split_extra_bytes(1, 32, 1024, 128, 2)
+    assert prefill_extra_bytes("flash", 1, 32, 8, 1024, 4096, 128, 128, 2, native, cpu=False) == 0
+    assert prefill_extra_bytes("math", 1, 8, 8, 16, 32, 64, 64, 2, native, cpu=False) == \
+        16 * 32 * 3 + 2 * 8 * 16 * 32 * 4
 
 
 def test_lower_right_mask_is_built_once_outside_the_timed_calls(monkeypatch):
     from bench import layer as L
+    from bench.llm import attention as A
     from bench.shapes import ModelShape
     from omegaconf import OmegaConf
 
     from bench.config import conf_dir
 
     built = []
-    real = L.lower_right_mask
-    monkeypatch.setattr(L, "lower_right_mask", lambda *a: built.append(1) or real(*a))
+    real = A.lower_right
+    monkeypatch.setattr(A, "lower_right", lambda *a, **k: built.append(1) or real(*a, **k))
     shape = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
-    layer = L.Layer(shape, 0, torch.float32, "cpu", seed=1)
+    layer = L.Layer(shape, 0, torch.float32, "cpu", seed=1)  # auto on the CPU: torch's pick, a materialized mask
     cache = layer.new_cache(1, 48, 3)
     x = torch.randn(1, 16, shape.hidden)
     for _ in range(3):

@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 from bench.config import conf_dir
 from bench.model.workload import Workload
-from bench.replay import MODES, Engine, make_sessions
+from bench.replay import MODES, Engine, decode_spans, make_sessions
 from bench.shapes import ModelShape
 from tests.conftest import run_cli
 
@@ -99,6 +99,24 @@ def test_decode_at_a_device_position_is_the_same_step(model):
     eng.forward(ids, cache, 0, decode=False)
     want = eng.forward(ids[:1] + 1, cache, 40, decode=True)
     eng._tok, eng._pos = (ids[:1] + 1).clone(), torch.tensor([40])
-    got = eng._decode_step(eng._span(40))
-    assert eng._span(40) == 256 and eng._span(255) == 256 and eng._span(256) == 512
+    eng._lengths = torch.ones(1, dtype=torch.int32)
+    spans = decode_spans(300)
+    assert spans == [256, 300]
+    got = eng._decode_step(next(sp for sp in spans if sp > 40))
     assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert eng.decode_reads(40) == 41  # eager (no graph on the CPU): exactly the context and the new token
+
+
+@pytest.mark.parametrize("capacity", [1, 255, 256, 257, 5000, 20000, 131072])
+def test_captured_decode_spans_cover_every_position_with_little_overread(capacity):
+    """The spans a captured decode step attends: at most DECODE_GRAPHS of them, the last the capacity, and for every
+    context c < capacity a span > c that reads under one granularity of masked slots more than c + 1."""
+    from bench.replay import DECODE_GRAPHS, DECODE_SPAN
+
+    spans = decode_spans(capacity)
+    assert len(spans) <= DECODE_GRAPHS and spans[-1] == capacity and spans == sorted(set(spans))
+    gran = spans[0] if len(spans) > 1 else max(capacity, 1)
+    assert gran >= min(DECODE_SPAN, capacity)
+    for c in {0, capacity // 3, capacity - 1}:
+        span = next(sp for sp in spans if sp > c)
+        assert span - (c + 1) < gran

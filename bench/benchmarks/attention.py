@@ -1,34 +1,33 @@
 """Attention kernels at real model shapes: causal prefill (optionally after cached context, the prefix-reuse case)
 and decode (batch x context, GQA / MLA-absorbed), per backend.
 
-Backends: torch SDPA forced to one implementation (flash, cudnn, efficient, math: the forced one is the one that
-ran, or the point is skipped with the reason) and FlashInfer paged decode when installed. Each point is checked
-once against a float64 reference on small shapes before it is timed. TFLOP/s counts QK^T and PV (causal: the
-pairs actually computed); KV GB/s counts the KV bytes read once.
+Backends: ``auto`` (SDPA unforced: what a serving stack built on torch gets; the kernel torch dispatched is in
+``info.dispatched``), SDPA forced to one kernel (flash, cudnn, efficient, math: diagnostics; the forced one is the
+one that ran, or the point is skipped with the reason), FlashInfer paged decode when installed, and ``best``: per
+shape, every kernel of ``attention.best_of`` that runs here and passes the numerics check, timed (the same timings
+as their own rows, measured once per run), and the fastest one's row (``info.best_backend``, every candidate's time
+in ``info.candidates_s``). Bookkeeping (bench.llm.attention): after cached context only the causal pairs are
+computed (native lower-right kernels, or cuDNN's log-sum-exp split); TFLOP/s counts QK^T and PV over the causal
+pairs; decode GB/s counts the model's KV bytes once (MLA: the 576-wide latent), never K/V a backend expanded.
+Each backend is checked once against a float64 reference on small shapes before it is timed.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 
 from bench import roofline
 from bench.config import check, positive_ints
-from bench.layer import lower_right_mask
+from bench.errors import Skip
+from bench.llm import attention as A
 from bench.registry import benchmark
 from bench.shapes import ModelShape, causal_pairs
 from bench.validators import validator
 
 SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
-BACKENDS = SDPA_BACKENDS + ("flashinfer",)
-
-
-def _sdpa_backend(name: str):
-    from torch.nn.attention import SDPBackend
-
-    return {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name]
+BACKENDS = ("auto", "best") + SDPA_BACKENDS + ("flashinfer",)
+BEST_OF = ("auto",) + SDPA_BACKENDS + ("flashinfer",)  # what `best` may choose from (attention.best_of)
+reference_attention = A.reference
 
 
 def dtype_of(state) -> torch.dtype:
@@ -36,121 +35,35 @@ def dtype_of(state) -> torch.dtype:
     return roofline.compute_dtype(state, state.cfg.model.dtype if a.dtype == "model" else a.dtype, a.cpu_dtype)
 
 
-def reference_attention(q, k, v, n_ctx: int, causal: bool) -> torch.Tensor:
-    """float64 attention written out (no SDPA): GQA by head repetition, lower-right causal mask."""
-    q, k, v = q.double(), k.double(), v.double()
-    rep = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(rep, dim=1)
-    v = v.repeat_interleave(rep, dim=1)
-    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if causal:
-        n_q, n_k = q.shape[2], k.shape[2]
-        allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(diagonal=n_k - n_q)
-        s = s.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(s, dim=-1) @ v
+def sdpa_facts(state, dims, dtype) -> dict:
+    """{"native_gqa": kernels that take these GQA heads without anyone expanding K/V (math never: SDPA repeats
+    them inside it), "auto": the kernel SDPA dispatches unforced}. On a GPU torch is asked with tiny tensors of the point's head geometry (once per run); while
+    planning, the target says what it measured (conf/targets: sdpa_native_gqa, sdpa_auto); on the CPU every
+    kernel takes GQA natively and auto is the CPU flash kernel."""
+    if not state.device.is_cuda:  # torch's CPU flash kernel takes GQA; math repeats K/V inside SDPA
+        return {"native_gqa": frozenset({"flash", "auto"}), "auto": "flash"}
+    if state.planning:
+        gpu = state.gpu or {}
+        return {"native_gqa": frozenset(gpu.get("sdpa_native_gqa") or ("flash",)),
+                "auto": gpu.get("sdpa_auto") or "flash"}
+    hq, hkv, qk, vd = dims
+
+    def probe():
+        q, k, v = make_qkv(1, hq, hkv, 1, 8, qk, vd, dtype, state.device.torch, 0)
+        native = {kern for kern in A.KERNELS if A.native_gqa(kern, q, k, v)} - {"math"}  # math repeats K/V inside
+        return {"native_gqa": frozenset(native), "auto": A.dispatched(q, k, v, "auto", enable_gqa=hq != hkv)}
+
+    return state.run_resource(("sdpa_facts", dims, str(dtype)), probe)
 
 
-MAY_EXPAND_GQA = ("efficient", "cudnn")  # backends that may not take fewer K/V heads than Q heads (torch version)
-
-
-def native_gqa(backend: str, q, k, v) -> bool:
-    """Whether forced SDPA ``backend`` runs these GQA inputs natively (enable_gqa). torch 2.11 documents GQA for
-    flash and math only; newer releases add efficient/cudnn: ask torch's own dispatch checks."""
-    if backend in ("flash", "math") or q.device.type != "cuda":
-        return True
-    from torch.backends import cuda as bc
-
-    check = {"efficient": bc.can_use_efficient_attention,
-             "cudnn": getattr(bc, "can_use_cudnn_attention", None)}.get(backend)
-    return bool(check and check(bc.SDPAParams(q, k, v, None, 0.0, False, True)))
-
-
-def sdpa_extra_bytes(backend: str, b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, elt: int,
-                     lower_right: bool) -> int:
-    """Bytes a forced SDPA backend allocates beyond Q, K, V and O: K/V expanded to the query heads (backends without
-    GQA), a materialized lower-right mask (additive, in the query dtype), and the math backend's score and
-    probability matrices (float32)."""
-    extra = 0
-    if hq != hkv and backend in MAY_EXPAND_GQA:  # counted whether or not this torch needs the expansion
-        extra += b * (hq - hkv) * n_k * (qk + vd) * elt
-    if lower_right and backend in ("cudnn", "math"):  # the additive mask (query dtype) and its boolean source
-        extra += n_q * n_k * (elt + 1)
-    if backend == "math":
-        extra += 2 * b * hq * n_q * n_k * 4
-    return extra
-
-
-def sdpa(backend: str, q, k, v, n_ctx: int, causal: bool):
-    """A callable running SDPA with exactly ``backend`` (causal aligned lower-right when n_ctx > 0); every
-    preparation (K/V expansion for backends without GQA, the causal mask, V padding for flash) happens here,
-    outside the timed call. Returns (fn, facts)."""
-    from torch.nn.attention import sdpa_kernel
-
-    gqa = q.shape[1] != k.shape[1]
-    be = _sdpa_backend(backend)
-    facts = {"backend": backend, "gqa": "native" if gqa else "none"}
-    expansion = 1
-    if gqa:
-        with sdpa_kernel([be]):
-            native = native_gqa(backend, q, k, v)
-        if not native:
-            expansion = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(expansion, dim=1), v.repeat_interleave(expansion, dim=1)
-            facts["gqa"] = f"expanded x{expansion}: SDPA {backend} has no GQA support here, so the kernel reads " \
-                           f"{expansion}x the KV bytes"
-            gqa = False
-    qk, vd = q.shape[-1], v.shape[-1]
-    if backend == "flash" and vd < qk:
-        # FlashAttention needs one head dim for q, k and v: pad V (as MLA serving stacks do), slice the output
-        v = F.pad(v, (0, qk - vd))
-        facts["v_padded_to"] = qk
-    kw = {}
-    if causal and n_ctx:
-        with sdpa_kernel([be]):
-            kw["attn_mask"], facts["causal_mask"] = lower_right_mask(q, k, v, gqa)
-    elif causal:
-        kw["is_causal"] = True
-
-    def fn():
-        with sdpa_kernel([be]):
-            return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, **kw)[..., :vd]
-
-    fn.kv_expansion = expansion
-    return fn, facts
-
-
-def make_qkv(b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, dtype, dev, seed: int):
+def make_qkv(b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, dtype, dev, seed: int,
+             shared_v: bool = False):
     """Random Q, K, V generated directly in ``dtype`` (no float32 intermediate: the peak is what require_bytes
-    counts)."""
+    counts). ``shared_v``: V is the first ``vd`` dims of K (MLA absorbed decode reads one latent cache)."""
     g = torch.Generator(device=dev).manual_seed(seed)
     r = lambda *s: torch.randn(*s, device=dev, dtype=dtype, generator=g)  # noqa: E731
-    return r(b, hq, n_q, qk), r(b, hkv, n_k, qk), r(b, hkv, n_k, vd)
-
-
-def check_numerics(state, backend: str, shape: ModelShape, decode: bool, dtype, causal: bool) -> None:
-    """Once per (backend, model, mode, dtype) and run: small shapes against the float64 reference."""
-    key = ("attn_check", backend, shape.name, decode, str(dtype))
-
-    def run_check():
-        hq, hkv, qk, vd = shape.attn_dims(decode)
-        n = int(state.cfg.attention.check_tokens)
-        b, n_q, n_ctx = (2, 1, n) if decode else (1, n, n // 2)
-        q, k, v = make_qkv(b, hq, hkv, n_q, n_ctx + (0 if decode else n_q), qk, vd, dtype, state.device.torch, 7)
-        out = run_backend(state, backend, q, k, v, 0 if decode else n_ctx, causal)
-        return roofline.rel_error(out, reference_attention(q, k, v, n_ctx, causal))
-
-    err = state.run_resource(key, run_check)
-    tol = roofline.tolerance(dtype)
-    state.set_metric("check_rel_error", err)
-    state.verify(err < tol, f"{backend}: relative error {err:.2e} against float64 exceeds {tol:g}")
-
-
-def run_backend(state, backend, q, k, v, n_ctx, causal):
-    if backend == "flashinfer":
-        fn, _ = flashinfer_decode(state, q, k, v)
-    else:
-        fn, _ = sdpa(backend, q, k, v, n_ctx, causal)
-    return fn()
+    q, k = r(b, hq, n_q, qk), r(b, hkv, n_k, qk)
+    return q, k, (k[..., :vd] if shared_v else r(b, hkv, n_k, vd))
 
 
 def _supports(backend: str, device) -> str | None:
@@ -166,6 +79,38 @@ def _supports(backend: str, device) -> str | None:
     return None
 
 
+def build(state, backend: str, q, k, v, n_ctx: int, decode: bool):
+    """(fn, facts) of ``backend`` on these inputs (everything prepared here, outside the timed call)."""
+    if backend == "flashinfer":
+        return flashinfer_decode(state, q, k, v)
+    if decode:
+        return A.decode(backend, q, k, v)
+    return A.prefill(backend, q, k, v, n_ctx)
+
+
+def numerics_error(state, backend: str, shape: ModelShape, decode: bool, dtype) -> float:
+    """Once per (backend, model, mode, dtype) and run: small shapes against the float64 reference."""
+    key = ("attn_check", backend, shape.name, decode, str(dtype))
+
+    def run_check():
+        hq, hkv, qk, vd = shape.attn_dims(decode)
+        n = int(state.cfg.attention.check_tokens)
+        b, n_q, n_ctx = (2, 1, n) if decode else (1, n, n // 2)
+        q, k, v = make_qkv(b, hq, hkv, n_q, n_ctx + (0 if decode else n_q), qk, vd, dtype, state.device.torch, 7,
+                           shared_v=decode and shape.is_mla)
+        fn, _ = build(state, backend, q, k, v, 0 if decode else n_ctx, decode)
+        return roofline.rel_error(fn(), reference_attention(q, k, v, 0 if decode else n_ctx, not decode))
+
+    return state.run_resource(key, run_check)
+
+
+def check_numerics(state, backend: str, shape: ModelShape, decode: bool, dtype) -> None:
+    err = numerics_error(state, backend, shape, decode, dtype)
+    tol = roofline.tolerance(dtype)
+    state.set_metric("check_rel_error", err)
+    state.verify(err < tol, f"{backend}: relative error {err:.2e} against float64 exceeds {tol:g}")
+
+
 def _prologue(state, decode: bool):
     """Skip what cannot run here; the model's attention geometry, dtype and element size for this point."""
     backend = state.params["backend"]
@@ -179,53 +124,119 @@ def _prologue(state, decode: bool):
     return backend, shape, dtype, shape.attn_dims(decode), torch.finfo(dtype).bits // 8
 
 
+def best_of(state, decode: bool) -> list[str]:
+    """The backends ``best`` chooses among on this device (attention.best_of, in order)."""
+    out = []
+    for b in state.cfg.attention.best_of:
+        if b == "flashinfer" and not decode:
+            continue
+        if _supports(b, state.device) is None:
+            out.append(str(b))
+    return out
+
+
+def timing_key(kind: str, backend: str, shape: ModelShape, dtype, *dims) -> tuple:
+    """One timing per (kind, backend, shape, dims, dtype) and run: a backend's own row and ``best`` share it."""
+    return ("attn", kind, backend, shape.name, str(dtype)) + tuple(int(d) for d in dims)
+
+
+def time_backends(state, backends: list[str], shape, dtype, make, n_ctx: int, decode: bool, key_dims) -> dict:
+    """Check and time each backend on the inputs ``make()`` gives ({backend: (Stats, facts, rel error)} for those
+    that ran, {backend: reason} for those that could not). The fastest is the point's own timing when several
+    ran; each timing is shared with that backend's own row (measured once per run)."""
+    tol = roofline.tolerance(dtype)
+    ran, why = {}, {}
+    q, k, v = make()
+    kind = "decode" if decode else "prefill"
+    for b in backends:
+        try:
+            err = numerics_error(state, b, shape, decode, dtype)
+            if not err < tol:
+                why[b] = f"relative error {err:.2e} against float64 exceeds {tol:g}"
+                continue
+            fn, facts = build(state, b, q, k, v, n_ctx, decode)
+            fn()
+            st = state.time_shared(timing_key(kind, b, shape, dtype, *key_dims), fn, work="device", flush_l2=True)
+            ran[b] = (st, facts, err)
+        except Skip as e:
+            why[b] = str(e)
+        except Exception as e:  # a backend that cannot run these inputs is a candidate that did not run
+            why[b] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    return {"ran": ran, "why": why}
+
+
+def _one_or_best(state, backend, backends, shape, dtype, make, n_ctx, decode, key_dims) -> dict:
+    """Time ``backend`` (or, for best, every backend of ``backends``) and make the fastest the point's timing;
+    returns the facts of the one used."""
+    res = time_backends(state, backends, shape, dtype, make, n_ctx, decode, key_dims)
+    if not res["ran"]:
+        first = next(iter(res["why"].values()), "no backend to choose from")
+        if backend != "best":
+            raise Skip(first)
+        state.skip("no backend of attention.best_of ran here: " + "; ".join(f"{b}: {w}" for b, w in res["why"].items()))
+    chosen = min(res["ran"], key=lambda b: res["ran"][b][0].median_s)
+    st, facts, err = res["ran"][chosen]
+    state.adopt(st)
+    state.set_metric("check_rel_error", err)
+    state.verify(True)
+    if backend == "best":
+        state.note(best_backend=chosen, candidates_s={b: r[0].median_s for b, r in res["ran"].items()},
+                   candidates_skipped=res["why"] or None)
+    return facts
+
+
+def _extra(state, backend, facts, decode, b, hq, hkv, n_q, n_k, qk, vd, elt) -> int:
+    kern = facts["auto"] if backend == "auto" else backend
+    if backend == "flashinfer":  # the paged copy of the KV (whole pages) and FlashInfer's workspace
+        page = int(state.cfg.attention.page_tokens)
+        return b * -(-n_k // page) * page * hkv * (qk + vd) * elt + FLASHINFER_WORKSPACE
+    native = facts["native_gqa"] if backend != "auto" else facts["native_gqa"] | {"auto"}
+    if decode:
+        return A.decode_extra_bytes(kern, b, hq, hkv, n_k, qk, vd, elt, native)
+    return A.prefill_extra_bytes(kern, b, hq, hkv, n_q, n_k, qk, vd, elt, native, not state.device.is_cuda)
+
+
 def attn_prefill_point(state):
     n_new, n_ctx = int(state.params["n_new"]), int(state.params["n_ctx"])
     backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
     n_k = n_ctx + n_new
     nbytes = (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
-    extra = sdpa_extra_bytes(backend, 1, hq, hkv, n_new, n_k, qk, vd, elt, lower_right=n_ctx > 0)
-    state.require_bytes(nbytes * 2 + extra, "Q, K, V, O and the backend's mask/expanded K/V")
-    check_numerics(state, backend, shape, False, dtype, causal=True)
-    q, k, v = make_qkv(1, hq, hkv, n_new, n_k, qk, vd, dtype, state.device.torch, 1)
-    fn, facts = sdpa(backend, q, k, v, n_ctx, causal=True)
-    fn()
-    flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)
+    backends = best_of(state, False) if backend == "best" else [backend]
+    facts = sdpa_facts(state, (hq, hkv, qk, vd), dtype)
+    extra = max([_extra(state, b, facts, False, 1, hq, hkv, n_new, n_k, qk, vd, elt) for b in backends] or [0])
+    state.require_bytes(nbytes * 2 + extra, "Q, K, V, O and the backend's mask/expanded K/V/partials")
+    make = lambda: make_qkv(1, hq, hkv, n_new, n_k, qk, vd, dtype, state.device.torch, 1)  # noqa: E731
+    used = _one_or_best(state, backend, backends, shape, dtype, make, n_ctx, False, (n_new, n_ctx))
+    flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)  # the causal pairs, whatever the kernel computed
     state.add_flops(flops)
     state.add_items("tokens", n_new)
-    state.note(**facts, dtype=str(dtype).replace("torch.", ""), q_heads=hq, kv_heads=hkv, qk_dim=qk, v_dim=vd)
-    state.exec(fn, work="device", flush_l2=True)
+    state.note(**used, dtype=str(dtype).replace("torch.", ""), q_heads=hq, kv_heads=hkv, qk_dim=qk, v_dim=vd)
     roofline.report(state, flops, nbytes, dtype)
 
 
 def attn_decode_point(state):
     batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
     backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
-    kv_bytes = batch * ctx * hkv * (qk + vd) * elt
-    if backend == "flashinfer":  # the paged copy of the KV (whole pages) and FlashInfer's workspace
-        page = int(state.cfg.attention.page_tokens)
-        extra = batch * -(-ctx // page) * page * hkv * (qk + vd) * elt + FLASHINFER_WORKSPACE
-    else:
-        extra = sdpa_extra_bytes(backend, batch, hq, hkv, 1, ctx, qk, vd, elt, lower_right=False)
+    # the model's KV cache as it is stored (GQA: K and V; MLA: one latent of kv_lora_rank + rope), read once
+    kv_bytes = batch * ctx * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
+    backends = best_of(state, True) if backend == "best" else [backend]
+    facts = sdpa_facts(state, (hq, hkv, qk, vd), dtype)
+    extra = max([_extra(state, b, facts, True, batch, hq, hkv, 1, ctx, qk, vd, elt) for b in backends] or [0])
     state.require_bytes(kv_bytes + 2 * batch * hq * (qk + vd) * elt + extra,
                         "KV cache, queries, outputs and the backend's copies")
-    check_numerics(state, backend, shape, True, dtype, causal=False)
-    q, k, v = make_qkv(batch, hq, hkv, 1, ctx, qk, vd, dtype, state.device.torch, 2)
-    if backend == "flashinfer":
-        fn, facts = flashinfer_decode(state, q, k, v)
-    else:
-        fn, facts = sdpa(backend, q, k, v, 0, causal=False)
-    fn()
+    make = lambda: make_qkv(batch, hq, hkv, 1, ctx, qk, vd, dtype, state.device.torch, 2,  # noqa: E731
+                            shared_v=shape.is_mla)
+    used = _one_or_best(state, backend, backends, shape, dtype, make, 0, True, (batch, ctx))
     flops = 2.0 * hq * (qk + vd) * batch * ctx
     state.add_flops(flops)
-    read = kv_bytes * getattr(fn, "kv_expansion", 1)  # what the kernel reads (K/V expanded for some backends)
-    state.add_bytes(read)  # gbps = KV GB/s read
+    state.add_bytes(kv_bytes)  # gbps = the model's KV bytes read per second
     state.set_metric("model_kv_bytes", kv_bytes)
+    if str(used.get("gqa", "")).startswith("expanded"):
+        state.set_metric("kernel_kv_bytes", kv_bytes * hq // hkv)  # what the expanded kernel really read
     state.add_items("tokens", batch)
-    state.note(**facts, dtype=str(dtype).replace("torch.", ""), q_heads=hq, kv_heads=hkv, qk_dim=qk, v_dim=vd)
+    state.note(**used, dtype=str(dtype).replace("torch.", ""), q_heads=hq, kv_heads=hkv, qk_dim=qk, v_dim=vd)
     state.set_peak("gbps", state.gpu.get("hbm_peak_gbps"))
-    state.exec(fn, work="device", flush_l2=True)
-    roofline.report(state, flops, read, dtype)
+    roofline.report(state, flops, kv_bytes, dtype)
 
 
 FLASHINFER_WORKSPACE = 128 << 20
@@ -239,7 +250,7 @@ def flashinfer_decode(state, q, k, v):
     b, hq, _, d = q.shape
     hkv, ctx = k.shape[1], k.shape[2]
     if v.shape[-1] != d:
-        state.skip("flashinfer paged decode needs equal qk and v head dims (MLA absorbed decode has 576/512)")
+        raise Skip("flashinfer paged decode needs equal qk and v head dims (MLA absorbed decode has 576/512)")
     page = int(state.cfg.attention.page_tokens)
     pages_per_seq = -(-ctx // page)
     full, rem = divmod(ctx, page)
@@ -263,7 +274,7 @@ def flashinfer_decode(state, q, k, v):
         return wrapper.run(q2, kv).unsqueeze(2)
 
     fn.keepalive = (kv, ws)
-    return fn, {"backend": "flashinfer", "gqa": "native", "page_tokens": page,
+    return fn, {"kernel": "flashinfer", "dispatched": "flashinfer", "gqa": "native", "page_tokens": page,
                 "flashinfer": getattr(flashinfer, "__version__", None)}
 
 
@@ -272,7 +283,9 @@ def flashinfer_decode(state, q, k, v):
                            "n_ctx": list(c.attention.prefill_ctx)})
 def attn_prefill(state):
     """Causal prefill attention of n_new tokens after n_ctx cached ones (batch 1, model's heads); ms via
-    median_s, TFLOP/s, fraction of the run's GEMM ceiling. Times the SDPA call only (L2 flushed before each)."""
+    median_s, TFLOP/s over the causal pairs, fraction of the run's GEMM ceiling; backend auto (unforced, the
+    dispatched kernel recorded), forced kernels, or best (the fastest that ran). Times the attention call only
+    (L2 flushed before each)."""
     attn_prefill_point(state)
 
 
@@ -280,8 +293,9 @@ def attn_prefill(state):
            axes=lambda c: {"backend": list(c.attention.backends), "batch": list(c.attention.decode_batch),
                            "ctx": list(c.attention.decode_ctx)})
 def attn_decode(state):
-    """Decode attention: one query per sequence over ctx cached tokens, batch sequences (GQA; MLA absorbed);
-    KV GB/s read and its fraction of the run's copy ceiling. Times the kernel only (L2 flushed before each)."""
+    """Decode attention: one query per sequence over ctx cached tokens, batch sequences (GQA; MLA absorbed over
+    its latent cache); GB/s of the model's KV bytes read and its fraction of the run's copy ceiling; backend auto,
+    forced kernels, FlashInfer, or best. Times the kernel only (L2 flushed before each)."""
     attn_decode_point(state)
 
 
@@ -290,6 +304,8 @@ def _attention(cfg) -> None:
     a = cfg.attention
     for v in a.backends:
         check(v in BACKENDS, "attention.backends", v, f"each one of {', '.join(BACKENDS)}")
+    for v in a.best_of:
+        check(v in BEST_OF, "attention.best_of", v, f"each one of {', '.join(BEST_OF)}")
     for key in ("prefill_new", "decode_batch", "decode_ctx"):
         positive_ints(f"attention.{key}", a[key])
     for v in a.prefill_ctx:

@@ -16,7 +16,9 @@ import torch
 
 from bench import roofline
 from bench.config import check, positive_ints
+from bench.errors import Skip
 from bench.layer import Layer
+from bench.llm import attention as A
 from bench.registry import benchmark
 from bench.shapes import ModelShape, causal_pairs
 from bench.validators import validator
@@ -54,17 +56,108 @@ def check_bytes(shape: ModelShape, idx: int, dtype) -> int:
     return layer_param_bytes(check_shape(shape), idx, dtype) * (elt + 8) // elt
 
 
-def check_layer_numerics(state, shape: ModelShape, idx: int, dtype, decode: bool) -> None:
+LAYER_KERNELS = ("best",) + A.KERNELS
+# candidates of layers.attention=best: a prefill kernel must run no-context and after-context prefills alike (auto
+# would mix torch's picks: cuDNN without context, FlashAttention-2 through CausalBias after it); decode takes any
+CANDIDATES = {"cuda": {"prefill": ("cudnn", "flash", "efficient"), "decode": ("cudnn", "flash", "efficient", "auto")},
+              "cpu": {"prefill": ("flash", "math"), "decode": ("flash", "math")}}
+# the attention shapes the candidates are timed at (prefill: new tokens, cached tokens; decode: batch, context)
+CALIBRATION = {"cuda": {"prefill": (1024, 4096), "decode": (16, 4096)},
+               "cpu": {"prefill": (64, 256), "decode": (4, 512)}}
+
+
+def calibration_bytes(shape: ModelShape, dtype, cuda: bool) -> int:
+    """Device bytes the kernel choice holds at once (its largest Q, K, V, O, K/V expanded to the query heads)."""
+    elt = torch.finfo(dtype).bits // 8
+    cal = CALIBRATION["cuda" if cuda else "cpu"]
+    n, c = cal["prefill"]
+    hq, hkv, qk, vd = shape.attn_dims(False)
+    pre = (2 * n * hq * (qk + vd) + (n + c) * hq * (qk + vd)) * elt * 2
+    b, ctx = cal["decode"]
+    hq, hkv, qk, vd = shape.attn_dims(True)
+    dec = (b * ctx * hq * (qk + vd) + 2 * b * hq * (qk + vd)) * elt * 2
+    return max(pre, dec)
+
+
+def layer_attention(state, shape: ModelShape, dtype) -> "A.LayerAttention":
+    """The attention kernels every layer of this run runs (layers.attention): ``best`` times each candidate
+    kernel that passes the float64 check on the model's attention geometry (prefill: without and after cached
+    context, the same kernel; decode) at a calibration shape, once per run, and takes the fastest of each;
+    a kernel name forces it for both. Noted on every point that runs layers (``attention_kernel``)."""
+    want = str(state.cfg.layers.attention)
+
+    def choose():
+        if want != "best":
+            return A.LayerAttention(want, want), {"how": f"layers.attention={want}"}
+        dev = "cuda" if state.device.is_cuda else "cpu"
+        picked, facts = {}, {"how": "fastest of the candidates that pass the float64 check, timed at "
+                                    f"{CALIBRATION[dev]} (prefill new/cached, decode batch/context)"}
+        for phase in ("prefill", "decode"):
+            times, why = _calibrate(state, shape, dtype, phase, CANDIDATES[dev][phase], CALIBRATION[dev][phase])
+            if not times:
+                raise Skip(f"no attention kernel ran the layer's {phase} here: "
+                           + "; ".join(f"{k}: {w}" for k, w in why.items()))
+            picked[phase] = min(times, key=times.get)
+            facts[phase] = {"candidates_s": times, **({"rejected": why} if why else {})}
+        return A.LayerAttention(picked["prefill"], picked["decode"]), facts
+
+    la, facts = state.run_resource(("layer_attention", shape.name, str(dtype), want), choose)
+    return la, facts
+
+
+def _calibrate(state, shape: ModelShape, dtype, phase: str, kernels, dims) -> tuple[dict, dict]:
+    """({kernel: median seconds} of the kernels that ran ``phase`` correctly at ``dims``, {kernel: why not})."""
+    from bench.benchmarks.attention import make_qkv
+
+    decode = phase == "decode"
+    hq, hkv, qk, vd = shape.attn_dims(decode)
+    dev = state.device.torch
+    tol = roofline.tolerance(dtype)
+    times, why = {}, {}
+    for kern in kernels:
+        try:
+            errs = []
+            for n_ctx in ((0,) if decode else (0, 24)):  # a prefill kernel must be right without and after context
+                b, n_q, n_k = (2, 1, 48) if decode else (1, 16, 16 + n_ctx)
+                q, k, v = make_qkv(b, hq, hkv, n_q, n_k, qk, vd, dtype, dev, 3, shared_v=decode and shape.is_mla)
+                fn, _ = (A.decode(kern, q, k, v) if decode else A.prefill(kern, q, k, v, n_ctx))
+                errs.append(roofline.rel_error(fn(), A.reference(q, k, v, n_ctx, not decode)))
+            if not max(errs) < tol:
+                why[kern] = f"relative error {max(errs):.2e} against float64 exceeds {tol:g}"
+                continue
+            if decode:
+                b, ctx = dims
+                q, k, v = make_qkv(b, hq, hkv, 1, ctx, qk, vd, dtype, dev, 4, shared_v=shape.is_mla)
+                fn, _ = A.decode(kern, q, k, v)
+            else:
+                n, ctx = dims
+                q, k, v = make_qkv(1, hq, hkv, n, n + ctx, qk, vd, dtype, dev, 4)
+                fn, _ = A.prefill(kern, q, k, v, ctx)
+            fn()
+            st = state.reference(("layer_attention_time", phase, kern, shape.name, str(dtype)) + tuple(dims), fn,
+                                 work="device", flush_l2=decode)
+            times[kern] = st.median_s
+        except Skip as e:
+            why[kern] = str(e)
+        except Exception as e:  # a kernel that cannot run these inputs is not a candidate
+            why[kern] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    return times, why
+
+
+def check_layer_numerics(state, shape: ModelShape, idx: int, dtype, decode: bool,
+                         attention: Optional["A.LayerAttention"] = None) -> None:
     """Small shapes: the layer in ``dtype`` against the same weights in float64 (MoE routing taken from the
     float64 run, so a near-tie flipping an expert is not reported as an error; MoE layers slimmed by
     :func:`check_shape`)."""
-    key = ("layer_check", shape.name, decode, str(dtype))
+    key = ("layer_check", shape.name, decode, str(dtype), None if attention is None else str(attention.as_dict()))
     cshape = check_shape(shape)
     if cshape.experts != shape.experts:
         state.note(numerics_check=f"MoE layer slimmed to {cshape.experts} of {shape.experts} experts")
 
     def run():
         layer = Layer(cshape, idx, dtype, state.device.torch, seed=11)
+        if attention is not None:
+            layer.attention = attention
         ref = layer.to(torch.float64)
         b, n, ctx = (2, 1, 32) if decode else (1, 16, 16)
         x = torch.randn(b, n, cshape.hidden, device=state.device.torch, generator=torch.Generator(
@@ -129,7 +222,7 @@ def stack_bytes(state, decode: bool, k: int, b: int, n: int, ctx: int, extra_byt
         act_bytes += 2 * b * (ctx + n) * shape.heads * shape.head_dim * elt
     mask_bytes = n * (ctx + n) * (elt + 1) if (not decode and ctx) else 0  # a materialized lower-right mask
     return max(k * (layer_param_bytes(shape, idx, dtype) + cache_bytes) + act_bytes + mask_bytes + extra_bytes,
-               check_bytes(shape, idx, dtype))
+               check_bytes(shape, idx, dtype), calibration_bytes(shape, dtype, state.device.is_cuda))
 
 
 def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False,
@@ -145,11 +238,11 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     what = f"{k} layer(s) of weights, KV cache and activations (or the numerics check before them)"
     state.require_bytes(stack_bytes(state, decode, k, b, n, ctx, int(extra_bytes)),
                         what + (f", {extra_what}" if extra_what else ""), host_bytes=int(host_bytes))
-    check_layer_numerics(state, shape, idx, dtype, decode)
+    attention, choice = layer_attention(state, shape, dtype)
+    check_layer_numerics(state, shape, idx, dtype, decode, attention)
     layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
-    masks: dict = {}  # one lower-right causal mask for the whole stack, built in the first (untimed) call
-    for layer in layers:
-        layer.masks = masks
+    for layer in layers:  # one set of kernels (and one lower-right mask per shape) for the whole stack
+        layer.attention = attention
     caches = [l.new_cache(b, ctx + n, 200 + i, token_major=token_major) for i, l in enumerate(layers)]
     x = torch.randn(b, n, shape.hidden, device=state.device.torch, dtype=torch.float32).to(dtype)
 
@@ -170,6 +263,8 @@ def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_maj
     weights = (shape.attn_params() + (0 if layers[0].moe else shape.mlp_params_total(idx))) * elt + \
         layers[0].touched_expert_bytes(tokens)
     kv_read = b * (ctx + n) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
+    state.note(attention_kernel=attention.decode_kernel if decode else attention.prefill_kernel,
+               attention_kernels=attention.as_dict(), attention_choice=choice)
     state.note(dtype=str(dtype).replace("torch.", ""), layer_index=idx, moe=layers[0].moe,
                moe_impl="loop over routed experts" if layers[0].moe else None,
                attention="mla" if shape.is_mla else "gqa", model_layers=shape.layers)
@@ -335,5 +430,6 @@ def _layers(cfg) -> None:
         positive_ints(f"layers.{key}", c[key])
     for v in c.prefill_ctx:
         check(isinstance(v, int) and v >= 0, "layers.prefill_ctx", v, "integers >= 0")
+    check(c.attention in LAYER_KERNELS, "layers.attention", c.attention, f"one of {', '.join(LAYER_KERNELS)}")
     check(1 in c.layer_counts, "layers.layer_counts", list(c.layer_counts),
           "must include 1 (the scaling check compares with one layer)")

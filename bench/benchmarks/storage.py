@@ -467,8 +467,10 @@ def gpu_file_bounce(state, write: bool) -> None:
 
     pinned = {}
 
-    def pinned_slices(total: int):
-        pinned["t"], facts = host_buffer(total, True, state.device)  # page aligned: usable with O_DIRECT
+    from bench.benchmarks.transfer_contiguous import numa_node
+
+    def pinned_slices(total: int):  # page aligned (O_DIRECT), on the GPU's NUMA node like every transfer buffer
+        pinned["t"], facts = host_buffer(total, True, state.device, numa_node(state))
         state.note(**facts)
         return memoryview(pinned["t"].numpy())
 
@@ -499,7 +501,8 @@ def gpu_file_bounce(state, write: bool) -> None:
         run()
         _verify_buffer(state, dev.cpu().numpy(), t.io.offs, t.io.request, t.tile, "arrived wrong on the device")
     state.add_bytes(total)
-    state.exec(run, work="host_issued", prepare=prepare)
+    with state.issue_on_node(numa_node(state)):  # the I/O threads it starts inherit the binding
+        state.exec(run, work="host_issued", prepare=prepare)
     if write:
         _verify_written(state, t)
 

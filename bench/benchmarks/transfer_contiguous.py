@@ -97,7 +97,8 @@ def contiguous_copy(state, direction: str, pinned: bool) -> None:
         set_link_peak(state, direction)
     # pageable copies are staged by the driver and block the host until done: host-issued work
     work = "device" if (pinned or direction == "d2d") else "host_issued"
-    state.exec(copy, work=work, flush_l2=flush)
+    with state.issue_on_node(numa_node(state) if direction != "d2d" else None):
+        state.exec(copy, work=work, flush_l2=flush)
     if flush:
         state.set_metric("read_gbps", n / state.stats.median_s / 1e9)
     dst.fill_(POISON)
@@ -175,7 +176,8 @@ def concurrent_copies(state, pairs) -> None:
     state.device.synchronize()
     for i, (dst, src) in enumerate(pairs):
         check_copy(state, dst, src, f"stream {i}")
-    state.exec(run, work="device")
+    with state.issue_on_node(numa_node(state)):
+        state.exec(run, work="device")
     if not streams:
         state.note(streams="sequential on the CPU")
 

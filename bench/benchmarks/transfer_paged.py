@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.benchmarks.transfer_contiguous import alloc, set_link_peak
+from bench.benchmarks.transfer_contiguous import alloc, numa_node, set_link_peak
 from bench.config import check, positive_ints
 from bench.hw.hostmem import POISON, first_mismatch
 from bench.kvlayout import LAYOUTS, METHODS, PagedPool, kernel_copies, per_block_copies, staged_copies
@@ -94,7 +94,8 @@ def paged_transfer(state, offload: bool) -> None:
     state.add_bytes(mv.packed_bytes)
     state.add_items("blocks", mv.n)
     set_link_peak(state, "d2h" if offload else "h2d")
-    state.exec(mv.run, work=mv.work)
+    with state.issue_on_node(numa_node(state)):
+        state.exec(mv.run, work=mv.work)
     mv.checked_run("after timing")
     ref = state.reference(("contiguous_pinned", offload, mv.packed_bytes), mv.contiguous(), work="device")
     contiguous_gbps = mv.packed_bytes / ref.median_s / 1e9

@@ -15,7 +15,7 @@ from bench.config import check, positive_ints
 from bench.model.costs import Costs, fit_decode, fit_exposure, fit_prefill, host_tier, storage_tier
 from bench.model.workload import Workload
 from bench.registry import benchmark
-from bench.benchmarks.layers import layer_param_bytes, representative_index
+from bench.benchmarks.layers import layer_attention, layer_param_bytes, representative_index
 from bench.replay import MODES, Engine, layers_that_fit, make_sessions
 from bench.shapes import ModelShape
 from bench.store import load
@@ -50,11 +50,13 @@ def _setup(state):
                         host_bytes=k * kv_layer if offloads else 0,
                         file_bytes=k * kv_layer if mode == "reuse_storage" else 0)
 
+    attention, _ = layer_attention(state, shape, dtype)  # the layer benchmarks' kernels: like with like
+
     def build():
         from bench.benchmarks.storage import storage_root
 
         engine = Engine.build(shape, k, dtype, state.device.torch, int(v.vocab_rows),
-                              workdir=storage_root(state.cfg))
+                              workdir=storage_root(state.cfg), attention=attention)
         engine.session_cache(max_tokens)  # sized for the longest session; decode graphs captured here, untimed
         return engine
 
@@ -119,7 +121,9 @@ def predict(state, engine, sessions, mode: str) -> dict | None:
             over_s, serial_s = (float(x) for x in costs.load_split(tier, load_tok, requests=reads))
             pre += float(costs.prefill_with_load_s(n_new, n_ctx, over_s, overlap=True, scale=frac,
                                                    serial_s=serial_s))
-            dec += float(np.sum(costs.decode_step_s(1, np.array(dec_ctx)))) * frac
+            # the positions each step's attention reads (a captured step may read its whole span, masked)
+            attended = np.array([engine.decode_reads(c) for c in dec_ctx]) - 1
+            dec += float(np.sum(costs.decode_step_s(1, attended))) * frac
     return {"prefill_s": pre, "decode_s": dec, "load_cost": costs.load_cost_used()["used"]}
 
 
@@ -162,7 +166,8 @@ def e2e_agentic_replay(state):
         state.note(load_cost=pred["load_cost"])
     else:
         state.note(prediction=f"no prediction: {(pred or pred_rec or {}).get('missing', 'no records')}")
-    state.note(decode=engine.decode_mode, layers_run=len(engine.layers), model_layers=shape.layers,
+    state.note(decode=engine.decode_mode, decode_attention=engine.decode_attention,
+               attention_kernels=engine.attention.as_dict(), layers_run=len(engine.layers), model_layers=shape.layers,
                sessions=len(sessions),
                turns=len(sessions[0].turns), dtype=str(engine.dtype).replace("torch.", ""),
                workload=v.workload.name, repeats=res["repeats"])

@@ -186,6 +186,22 @@ class State:
             self.ctx.refs[key] = self._measure(fn, work, prepare, flush_l2, inner)
         return self.ctx.refs[key]
 
+    def time_shared(self, key, fn: Callable[[], object], *, work: str, prepare=None, flush_l2: bool = False,
+                    inner: Optional[int] = None) -> Stats:
+        """Time ``fn`` once per run and ``key`` (as :meth:`reference`) where several points measure the same call
+        (a kernel's own row and the row that chooses the fastest kernel): the second point reuses the timing
+        instead of measuring the same work again. Make it the point's own with :meth:`adopt`."""
+        if key not in self.ctx.refs:
+            self.ctx.refs[key] = self._measure(fn, work, prepare, flush_l2, inner)
+        elif flush_l2 and self.l2 is not None and self.l2.active:
+            self.l2_flushed = True
+        return self.ctx.refs[key]
+
+    def adopt(self, stats: Stats) -> Stats:
+        """Make ``stats`` (from :meth:`time_shared`) this point's own timing."""
+        self.stats = stats
+        return stats
+
     def reference_lanes(self, key, lanes: list[Lane], *, prepare=None) -> LaneStats:
         """:meth:`exec_lanes` for a reference (e.g. a copy alone, to compare with the copy under load); once per
         run and ``key``."""
@@ -200,6 +216,22 @@ class State:
         if len(getattr(clock, "devices", ())) > 1:  # lanes on several GPUs start within this of each other
             self.notes["lanes_enqueue_skew_s"] = clock.enqueue_skew_s
         return res
+
+    def issue_on_node(self, node: Optional[int]):
+        """A context binding the calling thread (the one issuing the timed copies, and the threads it starts) to
+        the CPUs of NUMA ``node`` (the GPU's: its host buffers are placed there too) for the body; the record says
+        which node (``issue_numa_node``) or why it was not bound. No-op for None."""
+        from contextlib import contextmanager
+
+        from bench.hw.hostmem import on_numa_node
+
+        @contextmanager
+        def bound():
+            with on_numa_node(node) as used:
+                if node is not None:
+                    self.notes["issue_numa_node"] = used
+                yield used
+        return bound()
 
     def run_resource(self, key, create: Callable[[], object], cleanup: Optional[Callable[[object], object]] = None):
         """A resource shared by the points of a run (created once per ``key``; ``cleanup`` runs at run end)."""

@@ -116,12 +116,13 @@ def clear_cuda_error() -> None:
 def host_buffer(nbytes: int, pinned: bool, device, numa_node: Optional[int] = None,
                 align: int = 4096) -> tuple[torch.Tensor, dict]:
     """A uint8 host buffer of ``nbytes`` starting on an ``align``-byte boundary (O_DIRECT and 16-byte kernel
-    accesses need it) and facts about it (pinned or not, NUMA node used or why placement was skipped).
+    accesses need it), its pages placed on ``numa_node`` (pinned and pageable alike: a pageable copy is staged by
+    the driver from these pages), and facts about it (pinned or not, NUMA node used or why placement was skipped).
 
     Pinned memory needs CUDA: exactly sized and freed with the buffer (:func:`pinned_empty`). On the CPU the
     buffer is ordinary memory and the facts say so."""
     want_pin = pinned and device.is_cuda
-    with on_numa_node(numa_node if want_pin else None) as used:
+    with on_numa_node(numa_node) as used:  # pinned or pageable: first touch places the pages on the node
         if want_pin:
             buf = pinned_empty(nbytes)  # page aligned
         else:

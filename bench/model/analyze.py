@@ -139,7 +139,8 @@ def analyze(run_path, cfg) -> dict:
                         "benchmark=storage` to include it)")
     else:
         tiers["storage"] = st
-    costs = Costs(fit_prefill(df), fit_decode(df), tiers, kvb, layers=shape.layers)
+    kern = cfg.get("attention_kernel")
+    costs = Costs(fit_prefill(df, kern), fit_decode(df, kern), tiers, kvb, layers=shape.layers)
     costs.exposure = load_exposure(df, fl.load_cost, warnings)
     for fit in (costs.prefill, costs.decode):
         if fit.rel_rms > 0.15:
@@ -282,6 +283,7 @@ def analyze(run_path, cfg) -> dict:
                      {"label": label, "name": w.name, "kind": "preset", "source": cfg.workload.source,
                       "requests": len(trace), "from": source, "preset_summary": w.summary()}),
         "fits": {"prefill": costs.prefill.as_dict(), "decode": costs.decode.as_dict()},
+        "kernels": {"prefill": costs.prefill.kernel, "decode": costs.decode.kernel},
         "load_cost": costs.load_cost_used(),
         "tiers": {k: {"gbps": t.gbps, "latency_s": t.latency_s, "source": t.source,
                       "emulated": device == "cpu"} for k, t in tiers.items()},
@@ -321,7 +323,7 @@ def analyze(run_path, cfg) -> dict:
     # uncertainty: refit on resampled points (with their noise), tier bandwidths jittered by theirs
     vc = cfg.verdict
     tier_noise = {k: _tier_noise(df, t) for k, t in tiers.items()}
-    pp, dp = points(df, *PREFILL), points(df, *DECODE)
+    pp, dp = points(df, *PREFILL, kernel=kern), points(df, *DECODE, kernel=kern)
 
     def resampled(rng, rs_prefill: bool, rs_decode: bool) -> dict:
         cs = Costs(fit_points(pp, *V.resample(pp, rng)) if rs_prefill else costs.prefill,

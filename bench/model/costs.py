@@ -45,10 +45,12 @@ class Fit:
     n_points: int
     ranges: dict
     notes: list = field(default_factory=list)
+    kernel: Optional[str] = None  # the attention kernel of the records fitted (None: not recorded by the run)
 
     def as_dict(self) -> dict:
         return {"features": self.features, "coef": [float(c) for c in self.coef], "rel_rms_residual": self.rel_rms,
-                "points": self.n_points, "measured_ranges": self.ranges, "notes": self.notes}
+                "points": self.n_points, "measured_ranges": self.ranges, "notes": self.notes,
+                "attention_kernel": self.kernel}
 
 
 def _fit(name, X, y, features, ranges) -> Fit:
@@ -76,18 +78,40 @@ class Points:
     b: np.ndarray
     y: np.ndarray
     noise: np.ndarray  # relative standard error of each point's median
+    kernel: Optional[str] = None  # the attention kernel every point ran (None: not recorded)
 
 
-def points(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, need: str) -> Points:
+def kernels_of(d: pd.DataFrame) -> dict:
+    """{attention kernel: points} of layer records (records that do not say: None)."""
+    col = d["attention_kernel"] if "attention_kernel" in d else pd.Series([None] * len(d), index=d.index)
+    return {(None if k != k else k): int(n) for k, n in col.value_counts(dropna=False).items()}
+
+
+def points(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, need: str,
+           kernel: Optional[str] = None) -> Points:
+    """The ok records of ``bench`` as fit points. Records of different attention kernels are never fitted
+    together (a no-context prefill on cuDNN and an after-context one on FlashAttention-2 is no cost curve): a run
+    that holds several is refused with one line unless ``kernel`` (attention_kernel=) names one."""
     from bench.model.verdict import point_noise
 
     d = _ok(df, bench)
     if d.empty:
         raise UserError(f"the run has no {bench} records: run `python -m bench run {need}` with the same model first")
+    kinds = kernels_of(d)
+    if kernel is not None:
+        if kernel not in kinds:
+            raise UserError(f"attention_kernel={kernel}: no {bench} record ran it; this run's {bench} kernels: "
+                            + ", ".join(f"{k} ({n} points)" for k, n in kinds.items()))
+        d = d[d["attention_kernel"] == kernel]
+    elif len(kinds) > 1:
+        raise UserError(f"{bench} records come from {len(kinds)} attention kernels ("
+                        + ", ".join(f"{k or 'unrecorded'}: {n} points" for k, n in kinds.items())
+                        + "): one cost curve takes one kernel; name it with attention_kernel=NAME, or measure "
+                        "with one kernel (layers.attention=best does)")
     a, b = (d[f"param.{ax}"].astype(float).to_numpy() for ax in axes)
     vals = d[f"metric.{y}"].astype(float).to_numpy()
     require_positive(d, bench, y, vals)
-    return Points(bench, axes, a, b, vals, point_noise(d))
+    return Points(bench, axes, a, b, vals, point_noise(d), kernel if kernel is not None else next(iter(kinds)))
 
 
 def require_positive(d: pd.DataFrame, bench: str, metric: str, vals) -> None:
@@ -117,15 +141,16 @@ def fit_points(p: Points, idx: Optional[np.ndarray] = None, jitter: Optional[np.
              {ax: [float(v.min()), float(v.max())] for ax, v in zip(p.axes, (a, b))})
     f.notes += [f"only one {ax} measured: its term is not separable" for ax, v in zip(p.axes, (a, b))
                 if len(np.unique(v)) < 2]
+    f.kernel = p.kernel
     return f
 
 
-def fit_prefill(df: pd.DataFrame) -> Fit:
-    return fit_points(points(df, *PREFILL))
+def fit_prefill(df: pd.DataFrame, kernel: Optional[str] = None) -> Fit:
+    return fit_points(points(df, *PREFILL, kernel=kernel))
 
 
-def fit_decode(df: pd.DataFrame) -> Fit:
-    return fit_points(points(df, *DECODE))
+def fit_decode(df: pd.DataFrame, kernel: Optional[str] = None) -> Fit:
+    return fit_points(points(df, *DECODE, kernel=kernel))
 
 
 @dataclass

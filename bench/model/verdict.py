@@ -126,7 +126,7 @@ def sentence(r: dict) -> str:
             f"({s['low']:.2f}-{s['high']:.2f}x, {v['interval']:.0%} interval; {'; '.join(gains)}, simulated "
             f"{v['routing']} routing), against an Amdahl bound of {b['amdahl_bound']:.2f}x (prefill is "
             f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's "
-            f"50:50 arithmetic on these costs gives {v['seed_case']['speedup']:.2f}x).")
+            f"50:50 arithmetic on these costs gives {v['seed_case']['speedup']:.2f}x)" + kernel_clause(r) + ".")
     slo = slo_clause(r)
     if slo:
         text += " " + slo
@@ -138,6 +138,15 @@ def sentence(r: dict) -> str:
     if v["reasons"]:
         text += " Caveats: " + "; ".join(v["reasons"]) + "."
     return text
+
+
+def kernel_clause(r: dict) -> str:
+    """Which attention kernels the prefill and decode costs come from (as the layer records name them)."""
+    k = r.get("kernels") or {}
+    if not (k.get("prefill") or k.get("decode")):
+        return ""
+    return (f"; costs from the {k.get('prefill') or 'unrecorded'} prefill and {k.get('decode') or 'unrecorded'} "
+            "decode attention kernels")
 
 
 TIER_NAMES = {"hbm": "HBM", "host": "host DRAM", "storage": "NVMe"}

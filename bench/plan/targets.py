@@ -47,6 +47,12 @@ class Target:
     source: str = ""
     calibrate: bool = False
     converge_share: float = 0.6  # points that reach harness.noise_target after min_samples (the rest: time budget)
+    # what fraction of the GEMM rate (prefill) / copy rate (decode) each kind of kernel reaches here: attention
+    # prefill per kernel [fraction at saturation, tokens (new + cached) at half of it], attention decode per kernel,
+    # whole layers' FLOPs and bytes; ``source`` says which measured run they come from
+    efficiency: dict = field(default_factory=dict)
+    sdpa_native_gqa: tuple = ("flash",)  # SDPA kernels that take GQA K/V without expanding them (torch on this GPU)
+    sdpa_auto: str = "flash"  # the kernel unforced SDPA dispatches here
     notes: tuple = field(default_factory=tuple)
 
     @property
@@ -59,7 +65,8 @@ class Target:
             return {}
         return {"gpu": {"name": self.name, "memory_bytes": self.memory_bytes, "l2_bytes": self.l2_bytes,
                         "hbm_peak_gbps": self.hbm_gbps / 0.89, "numa_node": None,
-                        "pcie": {"peak_gbps_per_direction": self.link_gbps / 0.87}}}
+                        "pcie": {"peak_gbps_per_direction": self.link_gbps / 0.87},
+                        "sdpa_native_gqa": list(self.sdpa_native_gqa), "sdpa_auto": self.sdpa_auto}}
 
 
 def names() -> list[str]:
@@ -73,7 +80,8 @@ def load(name: str) -> Target:
         raise allowed("plan.gpu target", name, names())
     data = yaml.safe_load(path.read_text()) or {}
     known = {f.name for f in dataclasses.fields(Target)}
-    return Target(**{k: v for k, v in data.items() if k in known})
+    data = {k: (tuple(v) if k == "sdpa_native_gqa" else v) for k, v in data.items() if k in known}
+    return Target(**data)
 
 
 GPU_NAMES = (("GH200", "gh200_96gb"), ("H200", "h200_141gb"), ("H100", "h100_80gb"), ("B200", "b200_192gb"))

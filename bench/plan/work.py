@@ -18,13 +18,10 @@ from bench.shapes import DTYPE_BYTES, ModelShape, causal_pairs
 
 LAUNCH_US = 10.0  # one copy issued and completed on a GPU: launch + DMA setup
 SYNC_US = 15.0  # a host round trip (issue + synchronize)
-# fraction of the GEMM rate (prefill) and of the HBM rate (decode) an attention backend reaches
-ATTN_PREFILL_EFF = {"flash": 0.44, "cudnn": 0.80, "efficient": 0.22, "math": 0.012, "flashinfer": 0.5}
-ATTN_DECODE_EFF = {"flash": 0.64, "cudnn": 0.95, "efficient": 0.63, "math": 0.02, "flashinfer": 0.7}
-LAYER_FLOP_EFF = 0.65  # whole layers' FLOPs against the GEMM rate (prefill 2048 tokens: 516 of 796 TFLOP/s)
-LAYER_BYTE_EFF = 0.7
+# a kernel's efficiency where the target does not list it (fractions of its GEMM / copy rate); the measured ones
+# are per target: conf/targets/<name>.yaml efficiency (with their source)
+DEFAULT_EFF = {"attention_prefill": [0.3, 1700], "attention_decode": 0.3, "layer_flops": 0.65, "layer_bytes": 0.35}
 OPS_PER_LAYER = {"gqa": 65, "mla": 85}
-CPU_ATTN_EFF = 0.3
 
 
 @dataclass
@@ -73,6 +70,18 @@ class Ctx:
 
     def ops(self, n: float) -> float:
         return n * self.t.kernel_us * 1e-6
+
+    def eff(self, kind: str, kernel: str = None, tokens: float = 0.0) -> float:
+        """The target's measured efficiency of a kind of work (conf/targets efficiency): attention_prefill per
+        kernel saturating with the tokens it runs over (e x L / (L + half)), attention_decode per kernel, layers."""
+        table = (self.t.efficiency or {}).get(kind, DEFAULT_EFF[kind])
+        if kernel is None:
+            return float(table)
+        v = table.get(kernel, DEFAULT_EFF[kind]) if isinstance(table, dict) else table
+        if isinstance(v, (list, tuple)):
+            e, half = float(v[0]), float(v[1])
+            return e * tokens / (tokens + half) if half else e
+        return float(v)
 
     def host_fill(self, nbytes: float) -> float:
         """Seeded bytes into a host buffer: generated on the GPU and copied over, or by torch's CPU generator."""
@@ -199,36 +208,50 @@ def _attn_dims(c: Ctx, decode: bool):
     return c.shape.attn_dims(decode)
 
 
+def _attn_kernels(c: Ctx) -> list:
+    """The kernels a point times: its backend, or for best every kernel of attention.best_of that can run here."""
+    backend = c.p["backend"]
+    if backend != "best":
+        return [backend]
+    import importlib.util
+
+    ok = ("auto", "flash", "math") if not c.cuda else ("auto", "flash", "cudnn", "efficient", "math") + \
+        (("flashinfer",) if importlib.util.find_spec("flashinfer") else ())  # a package missing here: not timed
+    out = [b for b in c.cfg.attention.best_of if b in ok]
+    return [b for b in out if b != "flashinfer" or c.benchmark == "attn_decode"]
+
+
 @model("attn_prefill")
 def _attn_prefill(c: Ctx) -> Work:
     a = c.cfg.attention
-    backend = c.p["backend"]
     n_new, n_ctx = int(c.p["n_new"]), int(c.p["n_ctx"])
     hq, hkv, qk, vd = _attn_dims(c, False)
     flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)
-    eff = ATTN_PREFILL_EFF.get(backend, 0.3) if c.cuda else CPU_ATTN_EFF
-    call = c.flops(flops, eff) + c.ops(1 if c.cuda else 4)
     elt = c.compute_elt(a.dtype, a.cpu_dtype)
     nbytes = (n_new * hq * (qk + vd) + (n_ctx + n_new) * hkv * (qk + vd)) * elt
-    return Work([Timed(call, "device", _l2_flush_s(c))], setup_s=c.dev_fill(nbytes) + 2 * call,
-                once={("attn_check", backend, False): 0.3 if c.cuda else 0.05, ("ceilings",): _ceilings_s(c),
-                      **compute_init(c)})
+    timed, once = [], {("ceilings",): _ceilings_s(c), **compute_init(c)}
+    for k in _attn_kernels(c):  # each kernel timed once per shape and run: a row and best share it
+        call = c.flops(flops, c.eff("attention_prefill", k, n_new + n_ctx)) + c.ops(1 if c.cuda else 4)
+        timed.append(Timed(call, "device", _l2_flush_s(c), key=("attn", "prefill", k, n_new, n_ctx)))
+        once[("attn_check", k, False)] = 0.3 if c.cuda else 0.05
+    return Work(timed, setup_s=c.dev_fill(nbytes) + 2 * max(t.call_s for t in timed), once=once)
 
 
 @model("attn_decode")
 def _attn_decode(c: Ctx) -> Work:
     a = c.cfg.attention
-    backend = c.p["backend"]
     batch, ctx = int(c.p["batch"]), int(c.p["ctx"])
     hq, hkv, qk, vd = _attn_dims(c, True)
     elt = c.compute_elt(a.dtype, a.cpu_dtype)
-    kv = batch * ctx * hkv * (qk + vd) * elt
-    eff = ATTN_DECODE_EFF.get(backend, 0.3) if c.cuda else CPU_ATTN_EFF
-    call = kv / (c.t.hbm_gbps / 2 * 1e9 * eff) + c.ops(1 if c.cuda else 4) + \
-        (0 if c.cuda else c.flops(2.0 * hq * (qk + vd) * batch * ctx, CPU_ATTN_EFF))
-    return Work([Timed(call, "device", _l2_flush_s(c))], setup_s=c.dev_fill(kv) + 2 * call,
-                once={("attn_check", backend, True): 0.3 if c.cuda else 0.05, ("ceilings",): _ceilings_s(c),
-                      **compute_init(c)})
+    kv = batch * ctx * c.shape.kv_bytes_per_token_per_layer * elt // c.shape.elt_bytes
+    timed, once = [], {("ceilings",): _ceilings_s(c), **compute_init(c)}
+    for k in _attn_kernels(c):
+        # the copy rate counts bytes read + written (d2d): a decode kernel reads its KV at up to that rate x eff
+        call = kv / (c.t.hbm_gbps * 1e9 * c.eff("attention_decode", k)) + c.ops(1 if c.cuda else 4) + \
+            (0 if c.cuda else c.flops(2.0 * hq * (qk + vd) * batch * ctx, c.eff("attention_prefill", k)))
+        timed.append(Timed(call, "device", _l2_flush_s(c), key=("attn", "decode", k, batch, ctx)))
+        once[("attn_check", k, True)] = 0.3 if c.cuda else 0.05
+    return Work(timed, setup_s=c.dev_fill(kv) + 2 * max(t.call_s for t in timed), once=once)
 
 
 def compute_init(c: Ctx) -> dict:
@@ -256,9 +279,8 @@ def layer_s(c: Ctx, decode: bool, b: int, n: int, ctx: int, elt: int) -> float:
     kv = b * (ctx + n) * s.kv_bytes_per_token_per_layer * elt // s.elt_bytes
     ops = OPS_PER_LAYER["mla" if s.is_mla else "gqa"] + (5 * min(s.experts, tokens * s.experts_active)
                                                          if s.experts else 0)
-    if not c.cuda:
-        return c.flops(flops) + (weights + kv) / (c.t.hbm_gbps * 1e9) + c.ops(ops)
-    return c.flops(flops, LAYER_FLOP_EFF) + (weights + kv) / (c.t.hbm_gbps / 2 * 1e9 * LAYER_BYTE_EFF) + c.ops(ops)
+    return c.flops(flops, c.eff("layer_flops")) + (weights + kv) / (c.t.hbm_gbps * 1e9 * c.eff("layer_bytes")) + \
+        c.ops(ops)
 
 
 def _layer_clock(c: Ctx, k: int) -> str:
@@ -269,6 +291,19 @@ def _layer_weights_s(c: Ctx, k: int, elt: int) -> float:
     s = c.shape
     idx = s.dense_layers if s.experts else 0
     return c.dev_fill(k * (s.attn_params() + s.mlp_params_total(idx)) * elt)
+
+
+def _layer_attention_s(c: Ctx) -> dict:
+    """The layers' attention kernel choice (layers.attention=best): each candidate checked and timed once per run."""
+    if str(c.cfg.layers.get("attention", "best")) != "best":
+        return {}
+    from bench.benchmarks.layers import CANDIDATES
+
+    n = sum(len(v) for v in CANDIDATES["cuda" if c.cuda else "cpu"].values())
+    h = c.cfg.harness
+    each = 2 * float(h.warmup_s) + c.t.converge_share * 0.05 + (1 - c.t.converge_share) * float(h.time_budget_s) + \
+        (0.3 if c.cuda else 0.02)
+    return {("layer_attention",): n * each}
 
 
 def _check_s(c: Ctx) -> float:
@@ -293,7 +328,7 @@ def _layers(c: Ctx) -> Work:
         timed.append(Timed(one, _layer_clock(c, 1), key=("layer1", decode, b, n, ctx)))
     setup = _layer_weights_s(c, k, elt) + 3 * k * one + c.t.issue_us * 1e-6 * OPS_PER_LAYER["gqa"] * k * 2
     return Work(timed, setup_s=setup, once={("layer_check", decode): _check_s(c), ("ceilings",): _ceilings_s(c),
-                                            **compute_init(c)})
+                                            **compute_init(c), **_layer_attention_s(c)})
 
 
 # -- interference ------------------------------------------------------------------------------------------------
@@ -325,7 +360,7 @@ def _copy_under(c: Ctx) -> Work:
     pool = packed * int(ic.pool_factor)
     setup = _stack_setup_s(c, k, one, elt) + c.dev_fill(pool) + c.pin(packed) + c.host_fill(packed) + \
         2 * (together + c.compare(packed, False))
-    return Work(timed, setup_s=setup, once={("layer_check", decode): _check_s(c)})
+    return Work(timed, setup_s=setup, once={("layer_check", decode): _check_s(c), **_layer_attention_s(c)})
 
 
 @model("layerwise_load")
@@ -347,7 +382,7 @@ def _layerwise(c: Ctx) -> Work:
         timed.append(Timed(load, "lanes", key=("layerwise_tier", n_new, hit, L, tier)))
     verify = 2 * (together + c.compare(L * layer_bytes, False) + c.ops(4 * L))
     setup = _stack_setup_s(c, L, one, elt) + c.pin(L * layer_bytes) + c.hbm(L * layer_bytes) + verify + compute
-    return Work(timed, setup_s=setup, once={("layer_check", False): _check_s(c)})
+    return Work(timed, setup_s=setup, once={("layer_check", False): _check_s(c), **_layer_attention_s(c)})
 
 
 @model("host_traffic_concurrent")
