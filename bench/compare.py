@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from bench.errors import UserError
@@ -22,6 +23,8 @@ from bench.store import (RECORDS, check_numbers, check_writable_file, point_key,
 IDENTITY_KEYS = ("model.name", "model.dtype", "ceilings.gemm_dtype", "attention.dtype", "layers.dtype",
                  "storage.direct", "storage.file_bytes")
 FINGERPRINT_KEYS = {
+    "model": lambda m: _cfg(m, "model.name"),
+    "dtype": lambda m: _cfg(m, "model.dtype"),
     "device": lambda m: m.get("device"),
     "gpu": lambda m: _g(m, "gpu", "name"),
     "gpu memory GiB": lambda m: _round(_g(m, "gpu", "memory_bytes"), 2**30),
@@ -108,7 +111,23 @@ def _robust_sd(x) -> float:
     return float(1.4826 * np.median(np.abs(x - np.median(x))))
 
 
-def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mismatch: bool = False) -> dict:
+def contention_band(rec: dict, man: dict) -> float:
+    """Extra tolerance (log scale) for a point timed under contention: the share of the CPUs this run could use
+    that other processes took while it was timed, plus the hypervisor's steal (a neighbour using one of two cores
+    may have slowed it by up to half). 0 for a point that was not contended."""
+    c = rec.get("contention") or {}
+    if not c.get("contended"):
+        return 0.0
+    cpus = ((man.get("machine") or {}).get("threads") or {}).get("cpus_allowed") or \
+        ((man.get("hardware") or {}).get("host") or {}).get("cpu_cores") or 1
+    return math.log1p(float(c.get("other_processes_cores") or 0) / max(1, int(cpus)) + float(c.get("steal_share") or 0))
+
+
+CONTENDED = ("exclude", "widen")
+
+
+def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mismatch: bool = False,
+            contended: str = "exclude") -> dict:
     """Points matched on benchmark + params. Each point's [min, p90] range of per-call time in the base and the other
     run is compared on a log scale: SAME while the ranges overlap within the run-to-run tolerance (at least
     ``noise_floor``; on the same machine also K_RUN robust standard deviations of all matched points' median
@@ -128,17 +147,8 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
     dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if dup is not None:
         raise UserError(f"compare {dup} with itself: name two different runs (python -m bench compare BASE OTHER)")
-    incomplete = {name: run_state(man) for name, man, _ in sides if run_state(man)}
-    base_man = sides[0][1]
-    mismatches = []
-    for name, man, _ in sides[1:]:
-        for key in IDENTITY_KEYS:
-            a, b = _cfg(base_man, key), _cfg(man, key)
-            if a is not None and b is not None and a != b:
-                mismatches.append(f"{key}: {a} ({sides[0][0]}) vs {b} ({name})")
-    if mismatches and not allow_mismatch:
-        raise UserError("runs measure different configurations (" + "; ".join(mismatches) +
-                        "); pass --allow-mismatch to compare anyway")
+    incomplete = {name: run_state(man, len(recs)) for name, man, recs in sides if run_state(man, len(recs))}
+    mismatches = identity_mismatches([(name, man) for name, man, _ in sides], allow_mismatch, "compare")
     fingerprint = {k: [f(man) for _, man, _ in sides] for k, f in FINGERPRINT_KEYS.items()}
     differs = {k: v for k, v in fingerprint.items() if len(set(map(str, v))) > 1}
     same_machine = not ({"gpu", "host", "CPU", "driver", "CUDA", "torch", "device"} & set(differs))
@@ -174,6 +184,12 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
             entry["ratios"].append(ratio)
             entry["gains"].append(math.log(ratio) if higher else -math.log(ratio))  # > 0: better
             why = suspects[0].get(key) or suspects[i].get(key)
+            band = max(contention_band(rb, sides[0][1]), contention_band(t[key], sides[i][1]))
+            if contended == "widen" and why and why.startswith("timed under contention") and \
+                    not any(w and not w.startswith("timed under contention")
+                            for w in (suspects[0].get(key), suspects[i].get(key))):
+                why = None  # compared, with a band widened by the contention it was timed under
+                entry.setdefault("widened", {})[i] = band
             entry["excluded"].append(why)
         points.append(entry)
 
@@ -206,6 +222,7 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
             slower_by = math.log(o_fast / b_slow) if o_fast > b_slow else 0.0
             faster_by = math.log(b_fast / o_slow) if o_slow < b_fast else 0.0
             run_tol = tol_of.get(p["family"], max(noise_floor, K_RUN * pooled) if same_machine else noise_floor)
+            run_tol += (p.get("widened") or {}).get(i, 0.0)
             if p["excluded"][i - 1]:
                 label = "EXCLUDED"
             elif slower_by > run_tol:
@@ -222,71 +239,127 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
             "same_machine": same_machine, "mismatches": mismatches, "points": points, "one_sided": one_sided,
             "both_skipped": both_skipped, "incomplete": incomplete, "shifts": shifts,
             "excluded": sum(1 for p in points if "EXCLUDED" in p.get("labels", [])),
+            "compared": sum(1 for p in points if any(lab != "EXCLUDED" for lab in p.get("labels", []))),
+            "widened": sum(1 for p in points if p.get("widened")), "contended_mode": contended,
             "regressions": sum(1 for p in points if p.get("regression")), "threshold": threshold}
+
+
+def identity_mismatches(runs: list, allow: bool, what: str) -> list[str]:
+    """'key: a (run) vs b (run)' for every config key that changes what a point measures (model, dtypes, storage
+    file) and differs from the first run's; refused with one line unless ``allow`` (--allow-mismatch)."""
+    (base, base_man), out = runs[0], []
+    for name, man in runs[1:]:
+        for key in IDENTITY_KEYS:
+            a, b = _cfg(base_man, key), _cfg(man, key)
+            if a is not None and b is not None and a != b:
+                out.append(f"{key}: {a} ({base}) vs {b} ({name})")
+    if out and not allow:
+        raise UserError(f"runs measure different configurations ({'; '.join(out)}): {what} keeps them apart; pass "
+                        f"--allow-mismatch to {what} them anyway")
+    return out
 
 
 def _params(p: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in (p.get("params") or {}).items())
 
 
-def print_compare(res: dict) -> None:
-    from rich.console import Console
+def counts_line(res: dict) -> str:
+    """The comparison in one line: what was compared and what it found."""
+    labels = [lab for p in res["points"] for lab in p.get("labels", [])]
+    n = {k: labels.count(k) for k in ("REGRESSION", "SLOWER", "FASTER", "SAME", "EXCLUDED")}
+    status = sum(1 for p in res["points"] if p.get("label") == "STATUS")
+    widened = f" ({res['widened']} with a band widened by their contention)" if res.get("widened") else ""
+    return (f"compared {res['compared']} of {len(res['points'])} matched points{widened}: {n['REGRESSION']} "
+            f"regression(s), {n['SLOWER']} slower, {n['FASTER']} faster, {n['SAME']} same; {n['EXCLUDED']} excluded, "
+            f"{status} with a different status, {res['both_skipped']} skipped on every side, {len(res['one_sided'])} "
+            "on one side only" + ("" if res["same_machine"] else "; different machines: per-point noise only"))
+
+
+def print_compare(res: dict, show_all: bool = False) -> None:
+    """The summary first, then what differs: hardware, the points that are not SAME (every point with
+    ``show_all``), exclusions grouped by reason, machine shifts, one-sided points."""
     from rich.table import Table
 
-    con = Console()
+    from bench.report.console import console
+
+    con = console()
     names = [Path(r).name for r in res["runs"]]
-    ft = Table(title="hardware and software (differences in bold)")
+    con.print(f"[bold]{counts_line(res)}[/bold]")
+    if not res["compared"]:
+        con.print(f"[bold red]compared nothing:[/bold red] {nothing_compared(res)}")
+    ft = Table(title="hardware and software" + ("" if show_all else " (rows that differ; --all for every row)"))
     ft.add_column("")
     for n in names:
         ft.add_column(n)
     for k, vals in res["fingerprint"].items():
-        if all(v is None for v in vals):
+        if all(v is None for v in vals) or (not show_all and k not in res["fingerprint_differs"]):
             continue
-        style = "bold" if k in res["fingerprint_differs"] else None
-        ft.add_row(k, *["-" if v is None else str(v) for v in vals], style=style)
-    con.print(ft)
-    if res["fingerprint_differs"]:
-        con.print(f"[yellow]note:[/yellow] different hardware/software: {', '.join(res['fingerprint_differs'])}")
+        ft.add_row(k, *["-" if v is None else str(v) for v in vals], style="bold" if k in res["fingerprint_differs"]
+                   else None)
+    if ft.row_count:
+        con.print(ft)
     for m in res["mismatches"]:
         con.print(f"[yellow]warning (--allow-mismatch):[/yellow] {m}")
     for run, state in res["incomplete"].items():
-        con.print(f"[bold yellow]incomplete run:[/bold yellow] {run} is {state}: its points are what it measured "
-                  "before it stopped")
-    t = Table(title=f"points (ratio = other / {names[0]}; SAME while the [min, p90] ranges overlap within the "
-                    f"run-to-run tolerance; regression threshold {res['threshold']:.0%})")
-    t.add_column("benchmark", overflow="fold")
-    t.add_column("params", overflow="fold")
-    t.add_column("metric")
-    t.add_column(names[0], justify="right")
-    for n in names[1:]:
-        t.add_column(n, justify="right")
-        t.add_column("ratio", justify="right")
-        t.add_column("", justify="left")
-    colors = {"SAME": "dim", "FASTER": "green", "SLOWER": "yellow", "REGRESSION": "bold red", "EXCLUDED": "magenta"}
+        con.print(f"[bold yellow]incomplete run:[/bold yellow] {run} is {state}: its points are what it holds")
+    shown = [p for p in res["points"] if show_all or p.get("label") == "STATUS" or
+             any(lab not in ("SAME", "EXCLUDED") for lab in p.get("labels", []))]
+    if shown:
+        from rich.markup import escape
+
+        t = Table(title=escape(f"points{'' if show_all else ' that differ (--all for every point)'} (ratio = other / "
+                               f"{names[0]}; SAME while the [min, p90] ranges overlap within the run-to-run "
+                               f"tolerance; regression threshold {res['threshold']:.0%}; * band widened by "
+                               "contention)"))
+        t.add_column("benchmark", overflow="fold")
+        t.add_column("params", overflow="fold")
+        t.add_column("metric")
+        t.add_column(names[0], justify="right")
+        for n in names[1:]:
+            t.add_column(n, justify="right")
+            t.add_column("ratio", justify="right")
+            t.add_column("", justify="left")
+        colors = {"SAME": "dim", "FASTER": "green", "SLOWER": "yellow", "REGRESSION": "bold red", "EXCLUDED": "magenta"}
+        order = {"REGRESSION": 0, "SLOWER": 1, "STATUS": 2, "FASTER": 3, "EXCLUDED": 4, "SAME": 5}
+        shown.sort(key=lambda p: min([order[lab] for lab in p.get("labels", [])] or [order.get(p.get("label"), 6)]))
+        for p in shown:
+            if p.get("label") == "STATUS":
+                t.add_row(p["benchmark"], _params(p), "status", p["status"][0],
+                          *sum(([s, "", "STATUS"] for s in p["status"][1:]), []))
+                continue
+            cells = []
+            for i, (v, r, lab) in enumerate(zip(p["values"][1:], p["ratios"], p["labels"]), 1):
+                star = "*" if (p.get("widened") or {}).get(i) is not None else ""
+                cells += [f"{v:.4g}", f"{r:.3f}", f"[{colors[lab]}]{lab}{star}[/]"]
+            t.add_row(p["benchmark"], _params(p), p["metric"], f"{p['values'][0]:.4g}", *cells)
+        con.print(t)
+    why = {}
     for p in res["points"]:
-        if p.get("label") == "STATUS":
-            t.add_row(p["benchmark"], _params(p), "status", p["status"][0],
-                      *sum(([s, "", "STATUS"] for s in p["status"][1:]), []))
-            continue
-        cells = []
-        for v, r, lab in zip(p["values"][1:], p["ratios"], p["labels"]):
-            cells += [f"{v:.4g}", f"{r:.3f}", f"[{colors[lab]}]{lab}[/]"]
-        t.add_row(p["benchmark"], _params(p), p["metric"], f"{p['values'][0]:.4g}", *cells)
-    con.print(t)
-    for p in res["points"]:
-        for i, why in enumerate(p.get("excluded") or []):
-            if why:
-                con.print(f"[magenta]excluded[/magenta] {p['benchmark']} {_params(p)} ({names[i + 1]} vs "
-                          f"{names[0]}): {why}")
+        for w in (p.get("excluded") or []):
+            if w:
+                why.setdefault(w.split(":")[0], []).append(f"{p['benchmark']} {_params(p)}")
+    for w, pts in why.items():
+        con.print(f"[magenta]excluded[/magenta] {len(pts)} point(s), {w}: e.g. {pts[0]}" +
+                  ("" if w != "timed under contention" or res.get("contended_mode") == "widen"
+                   else " (--contended widen compares them with a band widened by that contention)"))
     for sh in res["shifts"]:
         con.print(f"[bold yellow]machine shift:[/bold yellow] {Path(sh['run']).name}: all {sh['points']} {sh['family']}"
                   f" points moved together ({sh['median_change']:+.0%} on the median): the machine or its state "
                   "changed (clocks, contention, driver, placement), not one benchmark")
-    for o in res["one_sided"]:
+    for o in res["one_sided"][:None if show_all else 5]:
         con.print(f"[yellow]only in {', '.join(Path(x).name for x in o['present_in'])}:[/yellow] {o['point']}")
-    con.print(f"{len(res['points'])} matched points, {res['both_skipped']} skipped on every side (not listed), "
-              f"{len(res['one_sided'])} on one side only, {res['excluded']} excluded, {res['regressions']} "
-              "regression(s)" + ("" if res["same_machine"] else "; different machines: per-point noise only"))
+    if not show_all and len(res["one_sided"]) > 5:
+        con.print(f"... and {len(res['one_sided']) - 5} more on one side only (--all lists them)")
+
+
+def nothing_compared(res: dict) -> str:
+    """Why a comparison compared no point (one line)."""
+    if not res["points"]:
+        return "the runs have no point in common (benchmark + params)"
+    excl = sum(1 for p in res["points"] if "EXCLUDED" in p.get("labels", []))
+    return (f"every one of the {len(res['points'])} matched points is excluded or of a different status "
+            f"({excl} excluded: contention or an implausible fall; on a shared machine --contended widen compares "
+            "contended points with a band widened by the measured contention)")
 
 
 def cmd_compare(argv: list[str]) -> int:
@@ -299,6 +372,10 @@ def cmd_compare(argv: list[str]) -> int:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="let --fail-on-regression gate on interrupted, failed or unfinished runs")
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    p.add_argument("--contended", choices=CONTENDED, default="exclude",
+                   help="points timed under contention: exclude them (default), or widen: compare them with a band "
+                        "widened by the contention they were timed under (labelled *)")
+    p.add_argument("--all", action="store_true", help="list every point and fingerprint row, SAME ones too")
     a = p.parse_args(argv)
     for flag, v, ok in (("--threshold", a.threshold, a.threshold > 0), ("--noise-floor", a.noise_floor,
                                                                          a.noise_floor >= 0)):
@@ -307,10 +384,13 @@ def cmd_compare(argv: list[str]) -> int:
                             f"{'> 0' if flag == '--threshold' else '>= 0'}")
     if a.json:
         check_writable_file(a.json, "--json")
-    res = compare(a.runs, a.threshold / 100, a.noise_floor / 100, a.allow_mismatch)
-    print_compare(res)
+    res = compare(a.runs, a.threshold / 100, a.noise_floor / 100, a.allow_mismatch, a.contended)
+    print_compare(res, a.all)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    if not res["compared"]:  # a gate (or a look) that compared nothing must not pass
+        print(f"error: compared nothing: {nothing_compared(res)} (exit 3)", file=sys.stderr)
+        return 3
     if a.fail_on_regression and res["incomplete"] and not a.allow_incomplete:
         which = "; ".join(f"{k}: {v}" for k, v in res["incomplete"].items())
         raise UserError(f"--fail-on-regression on an incomplete run ({which}): a gate needs complete runs "

@@ -94,7 +94,13 @@ class StorageConfig:
     kv_block_tokens: list = MISSING
     patterns: list = MISSING
     queue_depths: list = MISSING
-    requests_per_call: int = MISSING
+    # a timed pass is sized by time, never a bare count, so that it runs at steady state (fio's time_based runs are
+    # the reference): about pass_s seconds at the rate an untimed probe pass measured, and at least pass_depths
+    # requests per queue slot (the queue's ramp-up and drain under ~3% of the pass); at most pass_max_bytes and the
+    # file's distinct slots (sequential/random)
+    pass_s: float = 0.1
+    pass_depths: int = 32
+    pass_max_bytes: int = 1073741824
     cache_check_bytes: int = MISSING
     gpu_request_bytes: list = MISSING
     gpu_queue_depths: list = MISSING

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from bench.registry import catalog
+from bench.report.console import console as make_console
 
 PRESET_GROUPS = ("suite", "model", "workload", "hardware", "fleet")
 
@@ -26,7 +26,7 @@ def presets(group: str) -> dict[str, str]:
 
 
 def print_listing(what: str = "all") -> None:
-    console = Console()
+    console = make_console()
     if what in ("all", "benchmarks"):
         t = Table(title="benchmarks (a family: benchmark=FAMILY; one benchmark: only=NAME)")
         for col in ("name", "family", "what it measures"):

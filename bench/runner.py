@@ -104,9 +104,29 @@ def execute(cfg: DictConfig) -> dict:
     if cpu_defaults:
         print(f"CPU-only machine: ran {' '.join(cpu_defaults)} (no GPU, and none named on the command line); its "
               "verdict is a CPU rehearsal of the pipeline, not a hardware verdict")
+    if not counts.get("ok"):  # a run that measured nothing must not pass (a batch job, a CI step)
+        print(nothing_measured(store.records_path, counts), file=sys.stderr)
+        if hc.mode.name == "RUN":
+            sys.exit(EXIT_NOTHING)
+        return counts
     if cfg.run.analyze:
         after_run(run_dir)
     return counts
+
+
+EXIT_NOTHING = 3  # `bench run` measured no point (every one skipped or refused); `bench compare` compared none
+
+
+def nothing_measured(records_path, counts: dict) -> str:
+    """One line: no point was measured, the counts, and the commonest reasons (why and how many)."""
+    from collections import Counter
+
+    from bench.store import read_records
+
+    why = Counter((r.get("reason") or r["status"])[:160] for r in read_records(records_path))
+    top = "; ".join(f"{n} x {w}" for w, n in why.most_common(3))
+    return (f"error: no point was measured ({counts.get('skipped', 0)} skipped, {counts.get('error', 0)} error): "
+            f"{top}{' ...' if len(why) > 3 else ''} (exit {EXIT_NOTHING})")
 
 
 def _start(cfg, hc, run_dir: Path, run_id: str):

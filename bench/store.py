@@ -115,11 +115,19 @@ def read_records(path: Union[str, Path]) -> list[dict]:
     return out
 
 
-def run_state(man: dict) -> Optional[str]:
+def run_state(man: dict, n_records: Optional[int] = None) -> Optional[str]:
     """None for a complete run; else what it is: interrupted, failed (and why), still running or killed (a manifest
-    left at 'running'), or no manifest at all. Every command that uses a run says this where it shows the run."""
+    left at 'running'), no manifest at all, or, given ``n_records`` (the records its records.jsonl holds), a
+    complete run whose records do not match the counts its manifest wrote at the end (truncated, edited or mixed
+    up). Every command that uses a run says this where it shows the run."""
     status = man.get("status")
     if status == "complete":
+        counts = man.get("counts")
+        if n_records is not None and isinstance(counts, dict):
+            want = sum(int(v) for v in counts.values() if isinstance(v, (int, float)))
+            if n_records != want:
+                return (f"truncated: records.jsonl holds {n_records} of the {want} records its manifest counts "
+                        "(truncated or edited after the run)")
         return None
     if not man:
         return "no manifest (not written by a run that started, or removed)"
@@ -199,7 +207,7 @@ def runs_without_records(paths: Iterable[Union[str, Path]]) -> list[tuple[Path, 
         mans = [p / MANIFEST] if (p / MANIFEST).exists() else sorted(p.rglob(MANIFEST)) if p.is_dir() else []
         for m in mans:
             if not (m.parent / RECORDS).exists():
-                out.append((m.parent, run_state(read_manifest(m.parent)) or "complete, with no records"))
+                out.append((m.parent, run_state(read_manifest(m.parent), 0) or "complete, with no records"))
     return out
 
 
@@ -222,10 +230,11 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
         man = read_manifest(d)
         hw = man.get("hardware", {})
         gpu = (hw.get("gpu") or {}).get("name")
-        state = run_state(man)
+        recs = read_records(d / RECORDS)
+        state = run_state(man, len(recs))
         sl = man.get("slurm") or {}
         slurm = sl.get("id") or (hw.get("host") or {}).get("slurm_job_id")
-        for r in read_records(d / RECORDS):
+        for r in recs:
             row = {k: r.get(k) for k in ("run_id", "benchmark", "family", "device", "status", "reason", "verified",
                                          "l2_flushed", "timestamp", "repro")}
             row["throttled"] = (r.get("throttle") or {}).get("throttled")

@@ -30,13 +30,14 @@ def cmd_validate(argv: list[str]) -> int:
 
 
 def print_summary(run_dir) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from bench.report.console import console
 
     from bench.store import RECORDS, read_records
 
     recs = [r for r in read_records(run_dir / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
-    con = Console()
+    con = console()
     t = Table(title=f"end-to-end replay vs cost model ({run_dir})")
     for col in ("mode", "status", "prefill s", "decode s", "speedup measured", "speedup predicted",
                 "speedup error", "time error", "logits vs recompute"):

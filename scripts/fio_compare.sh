@@ -5,8 +5,8 @@
 #   scripts/fio_compare.sh DIR [REQUEST_BYTES=4096] [QUEUE_DEPTH=16] [PATTERN=random] [ROUNDS=4] [FILE_BYTES=2 GiB]
 #   scripts/fio_compare.sh /mnt/nvme 67108864 1 sequential
 # ROUNDS is even by default to balance the order (the point right after the pattern file is written can run
-# faster on a virtual disk); the summary gives aio/fio for each order too. Requests per pass: 128 MiB worth (at
-# least 16), so a pass is long enough to time; fio repeats it for >= 0.5 s.
+# faster on a virtual disk); the summary gives aio/fio for each order too. Requests per pass: 128 MiB worth (and at
+# least 32 per queue slot, storage.pass_depths), so a pass is long enough to time; fio repeats it for >= 0.5 s.
 # The engines alternate which goes first (A/B, B/A, ...) and every point warms up for 5 s: the run has just
 # written its pattern file, and a virtual disk may still be flushing it when the first point starts. Each point
 # takes at least 5 samples (a pass, or a fio run) and up to 3 s of them: the quick budget a CPU run gets by
@@ -15,7 +15,6 @@
 set -euo pipefail
 dir=${1:?usage: $0 DIR [REQUEST_BYTES] [QUEUE_DEPTH] [PATTERN] [ROUNDS] [FILE_BYTES]}
 bs=${2:-4096}; qd=${3:-16}; pattern=${4:-random}; rounds=${5:-4}; size=${6:-2147483648}
-n=$(( 134217728 / bs )); [ "$n" -lt 16 ] && n=16
 command -v fio >/dev/null || { echo "fio not installed (apt-get install fio)"; exit 1; }
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -24,7 +23,7 @@ for r in $(seq "$rounds"); do
   python3 -m bench run benchmark=storage "only=[file_read,file_write]" "storage.engines=$engines" harness.warmup_s=5 \
     harness.min_samples=5 harness.time_budget_s=3 harness.cpu_max_bytes=4294967296 \
     "storage.path=$dir" "storage.file_bytes=$size" "storage.request_bytes=[$bs]" "storage.kv_block_tokens=[]" \
-    "storage.queue_depths=[$qd]" "storage.patterns=[$pattern]" "storage.requests_per_call=$n" \
+    "storage.queue_depths=[$qd]" "storage.patterns=[$pattern]" storage.pass_bytes=134217728 \
     "run.root=$root" "run.id=round$r" harness.progress=false run.analyze=false >/dev/null
 done
 python3 - "$root" <<'PY'

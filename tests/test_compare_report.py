@@ -85,7 +85,7 @@ def test_identical_runs_with_run_to_run_noise_compare_as_same(runs):
         assert not bad and res["regressions"] == 0, (seed, bad)
     r = run_cli("compare", str(a), str(b), "--fail-on-regression")
     assert r.returncode == 0 and "0 regression(s)" in r.stdout
-    assert "skipped on every side (not listed)" in r.stdout
+    assert "4 skipped on every side" in r.stdout  # counted, not listed
     skipped_both = [x for x in read_records(a / "records.jsonl") if x["status"] == "skipped"]
     assert skipped_both and not [p for p in compare([a, b])["points"] if p.get("label") == "STATUS"]
     for x in skipped_both:  # not a row of the table

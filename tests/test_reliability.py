@@ -103,7 +103,7 @@ def test_incomplete_runs_are_flagged_and_the_gate_refuses_them(runs, tmp_path):
     assert run_cli("compare", str(a), str(b), "--fail-on-regression", "--allow-incomplete").returncode in (0, 1)
     rep = run_cli("report", str(a), str(b), "--out", str(tmp_path / "rep"))
     assert rep.returncode == 0 and "incomplete run" in rep.stdout
-    assert "Incomplete run" in (tmp_path / "rep" / "report.html").read_text()
+    assert "Warning: incomplete run" in (tmp_path / "rep" / "report.html").read_text()
     man["status"] = "running"
     (b / "manifest.json").write_text(json.dumps(man))
     assert "killed" in run_cli("compare", str(a), str(b)).stdout

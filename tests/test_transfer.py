@@ -104,9 +104,12 @@ def test_cpu_transfer_suite_runs_every_benchmark_verified(tmp_path):
         assert r["info"]["block_bytes"] == 16 * 2048
     small = [r for r in recs if r["benchmark"] == "h2d_pinned" and r["params"]["size_bytes"] == 4096][0]
     # the amortised cost of back-to-back copies is the point's own time; the latency is one copy issued and
-    # completed (inner=1, host round trip), never less than the amortised figure
-    assert small["metrics"]["amortized_us_per_copy"] == pytest.approx(small["metrics"]["median_s"] * 1e6)
-    assert small["metrics"]["latency_us"] >= 0.5 * small["metrics"]["amortized_us_per_copy"]
+    # completed (inner=1, host round trip), timed as its own reference: on the CPU both are the same synchronous
+    # memcpy (no queue to hide anything), so their order is noise and only what holds by construction is asserted
+    # (the GPU ordering, a queued copy's latency above its amortised cost, is the simulated timeline's test)
+    m = small["metrics"]
+    assert m["amortized_us_per_copy"] == pytest.approx(m["median_s"] * 1e6)
+    assert 0 < m["latency_us"] <= m["latency_p90_us"] and 0 < m["amortized_us_per_copy"]
 
 
 def test_bad_transfer_values_are_refused():

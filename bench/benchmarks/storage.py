@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from bench.config import check, positive_ints
 from bench.errors import UserError
 from bench.fileio import (IOPass, StorageFault, create_pattern_file, direct_alignment, drop_cache, expected_bytes,
-                          first_bad_page, offsets, open_file, pattern_tile)
+                          first_bad_page, offsets, open_file, pass_bounds, pass_requests, pattern_tile)
 from bench.registry import benchmark
 from bench.shapes import ModelShape
 from bench.validators import validator
@@ -117,21 +118,23 @@ def open_cached(state, path: str, write: bool) -> tuple[int, str]:
 
 
 def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_bytes: int = 0,
-          what: str = "") -> Target:
-    """Pattern file, open descriptor and request pass for this point (skips with the reason when impossible).
-    The point's one require_bytes call is made here: the engine's I/O buffers (host memory, engine_host_bytes)
-    unless the requests go into ``targets_for`` buffers, plus the caller's ``device_bytes`` / ``host_bytes``
-    (``what``), and the file."""
+          what: str = "", most_cap: int = 0) -> Target:
+    """Pattern file, open descriptor and steady-state request pass for this point (skips with the reason when
+    impossible). The point's one require_bytes call is made here: the engine's I/O buffers (host memory,
+    engine_host_bytes) unless the requests go into ``targets_for`` buffers (sized for the longest pass), plus the
+    caller's ``device_bytes`` / ``host_bytes`` (``what``), and the file; ``most_cap``: at most this many requests
+    per pass (a pass held in memory whole)."""
     s = state.cfg.storage
-    req, qd, pattern, file_bytes, align, offs = point_requests(state, write)
+    req, qd, pattern, file_bytes, align, (fewest, most) = point_requests(state, write)
     engine = state.params.get("engine", "threads")
-    own = 0 if targets_for else engine_host_bytes(engine, req, qd, len(offs), write)
+    own = 0 if targets_for else engine_host_bytes(engine, req, qd, most, write)
     state.require_bytes(device_bytes, ", ".join(filter(None, [f"{engine} I/O buffers" if own else "", what])),
                         host_bytes=own + host_bytes, file_bytes=file_bytes)
     wd = workdir(state)
     path, _ = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     fd, mode = open_cached(state, path, write)
     tile = pattern_tile(int(s.seed))
+    offs = steady_offsets(state, write, req, qd, pattern, fd, mode, align, tile, most_cap)
     targets = targets_for(len(offs) * req) if targets_for else None
     io = make_pass(state, engine, mode, fd, offs, req, qd, write, align, tile, targets)
     state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
@@ -139,10 +142,10 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
     return Target(path, fd, mode, io, file_bytes, tile)
 
 
-def point_requests(state, write: bool) -> tuple[int, int, str, int, int, np.ndarray]:
+def point_requests(state, write: bool) -> tuple[int, int, str, int, int, tuple[int, int]]:
     """The point's requests, the same for every engine: request bytes, queue depth, pattern, file bytes, O_DIRECT
-    alignment and the offsets of one pass. Skips (with why) a memory-backed storage.path and a request size that
-    is not a multiple of the alignment."""
+    alignment and the (fewest, most) requests of one pass (bench.fileio.pass_bounds). Skips (with why) a
+    memory-backed storage.path and a request size that is not a multiple of the alignment."""
     s = state.cfg.storage
     req = int(state.params["request_bytes"])
     qd = int(state.params.get("queue_depth", 1))
@@ -153,8 +156,51 @@ def point_requests(state, write: bool) -> tuple[int, int, str, int, int, np.ndar
     align = direct_alignment(root)
     if req % align:
         state.skip(f"request {req} bytes is not a multiple of the O_DIRECT alignment {align}")
-    return req, qd, pattern, file_bytes, align, offsets(pattern, req, int(s.requests_per_call), file_bytes,
-                                                        int(s.seed) + req)
+    if file_bytes < req:
+        state.skip(f"request {req} bytes larger than the file (storage.file_bytes={file_bytes})")
+    return req, qd, pattern, file_bytes, align, pass_bounds(pattern, req, qd, file_bytes, int(s.pass_depths),
+                                                            int(s.pass_max_bytes))
+
+
+PROBE_PASSES = 5  # at most this many untimed probe passes (at least 2, until they add up to half of storage.pass_s)
+
+
+def steady_offsets(state, write: bool, req: int, qd: int, pattern: str, fd: int, mode: str, align: int, tile,
+                   most_cap: int = 0):
+    """The offsets of a steady-state pass: an untimed probe pass of the fewest requests (page cache dropped first
+    for reads; the AIO engine where it runs, else threads) gives the rate, and the pass is sized to last about
+    storage.pass_s at it, within bench.fileio.pass_bounds. Measured once per (request, queue depth, pattern,
+    direction) and run, so every engine (fio too) and the GPU paths time the same requests."""
+    s = state.cfg.storage
+    fewest, most = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
+    if most_cap:  # a pass whose every request stays in memory at once (the GPU paths): at most what fits
+        most, fewest = min(most, most_cap), min(fewest, most_cap)
+    seed = int(s.seed) + req
+
+    def probe():
+        from bench.fileio.aio import unavailable
+
+        offs = offsets(pattern, req, fewest, int(s.file_bytes), seed)
+        engine = "aio" if (mode == "o_direct" and unavailable() is None) else "threads"
+        io = make_pass(state, engine, mode, fd, offs, req, qd, write, align, tile)
+        took, spent = [], 0.0
+        while len(took) < PROBE_PASSES and (len(took) < 2 or spent < float(s.pass_s) / 2):
+            if not write:
+                _drop_and_prove(fd, int(s.file_bytes))()
+            t0 = time.perf_counter()
+            io.run()
+            took.append(time.perf_counter() - t0)
+            spent += took[-1]
+        if engine == "aio":
+            io.close()
+        best = min(took)  # the first passes after the pattern file was written can stall on a virtual disk
+        n = pass_requests(len(offs) / max(best, 1e-9), float(s.pass_s), fewest, most)
+        return n, {"pass_s": float(s.pass_s), "probe_requests": len(offs), "probe_passes_s": took,
+                   "probe_engine": engine, "requests": n, "bounds": [fewest, most]}
+
+    n, facts = state.run_resource(("steady_pass", req, qd, pattern, write, int(s.file_bytes), most), probe)
+    state.note(pass_sizing=facts)
+    return offsets(pattern, req, n, int(s.file_bytes), seed)
 
 
 def engine_host_bytes(engine: str, req: int, qd: int, requests: int, write: bool) -> int:
@@ -301,13 +347,14 @@ def fio_point(state, write: bool) -> None:
     s = state.cfg.storage
     if state.params["pattern"] not in ("sequential", "random"):
         state.skip(f"pattern={state.params['pattern']}: fio runs sequential and random passes only")
-    req, qd, pattern, file_bytes, _, offs = point_requests(state, write)
+    req, qd, pattern, file_bytes, align, _ = point_requests(state, write)
     state.require_bytes(0, "fio's own buffers", host_bytes=req * qd, file_bytes=file_bytes)
     wd = workdir(state)
     path, mode = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     if mode != "o_direct":
         state.skip("the filesystem refused O_DIRECT: fio --direct=1 cannot run there")
-    n = len(offs)
+    probe_fd, _ = open_cached(state, path, write)  # the steady-state pass the other engines time: same requests
+    n = len(steady_offsets(state, write, req, qd, pattern, probe_fd, mode, align, pattern_tile(int(s.seed))))
     seed = int(s.seed) + req
     fd = open_cached(state, path, False)[0] if not write else None
     runs, rule = [], state.rule
@@ -402,19 +449,19 @@ def gpu_file_kvikio(state, write: bool) -> None:
     import kvikio.defaults as d
 
     s = state.cfg.storage
-    req, qd = int(state.params["request_bytes"]), int(state.params["queue_depth"])
-    file_bytes = int(s.file_bytes)
-    refuse_memory_backed(state, storage_root(state.cfg), write)
-    offs = offsets(state.params["pattern"], req, int(s.requests_per_call), file_bytes, int(s.seed) + req)
-    total = len(offs) * req
-    state.require_bytes(total, "GPU buffer" + (" and its pattern in host memory" if write else ""),
-                        host_bytes=total if write else 0, file_bytes=file_bytes)
+    req, qd, pattern, file_bytes, align, (_, most) = point_requests(state, write)
+    most = max(1, min(most, state.mem_budget_bytes // req))  # the whole pass lives in one GPU buffer
+    state.require_bytes(most * req, "GPU buffer" + (" and its pattern in host memory" if write else ""),
+                        host_bytes=most * req if write else 0, file_bytes=file_bytes)
     try:
         d.set("num_threads", qd)
     except Exception:
         getattr(d, "num_threads_reset", lambda n: None)(qd)
-    path, _ = workdir(state).pattern_file(file_bytes, int(s.seed), s.direct)
+    path, mode = workdir(state).pattern_file(file_bytes, int(s.seed), s.direct)
     tile = pattern_tile(int(s.seed))
+    offs = steady_offsets(state, write, req, qd, pattern, open_cached(state, path, write)[0], mode, align, tile,
+                          most)
+    total = len(offs) * req
     gbuf = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:  # the GPU buffer holds the file's own pattern for those offsets, so the file stays verifiable
         gbuf.copy_(torch.from_numpy(_expected(tile, offs, req)))
@@ -475,11 +522,13 @@ def gpu_file_bounce(state, write: bool) -> None:
         return memoryview(pinned["t"].numpy())
 
     s = state.cfg.storage
-    req = int(state.params["request_bytes"])
-    total = len(offsets(state.params["pattern"], req, int(s.requests_per_call), int(s.file_bytes),
-                        int(s.seed) + req)) * req
-    t = setup(state, write, targets_for=pinned_slices, device_bytes=total, host_bytes=total,
-              what="pinned host and device buffers")
+    req, qd = int(state.params["request_bytes"]), int(state.params["queue_depth"])
+    _, most = pass_bounds(state.params["pattern"], req, qd, int(s.file_bytes), int(s.pass_depths),
+                          int(s.pass_max_bytes))
+    # the whole pass lives in a pinned buffer and a device buffer (both host memory on the CPU): at most what fits
+    most = max(1, min(most, state.mem_budget_bytes // ((1 if state.device.is_cuda else 2) * req)))
+    t = setup(state, write, targets_for=pinned_slices, device_bytes=most * req, host_bytes=most * req,
+              what="pinned host and device buffers (the longest pass)", most_cap=most)
     host, total = pinned["t"], t.io.bytes
     dev = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:
@@ -540,8 +589,16 @@ def _storage(cfg) -> None:
     for key in ("request_bytes", "queue_depths", "gpu_request_bytes", "gpu_queue_depths"):
         positive_ints(f"storage.{key}", s[key])
     positive_ints("storage.kv_block_tokens", s.kv_block_tokens, allow_empty=True)
-    for key in ("file_bytes", "requests_per_call", "cache_check_bytes"):
+    for key in ("file_bytes", "pass_depths", "pass_max_bytes", "cache_check_bytes"):
         positive_ints(f"storage.{key}", [s[key]])
+    check(s.pass_s > 0 and math.isfinite(s.pass_s), "storage.pass_s", s.pass_s, "seconds > 0")
     for v in list(s.request_bytes) + list(s.gpu_request_bytes) + [s.cache_check_bytes]:
         check(v % 4096 == 0, "storage.request_bytes", v, "multiples of 4096 (O_DIRECT alignment)")
         check(v <= s.file_bytes, "storage.request_bytes", v, f"at most storage.file_bytes ({s.file_bytes})")
+    from bench.fileio import FILE_MARGIN, free_bytes
+
+    free = free_bytes(root)  # checked before any point runs: the run has written nothing there yet
+    check(s.file_bytes + FILE_MARGIN <= free, "storage.file_bytes", s.file_bytes,
+          f"at most the free space of storage.path={root} less a 64 MiB margin: {free - FILE_MARGIN} bytes "
+          f"({(free - FILE_MARGIN) / 2**30:.1f} GiB) here")
+

@@ -164,9 +164,12 @@ def free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
+FILE_MARGIN = 64 << 20  # free space a pattern file must leave on its filesystem
+
+
 def create_pattern_file(path: str, nbytes: int, seed: int, direct: str, chunk: int = 16 << 20) -> str:
     """Write the seeded pattern file (untimed). Checks free space first; on ENOSPC removes the partial file."""
-    need = nbytes + (64 << 20)
+    need = nbytes + FILE_MARGIN
     have = free_bytes(os.path.dirname(path) or ".")
     if have < need:
         raise StorageFault(f"not enough free space at {os.path.dirname(path)}: need {need} bytes "
@@ -191,6 +194,22 @@ def create_pattern_file(path: str, nbytes: int, seed: int, direct: str, chunk: i
 
 
 # -- request passes ----------------------------------------------------------------------------------------------
+def pass_bounds(pattern: str, request: int, queue_depth: int, file_bytes: int, pass_depths: int,
+                pass_max_bytes: int) -> tuple[int, int]:
+    """(fewest, most) requests of one timed pass: at least ``pass_depths`` per queue slot (so the queue's ramp-up
+    and drain are a small part of it), at most ``pass_max_bytes`` and, for sequential/random, the file's slots."""
+    most = max(1, int(pass_max_bytes) // int(request))
+    if pattern != "repeat":
+        most = min(most, max(1, int(file_bytes) // int(request)))
+    return min(int(pass_depths) * int(queue_depth), most), most
+
+
+def pass_requests(rate_per_s: float, pass_s: float, fewest: int, most: int) -> int:
+    """Requests of a steady-state pass: about ``pass_s`` seconds at ``rate_per_s`` requests/s, within bounds."""
+    want = int(rate_per_s * float(pass_s)) if rate_per_s > 0 else most
+    return max(fewest, min(most, want))
+
+
 def offsets(pattern: str, request: int, nrequests: int, file_bytes: int, seed: int) -> np.ndarray:
     """Request offsets: sequential from 0, random distinct aligned slots, or the same block repeated."""
     slots = file_bytes // request
@@ -199,8 +218,8 @@ def offsets(pattern: str, request: int, nrequests: int, file_bytes: int, seed: i
     n = min(nrequests, slots) if pattern != "repeat" else nrequests
     if pattern == "sequential":
         return np.arange(n, dtype=np.int64) * request
-    if pattern == "random":
-        return np.random.default_rng(seed).permutation(slots)[:n].astype(np.int64) * request
+    if pattern == "random":  # n distinct slots, in random order, in O(n) memory whatever the file's size
+        return np.random.default_rng(seed).choice(slots, n, replace=False).astype(np.int64) * request
     if pattern == "repeat":
         return np.zeros(n, dtype=np.int64)
     raise ValueError(pattern)

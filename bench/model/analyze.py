@@ -124,11 +124,14 @@ def analyze(run_path, cfg) -> dict:
     shape = ModelShape.from_cfg(run_model)
     missing = V.missing_inputs(df, shape.name, man.get("device") or "cpu")
     if missing:
-        raise UserError(f"{run_dir} lacks what the model needs: " + "; ".join(missing))
+        state = run_state(man, len(df))
+        raise UserError(f"{run_dir} lacks what the model needs: " + "; ".join(missing) +
+                        (f" (the run is {state})" if state else ""))
     fl = cfg.fleet
     warnings: list[str] = []
-    if run_state(man):
-        warnings.append(f"{run_dir} is an incomplete run ({run_state(man)}): the model uses the points it measured")
+    state = run_state(man, len(df))
+    if state:
+        warnings.append(f"{run_dir} is an incomplete run ({state}): the model uses the points it measured")
     kvb = shape.kv_bytes_per_token
     bt = int(fl.block_tokens)
     host = host_tier(df, bt)
@@ -245,8 +248,7 @@ def analyze(run_path, cfg) -> dict:
                 out[f"sim_detail:{routing}"] = (ps, split)
         for key, sim in tier_sims.items():
             out[f"tiers:{key}"] = priced(sim)[1] / base_rate
-        seed_base = F.fixed_split(fl.gpus, 0.5, p0, d).requests_per_s  # the seed: 50:50, then all prefill removed
-        out["seed_case"] = F.best_split(fl.gpus, 0.0, d).requests_per_s / seed_base if seed_base else math.nan
+        out["prefill_share"] = F.prefill_share(p0, d)
         if with_detail:  # price: a simulation priced now (capacity curves make many short-lived ones: no id cache)
             out["rate"], out["base_split"] = rate, base_split
             out["price"] = lambda sim: (lambda ps: (ps, *rate(ps)))(sim_prefill(sim))
@@ -271,6 +273,8 @@ def analyze(run_path, cfg) -> dict:
         return simulate(trace, bt, cp, int(fl.sim_instances), best_routing)
 
     tier_sims = {k: tier_sim(cp) for k, cp in tier_caps.items()}
+    if cfg.hit_rate is not None:  # what-if: every request reuses hit_rate of its input, from the tiers it had
+        tier_sims = {k: WhatIf(sim, I, float(cfg.hit_rate)) for k, sim in tier_sims.items()}
     pt = evaluate(costs, with_detail=True)
     rate, p0, d, base_rate = pt["rate"], pt["p0"], pt["d"], pt["base_rate"]
     base_split = pt["base_split"]
@@ -361,8 +365,8 @@ def analyze(run_path, cfg) -> dict:
         reasons.append("HBM assumed 80 GiB per GPU")
     reasons += _validation_reasons(df, run_dir)
     reasons += _suspect_reasons(run_dir)
-    if run_state(man):
-        reasons.insert(0, f"incomplete run ({run_state(man)}): only the points measured before it stopped")
+    if state:
+        reasons.insert(0, f"incomplete run ({state}): only the points its records hold")
     tier_rates = {k: {"speedup": pt[f"tiers:{k}"], **{kk: vv for kk, vv in sim.rates().items()}}
                   for k, sim in tier_sims.items()}
     result["verdict"] = {
@@ -372,13 +376,15 @@ def analyze(run_path, cfg) -> dict:
         "amdahl_bound": {"point": pt["amdahl"], **dict(zip(("low", "high"), V.interval(boot["amdahl"],
                                                                                        float(vc.interval))))},
         "routing": best_routing, "tiers": tier_rates,
-        "seed_case": {"description": f"the seed's arithmetic on these costs: {fl.gpus} GPUs split 50:50, then every "
-                                     "prefill removed (reuse re-splits the GPUs)", "speedup": pt["seed_case"],
-                      "low_high": list(V.interval(boot["seed_case"], float(vc.interval)))},
+        "seed_case": seed_case(fl, pt, point, lo, hi, boot, key, float(vc.interval),
+                               tier_rates[list(tier_caps)[-1]]["hit_rate"]),
         "extrapolation": extrap, "decide_by": decide_by, "reasons": reasons,
         "uncertainty_by_fit": spread,
-        "scenario": f"simulated {best_routing} routing, capacity-limited tiers "
-                    f"{' + '.join(tier_caps)} (per-request hits from the cache simulation)",
+        "scenario": (f"simulated {best_routing} routing, capacity-limited tiers {' + '.join(tier_caps)} (per-request "
+                     "hits from the cache simulation)") if cfg.hit_rate is None else
+                    (f"what-if hit_rate={cfg.hit_rate:g}: every request reuses {cfg.hit_rate:.0%} of its input, "
+                     f"served by {' + '.join(tier_caps)} in the shares the {best_routing}-routed simulation found"),
+        "what_if_hit_rate": cfg.hit_rate,
     }
     result["capacity"] = capacity_curves(trace, bt, block_bytes, g, caps, sims[best_routing], best_routing, fl,
                                          pt["price"], base_rate, tiers)
@@ -396,10 +402,66 @@ def analyze(run_path, cfg) -> dict:
         result["verdict"]["slo"] = slo_verdict(result["goodput"], pt, base_rate)
     else:
         result["goodput"] = {"targets": slo, "skipped": "no TTFT or TPOT target (fleet.ttft_ms / fleet.tpot_ms)"}
+    result["verdict"]["headline"] = V.headline(result)
+    result["verdict"]["details"] = V.details(result)
     result["verdict"]["sentence"] = V.sentence(result)
     result["verdict_text"] = result["verdict"]["sentence"]
     result["variant"] = variant_name(cfg, label)
     return result
+
+
+class WhatIf:
+    """A cache result for a what-if hit rate (``hit_rate=``): every request reuses ``rate`` of its input (whole
+    tokens), its hits split among the tiers in the shares the simulation of the same tiers (``sim``) found; the
+    verdict, goodput and tiers are priced on it, so a what-if changes the answer. Same fields as a simulation's."""
+
+    def __init__(self, sim, input_tokens, rate: float):
+        ht = sim.hit_tokens.astype(float)
+        total = ht.sum()
+        share = ht.sum(axis=0) / total if total > 0 else np.array([1.0, 0.0, 0.0])
+        reused = np.floor(rate * np.asarray(input_tokens, float))
+        self.hit_tokens = reused[:, None] * share[None, :]
+        self.miss_tokens = np.asarray(input_tokens, float) - reused
+        self.meta = {**sim.meta, "what_if_hit_rate": rate}
+        self._input = float(np.sum(input_tokens))
+
+    def rates(self) -> dict:
+        hits = self.hit_tokens.sum(axis=0)
+        out = {"hit_rate": float(hits.sum() / self._input) if self._input else 0.0}
+        out.update({f"hit_rate_{t}": float(h / self._input) if self._input else 0.0 for t, h in zip(TIERS, hits)})
+        return out
+
+
+def seed_case(fl, pt: dict, point: float, lo: float, hi: float, boot: dict, key: str, level: float,
+              hit_rate: float) -> dict:
+    """The seed's case, labelled: its arithmetic as written (64 GPUs balanced 50:50, prefill removed: 2x, Amdahl
+    1 / (1 - 0.5)), computed by the fleet model itself, then the same arithmetic on the measured costs: the measured
+    prefill share, the balanced split it implies, its Amdahl bound, and what the workload's hit rate reaches of
+    it (the verdict's speedup and its share of the bound's gain), each with its interval."""
+    base = F.best_split(64, 1.0, 1.0)  # equal prefill and decode work per request: the balanced split is 32:32
+    gone = F.best_split(64, 0.0, 1.0)  # reuse removes prefill: every GPU decodes
+    written = {"gpus": 64, "prefill_gpus": base.prefill_gpus, "decode_gpus": base.decode_gpus, "prefill_share": 0.5,
+               "speedup": gone.requests_per_s / base.requests_per_s, "amdahl_bound": F.amdahl_bound(1.0, 1.0),
+               "description": "the seed's arithmetic as written: 64 GPUs split 50:50 between prefill and decode, "
+                              "each pool busy (prefill is half the GPU time); KV reuse removes prefill and its 32 "
+                              "GPUs move to decode: 2x, and no more (Amdahl: 1 / (1 - 0.5))"}
+    share = pt["prefill_share"]
+    n_pre = max(1, min(fl.gpus - 1, round(fl.gpus * share)))
+    amd = [a for a in boot["amdahl"]]
+    gain = [(s - 1) / (a - 1) if a > 1 else np.nan for s, a in zip(boot[key], amd)]
+    bound = pt["amdahl"]
+    measured = {
+        "prefill_share": {"point": share, **dict(zip(("low", "high"), V.interval(boot["prefill_share"], level)))},
+        "balanced_split": {"gpus": int(fl.gpus), "prefill_gpus": int(n_pre), "decode_gpus": int(fl.gpus - n_pre)},
+        "amdahl_bound": {"point": bound, **dict(zip(("low", "high"), V.interval(amd, level)))},
+        "speedup": {"point": point, "low": lo, "high": hi}, "hit_rate": hit_rate,
+        "share_of_bound_gain": {"point": (point - 1) / (bound - 1) if bound > 1 else math.nan,
+                                **dict(zip(("low", "high"), V.interval(gain, level)))},
+        "description": f"the same arithmetic on the measured costs: prefill is this share of the GPU time without "
+                       f"reuse, so a balanced {fl.gpus}-GPU fleet splits {n_pre}:{fl.gpus - n_pre}; removing prefill "
+                       "gives at most the Amdahl bound, and the workload's hit rate reaches the verdict's speedup"}
+    return {"as_written": written, "measured": measured, "speedup": point,
+            "description": "the seed's case: its arithmetic as written, then on these costs"}
 
 
 def request_prefill_s(costs: Costs, sim, overlap: bool) -> np.ndarray:

@@ -78,12 +78,13 @@ def write_result(result: dict, out=None) -> Path:
 
 
 def print_table(r: dict, out: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from bench.model.verdict import fmt_rate
+    from bench.report.console import console
 
-    con = Console()
+    con = console()
+    con.print(f"[bold]{r['verdict']['headline']}[/bold] (details, caveats and tables below)")
     u = r["cost_unit"]
     t = Table(title=f"{r['model']} on {r['gpu']}, {r['workload']['kind']} {r['workload']['label']}, "
                     f"{r['fleet']['gpus']} {'GPUs' if u == 'GPU-s' else 'devices (CPU costs)'}")
@@ -111,8 +112,7 @@ def print_table(r: dict, out: Path) -> None:
     v = r["verdict"]
     con.print(f"Amdahl bound {b['amdahl_bound']:.2f}x (prefill share {b['prefill_share']:.0%}); decode batch "
               f"{r['fleet']['decode_batch']} (limited by {r['fleet']['decode_batch_limited_by']}), "
-              f"{r['fleet']['gpus_per_instance']} device(s) per instance. Seed case ({v['seed_case']['description']}): "
-              f"{v['seed_case']['speedup']:.2f}x.")
+              f"{r['fleet']['gpus_per_instance']} device(s) per instance.")
     lc = r["load_cost"]
     if lc["used"] == "measured_exposed":
         con.print(f"KV load cost: measured layer-wise exposure ({lc['detail']}; loads {lc['copy_slowdown']:.0%} slower "
@@ -140,7 +140,9 @@ def print_table(r: dict, out: Path) -> None:
 
         con.print("How long KV must persist (time since a hit block was last used): " + ", ".join(
             f"{s:.0%} of hits within {fmt_minutes(m)}" for s, m in zip(pers["shares"], pers["minutes"])))
-    con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {v['sentence']}")
+    con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {v['headline']}")
+    for line in v["details"]:
+        con.print(f"  {line}")
     for w in r["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}")
     con.print(f"wrote {out}/model.json and plots")

@@ -106,11 +106,23 @@ def fmt_rate(gbps: Optional[float]) -> str:
     return f"{gbps:.3g} GB/s"
 
 
-def sentence(r: dict) -> str:
-    """The verdict sentence, built from ``r['verdict']`` and the result's fields only."""
-    v, b, s = r["verdict"], r["baseline"], r["verdict"]["speedup"]
+def headline(r: dict) -> str:
+    """The answer in one line: outcome, the speedup with its interval, against the claim, for what."""
+    v, s = r["verdict"], r["verdict"]["speedup"]
     head = "CPU rehearsal, not a hardware verdict: " if r["device"] == "cpu" else ""
-    what = r["workload"]["label"]
+    outcome = {"supported": f"the {v['claim']:g}x claim is supported",
+               "not_supported": f"the {v['claim']:g}x claim is not supported",
+               "undetermined": f"whether {v['claim']:g}x holds is undetermined"}[v["outcome"]]
+    what_if = f" at the what-if hit rate {v['what_if_hit_rate']:.0%}" if v.get("what_if_hit_rate") is not None \
+        else ""
+    return (f"{head}{outcome[0].upper() + outcome[1:]}: KV reuse gives {s['point']:.2f}x ({s['low']:.2f}-"
+            f"{s['high']:.2f}x, {v['interval']:.0%} interval) on {r['gpu']} with {r['model']} serving "
+            f"{r['workload']['label']}{what_if}.")
+
+
+def details(r: dict) -> list[str]:
+    """The verdict's sentences after the headline, each built from the result's fields only."""
+    v, b = r["verdict"], r["baseline"]
     tiers = v["tiers"]
     gains = [f"HBM only {tiers['hbm']['speedup']:.2f}x ({tiers['hbm']['hit_rate']:.0%} hits)"]
     prev = tiers["hbm"]["speedup"]
@@ -119,25 +131,51 @@ def sentence(r: dict) -> str:
             gains.append(f"adding {name} {tiers[t]['speedup']:.2f}x ({tiers[t]['speedup'] - prev:+.2f}x, "
                          f"{tiers[t]['hit_rate']:.0%} hits)")
             prev = tiers[t]["speedup"]
-    outcome = {"supported": f"the {v['claim']:g}x claim is supported",
-               "not_supported": f"the {v['claim']:g}x claim is not supported",
-               "undetermined": f"whether {v['claim']:g}x holds is undetermined"}[v["outcome"]]
-    text = (f"{head}On {r['gpu']} with {r['model']} serving {what}, {outcome}: KV reuse gives {s['point']:.2f}x "
-            f"({s['low']:.2f}-{s['high']:.2f}x, {v['interval']:.0%} interval; {'; '.join(gains)}, simulated "
-            f"{v['routing']} routing), against an Amdahl bound of {b['amdahl_bound']:.2f}x (prefill is "
-            f"{b['prefill_share']:.0%} of {'CPU' if r['device'] == 'cpu' else 'GPU'} time without reuse; the seed's "
-            f"50:50 arithmetic on these costs gives {v['seed_case']['speedup']:.2f}x)" + kernel_clause(r) + ".")
-    slo = slo_clause(r)
-    if slo:
-        text += " " + slo
-    cap = capacity_clause(r)
-    if cap:
-        text += " " + cap
+    how = f"simulated {v['routing']} routing" if v.get("what_if_hit_rate") is None else \
+        f"every request reusing {v['what_if_hit_rate']:.0%} of its input (what-if), from the tiers in the simulated shares"
+    out = [f"By tier: {'; '.join(gains)} ({how})."]
+    seed = seed_clause(r)
+    if seed:
+        out.append(seed)
+    else:
+        unit = "CPU" if r["device"] == "cpu" else "GPU"
+        out.append(f"The Amdahl bound is {b['amdahl_bound']:.2f}x (prefill is {b['prefill_share']:.0%} of {unit} time "
+                   "without reuse).")
+    k = kernel_clause(r)
+    if k:
+        out.append(k)
+    for clause in (slo_clause(r), capacity_clause(r)):
+        if clause:
+            out.append(clause)
     if v["decide_by"]:
-        text += f" It would be decided by {v['decide_by']}."
+        out.append(f"It would be decided by {v['decide_by']}.")
     if v["reasons"]:
-        text += " Caveats: " + "; ".join(v["reasons"]) + "."
-    return text
+        out.append("Caveats: " + "; ".join(v["reasons"]) + ".")
+    return out
+
+
+def sentence(r: dict) -> str:
+    """The whole verdict: the headline, then its details, built from ``r['verdict']`` and the result's fields."""
+    return " ".join([headline(r), *details(r)])
+
+
+def seed_clause(r: dict) -> str:
+    """The seed's case, labelled: its arithmetic as written, then on these costs, each figure with its interval."""
+    sc = (r.get("verdict") or {}).get("seed_case") or {}
+    w, m = sc.get("as_written"), sc.get("measured")
+    if not (w and m):
+        return ""
+    unit = "CPU" if r["device"] == "cpu" else "GPU"
+    iv = lambda d, f: f"{f(d['point'])} ({f(d['low'])}-{f(d['high'])})"  # noqa: E731
+    pct = lambda x: f"{x:.0%}" if x == x else "n/a"  # noqa: E731
+    x2 = lambda x: f"{x:.2f}x" if x == x else "n/a"  # noqa: E731
+    bs = m["balanced_split"]
+    return (f"The seed's arithmetic as written: {w['gpus']} GPUs balanced {w['prefill_gpus']}:{w['decode_gpus']}, "
+            f"prefill removed: {w['speedup']:.2f}x (its Amdahl bound {w['amdahl_bound']:.2f}x). On these costs prefill "
+            f"is {iv(m['prefill_share'], pct)} of the {unit} time without reuse: a balanced {bs['gpus']}-GPU fleet "
+            f"splits {bs['prefill_gpus']}:{bs['decode_gpus']}, its Amdahl bound is {iv(m['amdahl_bound'], x2)}, and "
+            f"the workload's {m['hit_rate']:.0%} hits reach {iv(m['speedup'], x2)}, "
+            f"{iv(m['share_of_bound_gain'], pct)} of the bound's gain.")
 
 
 def kernel_clause(r: dict) -> str:
@@ -145,8 +183,8 @@ def kernel_clause(r: dict) -> str:
     k = r.get("kernels") or {}
     if not (k.get("prefill") or k.get("decode")):
         return ""
-    return (f"; costs from the {k.get('prefill') or 'unrecorded'} prefill and {k.get('decode') or 'unrecorded'} "
-            "decode attention kernels")
+    return (f"Prefill and decode are priced with the {k.get('prefill') or 'unrecorded'} and "
+            f"{k.get('decode') or 'unrecorded'} attention kernels.")
 
 
 TIER_NAMES = {"hbm": "HBM", "host": "host DRAM", "storage": "NVMe"}
@@ -223,8 +261,9 @@ def short(r: dict) -> str:
     v = r["verdict"]
     s = v["speedup"]
     head = "CPU rehearsal: " if r["device"] == "cpu" else ""
+    what_if = f" at hit rate {v['what_if_hit_rate']:.0%} (what-if)" if v.get("what_if_hit_rate") is not None else ""
     return (f"{head}{v['outcome'].replace('_', ' ')}: {s['point']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x) vs the "
-            f"{v['claim']:g}x claim for {r['model']} / {r['workload']['label']} (Amdahl bound "
+            f"{v['claim']:g}x claim for {r['model']} / {r['workload']['label']}{what_if} (Amdahl bound "
             f"{r['baseline']['amdahl_bound']:.2f}x; {len(v['reasons'])} caveat(s))")
 
 

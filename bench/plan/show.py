@@ -81,10 +81,11 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
         json.dump(doc, sys.stdout, indent=1)
         print()
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from bench.report.console import console as make_console
+
+    console = make_console()
     for i, (job, plan, added) in enumerate(planned):
         t = plan.target
         title = f"plan{f' job {i}' if len(planned) > 1 else ''}: {' '.join(job + added) or '(defaults)'} on {t.name}"

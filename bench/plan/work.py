@@ -421,11 +421,26 @@ def _pattern_file_once(c: Ctx) -> dict:
     return {("pattern_file", fb): fb / (c.t.storage_write_gbps * 1e9) + fb / 3e9}  # pattern generation + write
 
 
-def _requests(c: Ctx, req: int, pattern: str) -> int:
-    from bench.fileio import offsets
+def _requests(c: Ctx, req: int, pattern: str, qd: int = 1, write: bool = False, engine: str = "aio") -> int:
+    """Requests of the point's steady-state pass on the target (bench.benchmarks.storage.steady_offsets: about
+    storage.pass_s at the probe's rate, within the pass bounds): the rate is the target's, from io_pass_s."""
+    from bench.fileio import pass_bounds, pass_requests
 
     s = c.cfg.storage
-    return len(offsets(pattern, req, int(s.requests_per_call), int(s.file_bytes), int(s.seed) + req))
+    fewest, most = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
+    probe = "threads" if engine == "threads" else "aio"
+    rate = fewest / io_pass_s(c, req, fewest, qd, write, probe)
+    return pass_requests(rate, float(s.pass_s), fewest, most)
+
+
+def _probe_once(c: Ctx, req: int, pattern: str, qd: int, write: bool) -> dict:
+    """The untimed probe pass that sizes a steady-state pass: once per (request, depth, pattern, direction) and run."""
+    from bench.fileio import pass_bounds
+
+    s = c.cfg.storage
+    fewest, _ = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
+    return {("steady_pass", req, qd, pattern, write): io_pass_s(c, req, fewest, qd, write, "aio") +
+            (0.0 if write else _drop_s(c))}
 
 
 @model("file_read", "file_write")
@@ -433,8 +448,9 @@ def _file_rw(c: Ctx) -> Work:
     write = c.benchmark == "file_write"
     req, qd, pattern = int(c.p["request_bytes"]), int(c.p["queue_depth"]), c.p["pattern"]
     engine = c.p.get("engine", "threads")
-    count = _requests(c, req, pattern)
+    count = _requests(c, req, pattern, qd, write, engine)
     call = io_pass_s(c, req, count, qd, write, engine)
+    once = {**_pattern_file_once(c), **_probe_once(c, req, pattern, qd, write)}
     if engine == "fio":  # one fio process per sample, each repeating the pass for FIO_MIN_RUN_S; one warm-up run
         from bench.benchmarks.storage import FIO_MIN_RUN_S
 
@@ -442,11 +458,11 @@ def _file_rw(c: Ctx) -> Work:
         run_s = loops * call + 0.05
         restore = next(iter(_pattern_file_once(c).values())) if write else 0.0  # the pattern rewritten after
         return Work([Timed(run_s, "host", 0.0 if write else _drop_s(c))], setup_s=call + 0.05 + restore,
-                    once=_pattern_file_once(c), io_bytes_per_call=loops * count * req,
+                    once=once, io_bytes_per_call=loops * count * req,
                     io_setup_bytes=count * req + (int(c.cfg.storage.file_bytes) if write else 0))
     verify = io_pass_s(c, req, count, qd, False) + count * req / 1e9 + _drop_s(c)
     return Work([Timed(call, "host", 0.0 if write else _drop_s(c))], setup_s=verify + (0 if write else _drop_s(c)),
-                once=_pattern_file_once(c), io_bytes_per_call=count * req, io_setup_bytes=count * req)
+                once=once, io_bytes_per_call=count * req, io_setup_bytes=count * req)
 
 
 @model("file_read_cache_check")
@@ -454,7 +470,7 @@ def _cache_check(c: Ctx) -> Work:
     req = int(c.p["request_bytes"])
     timed, io = [], 0
     for pattern in ("random", "repeat"):
-        count = _requests(c, req, pattern)
+        count = _requests(c, req, pattern, 1, False, "threads")
         timed.append(Timed(io_pass_s(c, req, count, 1, False), "host", _drop_s(c), key=("cache_check", pattern, req)))
         io = max(io, count * req)
     return Work(timed, setup_s=2 * timed[0].call_s, once=_pattern_file_once(c), io_bytes_per_call=io,
@@ -465,12 +481,13 @@ def _cache_check(c: Ctx) -> Work:
 def _gpu_file(c: Ctx) -> Work:
     write = "write" in c.benchmark
     req, qd, pattern = int(c.p["request_bytes"]), int(c.p["queue_depth"]), c.p["pattern"]
-    count = _requests(c, req, pattern)
+    count = _requests(c, req, pattern, qd, write)
     total = count * req
     call = io_pass_s(c, req, count, qd, write) + c.link(total)
     verify = io_pass_s(c, req, count, qd, False) + total / 1e9 + _drop_s(c)
     setup = c.pin(total) + (total / 1e9 if write else call) + verify
-    return Work([Timed(call, "host_issued", 0.0 if write else _drop_s(c))], setup_s=setup, once=_pattern_file_once(c),
+    return Work([Timed(call, "host_issued", 0.0 if write else _drop_s(c))], setup_s=setup,
+                once={**_pattern_file_once(c), **_probe_once(c, req, pattern, qd, write)},
                 io_bytes_per_call=total, io_setup_bytes=2 * total)
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.compare import FINGERPRINT_KEYS
+from bench.compare import FINGERPRINT_KEYS, identity_mismatches
 from bench.report import plots
 from bench.store import (RECORDS, check_numbers, check_writable_dir, fallback_dir, load, read_manifest, read_records,
                          run_dirs, run_state)
@@ -32,10 +32,14 @@ def model_results(dirs) -> list[dict]:
     return out
 
 
-def build(paths, out_dir) -> dict:
+def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
     dirs = run_dirs(paths)
+    mismatches = identity_mismatches([(str(d), read_manifest(d)) for d in dirs], allow_mismatch, "report")
+    n_records = []
     for d in dirs:
-        check_numbers(read_records(d / RECORDS), f"report {d}")
+        recs = read_records(d / RECORDS)
+        check_numbers(recs, f"report {d}")
+        n_records.append(len(recs))
     df = load(*dirs)
     out = Path(out_dir)
     img = out / "img"
@@ -69,8 +73,9 @@ def build(paths, out_dir) -> dict:
                  r.get("warnings") or [], r.get("gpu", ""))
                 for r in model_results(dirs)]
     missing = [title for name, title, _ in PLOTS if name not in {m[0] for m in made}]
-    incomplete = [f"{Path(d).name} is {run_state(m)}: its points are what it measured before it stopped"
-                  for d, m in zip(dirs, mans) if run_state(m)]
+    incomplete = [f"incomplete run: {Path(d).name} is {run_state(m, n)}: its points are what its records hold"
+                  for d, m, n in zip(dirs, mans, n_records) if run_state(m, n)]
+    incomplete += [f"different configurations, reported together (--allow-mismatch): {m}" for m in mismatches]
     write_html(out / "report.html", dirs, fp, made, counts, verdicts, missing, incomplete)
     write_md(out / "report.md", dirs, fp, made, counts, verdicts, missing, incomplete)
     return {"html": str(out / "report.html"), "markdown": str(out / "report.md"),
@@ -104,7 +109,7 @@ def write_html(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -
 font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{margin:1.5em 0}}
 img{{max-width:100%;border:1px solid #eee}}figcaption{{font-weight:bold;margin-bottom:.4em}}
 .warn{{background:#fff3cd;border:1px solid #e0b800;padding:.5em}}</style></head><body>
-<h1>tierbench report</h1>{''.join(f'<p class="warn">Incomplete run: {esc(x)}</p>' for x in incomplete)}
+<h1>tierbench report</h1>{''.join(f'<p class="warn">Warning: {esc(x)}</p>' for x in incomplete)}
 <p>Runs: {esc(', '.join(str(d) for d in dirs))}. Points: {esc(json.dumps(counts))}.</p>
 <h2>Hardware fingerprint</h2>{table}<h2>Verdict</h2>{verdict_html}<h2>Plots</h2>{''.join(figs)}
 {f'<h2>Not shown</h2><ul>{miss}</ul>' if miss else ''}</body></html>"""
@@ -113,7 +118,7 @@ img{{max-width:100%;border:1px solid #eee}}figcaption{{font-weight:bold;margin-b
 
 def write_md(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> None:
     rows = _fp_rows(dirs, fp)
-    lines = ["# tierbench report", ""] + [f"> **Incomplete run:** {x}" for x in incomplete] + \
+    lines = ["# tierbench report", ""] + [f"> **Warning:** {x}" for x in incomplete] + \
         ["", f"Runs: {', '.join(str(d) for d in dirs)}. Points: {json.dumps(counts)}.", "",
              "## Hardware fingerprint", "", "| " + " | ".join(rows[0]) + " |",
              "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -133,6 +138,8 @@ def cmd_report(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (or a folder of runs)")
     p.add_argument("--out", help="output directory (default: the first run's report/)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="report runs of different model presets or dtypes together (refused by default)")
     a = p.parse_args(argv)
     out = a.out or str(Path(run_dirs(a.runs)[0]) / "report")
     if a.out:
@@ -144,10 +151,10 @@ def cmd_report(argv: list[str]) -> int:
             raise
         out = str(fallback_dir("report"))
         print(f"note: {Path(run_dirs(a.runs)[0])} is read-only; writing the report to {out}")
-    res = build(a.runs, out)
+    res = build(a.runs, out, a.allow_mismatch)
     print(f"wrote {res['html']} and {res['markdown']} ({len(res['images'])} plots)")
     for x in res["incomplete"]:
-        print(f"warning: incomplete run: {x}")
+        print(f"warning: {x}")
     for t in res["missing"]:
         print(f"  not shown: {t} (no data in these runs)")
     return 0

@@ -230,10 +230,14 @@ def sweep_report(path) -> tuple[list[str], int]:
 
 def _run_line(d: Path, man: dict, label: str) -> tuple[str, bool]:
     """'<label>: <state>, <n> record(s)' of the run in ``d``, and whether it completed."""
-    from bench.store import RECORDS, run_state
+    from bench.store import RECORDS, read_records, run_state
 
-    recs = sum(1 for _ in open(d / RECORDS)) if (d / RECORDS).exists() else 0
-    st = run_state(man)
+    records = read_records(d / RECORDS) if (d / RECORDS).exists() else []
+    recs = len(records)
+    st = run_state(man, recs)
+    ok = sum(1 for r in records if r["status"] == "ok")
+    if st is None and recs and not ok:
+        return f"{label}: complete but measured nothing (0 of {recs} points ok), {recs} record(s)", False
     return f"{label}: {st or 'complete'}, {recs} record(s)", st is None
 
 
