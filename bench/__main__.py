@@ -3,7 +3,7 @@ import sys
 
 
 def _early_stop(signum, frame):
-    # SIGUSR2/SIGTERM before the run installs its own handlers (bench.runner): stop like Ctrl-C, never die
+    # SIGUSR2/SIGTERM before the run installs its own handlers (bench.commands.run): stop like Ctrl-C, never die
     # silently by the signal's default action (which would leave no manifest)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -11,6 +11,6 @@ def _early_stop(signum, frame):
 for _sig in (signal.SIGTERM, signal.SIGUSR2):
     signal.signal(_sig, _early_stop)
 
-from bench.cli import main  # noqa: E402
+from bench.commands import main  # noqa: E402
 
 sys.exit(main())

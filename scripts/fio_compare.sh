@@ -30,7 +30,7 @@ python3 - "$root" <<'PY'
 import sys
 import numpy as np
 import pandas as pd
-import bench.store as s
+import bench.core.store as s
 
 df = s.load(sys.argv[1])
 df["round"] = df["run_id"].str.replace("round", "").astype(int)

@@ -44,13 +44,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from bench.benchmarks.storage import storage_root
-    from bench.fileio import create_pattern_file
+    from bench.hw.fileio import create_pattern_file
     from bench.harness import RunContext, run_point
     from bench.harness.timing import StoppingRule
     from bench.hw.device import Device
     from bench.hw.nvml import ClockSampler
-    from bench.overrides import compose_checked
-    from bench.registry import load_all
+    from bench.commands.overrides import compose_checked
+    from bench.benchmarks import load_all
 
     cfg = compose_checked([f"suite={a.suite}", "harness.device=cpu", f"storage.path={a.dir}",
                            f"storage.request_bytes=[{a.request}]", "storage.kv_block_tokens=[]",

@@ -131,12 +131,12 @@ def figures(out: Path) -> int:
     """Measure every figure (suite, then raw) and append it to out/figures.jsonl as soon as it is known."""
     import torch
 
-    from bench.harness import run_suite
+    from bench.plan.suite import run_suite
     from bench.hw.device import select_device
     from bench.hw.fingerprint import fingerprint
-    from bench.overrides import compose_checked
-    from bench.registry import load_all
-    from bench.store import RunStore, read_records
+    from bench.commands.overrides import compose_checked
+    from bench.benchmarks import load_all
+    from bench.core.store import RunStore, read_records
 
     if not torch.cuda.is_available():
         print("gpu_check figures: no CUDA device: no GPU figure can be measured here", file=sys.stderr)

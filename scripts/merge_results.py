@@ -13,12 +13,12 @@ from pathlib import Path
 
 
 def main(argv):
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     if len(argv) < 2 or not argv[-1].endswith((".parquet", ".csv")):
         print("usage: merge_results.py ROOT [ROOT ...] OUT.parquet|OUT.csv", file=sys.stderr)
         return 2
-    import bench.store as store
+    import bench.core.store as store
 
     roots, out = argv[:-1], argv[-1]
     try:

@@ -69,7 +69,8 @@ def quick_run(tmp_path_factory):
 @pytest.fixture
 def registered():
     """Register throw-away benchmarks for a test and remove them afterwards."""
-    from bench.registry import REGISTRY, load_all
+    from bench.benchmarks import load_all
+    from bench.core.registry import REGISTRY
 
     load_all()
     before = set(REGISTRY)
@@ -80,16 +81,18 @@ def registered():
 
 def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
     """Compose the config with ``overrides`` and run ``names`` in-process on the CPU; returns the records."""
-    from bench.config import apply_cpu_overrides
+    from bench.core.config import apply_cpu_overrides
     from bench.hw.device import Device
-    from bench.harness import run_suite
-    from bench.overrides import compose_checked
-    from bench.registry import load_all
-    from bench.store import RunStore, read_records
+    from bench.plan.suite import run_suite
+    from bench.commands.overrides import compose_checked
+    from bench.benchmarks import load_all
+    from bench.core.store import RunStore, read_records
 
     cfg = compose_checked(["harness.progress=false", "harness.device=cpu", *overrides])
     if cpu_sized:
-        apply_cpu_overrides(cfg, overrides)
+        from bench.commands.overrides import keys_of
+
+        apply_cpu_overrides(cfg, keys_of(overrides))
     reg = load_all()
     store = RunStore(tmp_path / "run", "t")
     run_suite([reg[n] for n in names], cfg, Device("cpu"), store)

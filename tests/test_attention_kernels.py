@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from tests.conftest import ROOT, RUNS, run_benchmarks
 
 
@@ -72,7 +72,7 @@ def test_layers_run_one_kernel_family_and_say_which(tmp_path):
 
 def test_the_cost_fit_refuses_records_of_different_kernels():
     from bench.model.costs import fit_decode, fit_prefill
-    from bench.store import load
+    from bench.core.store import load
 
     df = load(RUNS / "cpu_a")
     assert fit_prefill(df).kernel is None  # a run that did not record kernels: one curve, as before
@@ -88,7 +88,7 @@ def test_the_cost_fit_refuses_records_of_different_kernels():
 
 
 def test_plan_h200_plans_auto_points_fits_every_cudnn_decode_and_keeps_the_budget():
-    from bench.plan.show import plan_jobs
+    from bench.commands.plan import plan_jobs
 
     ((_, plan, _),) = plan_jobs(["plan.gpu=h200_141gb"])
     att = [p for p in plan.points if p.benchmark in ("attn_prefill", "attn_decode")]
@@ -105,7 +105,7 @@ def test_plan_h200_plans_auto_points_fits_every_cudnn_decode_and_keeps_the_budge
 
 def test_planned_decode_time_is_kv_bytes_at_the_targets_measured_rate():
     """A decode kernel reads its KV at the copy rate x its measured efficiency (no hidden halving of the rate)."""
-    from bench.overrides import compose_checked
+    from bench.commands.overrides import compose_checked
     from bench.plan import work as W
     from bench.plan.targets import load
 

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench.store import load, read_records
+from bench.core.store import load, read_records
 from tests.conftest import ROOT, run_cli
 
 

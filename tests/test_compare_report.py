@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import compare
-from bench.errors import UserError
-from bench.store import read_records
+from bench.report.compare import compare
+from bench.core.errors import UserError
+from bench.core.store import read_records
 from tests.conftest import ROOT, RUNS, run_cli
 
 
@@ -129,7 +129,7 @@ def test_overlapping_ranges_are_same_and_small_changes_not_regressions(runs):
             return r
         return fn
 
-    from bench.compare import headline
+    from bench.report.compare import headline
 
     _rewrite(b, move(1.03, 0.10))  # 3% slower inside a +-10% range: SAME
     assert [p["labels"] for p in compare([a, b])["points"] if p["benchmark"] == key[0] and
@@ -194,7 +194,7 @@ def test_every_plot_keeps_runs_apart(runs, monkeypatch, tmp_path):
     import matplotlib.colors as mcolors
 
     from bench.report import plots
-    from bench.store import load
+    from bench.core.store import load
 
     a, b = runs
     df = load(a, b)
@@ -248,7 +248,7 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
 
 
 def test_slurm_launcher_without_plugin_is_a_clear_error(monkeypatch):
-    from bench.overrides import check_launcher
+    from bench.commands.overrides import check_launcher
     monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_submitit_launcher", None)
     with pytest.raises(UserError, match=r"pip install -e '.\[slurm\]'"):
         check_launcher(["hydra/launcher=slurm"])
@@ -257,7 +257,7 @@ def test_slurm_launcher_without_plugin_is_a_clear_error(monkeypatch):
 
 
 def test_runs_from_different_nodes_never_share_a_directory_and_merge(tmp_path, monkeypatch):
-    from bench.config import _host_tag
+    from bench.core.config import _host_tag
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_PROCID", "3")
     assert _host_tag().endswith("-j77-t3")

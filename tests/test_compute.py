@@ -4,10 +4,10 @@ import torch
 from omegaconf import OmegaConf
 
 import bench.benchmarks.attention as attention
-from bench.config import conf_dir
-from bench.layer import Layer
-from bench.overrides import compose_checked
-from bench.shapes import ModelShape, causal_pairs
+from bench.core.config import conf_dir
+from bench.llm.layer import Layer
+from bench.commands.overrides import compose_checked
+from bench.llm.shapes import ModelShape, causal_pairs
 from tests.conftest import run_benchmarks
 
 
@@ -150,7 +150,7 @@ def test_layers_and_attention_run_checked_on_cpu(model, tmp_path):
 
 
 def test_layer_counts_must_include_one():
-    from bench.config import validate
-    from bench.errors import UserError
+    from bench.benchmarks import validate
+    from bench.core.errors import UserError
     with pytest.raises(UserError, match="layers.layer_counts"):
         validate(compose_checked(["layers.layer_counts=[2,4]"]))

@@ -121,14 +121,14 @@ def test_a_file_larger_than_the_disk_is_refused_before_anything_runs_plan_and_ru
 
 
 def test_offsets_of_a_huge_file_are_drawn_in_memory_of_the_pass_not_the_file():
-    from bench.fileio import offsets
+    from bench.hw.fileio import offsets
 
     offs = offsets("random", 4096, 16384, 10995116277760, 7)  # 2.7e9 slots: a permutation of them is 21 GB
     assert len(set(offs.tolist())) == 16384 and (offs % 4096 == 0).all() and offs.max() < 10995116277760
 
 
 def test_storage_passes_are_steady_state_by_construction():
-    from bench.fileio import pass_bounds, pass_requests
+    from bench.hw.fileio import pass_bounds, pass_requests
 
     fewest, most = pass_bounds("random", 4096, 16, 1 << 30, 32, 1 << 30)
     assert (fewest, most) == (512, 262144)  # >= 32 requests per queue slot; at most the file's slots

@@ -12,9 +12,9 @@ import torch
 
 import bench.hw.nvml as nv
 from bench.hw.device import Device
-from bench.harness import run_suite
-from bench.registry import benchmark
-from bench.store import RunStore, read_records
+from bench.plan.suite import run_suite
+from bench.core.registry import benchmark
+from bench.core.store import RunStore, read_records
 
 GPU = Device("cuda", 0)
 
@@ -190,16 +190,16 @@ def test_pcie_peak_uses_the_system_max_link_generation(monkeypatch):
 
 
 def test_mla_prefill_flops_count_decompressing_the_cached_latent():
-    from bench.shapes import ModelShape
+    from bench.llm.shapes import ModelShape
     from omegaconf import OmegaConf
 
-    from bench.config import conf_dir
+    from bench.core.config import conf_dir
 
     s = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "deepseek_v3.yaml"))
     nope = s.head_dim - s.rope_head_dim
     per_cached = 2.0 * s.kv_lora_rank * s.heads * (nope + s.v_dim)
     grow = s.prefill_flops(1024, 8192, layers=1) - s.prefill_flops(1024, 0, layers=1)
-    from bench.shapes import causal_pairs
+    from bench.llm.shapes import causal_pairs
     scores = s.attn_score_flops(causal_pairs(1024, 8192) - causal_pairs(1024, 0), False, layers=1)
     assert grow == pytest.approx(scores + 8192 * per_cached)
     gqa = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "llama3_8b.yaml"))
@@ -210,8 +210,8 @@ def test_moe_numerics_check_runs_on_a_slimmed_layer():
     from omegaconf import OmegaConf
 
     from bench.benchmarks.layers import check_bytes, check_shape, layer_param_bytes, representative_index
-    from bench.config import conf_dir
-    from bench.shapes import ModelShape
+    from bench.core.config import conf_dir
+    from bench.llm.shapes import ModelShape
 
     s = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "deepseek_v3.yaml"))
     idx = representative_index(s)
@@ -219,7 +219,7 @@ def test_moe_numerics_check_runs_on_a_slimmed_layer():
     assert full > 20e9  # 22.9 GB: its float64 copy alone would not fit an 80 GB GPU
     slim = check_shape(s)
     assert slim.experts == 16 and slim.experts_active == s.experts_active
-    # the slim layer and its float64 reference (counted by require_bytes) fit beside one full layer on 80 GB
+    # the slim layer and its float64 reference (counted by the point's needs) fit beside one full layer on 80 GB
     assert full + check_bytes(s, idx, torch.bfloat16) < 0.8 * 80e9
 
 
@@ -242,12 +242,12 @@ def test_attention_counts_what_the_backend_allocates():
 
 
 def test_lower_right_mask_is_built_once_outside_the_timed_calls(monkeypatch):
-    from bench import layer as L
+    from bench.llm import layer as L
     from bench.llm import attention as A
-    from bench.shapes import ModelShape
+    from bench.llm.shapes import ModelShape
     from omegaconf import OmegaConf
 
-    from bench.config import conf_dir
+    from bench.core.config import conf_dir
 
     built = []
     real = A.lower_right

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from bench.hw.device import Device
-from bench.harness import run_suite
-from bench.registry import benchmark
-from bench.store import RunStore, load, read_records
+from bench.plan.suite import run_suite
+from bench.core.registry import benchmark
+from bench.core.store import RunStore, load, read_records
 
 
 def _run(names, cfg, tmp_path, registry):
@@ -51,9 +51,12 @@ def test_verification_failure_is_an_error_never_a_number(harness_cfg, tmp_path, 
 
 
 def test_skip_and_memory_budget_are_recorded_with_reason(harness_cfg, tmp_path, registered):
-    @benchmark("t_big", family="test", axes=lambda c: {"n": [10, 1 << 40]})
+    from bench.harness import need
+
+    @benchmark("t_big", family="test", axes=lambda c: {"n": [10, 1 << 40]},
+               needs=lambda state: need(state.params["n"], "buffer"))
     def t_big(state):
-        state.require_bytes(state.params["n"], "buffer")
+        assert state.need.device_bytes == state.params["n"]  # checked before the function runs
         state.exec(lambda: None, work="host")
 
     @benchmark("t_cuda_only", family="test", axes=lambda c: {"n": [1]},

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bench import overlap
+from bench.llm import overlap
 from bench.harness.timing import CpuLanes, Handoff, Lane, StoppingRule, measure_lanes
 from tests.conftest import ROOT, run_benchmarks, run_cli
 
@@ -224,10 +224,10 @@ def test_model_uses_measured_exposure_and_says_so(tmp_path):
 def test_interference_on_gpu(tmp_path):
     """Streams, spin hold, event handoff and the CuPy kernel on a lane stream: verified, plausible, overlapping."""
     from bench.hw.device import Device
-    from bench.harness import run_suite
-    from bench.overrides import compose_checked
-    from bench.registry import load_all
-    from bench.store import RunStore, read_records
+    from bench.plan.suite import run_suite
+    from bench.commands.overrides import compose_checked
+    from bench.benchmarks import load_all
+    from bench.core.store import RunStore, read_records
 
     pytest.importorskip("cupy")
     cfg = compose_checked(["suite=quick", "benchmark=interference", "model=llama3_8b", "harness.progress=false",

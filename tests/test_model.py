@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from bench.config import conf_dir
+from bench.core.config import conf_dir
 from bench.model import fleet as F
 from bench.model.analyze import break_even_gbps
 from bench.model.cachesim import Trace, simulate, simulate_reference
 from bench.model.costs import Costs, Fit, nnls
 from bench.model.workload import Workload, generate, read_trace, write_trace
-from bench.shapes import causal_pairs
+from bench.llm.shapes import causal_pairs
 from tests.conftest import run_cli
 
 
@@ -106,7 +106,7 @@ def test_trace_round_trip_and_bad_traces(tmp_path):
     write_trace(reqs, p)
     back = read_trace(p)
     assert [r.hash_ids for r in back] == [r.hash_ids for r in reqs]
-    from bench.errors import UserError
+    from bench.core.errors import UserError
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(UserError, match="empty"):
         read_trace(tmp_path / "empty.jsonl")
@@ -167,9 +167,9 @@ def test_model_empty_trace_and_missing_transfer_data(model_run, tmp_path):
 
 
 def test_verdict_has_outcome_interval_reasons_and_the_plot_marks_it(model_run, tmp_path, monkeypatch):
-    from bench.model import plots
+    from bench.report import model_plots as plots
     from bench.model.analyze import analyze
-    from bench.overrides import compose_checked
+    from bench.commands.overrides import compose_checked
 
     cfg = compose_checked(["fleet.sessions=100", "verdict.bootstrap=40"], config_name="analysis")
     res = analyze(model_run, cfg)
@@ -211,8 +211,8 @@ def test_outcome_follows_the_interval_and_extrapolation():
 
 def test_trace_block_size_mismatch_and_variant_folders(model_run, tmp_path):
     from bench.model.analyze import check_trace_blocks, trace_block_tokens, variant_name
-    from bench.overrides import compose_checked
-    from bench.errors import UserError
+    from bench.commands.overrides import compose_checked
+    from bench.core.errors import UserError
 
     reqs = generate(workload("chatbot"), 5, 512)
     tr = Trace.from_requests(reqs)

@@ -1,4 +1,4 @@
-"""The planner (bench run --plan): bytes from the benchmarks' own require_bytes, targets, budgets, JSON."""
+"""The planner (bench run --plan): bytes from the benchmarks' declared needs, targets, budgets, JSON."""
 from __future__ import annotations
 
 import io
@@ -11,16 +11,16 @@ from conftest import run_cli
 
 
 def _plan(overrides):
-    from bench.plan.show import plan_jobs
+    from bench.commands.plan import plan_jobs
 
     (job, plan, added), = plan_jobs(overrides)
     return plan, added
 
 
 def test_plan_bytes_are_what_the_run_checked(quick_run):
-    """Every point of a real CPU run records the needs its require_bytes call checked; the plan of the same config
+    """Every point of a real CPU run records the needs the harness checked before it ran; the plan of the same config
     gives the same device, host and file bytes for every point of every family."""
-    from bench.store import read_records
+    from bench.core.store import read_records
 
     recs = read_records(quick_run / "records.jsonl")
     man = json.loads((quick_run / "manifest.json").read_text())
@@ -44,7 +44,7 @@ def test_plan_bytes_are_what_the_run_checked(quick_run):
 def test_plan_memory_verdicts_match_the_skips_of_a_cpu_run(tmp_path):
     """At a 4 MiB harness.cpu_max_bytes, the points the plan says do not fit are exactly the points a real CPU run
     skips for harness.cpu_max_bytes (every other point runs)."""
-    from bench.store import read_records
+    from bench.core.store import read_records
 
     ov = ["suite=quick", "model=tiny", "benchmark=[ceilings,transfer,layers,validate]", "harness.cpu_max_bytes=4194304",
           "harness.time_budget_s=0.02", "harness.warmup_s=0"]

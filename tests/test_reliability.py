@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import read_records
+from bench.core.store import read_records
 from tests.conftest import RUNS, run_cli
 
 
@@ -87,7 +87,7 @@ def test_compare_gate_and_report_refuse_a_corrupt_number(runs, tmp_path, value):
 
 # -- 4: incomplete runs are said to be so everywhere ---------------------------------------------------------------
 def test_incomplete_runs_are_flagged_and_the_gate_refuses_them(runs, tmp_path):
-    from bench.store import load
+    from bench.core.store import load
 
     a, b = runs
     man = json.loads((b / "manifest.json").read_text())

@@ -162,8 +162,8 @@ def _storage_on_simulated_gpu(tmp_path, names, force_work=None, monkeypatch=None
     import bench.benchmarks.storage  # noqa: F401 (registers)
     from bench.harness import RunContext, run_point
     from bench.hw.nvml import ClockSampler
-    from bench.overrides import compose_checked
-    from bench.registry import load_all
+    from bench.commands.overrides import compose_checked
+    from bench.benchmarks import load_all
 
     cfg = compose_checked(["suite=quick", "model=tiny", "harness.progress=false", f"storage.path={tmp_path}",
                            "storage.file_bytes=16777216", "storage.request_bytes=[1048576]",
@@ -266,9 +266,9 @@ def test_layer_ops_are_counted_without_views():
     from omegaconf import OmegaConf
 
     from bench.benchmarks.layers import dispatched_ops
-    from bench.config import conf_dir
-    from bench.layer import Layer
-    from bench.shapes import ModelShape
+    from bench.core.config import conf_dir
+    from bench.llm.layer import Layer
+    from bench.llm.shapes import ModelShape
 
     shape = ModelShape.from_cfg(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
     layer = Layer(shape, 0, torch.float32, "cpu", seed=1)

@@ -182,8 +182,8 @@ def test_sbatch_array_runs_exclusive_and_scancel_stops_cleanly(cluster, tmp_path
 
 # -- no cluster needed ------------------------------------------------------------------------------------------
 def test_sinfo_parsing_and_request_check():
-    from bench.errors import UserError
-    from bench.slurm import check_request, parse_gpus, parse_time_min
+    from bench.core.errors import UserError
+    from bench.commands.slurm import check_request, parse_gpus, parse_time_min
 
     assert parse_time_min("infinite") is None and parse_time_min("1-02:03:00") == 1440 + 123
     assert parse_time_min("30:00") == 30 and parse_time_min("45") == 45

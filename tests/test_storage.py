@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import bench.benchmarks.storage as storage
-import bench.fileio as fileio
+import bench.hw.fileio as fileio
 from bench.hw.device import Device
 from tests.conftest import run_benchmarks, run_cli
 
@@ -198,7 +198,7 @@ def test_engine_axis_is_recorded_and_every_engine_verified(tmp_path):
 
 
 def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(tmp_path):
-    from bench.fileio.aio import AioPass
+    from bench.hw.fileio.aio import AioPass
 
     p = str(tmp_path / "f")
     fb = 4 << 20
@@ -229,7 +229,7 @@ def test_writes_leave_the_files_own_pattern(tmp_path, engine, req, qd):
     left other stamps in it): after random writes over a zeroed file, the file is byte for byte the pattern
     file, and the buffers are what the point's memory check counted."""
     from bench.benchmarks.storage import engine_host_bytes
-    from bench.fileio.aio import WINDOW, AioPass
+    from bench.hw.fileio.aio import WINDOW, AioPass
 
     fb = 8 << 20
     ref, p = str(tmp_path / "ref"), str(tmp_path / "f")
@@ -265,7 +265,7 @@ def test_aio_needs_o_direct_and_says_so(tmp_path):
 def test_fio_json_parser_on_recorded_output(name, write, gbps, p99):
     import json
 
-    from bench.fileio import fio as fiorun
+    from bench.hw.fileio import fio as fiorun
     from tests.conftest import ROOT
 
     doc = json.loads((ROOT / "tests" / "data" / "fio" / f"{name}.json").read_text())

@@ -6,14 +6,14 @@ import torch
 from omegaconf import OmegaConf
 
 import bench.benchmarks.transfer_paged as paged
-from bench.config import kernels_dir
+from bench.core.config import kernels_dir
 from bench.hw.device import Device
-from bench.harness import run_suite
-from bench.kvlayout import PagedPool, kernel_copies, per_block_copies, staged_copies
-from bench.overrides import compose_checked
-from bench.registry import load_all
-from bench.shapes import ModelShape
-from bench.store import RunStore, read_records
+from bench.plan.suite import run_suite
+from bench.llm.kvlayout import PagedPool, kernel_copies, per_block_copies, staged_copies
+from bench.commands.overrides import compose_checked
+from bench.benchmarks import load_all
+from bench.llm.shapes import ModelShape
+from bench.core.store import RunStore, read_records
 from tests.conftest import run_benchmarks
 
 
@@ -113,8 +113,8 @@ def test_cpu_transfer_suite_runs_every_benchmark_verified(tmp_path):
 
 
 def test_bad_transfer_values_are_refused():
-    from bench.errors import UserError
-    from bench.config import validate
+    from bench.core.errors import UserError
+    from bench.benchmarks import validate
 
     with pytest.raises(UserError, match=r"transfer.methods='dma'.*memcpy_per_block, staged, uva_kernel"):
         validate(_cfg("transfer.methods=[dma]"))

@@ -2,10 +2,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.config import conf_dir
+from bench.core.config import conf_dir
 from bench.model.workload import Workload
-from bench.replay import MODES, Engine, decode_spans, make_sessions
-from bench.shapes import ModelShape
+from bench.llm.replay import MODES, Engine, decode_spans, make_sessions
+from bench.llm.shapes import ModelShape
 from tests.conftest import run_cli
 
 
@@ -54,7 +54,7 @@ def test_validate_command_on_cpu(tmp_path):
                 "workload=customer_support")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "end-to-end replay vs cost model" in r.stdout
-    from bench.store import read_records
+    from bench.core.store import read_records
     recs = [x for x in read_records(tmp_path / "v" / "records.jsonl") if x["benchmark"] == "e2e_agentic_replay"]
     assert {x["params"]["mode"] for x in recs} == set(MODES)
     for x in recs:
@@ -75,7 +75,7 @@ def test_decode_at_a_device_position_is_the_same_step(model):
     """The decode step a CUDA graph replays (position as a device tensor, attention over a power-of-two span with
     the slots past the position masked) computes what the eager step does: same KV written, same output; the
     engine's span step gives the eager engine's logits (checked here on the CPU, where no graph is captured)."""
-    from bench.layer import DecodeAt, Layer
+    from bench.llm.layer import DecodeAt, Layer
 
     sh = shape("tiny") if model == "gqa" else ModelShape(
         name="m", layers=2, hidden=64, heads=4, kv_heads=4, head_dim=24, ffn=128, attention="mla", kv_lora_rank=32,
@@ -111,7 +111,7 @@ def test_decode_at_a_device_position_is_the_same_step(model):
 def test_captured_decode_spans_cover_every_position_with_little_overread(capacity):
     """The spans a captured decode step attends: at most DECODE_GRAPHS of them, the last the capacity, and for every
     context c < capacity a span > c that reads under one granularity of masked slots more than c + 1."""
-    from bench.replay import DECODE_GRAPHS, DECODE_SPAN
+    from bench.llm.replay import DECODE_GRAPHS, DECODE_SPAN
 
     spans = decode_spans(capacity)
     assert len(spans) <= DECODE_GRAPHS and spans[-1] == capacity and spans == sorted(set(spans))

@@ -14,15 +14,15 @@ Each backend is checked once against a float64 reference on small shapes before 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from bench import roofline
-from bench.config import check, positive_ints
-from bench.errors import Skip
+from bench.harness import roofline
+from bench.core.config import check, positive_ints
+from bench.core.errors import Skip
 from bench.llm import attention as A
-from bench.registry import benchmark
-from bench.shapes import ModelShape, causal_pairs
-from bench.validators import validator
+from bench.core.registry import benchmark
+from bench.harness import need
+from bench.llm.shapes import ModelShape, causal_pairs
+from bench.core.checks import validator
 
 SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
 BACKENDS = ("auto", "best") + SDPA_BACKENDS + ("flashinfer",)
@@ -31,8 +31,7 @@ reference_attention = A.reference
 
 
 def dtype_of(state) -> torch.dtype:
-    a = state.cfg.attention
-    return roofline.compute_dtype(state, state.cfg.model.dtype if a.dtype == "model" else a.dtype, a.cpu_dtype)
+    return roofline.compute_dtype(state, "attention")
 
 
 def sdpa_facts(state, dims, dtype) -> dict:
@@ -58,8 +57,8 @@ def sdpa_facts(state, dims, dtype) -> dict:
 
 def make_qkv(b: int, hq: int, hkv: int, n_q: int, n_k: int, qk: int, vd: int, dtype, dev, seed: int,
              shared_v: bool = False):
-    """Random Q, K, V generated directly in ``dtype`` (no float32 intermediate: the peak is what require_bytes
-    counts). ``shared_v``: V is the first ``vd`` dims of K (MLA absorbed decode reads one latent cache)."""
+    """Random Q, K, V generated directly in ``dtype`` (no float32 intermediate: the peak is what the point's needs
+    count). ``shared_v``: V is the first ``vd`` dims of K (MLA absorbed decode reads one latent cache)."""
     g = torch.Generator(device=dev).manual_seed(seed)
     r = lambda *s: torch.randn(*s, device=dev, dtype=dtype, generator=g)  # noqa: E731
     q, k = r(b, hq, n_q, qk), r(b, hkv, n_k, qk)
@@ -196,7 +195,8 @@ def _extra(state, backend, facts, decode, b, hq, hkv, n_q, n_k, qk, vd, elt) -> 
     return A.prefill_extra_bytes(kern, b, hq, hkv, n_q, n_k, qk, vd, elt, native, not state.device.is_cuda)
 
 
-def attn_prefill_point(state):
+def prefill_need(state):
+    """Q, K, V, O of the prefill and the most any of its backends allocates beside them."""
     n_new, n_ctx = int(state.params["n_new"]), int(state.params["n_ctx"])
     backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
     n_k = n_ctx + n_new
@@ -204,7 +204,15 @@ def attn_prefill_point(state):
     backends = best_of(state, False) if backend == "best" else [backend]
     facts = sdpa_facts(state, (hq, hkv, qk, vd), dtype)
     extra = max([_extra(state, b, facts, False, 1, hq, hkv, n_new, n_k, qk, vd, elt) for b in backends] or [0])
-    state.require_bytes(nbytes * 2 + extra, "Q, K, V, O and the backend's mask/expanded K/V/partials")
+    return need(nbytes * 2 + extra, "Q, K, V, O and the backend's mask/expanded K/V/partials")
+
+
+def attn_prefill_point(state):
+    n_new, n_ctx = int(state.params["n_new"]), int(state.params["n_ctx"])
+    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
+    n_k = n_ctx + n_new
+    nbytes = (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
+    backends = best_of(state, False) if backend == "best" else [backend]
     make = lambda: make_qkv(1, hq, hkv, n_new, n_k, qk, vd, dtype, state.device.torch, 1)  # noqa: E731
     used = _one_or_best(state, backend, backends, shape, dtype, make, n_ctx, False, (n_new, n_ctx))
     flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)  # the causal pairs, whatever the kernel computed
@@ -214,16 +222,27 @@ def attn_prefill_point(state):
     roofline.report(state, flops, nbytes, dtype)
 
 
-def attn_decode_point(state):
+def _kv_bytes(state, shape, batch: int, ctx: int, elt: int) -> int:
+    """The model's KV cache as it is stored (GQA: K and V; MLA: one latent of kv_lora_rank + rope), read once."""
+    return batch * ctx * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
+
+
+def decode_need(state):
+    """The KV cache, queries and outputs of the decode step and the most any of its backends allocates beside them."""
     batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
     backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
-    # the model's KV cache as it is stored (GQA: K and V; MLA: one latent of kv_lora_rank + rope), read once
-    kv_bytes = batch * ctx * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes
     backends = best_of(state, True) if backend == "best" else [backend]
     facts = sdpa_facts(state, (hq, hkv, qk, vd), dtype)
     extra = max([_extra(state, b, facts, True, batch, hq, hkv, 1, ctx, qk, vd, elt) for b in backends] or [0])
-    state.require_bytes(kv_bytes + 2 * batch * hq * (qk + vd) * elt + extra,
-                        "KV cache, queries, outputs and the backend's copies")
+    return need(_kv_bytes(state, shape, batch, ctx, elt) + 2 * batch * hq * (qk + vd) * elt + extra,
+                "KV cache, queries, outputs and the backend's copies")
+
+
+def attn_decode_point(state):
+    batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
+    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
+    kv_bytes = _kv_bytes(state, shape, batch, ctx, elt)
+    backends = best_of(state, True) if backend == "best" else [backend]
     make = lambda: make_qkv(batch, hq, hkv, 1, ctx, qk, vd, dtype, state.device.torch, 2,  # noqa: E731
                             shared_v=shape.is_mla)
     used = _one_or_best(state, backend, backends, shape, dtype, make, 0, True, (batch, ctx))
@@ -280,7 +299,7 @@ def flashinfer_decode(state, q, k, v):
 
 @benchmark("attn_prefill", family="attention",
            axes=lambda c: {"backend": list(c.attention.backends), "n_new": list(c.attention.prefill_new),
-                           "n_ctx": list(c.attention.prefill_ctx)})
+                           "n_ctx": list(c.attention.prefill_ctx)}, needs=prefill_need)
 def attn_prefill(state):
     """Causal prefill attention of n_new tokens after n_ctx cached ones (batch 1, model's heads); ms via
     median_s, TFLOP/s over the causal pairs, fraction of the run's GEMM ceiling; backend auto (unforced, the
@@ -291,7 +310,7 @@ def attn_prefill(state):
 
 @benchmark("attn_decode", family="attention",
            axes=lambda c: {"backend": list(c.attention.backends), "batch": list(c.attention.decode_batch),
-                           "ctx": list(c.attention.decode_ctx)})
+                           "ctx": list(c.attention.decode_ctx)}, needs=decode_need)
 def attn_decode(state):
     """Decode attention: one query per sequence over ctx cached tokens, batch sequences (GQA; MLA absorbed over
     its latent cache); GB/s of the model's KV bytes read and its fraction of the run's copy ceiling; backend auto,

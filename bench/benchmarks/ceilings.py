@@ -6,44 +6,39 @@ from __future__ import annotations
 
 import torch
 
-from bench.benchmarks.transfer_contiguous import d2d_peak
-from bench.registry import benchmark
+from bench.benchmarks.transfer_contiguous import contiguous_copy, contiguous_need
+from bench.core.registry import benchmark
+from bench.harness import need
+from bench.harness import roofline
 
 
-def _dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
-
-
-@benchmark("d2d_copy", family="ceilings",
-           axes=lambda c: {"size_bytes": list(c.ceilings.copy_bytes)})
+@benchmark("d2d_copy", family="ceilings", axes=lambda c: {"size_bytes": list(c.ceilings.copy_bytes)},
+           needs=contiguous_need("d2d"))
 def d2d_copy(state):
     """Device-to-device copy of one buffer (host memcpy on CPU); GB/s counts bytes read + written.
 
-    Times dst.copy_(src) only; buffers are allocated, filled and checked outside the timed region."""
-    n = int(state.params["size_bytes"])
-    state.require_bytes(2 * n, "source + destination")
-    dev = state.device.torch
-    src = torch.randint(0, 256, (n,), dtype=torch.uint8, device=dev)
-    dst = torch.empty_like(src).fill_(0xA5)
-    state.add_bytes(2 * n)
-    flush = d2d_peak(state, n) == "l2"  # HBM reads and writes share the bus; an L2-resident copy is timed L2-cold
-    state.exec(lambda: dst.copy_(src), work="device", flush_l2=flush)
-    if flush:
-        state.set_metric("read_gbps", n / state.stats.median_s / 1e9)
-    state.verify(bool(torch.equal(dst, src)), "destination differs from source after copy")
+    The one D2D copy measurement (the transfer family's d2d is the same function over its own sizes): times
+    dst.copy_(src) only; buffers are allocated, filled and checked outside the timed region."""
+    contiguous_copy(state, "d2d", True)
 
 
-@benchmark("gemm", family="ceilings",
-           axes=lambda c: {"n": list(c.ceilings.gemm_n)})
+def _gemm_dtype(state) -> torch.dtype:
+    return roofline.compute_dtype(state, "ceilings", "gemm_dtype", "cpu_gemm_dtype")
+
+
+def _gemm_need(state):
+    n = int(state.params["n"])
+    return need(3 * n * n * (torch.finfo(_gemm_dtype(state)).bits // 8), "A, B, C")
+
+
+@benchmark("gemm", family="ceilings", axes=lambda c: {"n": list(c.ceilings.gemm_n)}, needs=_gemm_need)
 def gemm(state):
     """Square matrix product C = A @ B (M=N=K=n) in the configured dtype; TFLOP/s from 2*n^3.
 
     Inputs are random (never zeros: zeros run faster than real data); checked once against float64 on a slice."""
     n = int(state.params["n"])
-    c = state.cfg.ceilings
-    dtype = _dtype(c.gemm_dtype if state.device.is_cuda else c.cpu_gemm_dtype)
+    dtype = _gemm_dtype(state)
     elt = torch.finfo(dtype).bits // 8
-    state.require_bytes(3 * n * n * elt, "A, B, C")
     dev = state.device.torch
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)

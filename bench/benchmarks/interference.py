@@ -18,18 +18,21 @@ import time
 
 import torch
 
-from bench import overlap, roofline
-from bench.benchmarks.layers import build_stack, compute_lane, layer_dtype, layer_param_bytes, representative_index
+from bench.harness import roofline
+from bench.llm import overlap
+from bench.benchmarks.layers import (build_stack, compute_lane, layer_dtype, layer_param_bytes, representative_index,
+                                     stack_need)
 from bench.benchmarks.transfer_contiguous import check_copy, numa_node, pcie_peak, set_link_peak
 from bench.benchmarks.transfer_paged import PagedMove, paged_need
-from bench.config import check, positive_ints
+from bench.core.config import check, positive_ints
 from bench.hw.hostmem import POISON, fill_pattern, host_buffer, pattern
-from bench.kvlayout import LAYOUTS, METHODS
-from bench.layer import cached_region
-from bench.registry import benchmark
-from bench.shapes import ModelShape
-from bench.harness.timing import Handoff, Lane
-from bench.validators import validator
+from bench.llm.kvlayout import LAYOUTS, METHODS
+from bench.llm.layer import cached_region
+from bench.core.registry import benchmark
+from bench.harness import need
+from bench.llm.shapes import ModelShape
+from bench.harness.timing import Handoff, Lane, lanes_for
+from bench.core.checks import validator
 
 DIRECTIONS = ("onload", "offload")
 COMPUTES = ("prefill", "decode")
@@ -41,31 +44,41 @@ def _set_peaks(state, peak, *metrics) -> None:
 
 
 # -- copy under compute ----------------------------------------------------------------------------------------------
-def compute_stack(state, kind: str, copy_bytes: int = 0, copy_host_bytes: int = 0):
-    """The compute lane's layers: a prefill (prefill_new after prefill_ctx) or one decode step (decode_batch x
-    decode_ctx) through interference.compute_layers layers of the preset; the point's memory check counts the
-    copy lane's buffers too (``copy_bytes`` device, ``copy_host_bytes`` host)."""
+def _compute_dims(state, kind: str) -> tuple[bool, int, int, int, int]:
+    """(decode, layers, batch, new tokens, cached tokens) of the compute lane: a prefill (prefill_new after
+    prefill_ctx) or one decode step (decode_batch x decode_ctx) through interference.compute_layers layers."""
     ic = state.cfg.interference
-    extra = dict(extra_bytes=copy_bytes, host_bytes=copy_host_bytes, extra_what="the copy's pool, staging and host "
-                 "buffers")
     if kind == "prefill":
-        return build_stack(state, False, int(ic.compute_layers), 1, int(ic.prefill_new), int(ic.prefill_ctx), **extra)
-    return build_stack(state, True, int(ic.compute_layers), int(ic.decode_batch), 1, int(ic.decode_ctx), **extra)
+        return False, int(ic.compute_layers), 1, int(ic.prefill_new), int(ic.prefill_ctx)
+    return True, int(ic.compute_layers), int(ic.decode_batch), 1, int(ic.decode_ctx)
+
+
+def compute_stack(state, kind: str):
+    """The compute lane's layers of the preset (:func:`_compute_dims`)."""
+    return build_stack(state, *_compute_dims(state, kind))
+
+
+def _copy_under_need(state):
+    """The compute lane's stack and the copy lane's pool, staging and host buffers, held at once."""
+    ic = state.cfg.interference
+    _, move_dev, move_host = paged_need(state, int(ic.block_tokens), state.params["direction"] == "offload",
+                                        int(ic.copy_bytes), int(ic.pool_factor))
+    return stack_need(state, *_compute_dims(state, state.params["compute"]), extra_bytes=move_dev,
+                      host_bytes=move_host, extra_what="the copy's pool, staging and host buffers")
 
 
 @benchmark("copy_under_compute", family="interference",
            axes=lambda c: {"method": list(c.interference.methods), "direction": list(c.interference.directions),
-                           "compute": list(c.interference.computes)})
+                           "compute": list(c.interference.computes)}, needs=_copy_under_need)
 def copy_under_compute(state):
     """A paged KV onload/offload (method) on its own stream while a prefill or decode layer loop runs on another:
     copy_gbps under load vs alone, compute_slowdown, overlap_ratio, together_vs_sum / together_vs_max, and whether
     the compute hides the copy (load_hidden). Alone and together timed in the same run; copies verified."""
     ic, p = state.cfg.interference, state.params
     offload = p["direction"] == "offload"
-    _, move_dev, move_host = paged_need(state, int(ic.block_tokens), offload, int(ic.copy_bytes), int(ic.pool_factor))
-    stack = compute_stack(state, p["compute"], move_dev, move_host)  # the point's one require_bytes, copy included
+    stack = compute_stack(state, p["compute"])
     mv = PagedMove(state, p["method"], str(ic.layout), int(ic.block_tokens), offload, int(ic.copy_bytes),
-                   int(ic.pool_factor), int(ic.seed), require=False)
+                   int(ic.pool_factor), int(ic.seed))
     copy_key = ("copy_alone", p["method"], p["direction"], mv.packed_bytes)
     compute_key = ("compute_alone", p["compute"], stack.shape.name, stack.k)
     copy_alone = state.reference_lanes(copy_key, [Lane("copy", mv.run, mv.work)])
@@ -81,7 +94,7 @@ def copy_under_compute(state):
     # on a GPU, device-work lanes are queued first and host-issued lanes issued each from its own thread: a copy
     # issued call by call never holds back the queuing of the compute it runs beside
     lanes = [Lane("copy", mv.run, mv.work), Lane("compute", compute, cwork)]
-    together_once = state.device.lanes(lanes)
+    together_once = lanes_for(lanes, state.device)
     mv.checked_run("under compute, before timing", run=together_once.sample_lanes)
     res = state.exec_lanes(lanes)
     mv.checked_run("under compute, after timing", run=together_once.sample_lanes)
@@ -182,22 +195,33 @@ def _spin_rate() -> float:
     return cycles / (a.elapsed_time(b) * 1e-3)
 
 
+def _layerwise_dims(state) -> tuple[int, int, int, int]:
+    """(n_new, hit_tokens, layers run, bytes of one layer's cached K and V (MLA: latent)) of a layer-wise load."""
+    p = state.params
+    n_new, hit = int(p["n_new"]), int(p["hit_tokens"])
+    shape = ModelShape.from_cfg(state.cfg.model)
+    layer_bytes = hit * shape.kv_bytes_per_token_per_layer * (torch.finfo(layer_dtype(state)).bits // 8) // \
+        shape.elt_bytes
+    return n_new, hit, layerwise_depth(state, n_new, hit), layer_bytes
+
+
+def _layerwise_need(state):
+    n_new, hit, L, layer_bytes = _layerwise_dims(state)
+    return stack_need(state, False, L, 1, n_new, hit, host_bytes=L * layer_bytes,
+                      extra_what="pinned host copies of the cached KV")
+
+
 @benchmark("layerwise_load", family="interference",
            axes=lambda c: {"n_new": list(c.interference.layerwise_new), "hit_tokens": list(c.interference.hit_tokens),
-                           "tier_gbps": _tier_axis(c)})
+                           "tier_gbps": _tier_axis(c)}, needs=_layerwise_need)
 def layerwise_load(state):
     """A prefill of n_new tokens after hit_tokens cached whose KV comes from host memory layer by layer: layer l
     waits only for its own KV, loaded on a copy stream while earlier layers compute. exposed_s (load time not
     hidden), exposed_per_layer_s, exposed_fraction of the load alone, and the ideal pipeline's exposure for
     comparison. tier_gbps=link uses the host link as is; a number paces each layer's load to that bandwidth."""
-    p = state.params
-    n_new, hit, tier = int(p["n_new"]), int(p["hit_tokens"]), p["tier_gbps"]
-    L = layerwise_depth(state, n_new, hit)
-    shape = ModelShape.from_cfg(state.cfg.model)
-    layer_bytes = hit * shape.kv_bytes_per_token_per_layer * (torch.finfo(layer_dtype(state)).bits // 8) // \
-        shape.elt_bytes  # one layer's cached K and V (MLA: latent)
-    stack = build_stack(state, False, L, 1, n_new, hit, token_major=True, host_bytes=L * layer_bytes,
-                        extra_what="pinned host copies of the cached KV")
+    tier = state.params["tier_gbps"]
+    n_new, hit, L, layer_bytes = _layerwise_dims(state)
+    stack = build_stack(state, False, L, 1, n_new, hit, token_major=True)
     regions = [[cached_region(t, hit) for t in cache] for cache in stack.caches]
     assert layer_bytes == sum(r.numel() * r.element_size() for r in regions[0]), "cached KV bytes per layer"
     host = []
@@ -286,7 +310,7 @@ def _verify_pipeline(state, lanes, regions, host, handoff, want, dtype, when: st
     handoff.reset()
     out = {}
     probe = [lanes[0], Lane(lanes[1].name, lambda: out.setdefault("y", lanes[1].fn()), lanes[1].work)]
-    state.device.lanes(probe).sample_lanes()
+    lanes_for(probe, state.device).sample_lanes()
     state.device.synchronize()
     bad = [(i, j) for i, layer in enumerate(regions) for j, r in enumerate(layer)
            if not torch.equal(r.view(torch.uint8), host[i][j].to(r.device).view(torch.uint8))]
@@ -323,7 +347,7 @@ def _copy_lanes(state, prefix: str, direction: str, k: int, n: int, seed: int, n
 def _verified_once(state, lanes, pairs, when: str) -> None:
     for dst, _src in pairs:
         dst.fill_(POISON)
-    state.device.lanes(lanes).sample_lanes()
+    lanes_for(lanes, state.device).sample_lanes()
     for d in {lane.device for lane in lanes if lane.device is not None}:
         torch.cuda.synchronize(d)
     state.device.synchronize()
@@ -338,15 +362,19 @@ def _interleave(a: list, b: list) -> list:
     return out
 
 
+def _host_traffic_need(state):
+    k, n = int(state.params["streams"]), int(state.cfg.interference.host_bytes)
+    return need(2 * k * n, f"{2 * k} source + destination buffers", host_bytes=2 * k * n)
+
+
 @benchmark("host_traffic_concurrent", family="interference",
-           axes=lambda c: {"streams": list(c.interference.host_streams)})
+           axes=lambda c: {"streams": list(c.interference.host_streams)}, needs=_host_traffic_need)
 def host_traffic_concurrent(state):
     """H2D and D2H at once, `streams` pinned copies of interference.host_bytes each way: h2d_gbps and d2h_gbps
     under bidirectional load vs each direction alone (same streams, same run), h2d_retained / d2h_retained, and
     the total GB/s (both directions)."""
     ic = state.cfg.interference
     k, n = int(state.params["streams"]), int(ic.host_bytes)
-    state.require_bytes(2 * k * n, f"{2 * k} source + destination buffers", host_bytes=2 * k * n)
     seed = int(ic.seed)
     up, up_pairs = _copy_lanes(state, "h2d", "h2d", k, n, seed, numa_node(state))
     down, down_pairs = _copy_lanes(state, "d2h", "d2h", k, n, seed + 100, numa_node(state))
@@ -395,8 +423,15 @@ def gpu_numa_node(index: int):
     return node if node >= 0 else None
 
 
+def _all_gpus_need(state):
+    n = int(state.cfg.interference.host_bytes)
+    dirs = 2 if state.params["direction"] == "bidir" else 1
+    return need(2 * n * dirs, "each GPU's buffers (checked on every GPU below) and the pinned host buffers of every "
+                "GPU", host_bytes=n * dirs * torch.cuda.device_count())
+
+
 @benchmark("all_gpus_host", family="interference", axes=lambda c: {"direction": ["h2d", "d2h", "bidir"]},
-           supports=_multi_gpu)
+           supports=_multi_gpu, needs=_all_gpus_need)
 def all_gpus_host(state):
     """Every GPU of the node copying to/from host at once (pinned buffers on each GPU's NUMA node): aggregate GB/s,
     each GPU's GB/s under load vs alone, and each GPU's NUMA node (shared root ports and sockets show here)."""
@@ -406,13 +441,11 @@ def all_gpus_host(state):
     dirs = ["h2d", "d2h"] if direction == "bidir" else [direction]
     gpus = list(range(torch.cuda.device_count()))
     lanes, pairs, per_gpu = [], [], {}
-    state.require_bytes(2 * n * len(dirs), "each GPU's buffers (checked on every GPU below) and the pinned host "
-                        "buffers of every GPU", host_bytes=n * len(dirs) * len(gpus))
     for g in gpus:
         free, _ = torch.cuda.mem_get_info(g)
-        need = 2 * n * len(dirs)
-        if need > free * float(state.cfg.harness.gpu_mem_fraction):
-            state.skip(f"GPU {g}: {need} bytes of buffers exceed its free memory budget")
+        held = 2 * n * len(dirs)
+        if held > free * float(state.cfg.harness.gpu_mem_fraction):
+            state.skip(f"GPU {g}: {held} bytes of buffers exceed its free memory budget")
         numa = gpu_numa_node(g) if state.cfg.transfer.numa_pin else None
         mine = []
         for d in dirs:

@@ -14,28 +14,19 @@ from typing import Callable, Optional
 
 import torch
 
-from bench import roofline
-from bench.config import check, positive_ints
-from bench.errors import Skip
-from bench.layer import Layer
+from bench.harness import roofline
+from bench.core.config import check, positive_ints
+from bench.core.errors import Skip
+from bench.llm.layer import Layer
 from bench.llm import attention as A
-from bench.registry import benchmark
-from bench.shapes import ModelShape, causal_pairs
-from bench.validators import validator
-
-
-def representative_index(shape: ModelShape) -> int:
-    """The layer kind that dominates: the first MoE layer of an MoE model, else layer 0."""
-    return shape.dense_layers if shape.experts else 0
+from bench.core.registry import benchmark
+from bench.harness import need
+from bench.llm.shapes import ModelShape, causal_pairs, layer_param_bytes, representative_index  # noqa: F401
+from bench.core.checks import validator
 
 
 def layer_dtype(state) -> torch.dtype:
-    c = state.cfg.layers
-    return roofline.compute_dtype(state, state.cfg.model.dtype if c.dtype == "model" else c.dtype, c.cpu_dtype)
-
-
-def layer_param_bytes(shape: ModelShape, idx: int, dtype) -> int:
-    return (shape.attn_params() + shape.mlp_params_total(idx) + 2 * shape.hidden) * (torch.finfo(dtype).bits // 8)
+    return roofline.compute_dtype(state, "layers")
 
 
 CHECK_EXPERTS = 16  # experts kept in the numerics-check layer of an MoE model (DeepSeek-V3 has 256)
@@ -203,9 +194,7 @@ class Stack:
 
 def build(state, decode: bool) -> "Stack":
     """The point's layer stack: prefill (n_new after n_ctx) or decode (batch x ctx) through `layers` layers."""
-    p = state.params
-    b, n, ctx = (int(p["batch"]), 1, int(p["ctx"])) if decode else (1, int(p["n_new"]), int(p["n_ctx"]))
-    return build_stack(state, decode, int(p["layers"]), b, n, ctx)
+    return build_stack(state, decode, *_point_dims(state, decode))
 
 
 def stack_bytes(state, decode: bool, k: int, b: int, n: int, ctx: int, extra_bytes: int = 0) -> int:
@@ -225,19 +214,35 @@ def stack_bytes(state, decode: bool, k: int, b: int, n: int, ctx: int, extra_byt
                check_bytes(shape, idx, dtype), calibration_bytes(shape, dtype, state.device.is_cuda))
 
 
-def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False,
-                extra_bytes: int = 0, host_bytes: int = 0, extra_what: str = "") -> Stack:
+def stack_need(state, decode: bool, k: int, b: int, n: int, ctx: int, extra_bytes: int = 0, host_bytes: int = 0,
+               extra_what: str = ""):
+    """The needs of a point that builds ``k`` stacked layers (:func:`stack_bytes`) and allocates ``extra_bytes`` on
+    the device and ``host_bytes`` of host memory after them (``extra_what``)."""
+    what = f"{k} layer(s) of weights, KV cache and activations (or the numerics check before them)"
+    return need(stack_bytes(state, decode, k, b, n, ctx, int(extra_bytes)),
+                what + (f", {extra_what}" if extra_what else ""), host_bytes=int(host_bytes))
+
+
+def _point_dims(state, decode: bool) -> tuple[int, int, int, int]:
+    p = state.params
+    b, n, ctx = (int(p["batch"]), 1, int(p["ctx"])) if decode else (1, int(p["n_new"]), int(p["n_ctx"]))
+    return int(p["layers"]), b, n, ctx
+
+
+def layers_need(decode: bool):
+    def needs(state):
+        return stack_need(state, decode, *_point_dims(state, decode))
+    return needs
+
+
+def build_stack(state, decode: bool, k: int, b: int, n: int, ctx: int, token_major: bool = False) -> Stack:
     """``k`` layers for a prefill of ``n`` new tokens after ``ctx`` cached (decode: ``b`` sequences, one token
     each), numerics checked first; ``token_major`` caches keep each layer's cached positions contiguous (what a
-    KV load writes into). The point's one :meth:`State.require_bytes` call is made here, with what the caller
-    allocates after the stack (``extra_bytes`` on the device, ``host_bytes`` of host memory: ``extra_what``)."""
+    KV load writes into). Its memory is the caller's needs (:func:`stack_need`)."""
     shape = ModelShape.from_cfg(state.cfg.model)
     dtype = layer_dtype(state)
     idx = representative_index(shape)
     elt = torch.finfo(dtype).bits // 8
-    what = f"{k} layer(s) of weights, KV cache and activations (or the numerics check before them)"
-    state.require_bytes(stack_bytes(state, decode, k, b, n, ctx, int(extra_bytes)),
-                        what + (f", {extra_what}" if extra_what else ""), host_bytes=int(host_bytes))
     attention, choice = layer_attention(state, shape, dtype)
     check_layer_numerics(state, shape, idx, dtype, decode, attention)
     layers = [Layer(shape, idx, dtype, state.device.torch, seed=100 + i) for i in range(k)]
@@ -393,7 +398,7 @@ def finish(state, st: "Stack", work: str) -> float:
 
 @benchmark("layer_prefill", family="layers",
            axes=lambda c: {"n_new": list(c.layers.prefill_new), "n_ctx": list(c.layers.prefill_ctx),
-                           "layers": list(c.layers.layer_counts)})
+                           "layers": list(c.layers.layer_counts)}, needs=layers_need(False))
 def layer_prefill(state):
     """Prefill through `layers` stacked transformer layers (n_new tokens after n_ctx cached; weights, norms,
     RoPE, attention, MLP/MoE); per_layer_s, model_prefill_s = per layer x model layers, prefill_s_per_token."""
@@ -409,7 +414,7 @@ def layer_prefill(state):
 
 @benchmark("layer_decode", family="layers",
            axes=lambda c: {"batch": list(c.layers.decode_batch), "ctx": list(c.layers.decode_ctx),
-                           "layers": list(c.layers.layer_counts)})
+                           "layers": list(c.layers.layer_counts)}, needs=layers_need(True))
 def layer_decode(state):
     """One decode step through `layers` stacked layers for `batch` sequences at `ctx` cached tokens;
     per_layer_s, model_decode_step_s = per layer x model layers, decode_tokens_per_s for the whole model."""

@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.config import check, positive_ints
-from bench.errors import UserError
-from bench.fileio import (IOPass, StorageFault, create_pattern_file, direct_alignment, drop_cache, expected_bytes,
+from bench.core.config import check, positive_ints
+from bench.core.errors import UserError
+from bench.hw.fileio import (IOPass, StorageFault, create_pattern_file, direct_alignment, drop_cache, expected_bytes,
                           first_bad_page, offsets, open_file, pass_bounds, pass_requests, pattern_tile)
-from bench.registry import benchmark
-from bench.shapes import ModelShape
-from bench.validators import validator
+from bench.core.registry import benchmark
+from bench.harness import need
+from bench.llm.shapes import ModelShape
+from bench.core.checks import validator
 
 PATTERNS = ("sequential", "random", "repeat")
 DIRECT = ("auto", "require", "off")
-ENGINES = ("aio", "threads", "fio")  # host <-> file: Linux AIO (bench.fileio.aio), synchronous threads, fio itself
+ENGINES = ("aio", "threads", "fio")  # host <-> file: Linux AIO (bench.hw.fileio.aio), synchronous threads, fio itself
 
 
 def storage_root(cfg) -> str:
@@ -117,19 +118,25 @@ def open_cached(state, path: str, write: bool) -> tuple[int, str]:
                               lambda fm: os.close(fm[0]))
 
 
-def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_bytes: int = 0,
-          what: str = "", most_cap: int = 0) -> Target:
-    """Pattern file, open descriptor and steady-state request pass for this point (skips with the reason when
-    impossible). The point's one require_bytes call is made here: the engine's I/O buffers (host memory,
-    engine_host_bytes) unless the requests go into ``targets_for`` buffers (sized for the longest pass), plus the
-    caller's ``device_bytes`` / ``host_bytes`` (``what``), and the file; ``most_cap``: at most this many requests
-    per pass (a pass held in memory whole)."""
-    s = state.cfg.storage
-    req, qd, pattern, file_bytes, align, (fewest, most) = point_requests(state, write)
+def io_need(state, write: bool, own_buffers: bool = True, device_bytes: int = 0, host_bytes: int = 0,
+            what: str = ""):
+    """The needs of a storage point: the engine's I/O buffers (host memory, engine_host_bytes) unless the requests
+    go into the caller's buffers (``own_buffers=False``), the caller's ``device_bytes`` / ``host_bytes``
+    (``what``), and the file."""
+    req, qd, _, file_bytes, _, (_, most) = point_requests(state, write)
     engine = state.params.get("engine", "threads")
-    own = 0 if targets_for else engine_host_bytes(engine, req, qd, most, write)
-    state.require_bytes(device_bytes, ", ".join(filter(None, [f"{engine} I/O buffers" if own else "", what])),
-                        host_bytes=own + host_bytes, file_bytes=file_bytes)
+    own = engine_host_bytes(engine, req, qd, most, write) if own_buffers else 0
+    return need(device_bytes, ", ".join(filter(None, [f"{engine} I/O buffers" if own else "", what])),
+                host_bytes=own + host_bytes, file_bytes=file_bytes)
+
+
+def setup(state, write: bool, targets_for=None, most_cap: int = 0) -> Target:
+    """Pattern file, open descriptor and steady-state request pass for this point (skips with the reason when
+    impossible); its memory is the point's needs (:func:`io_need`). ``targets_for(bytes)``: the caller's buffer
+    the requests go into; ``most_cap``: at most this many requests per pass (a pass held in memory whole)."""
+    s = state.cfg.storage
+    req, qd, pattern, file_bytes, align, _ = point_requests(state, write)
+    engine = state.params.get("engine", "threads")
     wd = workdir(state)
     path, _ = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     fd, mode = open_cached(state, path, write)
@@ -144,7 +151,7 @@ def setup(state, write: bool, targets_for=None, device_bytes: int = 0, host_byte
 
 def point_requests(state, write: bool) -> tuple[int, int, str, int, int, tuple[int, int]]:
     """The point's requests, the same for every engine: request bytes, queue depth, pattern, file bytes, O_DIRECT
-    alignment and the (fewest, most) requests of one pass (bench.fileio.pass_bounds). Skips (with why) a
+    alignment and the (fewest, most) requests of one pass (bench.hw.fileio.pass_bounds). Skips (with why) a
     memory-backed storage.path and a request size that is not a multiple of the alignment."""
     s = state.cfg.storage
     req = int(state.params["request_bytes"])
@@ -169,7 +176,7 @@ def steady_offsets(state, write: bool, req: int, qd: int, pattern: str, fd: int,
                    most_cap: int = 0):
     """The offsets of a steady-state pass: an untimed probe pass of the fewest requests (page cache dropped first
     for reads; the AIO engine where it runs, else threads) gives the rate, and the pass is sized to last about
-    storage.pass_s at it, within bench.fileio.pass_bounds. Measured once per (request, queue depth, pattern,
+    storage.pass_s at it, within bench.hw.fileio.pass_bounds. Measured once per (request, queue depth, pattern,
     direction) and run, so every engine (fio too) and the GPU paths time the same requests."""
     s = state.cfg.storage
     fewest, most = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
@@ -178,7 +185,7 @@ def steady_offsets(state, write: bool, req: int, qd: int, pattern: str, fd: int,
     seed = int(s.seed) + req
 
     def probe():
-        from bench.fileio.aio import unavailable
+        from bench.hw.fileio.aio import unavailable
 
         offs = offsets(pattern, req, fewest, int(s.file_bytes), seed)
         engine = "aio" if (mode == "o_direct" and unavailable() is None) else "threads"
@@ -205,8 +212,8 @@ def steady_offsets(state, write: bool, req: int, qd: int, pattern: str, fd: int,
 
 def engine_host_bytes(engine: str, req: int, qd: int, requests: int, write: bool) -> int:
     """Host memory of an engine's I/O buffers for a pass (bytes): a buffer per request in flight, of the request
-    for reads and of the pattern's period + the request for writes (bench.fileio.pattern_slots), both engines."""
-    from bench.fileio import PATTERN_PERIOD
+    for reads and of the pattern's period + the request for writes (bench.hw.fileio.pattern_slots), both engines."""
+    from bench.hw.fileio import PATTERN_PERIOD
 
     slots = max(1, min(qd, requests)) if engine == "aio" else qd
     return slots * (req + (PATTERN_PERIOD if write else 0))
@@ -214,10 +221,10 @@ def engine_host_bytes(engine: str, req: int, qd: int, requests: int, write: bool
 
 def make_pass(state, engine: str, mode: str, fd: int, offs, req: int, qd: int, write: bool, align: int, tile,
               targets=None):
-    """The request pass of ``engine``: aio (Linux AIO, qd in flight from one thread, bench.fileio.aio) or threads (qd
-    synchronous threads, bench.fileio.IOPass). An engine that cannot run here skips the point with why."""
+    """The request pass of ``engine``: aio (Linux AIO, qd in flight from one thread, bench.hw.fileio.aio) or threads (qd
+    synchronous threads, bench.hw.fileio.IOPass). An engine that cannot run here skips the point with why."""
     if engine == "aio":
-        from bench.fileio.aio import AioPass, unavailable
+        from bench.hw.fileio.aio import AioPass, unavailable
 
         why = unavailable()
         if why:
@@ -299,7 +306,13 @@ def _verify_reads(state, io: IOPass, tile, what: str) -> None:
                           f"(page {bad[0][1] if bad else 0})")
 
 
-@benchmark("file_read", family="storage", axes=_axes)
+def _rw_need(write: bool):
+    def needs(state):
+        return fio_need(state, write) if state.params.get("engine") == "fio" else io_need(state, write)
+    return needs
+
+
+@benchmark("file_read", family="storage", axes=_axes, needs=_rw_need(False))
 def file_read(state):
     """Read requests from a file into host memory (O_DIRECT, or buffered after a proven page-cache drop) at
     queue_depth: engine aio (Linux AIO, one thread), threads (synchronous threads) or fio (fio itself on the same
@@ -316,7 +329,7 @@ def file_read(state):
     state.note(page_cache="dropped and verified empty (mincore) before every timed pass")
 
 
-@benchmark("file_write", family="storage", axes=_axes)
+@benchmark("file_write", family="storage", axes=_axes, needs=_rw_need(True))
 def file_write(state):
     """Write requests from host memory to a file (O_DIRECT; buffered fallback adds fdatasync to the timed pass so
     bytes reach the device) with engine aio, threads or fio; GB/s, iops, latency percentiles. Data read back and
@@ -334,21 +347,29 @@ def file_write(state):
 FIO_MIN_RUN_S = 0.5  # fio rounds its runtime to the millisecond: each fio run repeats the pass for at least this
 
 
-def fio_point(state, write: bool) -> None:
-    """fio on the same file, request size, pattern, queue depth and request count as the other engines' points;
-    one fio process per sample, timed by fio itself (bench.fileio.fio). Page cache dropped and proven empty before each
-    read; after writes (fio's own data) the file's pattern is rewritten, untimed, so later points still verify."""
-    from bench.fileio import fio
-    from bench.harness.timing import summarize
+def fio_need(state, write: bool):
+    """fio's own buffers (a request per slot in flight), the probe that sizes the pass (the AIO engine's), the file."""
+    from bench.hw.fileio import fio
 
     why = fio.unavailable()
     if why:
         state.skip(why)
-    s = state.cfg.storage
     if state.params["pattern"] not in ("sequential", "random"):
         state.skip(f"pattern={state.params['pattern']}: fio runs sequential and random passes only")
+    req, qd, _, file_bytes, _, (_, most) = point_requests(state, write)
+    return need(0, "fio's own buffers and the probe pass", host_bytes=max(req * qd, engine_host_bytes(
+        "aio", req, qd, most, write)), file_bytes=file_bytes)
+
+
+def fio_point(state, write: bool) -> None:
+    """fio on the same file, request size, pattern, queue depth and request count as the other engines' points;
+    one fio process per sample, timed by fio itself (bench.hw.fileio.fio). Page cache dropped and proven empty before each
+    read; after writes (fio's own data) the file's pattern is rewritten, untimed, so later points still verify."""
+    from bench.hw.fileio import fio
+    from bench.harness.timing import summarize
+
+    s = state.cfg.storage
     req, qd, pattern, file_bytes, align, _ = point_requests(state, write)
-    state.require_bytes(0, "fio's own buffers", host_bytes=req * qd, file_bytes=file_bytes)
     wd = workdir(state)
     path, mode = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     if mode != "o_direct":
@@ -387,7 +408,12 @@ def fio_point(state, write: bool) -> None:
                verification="fio checks every completion's length; the content is fio's own (not checked here)")
 
 
-@benchmark("file_read_cache_check", family="storage",
+def _cache_check_need(state):
+    """The threads engine's buffer for either pass (same request size and depth) and the file."""
+    return io_need(state, False)
+
+
+@benchmark("file_read_cache_check", family="storage", needs=_cache_check_need,
            axes=lambda c: {"request_bytes": [int(c.storage.cache_check_bytes)], "queue_depth": [1]})
 def file_read_cache_check(state):
     """Proof that reads miss the page cache: the same block read over and over vs distinct random blocks.
@@ -441,6 +467,27 @@ def _gpu_axes(c):
             "queue_depth": list(c.storage.gpu_queue_depths)}
 
 
+def _gpu_pass_most(state, write: bool, copies: int) -> int:
+    """The most requests of a GPU path's pass, whose every request is held at once in ``copies`` buffers of the
+    point's memory budget (a GPU buffer; the bounce path's pinned buffer too, both host memory on the CPU)."""
+    req, qd, _, _, _, (_, most) = point_requests(state, write)
+    return max(1, min(most, state.mem_budget_bytes // (copies * req)))
+
+
+def kvikio_need(state, write: bool):
+    req = int(state.params["request_bytes"])
+    most = _gpu_pass_most(state, write, 1)
+    return need(most * req, "GPU buffer" + (" and its pattern in host memory" if write else ""),
+                host_bytes=most * req if write else 0, file_bytes=point_requests(state, write)[3])
+
+
+def bounce_need(state, write: bool):
+    req = int(state.params["request_bytes"])
+    most = _gpu_pass_most(state, write, 1 if state.device.is_cuda else 2)
+    return io_need(state, write, own_buffers=False, device_bytes=most * req, host_bytes=most * req,
+                   what="pinned host and device buffers (the longest pass)")
+
+
 def gpu_file_kvikio(state, write: bool) -> None:
     """KvikIO pread/pwrite of the point's requests between one GPU buffer and the pattern file. The CuFile is
     opened for this point and closed when it ends; a timed write pass ends with fdatasync so the bytes are on the
@@ -449,10 +496,8 @@ def gpu_file_kvikio(state, write: bool) -> None:
     import kvikio.defaults as d
 
     s = state.cfg.storage
-    req, qd, pattern, file_bytes, align, (_, most) = point_requests(state, write)
-    most = max(1, min(most, state.mem_budget_bytes // req))  # the whole pass lives in one GPU buffer
-    state.require_bytes(most * req, "GPU buffer" + (" and its pattern in host memory" if write else ""),
-                        host_bytes=most * req if write else 0, file_bytes=file_bytes)
+    req, qd, pattern, file_bytes, align, _ = point_requests(state, write)
+    most = _gpu_pass_most(state, write, 1)
     try:
         d.set("num_threads", qd)
     except Exception:
@@ -495,14 +540,16 @@ def gpu_file_kvikio(state, write: bool) -> None:
     state.note(**kvikio_settings(), write_durability="fdatasync inside the timed pass" if write else None)
 
 
-@benchmark("gpu_file_read_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported)
+@benchmark("gpu_file_read_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported,
+           needs=lambda state: kvikio_need(state, False))
 def gpu_file_read_kvikio(state):
     """File -> GPU memory through KvikIO (GDS, or its POSIX compat mode: recorded); GB/s of payload. Page cache
     dropped and verified before every timed pass."""
     gpu_file_kvikio(state, write=False)
 
 
-@benchmark("gpu_file_write_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported)
+@benchmark("gpu_file_write_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported,
+           needs=lambda state: kvikio_need(state, True))
 def gpu_file_write_kvikio(state):
     """GPU memory -> file through KvikIO (compat mode recorded); GB/s of payload."""
     gpu_file_kvikio(state, write=True)
@@ -521,14 +568,9 @@ def gpu_file_bounce(state, write: bool) -> None:
         state.note(**facts)
         return memoryview(pinned["t"].numpy())
 
-    s = state.cfg.storage
-    req, qd = int(state.params["request_bytes"]), int(state.params["queue_depth"])
-    _, most = pass_bounds(state.params["pattern"], req, qd, int(s.file_bytes), int(s.pass_depths),
-                          int(s.pass_max_bytes))
     # the whole pass lives in a pinned buffer and a device buffer (both host memory on the CPU): at most what fits
-    most = max(1, min(most, state.mem_budget_bytes // ((1 if state.device.is_cuda else 2) * req)))
-    t = setup(state, write, targets_for=pinned_slices, device_bytes=most * req, host_bytes=most * req,
-              what="pinned host and device buffers (the longest pass)", most_cap=most)
+    t = setup(state, write, targets_for=pinned_slices, most_cap=_gpu_pass_most(state, write, 1 if state.device.is_cuda
+                                                                               else 2))
     host, total = pinned["t"], t.io.bytes
     dev = torch.empty(total, dtype=torch.uint8, device=state.device.torch)
     if write:
@@ -556,14 +598,14 @@ def gpu_file_bounce(state, write: bool) -> None:
         _verify_written(state, t)
 
 
-@benchmark("gpu_file_read_bounce", family="storage", axes=_gpu_axes)
+@benchmark("gpu_file_read_bounce", family="storage", axes=_gpu_axes, needs=lambda state: bounce_need(state, False))
 def gpu_file_read_bounce(state):
     """File -> pinned host (O_DIRECT, queue_depth threads) -> GPU (one copy), not overlapped; GB/s of payload.
     On the CPU the second hop is a host copy."""
     gpu_file_bounce(state, write=False)
 
 
-@benchmark("gpu_file_write_bounce", family="storage", axes=_gpu_axes)
+@benchmark("gpu_file_write_bounce", family="storage", axes=_gpu_axes, needs=lambda state: bounce_need(state, True))
 def gpu_file_write_bounce(state):
     """GPU -> pinned host (one copy) -> file (O_DIRECT, queue_depth threads), not overlapped; GB/s of payload."""
     gpu_file_bounce(state, write=True)
@@ -595,7 +637,7 @@ def _storage(cfg) -> None:
     for v in list(s.request_bytes) + list(s.gpu_request_bytes) + [s.cache_check_bytes]:
         check(v % 4096 == 0, "storage.request_bytes", v, "multiples of 4096 (O_DIRECT alignment)")
         check(v <= s.file_bytes, "storage.request_bytes", v, f"at most storage.file_bytes ({s.file_bytes})")
-    from bench.fileio import FILE_MARGIN, free_bytes
+    from bench.hw.fileio import FILE_MARGIN, free_bytes
 
     free = free_bytes(root)  # checked before any point runs: the run has written nothing there yet
     check(s.file_bytes + FILE_MARGIN <= free, "storage.file_bytes", s.file_bytes,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from bench.hw.hostmem import POISON, fill_pattern, first_mismatch, host_buffer, pattern
-from bench.registry import benchmark
+from bench.core.registry import benchmark
+from bench.harness import need
 
 # direction -> (source side, destination side); "host" sides use pinned or pageable memory
 DIRECTIONS = {"h2d": ("host", "dev"), "d2h": ("dev", "host"), "d2d": ("dev", "dev")}
@@ -76,11 +77,19 @@ def d2d_peak(state, n: int) -> str:
     return "hbm"
 
 
+def contiguous_need(direction: str):
+    """The needs of a contiguous copy of size_bytes in ``direction``: its source and destination, on the device or
+    in host memory."""
+    def needs(state):
+        n = int(state.params["size_bytes"])
+        host_sides = list(DIRECTIONS[direction]).count("host")
+        return need((2 - host_sides) * n, "source + destination", host_bytes=host_sides * n)
+    return needs
+
+
 def contiguous_copy(state, direction: str, pinned: bool) -> None:
     n = int(state.params["size_bytes"])
     src_side, dst_side = DIRECTIONS[direction]
-    host_sides = [src_side, dst_side].count("host")
-    state.require_bytes((2 - host_sides) * n, "source + destination", host_bytes=host_sides * n)
     seed = int(state.cfg.transfer.seed)
     src = alloc(state, src_side, n, pinned, seed)
     dst = alloc(state, dst_side, n, pinned, None)
@@ -118,32 +127,32 @@ def _sizes(c):
     return {"size_bytes": list(c.transfer.sizes)}
 
 
-@benchmark("h2d_pinned", family="transfer", axes=_sizes)
+@benchmark("h2d_pinned", family="transfer", axes=_sizes, needs=contiguous_need("h2d"))
 def h2d_pinned(state):
     """Host-to-device copy from pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes.
     Times the copy only; allocation and verification are outside."""
     contiguous_copy(state, "h2d", True)
 
 
-@benchmark("d2h_pinned", family="transfer", axes=_sizes)
+@benchmark("d2h_pinned", family="transfer", axes=_sizes, needs=contiguous_need("d2h"))
 def d2h_pinned(state):
     """Device-to-host copy into pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes."""
     contiguous_copy(state, "d2h", True)
 
 
-@benchmark("h2d_pageable", family="transfer", axes=_sizes)
+@benchmark("h2d_pageable", family="transfer", axes=_sizes, needs=contiguous_need("h2d"))
 def h2d_pageable(state):
     """Host-to-device copy from pageable memory (driver-staged, host-synchronous); GB/s of payload."""
     contiguous_copy(state, "h2d", False)
 
 
-@benchmark("d2h_pageable", family="transfer", axes=_sizes)
+@benchmark("d2h_pageable", family="transfer", axes=_sizes, needs=contiguous_need("d2h"))
 def d2h_pageable(state):
     """Device-to-host copy into pageable memory (driver-staged, host-synchronous); GB/s of payload."""
     contiguous_copy(state, "d2h", False)
 
 
-@benchmark("d2d", family="transfer", axes=_sizes)
+@benchmark("d2d", family="transfer", axes=_sizes, needs=contiguous_need("d2d"))
 def d2d(state):
     """Device-to-device copy across the size sweep; GB/s counts bytes read + written (compare with the HBM peak)."""
     contiguous_copy(state, "d2d", True)
@@ -182,11 +191,16 @@ def concurrent_copies(state, pairs) -> None:
         state.note(streams="sequential on the CPU")
 
 
-@benchmark("bidir_pinned", family="transfer", axes=lambda c: {"size_bytes": list(c.transfer.sizes)})
+def _bidir_need(state):
+    n = int(state.params["size_bytes"])
+    return need(2 * n, "two source + two destination buffers", host_bytes=2 * n)
+
+
+@benchmark("bidir_pinned", family="transfer", axes=lambda c: {"size_bytes": list(c.transfer.sizes)},
+           needs=_bidir_need)
 def bidir_pinned(state):
     """H2D and D2H at once on two streams (pinned); GB/s is the total of both directions."""
     n = int(state.params["size_bytes"])
-    state.require_bytes(2 * n, "two source + two destination buffers", host_bytes=2 * n)
     seed = int(state.cfg.transfer.seed)
     state.params.setdefault("streams", 2)
     pairs = [(alloc(state, "dev", n, True, None), alloc(state, "host", n, True, seed)),
@@ -196,10 +210,14 @@ def bidir_pinned(state):
     concurrent_copies(state, pairs)
 
 
+def _streams_need(state):
+    k, n = int(state.params["streams"]), int(state.cfg.transfer.stream_bytes)
+    return need(k * n, f"{k} source + destination buffers", host_bytes=k * n)
+
+
 def multistream(state, direction: str) -> None:
     k = int(state.params["streams"])
     n = int(state.cfg.transfer.stream_bytes)
-    state.require_bytes(k * n, f"{k} source + destination buffers", host_bytes=k * n)
     src_side, dst_side = DIRECTIONS[direction]
     seed = int(state.cfg.transfer.seed)
     pairs = [(alloc(state, dst_side, n, True, None), alloc(state, src_side, n, True, seed + i)) for i in range(k)]
@@ -212,14 +230,14 @@ def _stream_axes(c):
     return {"streams": list(c.transfer.streams)}
 
 
-@benchmark("h2d_pinned_streams", family="transfer", axes=_stream_axes)
+@benchmark("h2d_pinned_streams", family="transfer", axes=_stream_axes, needs=_streams_need)
 def h2d_pinned_streams(state):
     """H2D pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is the total (one link: streams
     share it)."""
     multistream(state, "h2d")
 
 
-@benchmark("d2h_pinned_streams", family="transfer", axes=_stream_axes)
+@benchmark("d2h_pinned_streams", family="transfer", axes=_stream_axes, needs=_streams_need)
 def d2h_pinned_streams(state):
     """D2H pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is the total (one link: streams
     share it)."""

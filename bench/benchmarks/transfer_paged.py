@@ -10,12 +10,13 @@ from __future__ import annotations
 import torch
 
 from bench.benchmarks.transfer_contiguous import alloc, numa_node, set_link_peak
-from bench.config import check, positive_ints
+from bench.core.config import check, positive_ints
 from bench.hw.hostmem import POISON, first_mismatch
-from bench.kvlayout import LAYOUTS, METHODS, PagedPool, kernel_copies, per_block_copies, staged_copies
-from bench.registry import benchmark
-from bench.shapes import ModelShape
-from bench.validators import validator
+from bench.llm.kvlayout import LAYOUTS, METHODS, PagedPool, kernel_copies, per_block_copies, staged_copies
+from bench.core.registry import benchmark
+from bench.harness import need
+from bench.llm.shapes import ModelShape
+from bench.core.checks import validator
 
 
 def _axes(c):
@@ -34,18 +35,16 @@ def paged_need(state, block_tokens: int, offload: bool, paged_bytes: int, pool_f
 
 class PagedMove:
     """N random blocks of a paged GPU pool moved to (offload) or from (onload) a packed pinned host buffer by one
-    method, with the poison-then-verify check the benchmarks run before and after timing. ``require``: make the
-    point's require_bytes call (False when the caller made it, counting :func:`paged_need`)."""
+    method, with the poison-then-verify check the benchmarks run before and after timing (its memory: the point's
+    needs count :func:`paged_need`)."""
 
     def __init__(self, state, method: str, layout: str, block_tokens: int, offload: bool, paged_bytes: int,
-                 pool_factor: int, seed: int, require: bool = True):
+                 pool_factor: int, seed: int):
         shape = ModelShape.from_cfg(state.cfg.model)
         block_bytes = shape.kv_block_bytes(block_tokens)
-        n, dev_bytes, host_bytes = paged_need(state, block_tokens, offload, paged_bytes, pool_factor)
+        n, _, _ = paged_need(state, block_tokens, offload, paged_bytes, pool_factor)
         pool_blocks = n * int(pool_factor)
         self.n, self.offload, self.packed_bytes = n, offload, n * block_bytes
-        if require:
-            state.require_bytes(dev_bytes, "KV pool, host, staging and check buffers", host_bytes=host_bytes)
         dev = state.device.torch
         self.device = state.device
         self.pool = PagedPool.allocate(shape, block_tokens, layout, pool_blocks, dev, seed)
@@ -132,14 +131,23 @@ def _check(state, pool, idx, packed, host_pattern, offload, untouched, when: str
                  f"{when}: a block that was not moved changed")
 
 
-@benchmark("paged_offload", family="transfer", axes=_axes)
+def _paged_need(offload: bool):
+    def needs(state):
+        t = state.cfg.transfer
+        _, dev, host = paged_need(state, int(state.params["block_tokens"]), offload, int(t.paged_bytes),
+                                  int(t.pool_factor))
+        return need(dev, "KV pool, host, staging and check buffers", host_bytes=host)
+    return needs
+
+
+@benchmark("paged_offload", family="transfer", axes=_axes, needs=_paged_need(True))
 def paged_offload(state):
     """Gather N random KV blocks of a paged GPU pool into pinned host memory (KV offload); GB/s of KV bytes,
     us_per_block, fraction_of_contiguous. Times the transfer only; pool fill and verification are outside."""
     paged_transfer(state, offload=True)
 
 
-@benchmark("paged_onload", family="transfer", axes=_axes)
+@benchmark("paged_onload", family="transfer", axes=_axes, needs=_paged_need(False))
 def paged_onload(state):
     """Scatter N KV blocks from pinned host memory into random slots of a paged GPU pool (KV onload); GB/s of
     KV bytes, us_per_block, fraction_of_contiguous."""

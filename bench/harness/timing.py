@@ -14,16 +14,15 @@ timed call declares its kind of work and the harness picks the clock from it (:f
                    issue plus a final device synchronize.
 On the CPU every kind is host work (torch CPU ops are synchronous) and runs on the host clock.
 
-CUDA is reached only through :func:`runtime` (``torch.cuda`` and the host clock): tests swap in a simulated
-timeline with :func:`use_runtime` to check the CUDA branch of this module on a machine without a GPU.
+CUDA is reached only through :func:`bench.hw.runtime.runtime` (``torch.cuda`` and the host clock): tests swap in a
+simulated timeline with :func:`bench.hw.runtime.use_runtime` to check the CUDA branch of this module on a machine
+without a GPU.
 """
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -40,38 +39,8 @@ def check_work(work) -> str:
     return work
 
 
-# -- the seam: torch.cuda and the host clock ---------------------------------------------------------------------
-@dataclass
-class Runtime:
-    """What the clocks call: a ``torch.cuda``-like module and the host clock (seconds, float and ns)."""
-
-    cuda: Any
-    now: Callable[[], float] = time.perf_counter
-    now_ns: Callable[[], int] = time.perf_counter_ns
-
-
-_RUNTIME: Optional[Runtime] = None
-
-
-def runtime() -> Runtime:
-    """The runtime in use: real torch.cuda and perf_counter unless a test installed another."""
-    global _RUNTIME
-    if _RUNTIME is None:
-        import torch
-
-        _RUNTIME = Runtime(torch.cuda)
-    return _RUNTIME
-
-
-@contextmanager
-def use_runtime(rt: Runtime):
-    """Install ``rt`` for the body (tests: a simulated CUDA timeline); the previous runtime comes back after."""
-    global _RUNTIME
-    old, _RUNTIME = _RUNTIME, rt
-    try:
-        yield rt
-    finally:
-        _RUNTIME = old
+# the seam (torch.cuda and the host clock, swapped by tests for a simulated timeline) is bench.hw.runtime
+from bench.hw.runtime import Runtime, runtime, use_runtime  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
@@ -273,6 +242,11 @@ class CudaClock:
 
     def sync(self) -> None:
         runtime().cuda.synchronize(self.index)
+
+
+def lanes_for(lanes: list, device) -> object:
+    """The timer for concurrent ``lanes`` on ``device``: CUDA streams (one per lane) or host threads."""
+    return CudaLanes(lanes, device.index) if device.is_cuda else CpuLanes(lanes)
 
 
 def clock_for(work: str, device) -> object:

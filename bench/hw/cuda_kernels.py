@@ -6,8 +6,8 @@ import functools
 import numpy as np
 import torch
 
-from bench.config import kernels_dir
-from bench.errors import UserError
+from bench.core.config import kernels_dir
+from bench.core.errors import UserError
 
 
 def cupy_module():

@@ -7,9 +7,8 @@ from typing import Optional
 
 import torch
 
-from bench.errors import UserError
-
-DEVICE_CHOICES = ("auto", "cuda", "cpu")
+from bench.core.config import DEVICE_CHOICES
+from bench.core.errors import UserError
 
 
 @dataclass
@@ -30,18 +29,6 @@ class Device:
     def synchronize(self) -> None:
         if self.is_cuda:
             _runtime().cuda.synchronize(self.index)
-
-    def clock(self, work: str):
-        """The timer for one call of kind ``work`` ('device', 'host', 'host_issued'; see bench.harness.timing)."""
-        from bench.harness.timing import clock_for
-
-        return clock_for(work, self)
-
-    def lanes(self, lanes):
-        """The timer for concurrent lanes: CUDA streams (one per lane) or host threads."""
-        from bench.harness.timing import CpuLanes, CudaLanes
-
-        return CudaLanes(lanes, self.index) if self.is_cuda else CpuLanes(lanes)
 
     def release(self) -> None:
         """Free what a finished or failed point left behind (used after OOM and between points)."""
@@ -66,9 +53,8 @@ class Device:
 
 
 def _runtime():
-    """torch.cuda (or a test's simulated timeline) through the timing module's seam (imported late: the harness
-    package imports this module)."""
-    from bench.harness.timing import runtime
+    """torch.cuda (or a test's simulated timeline) through the seam (bench.hw.runtime)."""
+    from bench.hw.runtime import runtime
 
     return runtime()
 

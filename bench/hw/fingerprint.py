@@ -188,7 +188,7 @@ def _version(mod: str) -> Optional[str]:
 
 def fingerprint(device_index: int = 0, storage_path: Optional[str] = None) -> dict:
     """The manifest's ``hardware`` section."""
-    from bench.slurm import job_ids
+    from bench.core.identity import job_ids
 
     _slurm_id = lambda: job_ids().get("id")  # noqa: E731
     probe = _Probe()

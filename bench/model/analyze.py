@@ -15,16 +15,16 @@ from typing import Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from bench.config import FleetConfig
-from bench.errors import UserError
+from bench.core.config import FleetConfig
+from bench.core.errors import UserError
 from bench.model import fleet as F
 from bench.model import verdict as V
 from bench.model.cachesim import TIERS, Curves, reuse_times, simulate
 from bench.model.costs import (DECODE, PREFILL, Costs, Tier, fit_decode, fit_exposure, fit_points, fit_prefill,
                                host_tier, points, storage_tier)
 from bench.model.workload import Workload, generate_trace, load_trace
-from bench.shapes import ModelShape
-from bench.store import load, read_manifest, run_dirs, run_state
+from bench.llm.shapes import ModelShape
+from bench.core.store import load, read_manifest, run_dirs, run_state
 
 HIT_GRID = np.round(np.concatenate([np.arange(0, 0.9, 0.05), np.arange(0.9, 1.0001, 0.01)]), 3)  # dense where agents live
 CPU_ASSUMED_HBM = 80 * 2**30
@@ -600,7 +600,7 @@ COST_BENCHMARKS = ("layer_prefill", "layer_decode", "paged_onload", "file_read",
 
 def _suspect_reasons(run_dir) -> list[str]:
     """Points the costs come from that were timed under contention or fell implausibly in their sweep."""
-    from bench.store import RECORDS, read_records, suspect_points
+    from bench.core.store import RECORDS, read_records, suspect_points
 
     sus = suspect_points(read_records(Path(run_dir) / RECORDS))
     used = {k: v for k, v in sus.items() if k.split(" ", 1)[0] in COST_BENCHMARKS}
@@ -612,22 +612,23 @@ def _suspect_reasons(run_dir) -> list[str]:
 
 
 def _validation_reasons(df, run_dir=None) -> list[str]:
-    """The end-to-end replay's per-tier speedup prediction errors, when the run has them (and, on a GPU, when its
-    decode ran eagerly: host-bound, so its time is Python's)."""
-    d = df[(df["benchmark"] == "e2e_agentic_replay") & (df["status"] == "ok")] if not df.empty else df
-    if d.empty or "metric.speedup_prediction_error" not in d:
+    """The end-to-end replay's per-tier speedup prediction errors (bench.model.replay_check, from the run's own
+    costs), when the run has them (and, on a GPU, when its decode ran eagerly: host-bound, so its time is
+    Python's)."""
+    if run_dir is None or df.empty or not (df["benchmark"] == "e2e_agentic_replay").any():
         return []
-    eager = []
-    if run_dir is not None:
-        from bench.store import RECORDS, read_records
+    from bench.core.store import RECORDS, read_records
+    from bench.model.replay_check import replay_predictions
 
-        eager = sorted({str(r["info"]["decode"]) for r in read_records(Path(run_dir) / RECORDS)
-                        if r["benchmark"] == "e2e_agentic_replay" and r["status"] == "ok" and r.get("device") == "cuda"
-                        and str((r.get("info") or {}).get("decode", "")).startswith("eager")})
-    errs = {str(r["param.mode"]): float(r["metric.speedup_prediction_error"]) for _, r in d.iterrows()
-            if r.get("metric.speedup_prediction_error") == r.get("metric.speedup_prediction_error")}
+    recs = read_records(Path(run_dir) / RECORDS)
+    pred = replay_predictions(df, recs)
+    errs = {m: p["speedup_prediction_error"] for m, p in pred.items()
+            if p.get("speedup_prediction_error") is not None and p["speedup_prediction_error"] == p["speedup_prediction_error"]}
     if not errs:
         return []
+    eager = sorted({str(r["info"]["decode"]) for r in recs
+                    if r["benchmark"] == "e2e_agentic_replay" and r["status"] == "ok" and r.get("device") == "cuda"
+                    and str((r.get("info") or {}).get("decode", "")).startswith("eager")})
     out = ["end-to-end replay vs this model's prediction: " + ", ".join(f"{m} {e:+.0%}" for m, e in errs.items())]
     return out + [f"the replay decoded {e}" for e in eager]
 

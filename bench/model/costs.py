@@ -17,9 +17,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from bench.errors import UserError
-from bench.overlap import exposed_with_interference_s, fit_interference
-from bench.shapes import causal_pairs
+from bench.core.errors import UserError
+from bench.llm.overlap import exposed_with_interference_s, fit_interference
+from bench.llm.shapes import causal_pairs
 
 
 def nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -226,7 +226,7 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
 @dataclass
 class Exposure:
     """Measured layer-wise load/compute overlap: while both run, loads take (1 + copy_slowdown) and compute
-    (1 + compute_slowdown) times as long; the rest is the ideal layer pipeline (bench.overlap)."""
+    (1 + compute_slowdown) times as long; the rest is the ideal layer pipeline (bench.llm.overlap)."""
 
     copy_slowdown: float
     compute_slowdown: float

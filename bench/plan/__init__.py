@@ -1,9 +1,8 @@
 """The planner (``python -m bench run --plan``): every point of a run, what it holds, whether it fits the target,
 and its estimated time, before anything is allocated; and the family budgets a run keeps.
 
-Bytes are the benchmark's own: each point runs in plan mode until its one ``State.require_bytes`` call, which
-raises :class:`bench.harness.Planned` with the device, host and file bytes instead of checking them (nothing is
-allocated before that call; on a 'meta' device a stray allocation would cost nothing). Times come from
+Bytes are the benchmark's own: each benchmark declares what a point holds (``needs``, bench.core.registry), the
+harness checks it before the point runs and the planner reads it without running the benchmark. Times come from
 :mod:`bench.plan.work` (what a call costs on the target) turned into seconds by the harness's own stopping rule
 (:func:`measure_s`): warm-up, calibration, min_samples / noise target / time budget / max_samples.
 """
@@ -15,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from bench.errors import Skip
+from bench.core.errors import Skip
 from bench.plan import work as W
 from bench.plan.targets import Target
 
@@ -24,7 +23,7 @@ FAMILY_ORDER = ("ceilings", "transfer", "attention", "layers", "interference", "
 
 class PlanDevice:
     """The target as the benchmarks see it while planning: kind and index, and a 'meta' torch device (a tensor
-    made before require_bytes would allocate nothing)."""
+    made by a needs function would allocate nothing)."""
 
     def __init__(self, target: Target, index: int = 0):
         self.target, self.kind, self.index = target, ("cuda" if target.is_cuda else "cpu"), index
@@ -87,42 +86,30 @@ SKIP_S = 0.9  # a point skipped before it allocates costs about this share of th
 
 
 def point_needs(bench, params: dict, cfg, target: Target):
-    """Run ``bench`` for ``params`` in plan mode: (Need or None, skip reason or None)."""
-    from bench.harness import Need, Planned, RunContext, State
-    from bench.harness.timing import StoppingRule
+    """What a point of ``bench`` needs on the target, read from its declared ``needs`` (the benchmark itself never
+    runs, nothing is allocated): (Need or None, skip reason or None)."""
+    from bench.harness.point import point_need
 
-    h = cfg.harness
-    device = PlanDevice(target, int(h.device_index))
-    state = State(bench, dict(params), device, cfg, StoppingRule(), 0.0, None, gpu_budget_bytes(cfg, target),
-                  target.hardware(), RunContext(), planning=True)
+    state = _state_for(bench, params, cfg, target)
     try:
-        reason = bench.supports(device)
+        reason = bench.supports(state.device)
         if reason:
             return None, reason
-        bench.fn(state)
-    except Planned as p:
-        return p.need, None
+        return point_need(bench, state), None
     except Skip as e:
         return None, str(e)
     except Exception as e:  # a benchmark that cannot be planned says so in the plan, never a traceback
         return None, f"cannot plan: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    return state.need or Need(), None
 
 
-def fits(need, cfg, target: Target) -> Optional[str]:
-    """None when ``need`` fits the target's budgets, else why not."""
-    if not target.is_cuda:
-        total = need.device_bytes + need.host_bytes
-        cap = int(cfg.harness.cpu_max_bytes)
-        return None if total <= cap else f"needs {total} bytes > {cap} allowed by harness.cpu_max_bytes"
-    dev = gpu_budget_bytes(cfg, target)
-    if need.device_bytes > dev:
-        return (f"needs {need.device_bytes} bytes of GPU memory > {dev} ({target.name}: {target.memory_bytes} less "
-                "1 GiB x harness.gpu_mem_fraction)")
-    host = host_budget_bytes(cfg, target)
-    if host is not None and need.host_bytes > host:
-        return f"needs {need.host_bytes} bytes of host memory > {host} (x harness.host_mem_fraction)"
-    return None
+def fits(nd, cfg, target: Target) -> Optional[str]:
+    """None when ``nd`` fits the target's budgets, else why not (the harness's own rule: fit_problem)."""
+    from bench.harness import fit_problem
+
+    return fit_problem(nd, target.is_cuda, gpu_budget_bytes(cfg, target), host_budget_bytes(cfg, target),
+                       f"{target.name}: {target.memory_bytes} less 1 GiB x harness.gpu_mem_fraction"
+                       if target.is_cuda else "harness.cpu_max_bytes", "the target's host memory x "
+                       "harness.host_mem_fraction")
 
 
 # -- time --------------------------------------------------------------------------------------------------------
@@ -222,21 +209,10 @@ def _state_for(bench, params, cfg, target):
 
 
 def _replay_layers(bench, params, cfg, target) -> int:
-    """The layers the replay runs (validate.layers, or as many as fit half the budget: the benchmark's rule)."""
-    from bench.benchmarks.validate import _dtype
-    from bench.model.workload import Workload
-    from bench.replay import layers_that_fit, make_sessions
-    from bench.shapes import ModelShape
+    """The layers the replay runs: the benchmark's own rule (bench.benchmarks.replay._sizes)."""
+    from bench.benchmarks.replay import _sizes
 
-    v = cfg.validate
-    shape = ModelShape.from_cfg(cfg.model)
-    if v.layers:
-        return min(int(v.layers), shape.layers)
-    st = _state_for(bench, params, cfg, target)
-    sessions = make_sessions(Workload.from_cfg(v.workload), int(v.sessions), int(v.turns), float(v.scale_tokens),
-                             int(v.vocab_rows), int(v.seed))
-    return max(1, min(shape.layers, layers_that_fit(shape, _dtype(st), st.mem_budget_bytes // 2,
-                                                    max(s.max_tokens for s in sessions))))
+    return _sizes(_state_for(bench, params, cfg, target))[5]
 
 
 # -- budgets -----------------------------------------------------------------------------------------------------
@@ -330,7 +306,7 @@ class Plan:
 
 def plan_run(cfg, target: Target) -> Plan:
     """Every point of the run ``cfg`` describes, in run order, on ``target``."""
-    from bench.registry import select
+    from bench.benchmarks import select
 
     budgets = Budgets(cfg)
     seen: set = set()

@@ -14,8 +14,8 @@ from typing import Optional
 
 import yaml
 
-from bench.config import conf_dir
-from bench.errors import allowed
+from bench.core.config import conf_dir
+from bench.core.errors import allowed
 
 GiB = 1 << 30
 
@@ -70,7 +70,9 @@ class Target:
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / "targets").glob("*.yaml"))
+    from bench.core.config import target_names
+
+    return target_names()
 
 
 def load(name: str) -> Target:

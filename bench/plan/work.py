@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from bench.shapes import DTYPE_BYTES, ModelShape, causal_pairs
+from bench.llm.shapes import DTYPE_BYTES, ModelShape, causal_pairs
 
 LAUNCH_US = 10.0  # one copy issued and completed on a GPU: launch + DMA setup
 SYNC_US = 15.0  # a host round trip (issue + synchronize)
@@ -54,9 +54,11 @@ class Ctx:
         self.cuda = target.is_cuda
         self.shape = ModelShape.from_cfg(cfg.model)
 
-    def compute_elt(self, family_dtype: str, cpu_dtype: str) -> int:
-        name = (self.cfg.model.dtype if family_dtype == "model" else family_dtype) if self.cuda else cpu_dtype
-        return DTYPE_BYTES.get(str(name), 2)
+    def compute_elt(self, section: str, key: str = "dtype", cpu_key: str = "cpu_dtype") -> int:
+        """Bytes per element of the family's compute dtype (the one rule: bench.llm.numerics.dtype_name)."""
+        from bench.llm.numerics import dtype_name
+
+        return DTYPE_BYTES.get(dtype_name(self.cfg, section, self.cuda, key, cpu_key), 2)
 
     # -- rates ----------------------------------------------------------------------------------------------
     def hbm(self, nbytes: float) -> float:
@@ -124,7 +126,7 @@ def _d2d_copy(c: Ctx) -> Work:
 @model("gemm")
 def _gemm(c: Ctx) -> Work:
     n = int(c.p["n"])
-    elt = 2 if c.cuda else 4
+    elt = c.compute_elt("ceilings", "gemm_dtype", "cpu_gemm_dtype")
     return Work([Timed(c.flops(2.0 * n ** 3) + c.ops(1), "device", _l2_flush_s(c))],
                 setup_s=c.dev_fill(2 * n * n * elt) + c.flops(2.0 * 64 * n * n) * (20 if c.cuda else 2),
                 once=compute_init(c))
@@ -223,11 +225,10 @@ def _attn_kernels(c: Ctx) -> list:
 
 @model("attn_prefill")
 def _attn_prefill(c: Ctx) -> Work:
-    a = c.cfg.attention
     n_new, n_ctx = int(c.p["n_new"]), int(c.p["n_ctx"])
     hq, hkv, qk, vd = _attn_dims(c, False)
     flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)
-    elt = c.compute_elt(a.dtype, a.cpu_dtype)
+    elt = c.compute_elt("attention")
     nbytes = (n_new * hq * (qk + vd) + (n_ctx + n_new) * hkv * (qk + vd)) * elt
     timed, once = [], {("ceilings",): _ceilings_s(c), **compute_init(c)}
     for k in _attn_kernels(c):  # each kernel timed once per shape and run: a row and best share it
@@ -239,10 +240,9 @@ def _attn_prefill(c: Ctx) -> Work:
 
 @model("attn_decode")
 def _attn_decode(c: Ctx) -> Work:
-    a = c.cfg.attention
     batch, ctx = int(c.p["batch"]), int(c.p["ctx"])
     hq, hkv, qk, vd = _attn_dims(c, True)
-    elt = c.compute_elt(a.dtype, a.cpu_dtype)
+    elt = c.compute_elt("attention")
     kv = batch * ctx * c.shape.kv_bytes_per_token_per_layer * elt // c.shape.elt_bytes
     timed, once = [], {("ceilings",): _ceilings_s(c), **compute_init(c)}
     for k in _attn_kernels(c):
@@ -315,11 +315,10 @@ def _check_s(c: Ctx) -> float:
 
 @model("layer_prefill", "layer_decode")
 def _layers(c: Ctx) -> Work:
-    lc = c.cfg.layers
     decode = c.benchmark == "layer_decode"
     k = int(c.p["layers"])
     b, n, ctx = (int(c.p["batch"]), 1, int(c.p["ctx"])) if decode else (1, int(c.p["n_new"]), int(c.p["n_ctx"]))
-    elt = c.compute_elt(lc.dtype, lc.cpu_dtype)
+    elt = c.compute_elt("layers")
     one = layer_s(c, decode, b, n, ctx, elt)
     clock = _layer_clock(c, k)
     extra = c.t.issue_us * 1e-6 * OPS_PER_LAYER["gqa"] * k if clock == "host_issued" else 0.0
@@ -340,7 +339,7 @@ def _stack_setup_s(c: Ctx, k: int, one: float, elt: int) -> float:
 @model("copy_under_compute")
 def _copy_under(c: Ctx) -> Work:
     ic = c.cfg.interference
-    elt = c.compute_elt(c.cfg.layers.dtype, c.cfg.layers.cpu_dtype)
+    elt = c.compute_elt("layers")
     k = int(ic.compute_layers)
     decode = c.p["compute"] == "decode"
     b, n, ctx = (int(ic.decode_batch), 1, int(ic.decode_ctx)) if decode else \
@@ -365,7 +364,7 @@ def _copy_under(c: Ctx) -> Work:
 
 @model("layerwise_load")
 def _layerwise(c: Ctx) -> Work:
-    elt = c.compute_elt(c.cfg.layers.dtype, c.cfg.layers.cpu_dtype)
+    elt = c.compute_elt("layers")
     n_new, hit, tier = int(c.p["n_new"]), int(c.p["hit_tokens"]), c.p["tier_gbps"]
     s = c.shape
     L = c.layerwise_layers
@@ -424,7 +423,7 @@ def _pattern_file_once(c: Ctx) -> dict:
 def _requests(c: Ctx, req: int, pattern: str, qd: int = 1, write: bool = False, engine: str = "aio") -> int:
     """Requests of the point's steady-state pass on the target (bench.benchmarks.storage.steady_offsets: about
     storage.pass_s at the probe's rate, within the pass bounds): the rate is the target's, from io_pass_s."""
-    from bench.fileio import pass_bounds, pass_requests
+    from bench.hw.fileio import pass_bounds, pass_requests
 
     s = c.cfg.storage
     fewest, most = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
@@ -435,7 +434,7 @@ def _requests(c: Ctx, req: int, pattern: str, qd: int = 1, write: bool = False, 
 
 def _probe_once(c: Ctx, req: int, pattern: str, qd: int, write: bool) -> dict:
     """The untimed probe pass that sizes a steady-state pass: once per (request, depth, pattern, direction) and run."""
-    from bench.fileio import pass_bounds
+    from bench.hw.fileio import pass_bounds
 
     s = c.cfg.storage
     fewest, _ = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
@@ -496,12 +495,12 @@ def _gpu_file(c: Ctx) -> Work:
 def _replay(c: Ctx) -> Work:
     """The replay: a warm-up session and ``repeats`` passes over the sessions, prefill per turn and decode token by
     token through ``k`` layers; an eager decode step is issued op by op from Python (host-bound on a GPU)."""
-    from bench.model.workload import Workload
-    from bench.replay import make_sessions
+    from bench.llm.workload import Workload
+    from bench.llm.replay import make_sessions
 
     v = c.cfg.validate
     mode = c.p["mode"]
-    elt = c.compute_elt(v.dtype, v.cpu_dtype)
+    elt = c.compute_elt("validate")
     w = Workload.from_cfg(v.workload)
     sessions = make_sessions(w, int(v.sessions), int(v.turns), float(v.scale_tokens), int(v.vocab_rows), int(v.seed))
     k = c.replay_layers

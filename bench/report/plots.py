@@ -1,4 +1,4 @@
-"""Plots from a records DataFrame (bench.store.load). Each function draws one figure into ``path`` (PNG) and
+"""Plots from a records DataFrame (bench.core.store.load). Each function draws one figure into ``path`` (PNG) and
 returns the path, or None when the run has no data for it. Titles carry the device so a picture stays
 readable outside its report."""
 from __future__ import annotations

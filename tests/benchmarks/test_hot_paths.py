@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from bench.config import conf_dir
+from bench.core.config import conf_dir
 from bench.model.cachesim import Curves, Trace, simulate
 from bench.model.workload import Workload, generate, generate_trace
-from bench.overrides import compose_checked
-from bench.store import load
+from bench.commands.overrides import compose_checked
+from bench.core.store import load
 
 RUNS = Path(__file__).resolve().parent.parent / "data" / "runs"
 
@@ -206,10 +206,10 @@ def test_listing_needs_no_torch():
     import subprocess
     import sys
 
-    from bench.registry import catalog, load_all
+    from bench.benchmarks import catalog, load_all
     from tests.conftest import ROOT
 
-    code = "import sys, bench.cli as c; c.main(['list']); print('torch' in sys.modules, 'pandas' in sys.modules)"
+    code = "import sys, bench.commands as c; c.main(['list']); print('torch' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout
     assert out.strip().endswith("False False"), out[-200:]
     cat = {b["name"]: (b["family"], b["description"]) for b in catalog()}

@@ -8,8 +8,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import conf_dir, validate
-from bench.errors import UserError, allowed
+from bench.benchmarks import validate
+from bench.core.config import conf_dir
+from bench.core.errors import UserError, allowed
 
 # Hydra flags that take a value (the value is not an override)
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -29,14 +30,43 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def variants(overrides: list[str]) -> list[list[str]]:
-    """One override list per sweep value (others at their first value): enough to validate every value."""
+def key_of(override: str) -> str:
+    """The key (or config group) an override sets: ``+a.b=1`` -> ``a.b``, ``model=tiny`` -> ``model``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def keys_of(overrides) -> set[str]:
+    return {key_of(o) for o in overrides}
+
+
+def _parse(overrides: list[str]):
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as e:
         raise UserError(f"cannot parse override: {str(e).splitlines()[0]}") from None
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """One override list per job of a ``-m`` sweep (Hydra's basic sweeper: the cartesian product of the sweep
+    values, in order), or the overrides themselves."""
+    import itertools
+
+    axes = []
+    for o in _parse(overrides):
+        if key_of(o.key_or_group).startswith("hydra"):
+            continue
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([o.input_line])
+    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
+
+
+def variants(overrides: list[str]) -> list[list[str]]:
+    """One override list per sweep value (others at their first value): enough to validate every value."""
     base, sweeps = [], []
-    for o in parsed:
+    for o in _parse(overrides):
         if o.key_or_group.startswith("hydra") or o.key_or_group.startswith("+hydra"):
             continue
         if o.is_sweep_override():
@@ -106,7 +136,7 @@ def _suggest(msg: str, overrides: list[str], config_name: str) -> str:
     except Exception:  # suggestions are a courtesy
         return ""
     for o in overrides:
-        key = o.lstrip("+~").split("=", 1)[0]
+        key = key_of(o)
         if "/" in key or key in keys:
             continue
         near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
@@ -156,12 +186,11 @@ def precheck(argv: list[str]) -> None:
     flags, overrides = split_args(argv)
     check_launcher(overrides)
     planning = "--plan" in flags
-    typed_id = any(o.lstrip("+~").startswith("run.id=") for o in overrides)
+    typed_id = "run.id" in keys_of(overrides)
     sweep = any(f in ("-m", "--multirun") for f in flags)
     cuda = None
     for ov in variants(overrides):
         cfg = compose_checked(ov)
-        validate(cfg)
         if cfg.harness.device == "cuda" or cuda is None:
             import torch
 
@@ -169,10 +198,12 @@ def precheck(argv: list[str]) -> None:
         if cfg.harness.device == "cuda" and not cuda and not planning:
             raise UserError("harness.device=cuda but no CUDA device is visible; use harness.device=auto or cpu")
         if not cuda or cfg.harness.device == "cpu":
-            check_cpu_blocks(cfg, ov)
+            validate_cpu_job(cfg, ov)  # as a CPU-only job runs it: its families' cpu: blocks applied
+        else:
+            validate(cfg)
         if planning:
             continue
-        from bench.store import MANIFEST, check_writable_dir
+        from bench.core.store import MANIFEST, check_writable_dir
 
         root = check_writable_dir(cfg.run.root, "run.root")
         if typed_id:
@@ -184,20 +215,37 @@ def precheck(argv: list[str]) -> None:
     GlobalHydra.instance().clear()
 
 
-def check_cpu_blocks(cfg, overrides: list[str]) -> None:
-    """Validate the config a CPU-only job runs (the families' cpu: blocks applied, what the user typed kept); a bad
-    value that came from a cpu: block is named by its own key (``interference.cpu.hit_tokens``)."""
-    import copy
+def validate_cpu_job(cfg, overrides: list[str]) -> None:
+    """Validate the config a CPU-only job runs (the families' cpu: blocks applied, what the user typed kept), once;
+    a bad value that came from a cpu: block is named by its own key (``interference.cpu.hit_tokens``)."""
     import re
 
-    from bench.config import apply_cpu_overrides
+    from bench.core.config import apply_cpu_overrides
 
-    c = copy.deepcopy(cfg)
-    filled = apply_cpu_overrides(c, overrides)
+    filled = apply_cpu_overrides(cfg, keys_of(overrides))
     try:
-        validate(c)
+        validate(cfg)
     except UserError as e:
         m = re.match(r"([A-Za-z_]+)\.([A-Za-z_]+)=", str(e))
         if m and f"{m.group(1)}.{m.group(2)}" in filled:
             raise UserError(f"{m.group(1)}.cpu.{m.group(2)}" + str(e)[m.end(2):]) from None
         raise
+
+
+# On a machine without a GPU, a run that names no model and no suite measures the tiny preset with the quick suite:
+# the default llama3_8b layers do not fit harness.cpu_max_bytes (no prefill/decode costs, so no verdict) and the
+# full suite takes ~9 minutes on 2 cores; these reach a (CPU rehearsal) verdict in about 2 minutes.
+CPU_DEFAULT_OVERRIDES = ("model=tiny", "suite=quick")
+
+
+def cpu_defaults(overrides: list[str], force: bool = False) -> list[str]:
+    """The presets a CPU-only run gets for the groups the user did not name (none when CUDA is visible and not
+    refused with harness.device=cpu; always with ``force``: jobs bound for CPU nodes)."""
+    keys = keys_of(overrides)
+    forced_cpu = force or any(o.replace(" ", "") == "harness.device=cpu" for o in overrides)
+    if not forced_cpu:
+        import torch
+
+        if torch.cuda.is_available():
+            return []
+    return [d for d in CPU_DEFAULT_OVERRIDES if key_of(d) not in keys]

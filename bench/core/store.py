@@ -16,9 +16,11 @@ from typing import Iterable, Optional, Union
 
 import pandas as pd
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
-SCHEMA_VERSION = 1
+# 2: e2e_agentic_replay records carry their turn plan (info.plan) instead of the model's prediction, which
+# bench.model.replay_check makes after the run (it reads schema 1 records' recorded prediction as they are)
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 
@@ -39,6 +41,19 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def write_manifest(run_dir: Union[str, Path], manifest: dict) -> None:
+    """The one manifest writer: replace ``run_dir``'s manifest atomically (write + rename); when the write fails (a
+    full disk) no temp file is left and the last good manifest stays."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / (MANIFEST + ".tmp")
+    try:
+        tmp.write_text(json.dumps(_jsonable(manifest), indent=2, default=str) + "\n")
+        os.replace(tmp, run_dir / MANIFEST)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class RunStore:
     """Writes one run directory."""
 
@@ -53,16 +68,8 @@ class RunStore:
         self.manifest: dict = {}
 
     def write_manifest(self, manifest: dict) -> None:
-        """Replace the manifest atomically; when the write fails (a full disk) no temp file is left and the last
-        good manifest stays."""
         self.manifest = manifest
-        tmp = self.dir / (MANIFEST + ".tmp")
-        try:
-            tmp.write_text(json.dumps(_jsonable(manifest), indent=2, default=str) + "\n")
-            os.replace(tmp, self.dir / MANIFEST)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_manifest(self.dir, manifest)
 
     def append(self, record: dict) -> None:
         rec = {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, "timestamp": now_iso(), **record}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from bench.errors import UserError, allowed, fail
+from bench.core.errors import UserError, allowed, fail
 
 RUN_HELP = """usage: python -m bench run [OVERRIDE ...] [-m] [--cfg job]
 
@@ -31,7 +31,7 @@ def cmd_run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP)
         return 0
-    from bench.runner import run
+    from bench.commands.run import run
 
     return run(argv)
 
@@ -44,7 +44,7 @@ def cmd_list(argv: list[str]) -> int:
     p.add_argument("what", nargs="?", default="all", choices=["all", "benchmarks", "presets"],
                    help="what to list (default: all)")
     args = p.parse_args(argv)
-    from bench.listing import print_listing
+    from bench.commands.listing import print_listing
 
     print_listing(args.what)
     return 0
@@ -55,11 +55,11 @@ def cmd_list(argv: list[str]) -> int:
 COMMANDS: dict[str, tuple[object, str]] = {
     "run": (cmd_run, "run benchmarks (Hydra overrides, -m sweeps) into results/<run-id>/"),
     "list": (cmd_list, "list benchmarks, presets and workloads"),
-    "model": ("bench.model.cli:cmd_model", "throughput model + 2x verdict from a run's measurements"),
-    "compare": ("bench.compare:cmd_compare", "compare runs point by point (noise-aware; hardware shown side by side)"),
-    "report": ("bench.report.cli:cmd_report", "HTML + markdown report with plots and the fingerprint"),
-    "validate": ("bench.validate:cmd_validate", "end-to-end agentic replay vs the cost model's prediction"),
-    "status": ("bench.slurm:cmd_status", "every job of a sweep (SLURM or local): status, records, what to run next"),
+    "model": ("bench.commands.model:cmd_model", "throughput model + 2x verdict from a run's measurements"),
+    "compare": ("bench.commands.compare:cmd_compare", "compare runs point by point (noise-aware; hardware shown side by side)"),
+    "report": ("bench.commands.report:cmd_report", "HTML + markdown report with plots and the fingerprint"),
+    "validate": ("bench.commands.validate:cmd_validate", "end-to-end agentic replay vs the cost model's prediction"),
+    "status": ("bench.commands.slurm:cmd_status", "every job of a sweep (SLURM or local): status, records, what to run next"),
 }
 
 

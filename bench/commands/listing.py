@@ -4,7 +4,7 @@ from __future__ import annotations
 import yaml
 from rich.table import Table
 
-from bench.registry import catalog
+from bench.benchmarks import catalog
 from bench.report.console import console as make_console
 
 PRESET_GROUPS = ("suite", "model", "workload", "hardware", "fleet")

@@ -10,24 +10,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench import roofline
-from bench.config import check, positive_ints
-from bench.model.costs import Costs, fit_decode, fit_exposure, fit_prefill, host_tier, storage_tier
-from bench.model.workload import Workload
-from bench.registry import benchmark
+from bench.harness import roofline
+from bench.core.config import check, positive_ints
+from bench.llm.workload import Workload
+from bench.core.registry import benchmark
+from bench.harness import need
 from bench.benchmarks.layers import layer_attention, layer_param_bytes, representative_index
-from bench.replay import MODES, Engine, layers_that_fit, make_sessions
-from bench.shapes import ModelShape
-from bench.store import load
-from bench.validators import validator
+from bench.llm.replay import MODES, Engine, decode_spans, layers_that_fit, make_sessions
+from bench.llm.shapes import ModelShape
+from bench.core.checks import validator
 
 
 def _dtype(state):
-    v = state.cfg.validate
-    return roofline.compute_dtype(state, state.cfg.model.dtype if v.dtype == "model" else v.dtype, v.cpu_dtype)
+    return roofline.compute_dtype(state, "validate")
 
 
-def _setup(state):
+def _sizes(state):
+    """The replay's sessions and how many of the model's layers it runs (validate.layers, or as many as fit half
+    the memory budget with the longest session's KV cache): (config, shape, dtype, sessions, longest, layers)."""
     v = state.cfg.validate
     shape = ModelShape.from_cfg(state.cfg.model)
     dtype = _dtype(state)
@@ -37,19 +37,27 @@ def _setup(state):
     k = int(v.layers) if v.layers else layers_that_fit(shape, dtype, state.mem_budget_bytes // 2, max_tokens)
     if k < 1:
         state.skip(f"not one layer of {shape.name} with a {max_tokens}-token KV cache fits the memory budget")
-    k = min(k, shape.layers)
+    return v, shape, dtype, sessions, max_tokens, min(k, shape.layers)
+
+
+def _replay_need(state):
+    """The replayed layers with one session's KV cache, the embedding (and a logits buffer per captured decode
+    graph on a GPU), the KV's host copy (offload modes) and its file (storage)."""
+    v, shape, dtype, sessions, max_tokens, k = _sizes(state)
     elt = torch.finfo(dtype).bits // 8
     kv_layer = max_tokens * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes  # one session's KV, a layer
     mode = state.params["mode"]
     offloads = mode in ("reuse_host", "reuse_storage")
-    graphs = (max_tokens // 256).bit_length() + 1 if state.device.is_cuda else 0  # decode graphs (spans)
-    state.require_bytes(k * (layer_param_bytes(shape, representative_index(shape), dtype) + 2 * kv_layer) +
-                        int(v.vocab_rows) * shape.hidden * (elt + 4 * graphs),
-                        f"{k} layer(s) with a {max_tokens}-token KV cache and the embedding"
-                        + (", the KV's host copy" if offloads else ""),
-                        host_bytes=k * kv_layer if offloads else 0,
-                        file_bytes=k * kv_layer if mode == "reuse_storage" else 0)
+    graphs = len(decode_spans(max_tokens)) if state.device.is_cuda else 0  # captured decode steps (spans)
+    return need(k * (layer_param_bytes(shape, representative_index(shape), dtype) + 2 * kv_layer) +
+                int(v.vocab_rows) * shape.hidden * (elt + 4 * graphs),
+                f"{k} layer(s) with a {max_tokens}-token KV cache and the embedding"
+                + (", the KV's host copy" if offloads else ""),
+                host_bytes=k * kv_layer if offloads else 0, file_bytes=k * kv_layer if mode == "reuse_storage" else 0)
 
+
+def _setup(state):
+    v, shape, dtype, sessions, max_tokens, k = _sizes(state)
     attention, _ = layer_attention(state, shape, dtype)  # the layer benchmarks' kernels: like with like
 
     def build():
@@ -89,49 +97,33 @@ def replay(state, engine, sessions, mode: str, repeats: int) -> dict:
     return {**runs[order[len(order) // 2]][0], "logits": runs[0][1], "repeats": repeats}
 
 
-def predict(state, engine, sessions, mode: str) -> dict | None:
-    """Predicted prefill/decode seconds from this run's fitted costs, for the layers the engine runs."""
-    if state.ctx.records_path is None:
-        return None
-    try:
-        df = load(state.ctx.records_path.parent)
-        shape = engine.shape
-        elt = torch.finfo(engine.dtype).bits // 8
-        kv_tok = len(engine.layers) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes  # layers run
-        costs = Costs(fit_prefill(df), fit_decode(df), {}, kv_tok, layers=len(engine.layers),
-                      exposure=fit_exposure(df))
-        if mode in ("reuse_host", "reuse_storage"):
-            host = host_tier(df, int(state.cfg.transfer.block_tokens[-1]) if "transfer" in state.cfg else 16)
-            costs.tiers["host"] = host
-            if mode == "reuse_storage":
-                st = storage_tier(df, 16 * shape.kv_bytes_per_token, host)
-                if st is None:
-                    return {"missing": "file_read (run benchmark=[layers,transfer,storage,validate])"}
-                costs.tiers["storage"] = st
-    except Exception as e:  # UserError says which benchmark is missing
-        return {"missing": str(e)}
-    frac = len(engine.layers) / shape.layers
-    pre = dec = 0.0
-    tier = {"reuse_host": "host", "reuse_storage": "storage"}.get(mode, "hbm")
-    reads = len(engine.layers) * shape.kv_components  # the replay's O_DIRECT reads per storage load
-    for s in sessions:
-        for n_new, n_ctx, load_tok, dec_ctx in engine.turn_plan(s, mode):
-            # the engine reads a storage file into host memory first, one O_DIRECT read per layer and K/V
-            # (serial: each pays the measured request latency), then loads from host layer by layer (overlapped)
-            over_s, serial_s = (float(x) for x in costs.load_split(tier, load_tok, requests=reads))
-            pre += float(costs.prefill_with_load_s(n_new, n_ctx, over_s, overlap=True, scale=frac,
-                                                   serial_s=serial_s))
-            # the positions each step's attention reads (a captured step may read its whole span, masked)
-            attended = np.array([engine.decode_reads(c) for c in dec_ctx]) - 1
-            dec += float(np.sum(costs.decode_step_s(1, attended))) * frac
-    return {"prefill_s": pre, "decode_s": dec, "load_cost": costs.load_cost_used()["used"]}
+def turn_plan(state, engine, sessions, v) -> dict:
+    """What the replay did, for the prediction made after the run (bench.model.replay_check): per mode and turn
+    [n_new, n_ctx, load tokens, first decode context, decode steps]; the layers run; the KV bytes per token of
+    those layers; the O_DIRECT reads of a storage load; the spans a captured decode step attends (None: exact)."""
+    shape = engine.shape
+    elt = torch.finfo(engine.dtype).bits // 8
+    turns = {}
+    for mode in MODES:
+        rows = []
+        for s in sessions:
+            for n_new, n_ctx, load_tok, dec_ctx in engine.turn_plan(s, mode):
+                rows.append([int(n_new), int(n_ctx), int(load_tok), int(dec_ctx[0]) if dec_ctx else 0, len(dec_ctx)])
+        turns[mode] = rows
+    return {"turns": turns, "layers_run": len(engine.layers), "model_layers": shape.layers,
+            "kv_bytes_per_token": len(engine.layers) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes,
+            "storage_reads": len(engine.layers) * shape.kv_components,
+            "host_block_tokens": int(state.cfg.transfer.block_tokens[-1]) if "transfer" in state.cfg else 16,
+            "storage_block_bytes": 16 * shape.kv_bytes_per_token,
+            "decode_spans": engine.spans_read()}
 
 
-@benchmark("e2e_agentic_replay", family="validate", axes=lambda c: {"mode": list(c.validate.modes)})
+@benchmark("e2e_agentic_replay", family="validate", axes=lambda c: {"mode": list(c.validate.modes)},
+           needs=_replay_need)
 def e2e_agentic_replay(state):
     """Replay agentic sessions in one mode (recompute / reuse_hbm / reuse_host / reuse_storage) through the
-    model's layers: prefill_s (with KV loads), decode_s, speedup vs recompute, and the cost model's prediction
-    error for both. Outputs are checked against the recompute mode's logits (the reuse path computes the same
+    model's layers: prefill_s (with KV loads), decode_s, speedup vs recompute, and the work it did (info.plan) that
+    the cost model's prediction is made for after the run (bench.model.replay_check). Outputs are checked against the recompute mode's logits (the reuse path computes the same
     function). Timed: whole sessions after a warm-up session; offload after a turn is reported apart."""
     v, shape, engine, sessions = _setup(state)
     mode = state.params["mode"]
@@ -153,19 +145,7 @@ def e2e_agentic_replay(state):
     state.set_metric("tokens_per_s", (res["prefill_tokens"] + res["decode_tokens"]) / total)
     state.set_metric("output_tokens_per_s", res["decode_tokens"] / total)
     state.set_metric("speedup_measured", rec_total / total)
-    pred, pred_rec = predict(state, engine, sessions, mode), predict(state, engine, sessions, "recompute")
-    if pred and "missing" not in pred and pred_rec and "missing" not in pred_rec:
-        p_total = pred["prefill_s"] + pred["decode_s"]
-        state.set_metric("predicted_prefill_s", pred["prefill_s"])
-        state.set_metric("predicted_decode_s", pred["decode_s"])
-        state.set_metric("predicted_total_s", p_total)
-        state.set_metric("time_prediction_error", p_total / total - 1)
-        sp = (pred_rec["prefill_s"] + pred_rec["decode_s"]) / p_total
-        state.set_metric("speedup_predicted", sp)
-        state.set_metric("speedup_prediction_error", sp / (rec_total / total) - 1)
-        state.note(load_cost=pred["load_cost"])
-    else:
-        state.note(prediction=f"no prediction: {(pred or pred_rec or {}).get('missing', 'no records')}")
+    state.note(plan=turn_plan(state, engine, sessions, v))
     state.note(decode=engine.decode_mode, decode_attention=engine.decode_attention,
                attention_kernels=engine.attention.as_dict(), layers_run=len(engine.layers), model_layers=shape.layers,
                sessions=len(sessions),

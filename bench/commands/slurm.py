@@ -3,38 +3,18 @@ and the state of every job of a sweep (what the submitter prints at the end, and
 
 A sweep's jobs all write under the directory the submitter prints: ``<run.root>/<run.id>/job<N>`` (the submitter
 fixes run.root and run.id before submitting, so nothing is re-resolved inside a job). The submitter's launch,
-waiting for every job, is :mod:`bench.slurm.launcher`.
+waiting for every job, is :mod:`bench.commands.slurm_launcher`.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Optional
 
-from bench.errors import UserError
-
-
-def job_ids() -> dict:
-    """This process's SLURM job: id, array job and task, partition, nodes ({} outside SLURM)."""
-    env = os.environ
-    if not env.get("SLURM_JOB_ID"):
-        return {}
-    out = {"job_id": env.get("SLURM_JOB_ID"), "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
-           "array_task_id": env.get("SLURM_ARRAY_TASK_ID"), "partition": env.get("SLURM_JOB_PARTITION"),
-           "nodelist": env.get("SLURM_JOB_NODELIST"), "job_name": env.get("SLURM_JOB_NAME")}
-    out["id"] = (f"{out['array_job_id']}_{out['array_task_id']}" if out["array_job_id"] and out["array_task_id"]
-                 else out["job_id"])
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def job_tag() -> str:
-    """``j<array job>_<task>`` for an array task (the id sacct and squeue show), else ``j<job id>``; '' outside."""
-    ids = job_ids()
-    return f"j{ids['id']}" if ids else ""
+from bench.core.errors import UserError
+from bench.core.identity import job_ids
 
 
 # -- pre-submit check ----------------------------------------------------------------------------------------------
@@ -44,10 +24,10 @@ def launcher_request(overrides: list[str]) -> dict:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from bench.config import conf_dir
-    from bench.overrides import variants
+    from bench.core.config import conf_dir
+    from bench.commands.overrides import key_of, variants
 
-    ovs = [o for o in overrides if o.lstrip("+~").startswith("hydra")] + variants(overrides)[0]
+    ovs = [o for o in overrides if key_of(o).startswith("hydra")] + variants(overrides)[0]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=ovs, return_hydra_config=True)
@@ -182,7 +162,7 @@ def _submitit_jobs(sweep: Path) -> dict:
 def sweep_report(path) -> tuple[list[str], int]:
     """One line per job of the sweep at ``path`` (status, records, SLURM id; why a job wrote nothing) and the
     commands that merge, compare and report them; and how many jobs did not complete."""
-    from bench.store import MANIFEST, read_manifest, run_state
+    from bench.core.store import MANIFEST, read_manifest, run_state
 
     sweep = Path(path)
     jobs = {int(d.name[3:]): d for d in sweep.glob("job*") if d.name[3:].isdigit()}
@@ -230,7 +210,7 @@ def sweep_report(path) -> tuple[list[str], int]:
 
 def _run_line(d: Path, man: dict, label: str) -> tuple[str, bool]:
     """'<label>: <state>, <n> record(s)' of the run in ``d``, and whether it completed."""
-    from bench.store import RECORDS, read_records, run_state
+    from bench.core.store import RECORDS, read_records, run_state
 
     records = read_records(d / RECORDS) if (d / RECORDS).exists() else []
     recs = len(records)
@@ -263,7 +243,7 @@ def failed_manifest(run_dir: Path, run_id: str, cfg, error: BaseException) -> No
 
     from omegaconf import OmegaConf
 
-    from bench.store import MANIFEST, now_iso
+    from bench.core.store import now_iso, write_manifest
 
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -278,8 +258,6 @@ def failed_manifest(run_dir: Path, run_id: str, cfg, error: BaseException) -> No
            "config": config}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(man, indent=2, default=str) + "\n")
-        os.replace(tmp, run_dir / MANIFEST)
+        write_manifest(run_dir, man)
     except OSError:
         pass  # nowhere to write: the error itself still reaches the job's log

@@ -20,9 +20,9 @@ from typing import Optional
 
 import torch
 
-from bench.layer import DecodeAt, Layer
+from bench.llm.layer import DecodeAt, Layer
 from bench.llm.attention import LayerAttention
-from bench.shapes import ModelShape
+from bench.llm.shapes import ModelShape
 
 MODES = ("recompute", "reuse_hbm", "reuse_host", "reuse_storage")
 
@@ -140,6 +140,13 @@ class Engine:
             return ctx + 1
         return self._span(ctx)
 
+    def spans_read(self) -> Optional[list]:
+        """The captured spans a decode step's attention reads whole (masked tail), or None when every step reads
+        exactly its context (eager, or a kernel that takes device-side lengths)."""
+        if not self._graphs or self.attention.reads_lengths(self._tok):
+            return None
+        return sorted(self._graphs)
+
     @property
     def decode_attention(self) -> str:
         """How a decode step's attention runs, for the record."""
@@ -207,7 +214,7 @@ class Engine:
             self._tok.fill_(3)
             self._pos.fill_(ctx)
             got = self._decode_step(span)
-            from bench.roofline import rel_error, tolerance
+            from bench.llm.numerics import rel_error, tolerance
 
             err = rel_error(got, want)
             if not err < 4 * tolerance(self.dtype):
@@ -246,7 +253,7 @@ class Engine:
                 dst.copy_(src, non_blocking=True)
         self.sync()
         if path is not None:
-            from bench.fileio import open_file
+            from bench.hw.fileio import open_file
 
             fd, _ = open_file(path, True, "auto")
             try:
@@ -264,7 +271,7 @@ class Engine:
     def drop_file_cache(path) -> None:
         """Evict the offloaded file from the page cache (untimed, before the turn): the timed load then reads the
         device, as the storage benchmarks' reads do; the drop itself is not part of a load."""
-        from bench.fileio import drop_cache
+        from bench.hw.fileio import drop_cache
 
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -275,7 +282,7 @@ class Engine:
     def load(self, cache, ctx: int, host, path=None):
         """Bring the KV back (file -> host first when ``path``); returns per-layer ready events (CUDA) or None."""
         if path is not None:
-            from bench.fileio import open_file
+            from bench.hw.fileio import open_file
 
             fd, _ = open_file(path, False, "auto")
             try:
@@ -395,7 +402,7 @@ def _padded(n: int, align: int = 4096) -> int:
 
 def layers_that_fit(shape: ModelShape, dtype, budget_bytes: int, max_tokens: int) -> int:
     """How many layers (<= the model's) fit the budget with their KV for ``max_tokens`` positions."""
-    from bench.benchmarks.layers import layer_param_bytes, representative_index
+    from bench.llm.shapes import layer_param_bytes, representative_index
 
     elt = torch.finfo(dtype).bits // 8
     per = layer_param_bytes(shape, representative_index(shape), dtype) + \

@@ -2,11 +2,9 @@
 on the target and print the points, per-family totals and the total (or the same as JSON for scripts)."""
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 
-from bench.errors import UserError
 
 
 def human_bytes(n: float) -> str:
@@ -22,49 +20,25 @@ def human_s(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 120 else f"{s:.1f} s"
 
 
-def jobs(overrides: list[str]) -> list[list[str]]:
-    """One override list per job of a ``-m`` sweep (Hydra's basic sweeper: the cartesian product of the sweep
-    values, in order), or the overrides themselves."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as e:
-        raise UserError(f"cannot parse override: {str(e).splitlines()[0]}") from None
-    axes = []
-    for o in parsed:
-        if o.key_or_group.lstrip("+~").startswith("hydra"):
-            continue
-        if o.is_sweep_override():
-            key = o.get_key_element()
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
-    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
-
-
 def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]:
     """[(job overrides, Plan, presets added for a CPU-only run)] for every job, composed as `bench run` composes."""
-    from bench.config import apply_cpu_overrides, validate
-    from bench.overrides import compose_checked
+    from bench.benchmarks import validate
+    from bench.core.config import apply_cpu_overrides
+    from bench.commands.overrides import compose_checked, cpu_defaults, jobs, keys_of
     from bench.plan import plan_run
     from bench.plan.targets import for_cfg
-    from bench.runner import cpu_defaults
 
     out = []
     for job in jobs(overrides):
         cfg = compose_checked(job)
-        validate(cfg)
         target = for_cfg(cfg)
         added = []
         if not target.is_cuda:
             added = cpu_defaults(job + ["harness.device=cpu"])  # what a CPU-only run adds (model=tiny suite=quick)
             if added:
                 cfg = compose_checked(job + added)
-                validate(cfg)
-            apply_cpu_overrides(cfg, job + added)
-            validate(cfg)
+            apply_cpu_overrides(cfg, keys_of(job + added))
+        validate(cfg)  # once, as the job would run
         out.append((job, plan_run(cfg, target), added))
     return out
 

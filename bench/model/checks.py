@@ -1,7 +1,7 @@
 """Value checks for `bench model` (one clear line per bad value)."""
 from __future__ import annotations
 
-from bench.config import check
+from bench.core.config import check
 from bench.model.cachesim import ROUTINGS
 
 LOAD_COSTS = ("auto", "measured", "bandwidth")
@@ -63,7 +63,7 @@ def check_sessions_fit(cfg) -> None:
     """fleet.sessions must fit in memory: generated requests hold one id per block of every turn's input, so
     the footprint grows with sessions x turns x context. Refused with the limit, before anything is generated."""
     from bench.hw.fingerprint import _meminfo_available
-    from bench.model.workload import Workload
+    from bench.llm.workload import Workload
 
     w = Workload.from_cfg(cfg.workload)
     bt = max(1, int(cfg.fleet.block_tokens))

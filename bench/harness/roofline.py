@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import torch
 
+from bench.llm import numerics
+from bench.llm.numerics import rel_error, tolerance  # noqa: F401  (re-exported: the numerics checks)
+
 GEMM_N = {"cuda": 8192, "cpu": 1024}
 COPY_BYTES = {"cuda": 1 << 30, "cpu": 32 << 20}
 
 
-def compute_dtype(state, cuda_name: str, cpu_name: str) -> torch.dtype:
-    """bf16 (or the configured dtype) on the GPU; float32 on the CPU, where bf16 matmul is emulated."""
-    return getattr(torch, cuda_name if state.device.is_cuda else cpu_name)
+def compute_dtype(state, section: str, key: str = "dtype", cpu_key: str = "cpu_dtype") -> torch.dtype:
+    """The point's compute dtype: the one rule of bench.llm.numerics for this family's config ``section``."""
+    return numerics.compute_dtype(state.cfg, section, state.device.is_cuda, key, cpu_key)
 
 
 def gemm_ceiling_tflops(state, dtype: torch.dtype) -> float:
@@ -54,14 +57,3 @@ def report(state, flops: float, bytes_moved: float, dtype: torch.dtype) -> None:
     state.set_metric("bound", "compute" if intensity * bw_gbps / 1e3 >= peak_tflops else "memory")
     state.set_metric("fraction_of_ceiling_tflops", achieved / peak_tflops)
     state.set_metric("fraction_of_ceiling_gbps", bytes_moved / t / 1e9 / bw_gbps)
-
-
-def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in float64."""
-    out, ref = out.double(), ref.double()
-    return float((out - ref).norm() / ref.norm().clamp_min(1e-300))
-
-
-def tolerance(dtype: torch.dtype) -> float:
-    """Relative-error bound for a result computed in ``dtype`` against float64 (METHOD: bf16 1e-3..1e-2)."""
-    return {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}.get(dtype, 5e-2)

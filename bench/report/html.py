@@ -3,17 +3,15 @@ the plots beside it: bandwidth vs size, paged methods vs block size, storage vs 
 the roofline, speedup vs hit rate with the Amdahl bound, each under the hardware fingerprint of its runs."""
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 import re
 from pathlib import Path
 
-from bench.errors import UserError
-from bench.compare import FINGERPRINT_KEYS, identity_mismatches
+from bench.report.compare import FINGERPRINT_KEYS, identity_mismatches
 from bench.report import plots
-from bench.store import (RECORDS, check_numbers, check_writable_dir, fallback_dir, load, read_manifest, read_records,
+from bench.core.store import (RECORDS, check_numbers, load, read_manifest, read_records,
                          run_dirs, run_state)
 
 PLOTS = [("bandwidth_vs_size", "Host <-> device copy bandwidth vs size", plots.bandwidth_vs_size),
@@ -48,7 +46,7 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
         path = fn(df, img / f"{name}.png")
         if path:
             made.append((name, title, path))
-    from bench.model import plots as mplots
+    from bench.report import model_plots as mplots
 
     for i, r in enumerate(model_results(dirs)):  # one picture per run and variant: runs never share a file
         wl = r["workload"]["name"]
@@ -132,30 +130,3 @@ def write_md(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> 
         lines += [f"### {title}", "", f"![{title}]({Path(p).relative_to(Path(path).parent)})", ""]
     lines += [f"- not shown: {t} (no data)" for t in missing]
     Path(path).write_text("\n".join(lines) + "\n")
-
-
-def cmd_report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories (or a folder of runs)")
-    p.add_argument("--out", help="output directory (default: the first run's report/)")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="report runs of different model presets or dtypes together (refused by default)")
-    a = p.parse_args(argv)
-    out = a.out or str(Path(run_dirs(a.runs)[0]) / "report")
-    if a.out:
-        check_writable_dir(a.out, "--out")
-    try:
-        check_writable_dir(out, "--out")
-    except UserError:  # the run's own directory is read-only: the report goes to a fallback, said below
-        if a.out:
-            raise
-        out = str(fallback_dir("report"))
-        print(f"note: {Path(run_dirs(a.runs)[0])} is read-only; writing the report to {out}")
-    res = build(a.runs, out, a.allow_mismatch)
-    print(f"wrote {res['html']} and {res['markdown']} ({len(res['images'])} plots)")
-    for x in res["incomplete"]:
-        print(f"warning: {x}")
-    for t in res["missing"]:
-        print(f"  not shown: {t} (no data in these runs)")
-    return 0
-

@@ -2,6 +2,8 @@
 measured vs predicted table (a thin wrapper over `run benchmark=[layers,transfer,storage,validate]`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 HELP = """usage: python -m bench validate [OVERRIDE ...]
 
@@ -18,25 +20,33 @@ def cmd_validate(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
-    from bench import runner
+    from bench.commands import run as runner
+    from bench.commands.overrides import compose_checked, keys_of
 
     args = [("workload@validate.workload=" + a.split("=", 1)[1]) if a.startswith("workload=") else a for a in argv]
     if not any(a.startswith("benchmark=") for a in args):
         args.insert(0, "benchmark=[layers,transfer,storage,validate]")
+    if "run.id" not in keys_of(args):  # the run's directory, resolved once here: the summary reads it after
+        from bench.core.identity import run_id
+
+        args.append(f"run.id={run_id()}")
     runner.run(args)
-    if runner.LAST_RUN_DIR is not None:
-        print_summary(runner.LAST_RUN_DIR)
+    cfg = compose_checked([a for a in args if not a.startswith("-")])
+    run_dir = Path(str(cfg.run.root)).expanduser() / str(cfg.run.id)
+    if (run_dir / "records.jsonl").exists():
+        print_summary(run_dir)
     return 0
 
 
 def print_summary(run_dir) -> None:
     from rich.table import Table
 
+    from bench.core.store import RECORDS, load, read_records
+    from bench.model.replay_check import replay_predictions
     from bench.report.console import console
 
-    from bench.store import RECORDS, read_records
-
-    recs = [r for r in read_records(run_dir / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
+    recs = [r for r in read_records(Path(run_dir) / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
+    pred = replay_predictions(load(run_dir), recs)
     con = console()
     t = Table(title=f"end-to-end replay vs cost model ({run_dir})")
     for col in ("mode", "status", "prefill s", "decode s", "speedup measured", "speedup predicted",
@@ -44,15 +54,16 @@ def print_summary(run_dir) -> None:
         t.add_column(col, justify="right")
     f = lambda m, k, fmt: fmt.format(m[k]) if m.get(k) is not None else ""  # noqa: E731
     for r in recs:
-        m = r["metrics"]
+        m, p = r["metrics"], pred.get(r["params"]["mode"], {})
         t.add_row(r["params"]["mode"], r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
                   f(m, "prefill_s", "{:.4g}"), f(m, "decode_s", "{:.4g}"), f(m, "speedup_measured", "{:.3f}x"),
-                  f(m, "speedup_predicted", "{:.3f}x"), f(m, "speedup_prediction_error", "{:+.1%}"),
-                  f(m, "time_prediction_error", "{:+.1%}"), f(m, "logits_rel_error_vs_recompute", "{:.1e}"))
+                  f(p, "speedup_predicted", "{:.3f}x"), f(p, "speedup_prediction_error", "{:+.1%}"),
+                  f(p, "time_prediction_error", "{:+.1%}"), f(m, "logits_rel_error_vs_recompute", "{:.1e}"))
     con.print(t)
-    misses = [r for r in recs if abs((r["metrics"].get("speedup_prediction_error") or 0)) > 0.15]
-    for r in misses:
-        con.print(f"[yellow]miss > 15%:[/yellow] {r['params']['mode']}: the replay pays costs the microbenchmarks "
-                  "do not time (embedding/output head, per-step launch and Python overhead, cache writes); "
-                  "see the time error column")
-
+    for mode, p in pred.items():
+        if p.get("missing"):
+            con.print(f"no prediction for {mode}: {p['missing']}")
+        elif abs(p.get("speedup_prediction_error") or 0) > 0.15:
+            con.print(f"[yellow]miss > 15%:[/yellow] {mode}: the replay pays costs the microbenchmarks do not time "
+                      "(embedding/output head, per-step launch and Python overhead, cache writes); see the time "
+                      "error column")

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench.fileio import PAGE, PATTERN_PERIOD, aligned_buffer, first_bad_page, pattern_slots
+from bench.hw.fileio import PAGE, PATTERN_PERIOD, aligned_buffer, first_bad_page, pattern_slots
 
 # syscall numbers: x86_64 and the generic table (aarch64, riscv64)
 _NR = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2), "arm64": (0, 1, 4, 2), "riscv64": (0, 1, 4, 2)}
@@ -91,7 +91,7 @@ def _compiled():
     def address(i, s, offs, req, bufs_addr, mode, slot_bytes, slot_words, period):
         """Buffer of request i in iocb slot s. SLOT: the slot's (reads); OWN: the request's own (bufs_addr + i
         req); WINDOW: the window of the slot's repeated pattern tile at the request's place in the tile, after
-        its page stamps are written (bench.fileio.pattern_slots / stamp_window, here without Python)."""
+        its page stamps are written (bench.hw.fileio.pattern_slots / stamp_window, here without Python)."""
         if mode == OWN:
             return bufs_addr + i * req
         if mode == SLOT:
@@ -172,7 +172,7 @@ def _compiled():
 
 class AioPass:
     """One pass of requests over a file at a queue depth, kept in flight by Linux AIO (interface of
-    bench.fileio.IOPass: ``run(verify_tile)``, ``latencies_s``, ``bytes``). The file must be open with O_DIRECT;
+    bench.hw.fileio.IOPass: ``run(verify_tile)``, ``latencies_s``, ``bytes``). The file must be open with O_DIRECT;
     buffers are page-aligned. Reads: one buffer per slot (like fio's). Writes write the file's own pattern (the
     file stays verifiable) with nothing copied in the pass: from a window of their slot's buffer, which holds the
     repeated tile, after stamping its pages (a word a page, ~0.2 ms for 64 MiB): the few hot buffers fio writes
@@ -227,7 +227,7 @@ class AioPass:
         if rc == -1:
             res, off = int(self.bad[1]), int(offs[int(self.bad[0])])
             if res < 0 and -res == errno.ENOSPC:
-                from bench.fileio import StorageFault
+                from bench.hw.fileio import StorageFault
 
                 raise StorageFault("no space left on device during the write pass")
             what = os.strerror(-res) if res < 0 else f"short {'write' if self.write else 'read'}: {res} of " \

@@ -1,8 +1,8 @@
 """File I/O for the storage tier: O_DIRECT with aligned buffers, page-cache drop proven by mincore, seeded
 page patterns for integrity, and a thread pool issuing requests at a given queue depth (the ``threads`` engine).
 
-The other engines of ``storage.engines`` live beside it: :mod:`bench.fileio.aio` (Linux native AIO, queue depth
-in flight from one thread) and :mod:`bench.fileio.fio` (fio itself, on the same requests).
+The other engines of ``storage.engines`` live beside it: :mod:`bench.hw.fileio.aio` (Linux native AIO, queue depth
+in flight from one thread) and :mod:`bench.hw.fileio.fio` (fio itself, on the same requests).
 
 Every byte count is bytes; every time seconds. Nothing here times anything: the harness does.
 """
@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench.errors import Skip
+from bench.core.errors import Skip
 
 PAGE = mmap.PAGESIZE
 PATTERN_PERIOD = 1 << 20  # the seeded random tile repeats every 1 MiB; each page is stamped with its index

@@ -1,4 +1,4 @@
-"""`python -m bench compare BASE OTHER [...]`: the same points across runs (hardware generations, versions).
+"""Runs compared point by point (`python -m bench compare`, bench.commands.compare): the same points across runs (hardware generations, versions).
 
 Points are matched on benchmark + params. Each metric is the point's headline (gbps, else tflops, else the time,
 where lower is better). A difference inside the noise of the two measurements (their IQR/median, at least
@@ -9,14 +9,11 @@ different hardware is the point of comparing and is shown side by side.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from pathlib import Path
 
-from bench.errors import UserError
-from bench.store import (RECORDS, check_numbers, check_writable_file, point_key, read_manifest, read_records,
+from bench.core.errors import UserError
+from bench.core.store import (RECORDS, check_numbers, point_key, read_manifest, read_records,
                          run_dirs, run_state)
 
 # config keys that change what a point measures even with equal params
@@ -133,12 +130,12 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
     ``noise_floor``; on the same machine also K_RUN robust standard deviations of all matched points' median
     log-ratios, which is how much this machine varies from run to run), FASTER or SLOWER beyond it, and SLOWER by
     more than ``threshold`` on the median is a REGRESSION. Points timed under contention or whose bandwidth fell
-    implausibly within their own sweep (bench.store.suspect_points) are EXCLUDED from the verdict, with the reason.
+    implausibly within their own sweep (bench.core.store.suspect_points) are EXCLUDED from the verdict, with the reason.
     A family whose points all moved together (median log-ratio beyond its standard error and the threshold) is
     reported as a shift of the machine itself (clocks, contention, driver), not a code change."""
     import numpy as np
 
-    from bench.store import suspect_points
+    from bench.core.store import suspect_points
 
     if len(paths) < 2:
         raise UserError("compare needs at least two runs: python -m bench compare BASE OTHER [...]")
@@ -360,40 +357,3 @@ def nothing_compared(res: dict) -> str:
     return (f"every one of the {len(res['points'])} matched points is excluded or of a different status "
             f"({excl} excluded: contention or an implausible fall; on a shared machine --contended widen compares "
             "contended points with a band widened by the measured contention)")
-
-
-def cmd_compare(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
-    p.add_argument("--threshold", type=float, default=5.0, help="percent slower that counts as a regression (5)")
-    p.add_argument("--noise-floor", type=float, default=2.0, help="smallest noise band in percent (2)")
-    p.add_argument("--allow-mismatch", action="store_true", help="compare runs of different model/dtype anyway")
-    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is found (CI)")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="let --fail-on-regression gate on interrupted, failed or unfinished runs")
-    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
-    p.add_argument("--contended", choices=CONTENDED, default="exclude",
-                   help="points timed under contention: exclude them (default), or widen: compare them with a band "
-                        "widened by the contention they were timed under (labelled *)")
-    p.add_argument("--all", action="store_true", help="list every point and fingerprint row, SAME ones too")
-    a = p.parse_args(argv)
-    for flag, v, ok in (("--threshold", a.threshold, a.threshold > 0), ("--noise-floor", a.noise_floor,
-                                                                         a.noise_floor >= 0)):
-        if not (math.isfinite(v) and ok):
-            raise UserError(f"{flag}={v:g} is not allowed: a percentage, finite, "
-                            f"{'> 0' if flag == '--threshold' else '>= 0'}")
-    if a.json:
-        check_writable_file(a.json, "--json")
-    res = compare(a.runs, a.threshold / 100, a.noise_floor / 100, a.allow_mismatch, a.contended)
-    print_compare(res, a.all)
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
-    if not res["compared"]:  # a gate (or a look) that compared nothing must not pass
-        print(f"error: compared nothing: {nothing_compared(res)} (exit 3)", file=sys.stderr)
-        return 3
-    if a.fail_on_regression and res["incomplete"] and not a.allow_incomplete:
-        which = "; ".join(f"{k}: {v}" for k, v in res["incomplete"].items())
-        raise UserError(f"--fail-on-regression on an incomplete run ({which}): a gate needs complete runs "
-                        "(or --allow-incomplete)")
-    return 1 if (a.fail_on_regression and res["regressions"]) else 0
-

@@ -5,9 +5,7 @@ by Hydra/OmegaConf; ranges and names are checked by :func:`validate`.
 """
 from __future__ import annotations
 
-import os
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -15,26 +13,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from bench import conf_dir, kernels_dir  # noqa: F401  (re-exported: config and kernel paths)
-from bench.errors import UserError
-from bench.validators import validator
+from bench.core.checks import CHECKS, check, positive_ints, validator  # noqa: F401  (re-exported)
+from bench.core.identity import host_tag as _host_tag  # noqa: F401  (the run id's resolver, tb_host)
 
 MiB = 1 << 20
-
-
-def _host_tag() -> str:
-    """Short host name, process id, and the SLURM job when set (``j<array job>_<task>`` for an array task, as
-    sacct shows it; ``-t<rank>`` for a task of a multi-task step): runs from different nodes or processes never
-    share a directory."""
-    from bench.slurm import job_tag
-
-    tag = f"{socket.gethostname().split('.')[0] or 'host'}-p{os.getpid()}"
-    job = job_tag()
-    if job:
-        rank = os.environ.get("SLURM_PROCID")
-        tag += f"-{job}" + (f"-t{rank}" if rank and (rank != "0" or int(os.environ.get("SLURM_NTASKS") or 1) > 1)
-                            else "")
-    return re.sub(r"[^A-Za-z0-9._-]", "_", tag)
-
 
 if not OmegaConf.has_resolver("tb_host"):
     OmegaConf.register_new_resolver("tb_host", _host_tag)
@@ -74,6 +56,7 @@ class RunConfig:
     id: str = "${now:%Y%m%d-%H%M%S}-${tb_host:}"
     notes: str = ""
     analyze: bool = True  # end the run with the throughput model and verdict (or say which inputs are missing)
+    cpu_defaults: list = field(default_factory=list)  # presets `bench run` added for a CPU-only machine (it sets it)
 
 
 @dataclass
@@ -109,7 +92,7 @@ class StorageConfig:
 
 @dataclass
 class ModelConfig:
-    """A transformer's published shape. Derived quantities live in bench.shapes."""
+    """A transformer's published shape. Derived quantities live in bench.llm.shapes."""
 
     name: str = MISSING
     description: str = ""
@@ -343,22 +326,11 @@ register_schemas()
 DTYPES = ("float32", "float16", "bfloat16", "float8_e4m3fn")
 
 
-def check(ok: bool, key: str, value, rule: str) -> None:
-    if not ok:
-        raise UserError(f"{key}={value!r} is not allowed: {rule}")
-
-
-def positive_ints(key: str, values, allow_empty: bool = False) -> None:
-    check(allow_empty or len(values) > 0, key, list(values), "give at least one value")
-    for v in values:
-        check(isinstance(v, int) and not isinstance(v, bool) and v > 0, key, v, "every value must be an integer > 0")
-
-
-def apply_cpu_overrides(cfg, typed=()) -> list[str]:
+def apply_cpu_overrides(cfg, typed=frozenset()) -> list[str]:
     """On a CPU-only run, replace each loaded family's sweep by its ``cpu:`` block (small shapes), except the keys
-    the user typed (``typed``: override keys such as ``layers.decode_batch``): what the user typed wins. Returns
-    the ``family.key`` values the CPU profile filled. The records and the manifest show the values actually used."""
-    typed = {t.lstrip("+~").split("=", 1)[0] for t in typed}
+    the user typed (``typed``: override keys such as ``layers.decode_batch``, bench.commands.overrides.keys_of):
+    what the user typed wins. Returns the ``family.key`` values the CPU profile filled. The records and the
+    manifest show the values actually used."""
     filled = []
     for family, on in (cfg.families or {}).items():
         sec = cfg.get(family)
@@ -371,10 +343,18 @@ def apply_cpu_overrides(cfg, typed=()) -> list[str]:
     return filled
 
 
-def validate(cfg) -> None:
-    """Range and name checks beyond types; raises UserError naming the key, the value and what is allowed."""
-    from bench.hw.device import DEVICE_CHOICES
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
 
+
+def target_names() -> list[str]:
+    """The planning targets (conf/targets/<name>.yaml), for plan.gpu."""
+    return sorted(p.stem for p in (conf_dir() / "targets").glob("*.yaml"))
+
+
+def validate(cfg, families=None) -> None:
+    """Range and name checks beyond types; raises UserError naming the key, the value and what is allowed.
+    ``families``: the families whose registered checks run (the run's selected ones, bench.benchmarks.validate;
+    None: every family the config loads)."""
     h = cfg.harness
     check(h.device in DEVICE_CHOICES, "harness.device", h.device, f"one of {', '.join(DEVICE_CHOICES)}")
     check(h.device_index >= 0, "harness.device_index", h.device_index, "an integer >= 0")
@@ -402,9 +382,8 @@ def validate(cfg) -> None:
            f"a divisor of model.heads ({cfg.model.heads})")
     check(cfg.model.attention in ("gqa", "mla"), "model.attention", cfg.model.attention, "gqa or mla")
     if cfg.plan.gpu is not None:
-        from bench.plan.targets import names
-
-        check(str(cfg.plan.gpu) in names(), "plan.gpu", cfg.plan.gpu, f"one of {', '.join(names())} (conf/targets/)")
+        names = target_names()
+        check(str(cfg.plan.gpu) in names, "plan.gpu", cfg.plan.gpu, f"one of {', '.join(names)} (conf/targets/)")
     for key in ("plan.storage_read_gbps", "plan.storage_write_gbps"):
         val = OmegaConf.select(cfg, key)
         check(val is None or val > 0, key, val, "GB/s > 0 (or null: the target's)")
@@ -415,12 +394,10 @@ def validate(cfg) -> None:
     check(val is None or val > 0, "storage.budget_bytes", val, "bytes > 0, or null for no budget")
     if cfg.storage.path is not None:
         check(str(cfg.storage.path).strip() != "", "storage.path", cfg.storage.path, "a directory path or null")
-    from bench import validators
-    from bench.registry import select
-
-    benches = select(cfg)
-    for family, family_check in validators.CHECKS:
-        if family in {b.family for b in benches}:
+    if families is None:
+        families = {f for f, on in (cfg.families or {}).items() if on}
+    for family, family_check in CHECKS:
+        if family in families:
             family_check(cfg)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,23 +12,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import bench
-from bench.config import apply_cpu_overrides, conf_dir, validate
-from bench.errors import UserError, fail
+from bench.core.identity import git_sha
+from bench.benchmarks import validate
+from bench.core.config import apply_cpu_overrides, conf_dir
+from bench.commands.overrides import cpu_defaults, key_of, keys_of  # noqa: F401
+from bench.core.errors import UserError, fail
 
 
-def git_sha() -> dict:
-    src = Path(bench.__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip()) if sha else None
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = None, None
-    return {"git_sha": sha, "git_dirty": dirty}
-
-
-LAST_RUN_DIR = None  # set by execute(): the directory of the last run in this process
 
 
 def _stop_signal(signum, frame):
@@ -42,7 +31,7 @@ def _stop_signal(signum, frame):
 
 def execute(cfg: DictConfig) -> dict:
     """Run the selected benchmarks into this job's output directory; returns the status counts."""
-    from bench.harness import run_suite
+    from bench.plan.suite import run_suite
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -52,7 +41,7 @@ def execute(cfg: DictConfig) -> dict:
     try:
         store, manifest, benches, device, cpu_defaults, hardware = _start(cfg, hc, run_dir, run_id)
     except BaseException as e:  # a job that fails before its first point still leaves a manifest saying why
-        from bench.slurm import failed_manifest
+        from bench.commands.slurm import failed_manifest
 
         failed_manifest(run_dir, run_id, cfg, e)
         raise
@@ -121,7 +110,7 @@ def nothing_measured(records_path, counts: dict) -> str:
     """One line: no point was measured, the counts, and the commonest reasons (why and how many)."""
     from collections import Counter
 
-    from bench.store import read_records
+    from bench.core.store import read_records
 
     why = Counter((r.get("reason") or r["status"])[:160] for r in read_records(records_path))
     top = "; ".join(f"{n} x {w}" for w, n in why.most_common(3))
@@ -130,23 +119,18 @@ def nothing_measured(records_path, counts: dict) -> str:
 
 
 def _start(cfg, hc, run_dir: Path, run_id: str):
-    """Validate, pick the device, fingerprint, and write the run's manifest (status running)."""
+    """Pick the device, validate, fingerprint, and write the run's manifest (status running)."""
     from bench.hw.device import select_device
     from bench.hw.fingerprint import fingerprint
-    from bench.registry import select
-    from bench.slurm import job_ids
-    from bench.store import RunStore, now_iso
+    from bench.core.identity import job_ids
+    from bench.core.store import RunStore, now_iso
 
-    validate(cfg)
-    benches = select(cfg)
     device = select_device(cfg.harness.device, cfg.harness.device_index)
     overrides = list(hc.overrides.task)
-    cpu_defaults = [o for o in ADDED_CPU_DEFAULTS if o in overrides] if not device.is_cuda else []
-    cpu_sized = apply_cpu_overrides(cfg, overrides) if not device.is_cuda else []
-    validate(cfg)
+    cpu_defaults = list(cfg.run.cpu_defaults) if not device.is_cuda else []
+    cpu_sized = apply_cpu_overrides(cfg, keys_of(overrides)) if not device.is_cuda else []
+    benches = validate(cfg)  # once per job, as it will run (a CPU-only job with its families' cpu: blocks)
     store = RunStore(run_dir, run_id)
-    global LAST_RUN_DIR
-    LAST_RUN_DIR = run_dir
     hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
     manifest = {
         "schema_version": 1,
@@ -200,9 +184,9 @@ def after_run(run_dir: Path) -> None:
     """End a run with its own analysis: the short verdict and where it was written, or one line per missing input
     (which points were skipped and why, and the command that would supply them)."""
     from bench.model.analyze import analyze
-    from bench.model.cli import write_result
+    from bench.commands.model import write_result
     from bench.model.verdict import short
-    from bench.overrides import compose_checked
+    from bench.commands.overrides import compose_checked
 
     try:  # a run without an input the model needs: analyze says which, why, and how to supply it
         result = analyze(run_dir, compose_checked([], config_name="analysis"))
@@ -227,40 +211,19 @@ def hydra_main(cfg: DictConfig):
         fail(e)
 
 
-# On a machine without a GPU, a run that names no model and no suite measures the tiny preset with the quick suite:
-# the default llama3_8b layers do not fit harness.cpu_max_bytes (no prefill/decode costs, so no verdict) and the
-# full suite takes ~9 minutes on 2 cores; these reach a (CPU rehearsal) verdict in about 2 minutes.
-CPU_DEFAULT_OVERRIDES = ("model=tiny", "suite=quick")
-ADDED_CPU_DEFAULTS: list = []  # what run() added in this process (the manifest and the closing lines say so)
-
-
-def cpu_defaults(overrides: list[str], force: bool = False) -> list[str]:
-    """The presets a CPU-only run gets for the groups the user did not name (none when CUDA is visible and not
-    refused with harness.device=cpu; always with ``force``: jobs bound for CPU nodes)."""
-    keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    forced_cpu = force or any(o.replace(" ", "") == "harness.device=cpu" for o in overrides)
-    if not forced_cpu:
-        import torch
-
-        if torch.cuda.is_available():
-            return []
-    return [d for d in CPU_DEFAULT_OVERRIDES if d.split("=", 1)[0] not in keys]
-
-
 def run(argv: list[str]) -> int:
     """Hand ``argv`` (overrides and Hydra flags) to Hydra after checking every override gives a valid config."""
-    from bench.overrides import precheck, split_args
+    from bench.commands.overrides import precheck, split_args
 
     if "--plan" in argv:  # plan only: nothing is allocated, no run directory is made
-        from bench.plan.show import print_plan
+        from bench.commands.plan import print_plan
 
         rest = [a for a in argv if a not in ("--plan", "--json", "-m", "--multirun")]
         bad = [a for a in rest if a.startswith("-")]
         if bad:
             raise UserError(f"{bad[0]}: with --plan only --json and -m are allowed (python -m bench run --plan "
                             "[--json] [-m] [overrides])")
-        precheck(rest + ["--plan"])
-        return print_plan(rest, "--json" in argv)
+        return print_plan(rest, "--json" in argv)  # composes and validates every job once
     if "--json" in argv:
         raise UserError("--json: only with --plan (python -m bench run --plan --json [overrides])")
     flags, overrides = split_args(argv)
@@ -273,18 +236,19 @@ def run(argv: list[str]) -> int:
                         f"hydra/launcher={launcher} ...); without it Hydra would run here, not on the cluster")
     if not info_only:
         # the jobs of a SLURM sweep pick their own device on their node; slurm_cpu means CPU nodes
-        ADDED_CPU_DEFAULTS[:] = [] if launcher == "slurm" else cpu_defaults(overrides, force=launcher == "slurm_cpu")
-        overrides = overrides + ADDED_CPU_DEFAULTS
+        added = [] if launcher == "slurm" else cpu_defaults(overrides, force=launcher == "slurm_cpu")
+        if added:  # the presets a CPU-only machine gets, and a record of them the job reads (run.cpu_defaults)
+            overrides = overrides + added + ["run.cpu_defaults=[" + ",".join(f"'{a}'" for a in added) + "]"]
     sweep_dir = None
     if multirun and not info_only:
         overrides, sweep_dir = fix_sweep_dir(overrides)
     argv = flags + overrides
     precheck(argv)
     if slurm and not info_only:
-        from bench.slurm import presubmit_check
+        from bench.commands.slurm import presubmit_check
 
         print(f"SLURM request: {presubmit_check(overrides)}", flush=True)
-        from bench.slurm.launcher import install
+        from bench.commands.slurm_launcher import install
 
         install()  # wait for every job; a failed one is reported from its manifest, not as a traceback
     if sweep_dir is not None:
@@ -313,21 +277,21 @@ def run(argv: list[str]) -> int:
 def fix_sweep_dir(overrides: list[str]) -> tuple[list[str], Path]:
     """Resolve run.root (absolute) and run.id once, here: every job then writes under the directory printed now,
     <run.root>/<run.id>/job<N>, instead of re-resolving the time and host inside each job."""
-    from bench.config import _host_tag
-    from bench.overrides import compose_checked, variants
+    from bench.core.identity import host_tag as _host_tag
+    from bench.commands.overrides import compose_checked, variants
 
     cfg = compose_checked(variants(overrides)[0])
-    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    given = keys_of(overrides)
     import time
 
     root = Path(str(cfg.run.root)).expanduser().resolve()
     run_id = str(cfg.run.id) if "run.id" in given else f"{time.strftime('%Y%m%d-%H%M%S')}-{_host_tag()}"
-    keep = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in ("run.root", "run.id")]
+    keep = [o for o in overrides if key_of(o) not in ("run.root", "run.id")]
     return keep + [f"run.root={root}", f"run.id={run_id}"], root / run_id
 
 
 def _sweep_summary(sweep_dir: Path) -> int:
-    from bench.slurm import sweep_report
+    from bench.commands.slurm import sweep_report
 
     lines, bad = sweep_report(sweep_dir)
     print(f"sweep {sweep_dir}:\n  " + "\n  ".join(lines))

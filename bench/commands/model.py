@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 HELP = """usage: python -m bench model RUN_DIR [OVERRIDE ...] [--json]
 
@@ -35,13 +35,13 @@ def cmd_model(argv: list[str]) -> int:
     if "=" in run_dir:
         raise UserError(f"first argument must be a run directory, got override {run_dir!r}")
     from bench.model.analyze import analyze
-    from bench.model.validate_cfg import validate_analysis
-    from bench.overrides import compose_checked
+    from bench.model.checks import validate_analysis
+    from bench.commands.overrides import compose_checked
 
     cfg = compose_checked(overrides, config_name="analysis")
     validate_analysis(cfg)
     if cfg.out:
-        from bench.store import check_writable_dir
+        from bench.core.store import check_writable_dir
 
         check_writable_dir(cfg.out, "out")
     result = analyze(run_dir, cfg)
@@ -55,9 +55,9 @@ def cmd_model(argv: list[str]) -> int:
 
 def write_result(result: dict, out=None) -> Path:
     """model.json and the plots into ``out`` (default: the variant's own folder in the run directory)."""
-    from bench.model import plots
+    from bench.report import model_plots as plots
 
-    from bench.store import check_writable_dir, fallback_dir
+    from bench.core.store import check_writable_dir, fallback_dir
 
     out = Path(out or Path(result["run"]) / result["variant"])
     try:

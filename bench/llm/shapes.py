@@ -156,3 +156,15 @@ class ModelShape:
 def causal_pairs(n_new: int, n_ctx: int = 0) -> float:
     """(query, key) pairs of a causal prefill of ``n_new`` tokens after ``n_ctx`` cached ones."""
     return n_new * n_ctx + n_new * (n_new + 1) / 2
+
+
+def representative_index(shape: ModelShape) -> int:
+    """The layer kind that dominates: the first MoE layer of an MoE model, else layer 0."""
+    return shape.dense_layers if shape.experts else 0
+
+
+def layer_param_bytes(shape: ModelShape, idx: int, dtype) -> int:
+    """Bytes of one layer's weights (layer ``idx``: dense or MoE) and its two norms in ``dtype`` (a torch dtype)."""
+    import torch
+
+    return (shape.attn_params() + shape.mlp_params_total(idx) + 2 * shape.hidden) * (torch.finfo(dtype).bits // 8)

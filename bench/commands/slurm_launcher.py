@@ -2,8 +2,8 @@
 
 The stock launch collects results job by job and raises at the first job that failed, with a traceback, while
 later jobs still run: the submitter then exits without saying where they are. This one waits for all of them and
-never raises for a job that failed or was stopped (its manifest says so): the submitter (bench.runner) then prints
-every job's status, record count and SLURM state from the sweep directory (bench.slurm.sweep_report).
+never raises for a job that failed or was stopped (its manifest says so): the submitter (bench.commands.run) then prints
+every job's status, record count and SLURM state from the sweep directory (bench.commands.slurm.sweep_report).
 :func:`install` puts it in place of the stock launch in the submitting process only (Hydra loads launchers from
 the hydra_plugins namespace, so a launcher of our own would need a top-level package; the jobs never launch).
 """

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.hw.hostmem import pattern
-from bench.shapes import ModelShape
+from bench.llm.shapes import ModelShape
 
 LAYOUTS = ("layer_major", "block_major")
 METHODS = ("memcpy_per_block", "staged", "uva_kernel")

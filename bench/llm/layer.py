@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.llm.attention import LayerAttention
-from bench.shapes import ModelShape
+from bench.llm.shapes import ModelShape
 
 EPS = 1e-6
 
