@@ -45,6 +45,13 @@ FIGURES = [
      ["benchmark=attention", "attention.backends=[auto]", "attention.decode_batch=[64]", "attention.decode_ctx=[8192]"],
      {"backend": "auto", "batch": 64, "ctx": 8192}, "gbps", "GB/s"),
 ]
+FIGURES += [
+    # issue 29's device check: the UVA fetch beside a raw CuPy kernel doing the same gather (not kernels/warm.cu)
+    ("warm_fetch_uva_4096B_x8192", "warm_fetch",
+     ["benchmark=warm", "only=[warm_fetch]", "warm.methods=[uva_kernel]", "warm.row_bytes=[4096]", "warm.rows=[8192]",
+      "warm.locality=[uniform]"],
+     {"method": "uva_kernel", "row_bytes": 4096, "rows": 8192, "locality": "uniform"}, "gbps", "GB/s"),
+]
 COMMON = ["model=llama3_8b", "harness.progress=false", "harness.device=cuda", "run.analyze=false"]
 
 
@@ -88,6 +95,8 @@ def raw(figure: str, params: dict) -> tuple[float, str]:
         m = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
         m2 = torch.randn_like(m)
         return 2 * 8192 ** 3 / timed(lambda: m @ m2) / 1e12, "torch.matmul"
+    if figure.startswith("warm_fetch"):
+        return raw_row_gather(params["row_bytes"], params["rows"])
     from torch.nn.attention.bias import causal_lower_right
 
     dt = torch.bfloat16
@@ -105,6 +114,38 @@ def raw(figure: str, params: dict) -> tuple[float, str]:
     v = torch.randn_like(k)
     t = timed(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
     return 2 * 64 * 8 * 8192 * 128 * 2 / t / 1e9, _choice(q, k, v, False)
+
+
+RAW_GATHER = r"""
+extern "C" __global__ void gather(const uint4* pool, const long long* ids, long long n, long long wpr, uint4* dst) {
+    for (long long w = blockIdx.x * (long long)blockDim.x + threadIdx.x; w < n * wpr;
+         w += (long long)gridDim.x * blockDim.x) {
+        long long r = w / wpr;
+        dst[w] = pool[ids[r] * wpr + (w - r * wpr)];
+    }
+}
+"""
+
+
+def raw_row_gather(row_bytes: int, rows: int, pool_bytes: int = 4 * GiB) -> tuple[float, str]:
+    """GB/s of ``rows`` random rows of a pinned host pool (the default suite's 4 GiB) gathered into HBM by a plain
+    CuPy kernel reading host memory through UVA: 16-byte words, grid-stride, 8 blocks of 256 per SM."""
+    import cupy
+    import torch
+
+    pool = torch.empty(pool_bytes, dtype=torch.uint8, pin_memory=True)
+    pool.fill_(3)
+    ptr = int(cupy.cuda.runtime.pointerGetAttributes(pool.data_ptr()).devicePointer) or pool.data_ptr()
+    ids = torch.randperm(pool_bytes // row_bytes, device="cuda")[:rows].sort().values
+    dst = torch.empty(rows * row_bytes, dtype=torch.uint8, device="cuda")
+    kern = cupy.RawKernel(RAW_GATHER, "gather")
+    wpr = row_bytes // 16
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    blocks = min(sms * 8, (rows * wpr + 255) // 256)
+    args = (cupy.uint64(ptr), cupy.uint64(ids.data_ptr()), cupy.int64(rows), cupy.int64(wpr),
+            cupy.uint64(dst.data_ptr()))
+    t = timed(lambda: kern((blocks,), (256,), args))
+    return rows * row_bytes / t / 1e9, "raw CuPy RawKernel gather through UVA"
 
 
 def _choice(q, k, v, causal: bool) -> str:

@@ -74,7 +74,7 @@ PY
 
 step_quick() {
   step_imports
-  run_step tests bash -c "$py -m pytest -q -m gpu tests && $py -m pytest -q tests/test_sim_timing.py tests/test_gpu_paths.py"
+  run_step tests bash -c "$py -m pytest -q -n 0 -m gpu tests && $py -m pytest -q -n 0 tests/harness/test_sim_timing.py tests/hw/test_gpu_paths.py tests/hw/test_warm_kernels.py"
   run_step figures $py "$here/gpu_check.py" figures "$out"
   $py "$here/gpu_check.py" summary "$out" || true  # the figures so far; `summary` is the step that decides
 }

@@ -42,9 +42,10 @@ do_install() {
   # the package postinst scripts try to start services; without systemd invoke-rc.d
   # just refuses (harmless). Update the index only if install fails without it.
   # shellcheck disable=SC2086
-  apt-get install -y -q $pkgs >/dev/null 2>&1 || {
-    apt-get update -q >/dev/null
-    apt-get install -y -q $pkgs >/dev/null
+  # -o DPkg::Lock::Timeout: wait for another install (a test on another pytest worker) instead of failing
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q $pkgs >/dev/null 2>&1 || {
+    apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q $pkgs >/dev/null
   }
 }
 

@@ -119,29 +119,31 @@ def open_cached(state, path: str, write: bool) -> tuple[int, str]:
 
 
 def io_need(state, write: bool, own_buffers: bool = True, device_bytes: int = 0, host_bytes: int = 0,
-            what: str = ""):
+            what: str = "", s=None):
     """The needs of a storage point: the engine's I/O buffers (host memory, engine_host_bytes) unless the requests
     go into the caller's buffers (``own_buffers=False``), the caller's ``device_bytes`` / ``host_bytes``
-    (``what``), and the file."""
-    req, qd, _, file_bytes, _, (_, most) = point_requests(state, write)
+    (``what``), and the file. ``s``: the storage settings (default ``storage``; bench.benchmarks.warm reads its
+    own file under them)."""
+    req, qd, _, file_bytes, _, (_, most) = point_requests(state, write, s)
     engine = state.params.get("engine", "threads")
     own = engine_host_bytes(engine, req, qd, most, write) if own_buffers else 0
     return need(device_bytes, ", ".join(filter(None, [f"{engine} I/O buffers" if own else "", what])),
                 host_bytes=own + host_bytes, file_bytes=file_bytes)
 
 
-def setup(state, write: bool, targets_for=None, most_cap: int = 0) -> Target:
+def setup(state, write: bool, targets_for=None, most_cap: int = 0, s=None) -> Target:
     """Pattern file, open descriptor and steady-state request pass for this point (skips with the reason when
     impossible); its memory is the point's needs (:func:`io_need`). ``targets_for(bytes)``: the caller's buffer
-    the requests go into; ``most_cap``: at most this many requests per pass (a pass held in memory whole)."""
-    s = state.cfg.storage
-    req, qd, pattern, file_bytes, align, _ = point_requests(state, write)
+    the requests go into; ``most_cap``: at most this many requests per pass (a pass held in memory whole); ``s``:
+    the storage settings (default ``storage``)."""
+    s = state.cfg.storage if s is None else s
+    req, qd, pattern, file_bytes, align, _ = point_requests(state, write, s)
     engine = state.params.get("engine", "threads")
     wd = workdir(state)
     path, _ = wd.pattern_file(file_bytes, int(s.seed), s.direct)
     fd, mode = open_cached(state, path, write)
     tile = pattern_tile(int(s.seed))
-    offs = steady_offsets(state, write, req, qd, pattern, fd, mode, align, tile, most_cap)
+    offs = steady_offsets(state, write, req, qd, pattern, fd, mode, align, tile, most_cap, s)
     targets = targets_for(len(offs) * req) if targets_for else None
     io = make_pass(state, engine, mode, fd, offs, req, qd, write, align, tile, targets)
     state.note(io_mode=mode, alignment_bytes=align, file_bytes=file_bytes, path=str(wd.path),
@@ -149,11 +151,12 @@ def setup(state, write: bool, targets_for=None, most_cap: int = 0) -> Target:
     return Target(path, fd, mode, io, file_bytes, tile)
 
 
-def point_requests(state, write: bool) -> tuple[int, int, str, int, int, tuple[int, int]]:
+def point_requests(state, write: bool, s=None) -> tuple[int, int, str, int, int, tuple[int, int]]:
     """The point's requests, the same for every engine: request bytes, queue depth, pattern, file bytes, O_DIRECT
     alignment and the (fewest, most) requests of one pass (bench.hw.fileio.pass_bounds). Skips (with why) a
-    memory-backed storage.path and a request size that is not a multiple of the alignment."""
-    s = state.cfg.storage
+    memory-backed storage.path and a request size that is not a multiple of the alignment. ``s``: the storage
+    settings (default ``storage``)."""
+    s = state.cfg.storage if s is None else s
     req = int(state.params["request_bytes"])
     qd = int(state.params.get("queue_depth", 1))
     pattern = state.params.get("pattern", "sequential")
@@ -173,12 +176,12 @@ PROBE_PASSES = 5  # at most this many untimed probe passes (at least 2, until th
 
 
 def steady_offsets(state, write: bool, req: int, qd: int, pattern: str, fd: int, mode: str, align: int, tile,
-                   most_cap: int = 0):
+                   most_cap: int = 0, s=None):
     """The offsets of a steady-state pass: an untimed probe pass of the fewest requests (page cache dropped first
     for reads; the AIO engine where it runs, else threads) gives the rate, and the pass is sized to last about
     storage.pass_s at it, within bench.hw.fileio.pass_bounds. Measured once per (request, queue depth, pattern,
     direction) and run, so every engine (fio too) and the GPU paths time the same requests."""
-    s = state.cfg.storage
+    s = state.cfg.storage if s is None else s
     fewest, most = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
     if most_cap:  # a pass whose every request stays in memory at once (the GPU paths): at most what fits
         most, fewest = min(most, most_cap), min(fewest, most_cap)
@@ -611,9 +614,8 @@ def gpu_file_write_bounce(state):
     gpu_file_bounce(state, write=True)
 
 
-@validator("storage")
-def _storage(cfg) -> None:
-    s = cfg.storage
+def check_storage_root(cfg) -> str:
+    """storage.path exists and is writable (a real probe file) and storage.direct is known; returns the root."""
     root = storage_root(cfg)
     if not os.path.isdir(root):
         raise UserError(f"storage.path={root!r} does not exist or is not a directory; create it or pick another")
@@ -622,7 +624,25 @@ def _storage(cfg) -> None:
             pass
     except OSError as e:
         raise UserError(f"storage.path={root!r} is not writable ({e.strerror}); pick a writable directory") from None
-    check(s.direct in DIRECT, "storage.direct", s.direct, f"one of {', '.join(DIRECT)}")
+    check(cfg.storage.direct in DIRECT, "storage.direct", cfg.storage.direct, f"one of {', '.join(DIRECT)}")
+    return root
+
+
+def check_file_fits(root: str, key: str, file_bytes: int) -> None:
+    """A test file of ``file_bytes`` (config ``key``) fits the free space of ``root`` with a margin; checked before
+    any point runs (the run has written nothing there yet)."""
+    from bench.hw.fileio import FILE_MARGIN, free_bytes
+
+    free = free_bytes(root)
+    check(file_bytes + FILE_MARGIN <= free, key, file_bytes,
+          f"at most the free space of storage.path={root} less a 64 MiB margin: {free - FILE_MARGIN} bytes "
+          f"({(free - FILE_MARGIN) / 2**30:.1f} GiB) here")
+
+
+@validator("storage")
+def _storage(cfg) -> None:
+    s = cfg.storage
+    root = check_storage_root(cfg)
     check(len(s.engines) > 0, "storage.engines", list(s.engines), f"at least one of {', '.join(ENGINES)}")
     for v in s.engines:
         check(v in ENGINES, "storage.engines", v, f"each one of {', '.join(ENGINES)}")
@@ -637,10 +657,5 @@ def _storage(cfg) -> None:
     for v in list(s.request_bytes) + list(s.gpu_request_bytes) + [s.cache_check_bytes]:
         check(v % 4096 == 0, "storage.request_bytes", v, "multiples of 4096 (O_DIRECT alignment)")
         check(v <= s.file_bytes, "storage.request_bytes", v, f"at most storage.file_bytes ({s.file_bytes})")
-    from bench.hw.fileio import FILE_MARGIN, free_bytes
-
-    free = free_bytes(root)  # checked before any point runs: the run has written nothing there yet
-    check(s.file_bytes + FILE_MARGIN <= free, "storage.file_bytes", s.file_bytes,
-          f"at most the free space of storage.path={root} less a 64 MiB margin: {free - FILE_MARGIN} bytes "
-          f"({(free - FILE_MARGIN) / 2**30:.1f} GiB) here")
+    check_file_fits(root, "storage.file_bytes", int(s.file_bytes))
 

@@ -87,7 +87,7 @@ def contiguous_need(direction: str):
     return needs
 
 
-def contiguous_copy(state, direction: str, pinned: bool) -> None:
+def contiguous_copy(state, direction: str, pinned: bool, latency_max_bytes: int = 0) -> None:
     n = int(state.params["size_bytes"])
     src_side, dst_side = DIRECTIONS[direction]
     seed = int(state.cfg.transfer.seed)
@@ -114,7 +114,7 @@ def contiguous_copy(state, direction: str, pinned: bool) -> None:
     copy()
     state.device.synchronize()
     check_copy(state, dst, src, direction + " (after timing)")
-    if n <= int(state.cfg.transfer.latency_max_bytes):
+    if n <= latency_max_bytes:
         # back-to-back copies behind the spin give the amortised cost per copy; the latency a caller waits for is
         # one copy issued and completed (host round trip: issue + synchronize, one copy per sample)
         state.set_metric("amortized_us_per_copy", state.stats.median_s * 1e6)
@@ -131,31 +131,31 @@ def _sizes(c):
 def h2d_pinned(state):
     """Host-to-device copy from pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes.
     Times the copy only; allocation and verification are outside."""
-    contiguous_copy(state, "h2d", True)
+    contiguous_copy(state, "h2d", True, int(state.cfg.transfer.latency_max_bytes))
 
 
 @benchmark("d2h_pinned", family="transfer", axes=_sizes, needs=contiguous_need("d2h"))
 def d2h_pinned(state):
     """Device-to-host copy into pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes."""
-    contiguous_copy(state, "d2h", True)
+    contiguous_copy(state, "d2h", True, int(state.cfg.transfer.latency_max_bytes))
 
 
 @benchmark("h2d_pageable", family="transfer", axes=_sizes, needs=contiguous_need("h2d"))
 def h2d_pageable(state):
     """Host-to-device copy from pageable memory (driver-staged, host-synchronous); GB/s of payload."""
-    contiguous_copy(state, "h2d", False)
+    contiguous_copy(state, "h2d", False, int(state.cfg.transfer.latency_max_bytes))
 
 
 @benchmark("d2h_pageable", family="transfer", axes=_sizes, needs=contiguous_need("d2h"))
 def d2h_pageable(state):
     """Device-to-host copy into pageable memory (driver-staged, host-synchronous); GB/s of payload."""
-    contiguous_copy(state, "d2h", False)
+    contiguous_copy(state, "d2h", False, int(state.cfg.transfer.latency_max_bytes))
 
 
 @benchmark("d2d", family="transfer", axes=_sizes, needs=contiguous_need("d2d"))
 def d2d(state):
     """Device-to-device copy across the size sweep; GB/s counts bytes read + written (compare with the HBM peak)."""
-    contiguous_copy(state, "d2d", True)
+    contiguous_copy(state, "d2d", True, int(state.cfg.transfer.latency_max_bytes))
 
 
 def _streams(state) -> list:

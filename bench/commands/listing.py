@@ -5,7 +5,7 @@ import yaml
 from rich.table import Table
 
 from bench.benchmarks import catalog
-from bench.report.console import console as make_console
+from bench.report.console import console as make_console, plain
 
 PRESET_GROUPS = ("suite", "model", "workload", "hardware", "fleet")
 
@@ -32,7 +32,7 @@ def print_listing(what: str = "all") -> None:
         for col in ("name", "family", "what it measures"):
             t.add_column(col, overflow="fold")
         for b in sorted(catalog(), key=lambda b: (b["family"], b["name"])):
-            t.add_row(b["name"], b["family"], b["description"])
+            t.add_row(b["name"], b["family"], plain(b["description"]))
         console.print(t)
     if what in ("all", "presets"):
         for group in PRESET_GROUPS:
@@ -43,5 +43,5 @@ def print_listing(what: str = "all") -> None:
             t.add_column("name")
             t.add_column("description", overflow="fold")
             for name, desc in items.items():
-                t.add_row(name, desc)
+                t.add_row(name, plain(desc))
             console.print(t)

@@ -21,6 +21,7 @@ much throughput KV reuse buys on that hardware (and whether "up to 2x" holds). O
                              records; auto uses them when present) or bytes / tier GB/s
   hit_rate=0.9               what-if: every request reuses this fraction of its input
   out=DIR                    where model.json and the plots go (default RUN_DIR/model-<workload>)
+  plots=false                model.json only (no PNGs; about 5 s sooner)
   --json                     print the JSON result instead of the table
 """
 
@@ -45,7 +46,7 @@ def cmd_model(argv: list[str]) -> int:
 
         check_writable_dir(cfg.out, "out")
     result = analyze(run_dir, cfg)
-    out = write_result(result, Path(cfg.out) if cfg.out else None)
+    out = write_result(result, Path(cfg.out) if cfg.out else None, plots=bool(cfg.plots))
     if as_json:
         print(json.dumps(result, indent=2, default=float))
     else:
@@ -53,11 +54,10 @@ def cmd_model(argv: list[str]) -> int:
     return 0
 
 
-def write_result(result: dict, out=None) -> Path:
-    """model.json and the plots into ``out`` (default: the variant's own folder in the run directory)."""
-    from bench.report import model_plots as plots
-
+def write_result(result: dict, out=None, plots: bool = True) -> Path:
+    """model.json and (``plots``) the plots into ``out`` (default: the variant's own folder in the run directory)."""
     from bench.core.store import check_writable_dir, fallback_dir
+    from bench.model.analyze import write_model_json
 
     out = Path(out or Path(result["run"]) / result["variant"])
     try:
@@ -67,13 +67,19 @@ def write_result(result: dict, out=None) -> Path:
         print(f"note: cannot write to {out} ({e}); writing to {fb} instead")
         out = fb
     out.mkdir(parents=True, exist_ok=True)
-    result["plots"] = {"speedup_vs_hit_rate": plots.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
-                       "gpu_split": plots.gpu_split(result, out / "gpu_split.png"),
-                       "break_even": plots.break_even(result, out / "break_even.png"),
-                       "capacity": plots.capacity(result, out / "capacity.png"),
-                       "persistence": plots.persistence(result, out / "persistence.png"),
-                       "goodput": plots.goodput(result, out / "goodput.png")}
-    (out / "model.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if not plots:
+        result["plots"] = {}
+        write_model_json(result, out)
+        return out
+    from bench.report import model_plots as P
+
+    result["plots"] = {"speedup_vs_hit_rate": P.speedup_vs_hit_rate(result, out / "speedup_vs_hit_rate.png"),
+                       "gpu_split": P.gpu_split(result, out / "gpu_split.png"),
+                       "break_even": P.break_even(result, out / "break_even.png"),
+                       "capacity": P.capacity(result, out / "capacity.png"),
+                       "persistence": P.persistence(result, out / "persistence.png"),
+                       "goodput": P.goodput(result, out / "goodput.png")}
+    write_model_json(result, out)
     return out
 
 
@@ -134,6 +140,7 @@ def print_table(r: dict, out: Path) -> None:
                            f"{p['speedup']:.2f}x")
         con.print(ct)
     print_goodput(con, r)
+    print_sparse(con, r)
     pers = r.get("persistence") or {}
     if pers.get("hits"):
         from bench.model.verdict import fmt_minutes
@@ -145,8 +152,49 @@ def print_table(r: dict, out: Path) -> None:
         con.print(f"  {line}")
     for w in r["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}")
-    con.print(f"wrote {out}/model.json and plots")
+    con.print(f"wrote {out}/model.json" + (" and plots" if r.get("plots") else " (plots=false: no plots)"))
 
+
+
+def print_sparse(con, r: dict) -> None:
+    """The sparse-decode mode per tier and k beside dense decode (bench.model.warm)."""
+    from rich.table import Table
+
+    from bench.model.warm import fmt_bytes
+    from bench.report.console import plain
+
+    sd = r.get("sparse_decode") or {}
+    if not sd or sd.get("skipped"):
+        con.print(plain(f"Sparse decode: not evaluated ({sd.get('skipped', 'no warm-tier records')})."))
+        return
+    unit = "CPU" if r["device"] == "cpu" else "GPU"
+    d = sd["dense"]
+    t = Table(title=f"sparse decode: top-k rows per layer from the warm tier ({sd['row_bytes']} B rows, "
+                    f"{sd['repeat_fraction']:.0%} kept between steps, {sd['local_tokens']} local tokens, fetch "
+                    f"{'overlapped' if sd['overlap'] else 'exposed'}; context {sd['context_tokens']:.0f} tokens)")
+    for col in ("tier", "k", "method", "batch (limit)", "step", "fetch", f"tokens/s per {unit}", "vs dense",
+                f"context per {unit}", f"HBM freed per {unit}", f"warm tier per {unit}", "with selection"):
+        t.add_column(col, justify="left" if col in ("tier", "method", "batch (limit)") else "right")
+    t.add_row("dense (HBM)", "", "", str(d["batch"]), f"{d['step_s'] * 1e3:.3g} ms", "",
+              f"{d['tokens_per_s_per_gpu']:.4g}", "1.00x", f"{d['context_tokens_per_gpu'] / 1e6:.3g}M", "", "", "")
+    for x in sd["rows"]:
+        if "step_s" not in x:
+            t.add_row(x["tier"], str(x["k"]), "", plain(x["skipped"]), *[""] * 8)
+            continue
+        sel = x.get("tokens_per_s_per_gpu_with_selection")
+        t.add_row(x["tier"], str(x["k"]), x["method"], plain(f"{x['batch']} ({x['batch_limit']})"),
+                  f"{x['step_s'] * 1e3:.3g} ms", f"{x['fetch_s'] * 1e3:.3g} ms", f"{x['tokens_per_s_per_gpu']:.4g}",
+                  f"{x['speedup_vs_dense']:.2f}x", f"{x['context_tokens_per_gpu'] / 1e6:.3g}M",
+                  fmt_bytes(x["hbm_freed_bytes_per_gpu"]), fmt_bytes(x["warm_bytes_per_gpu"]),
+                  "" if sel is None else f"{sel:.4g}")
+    con.print(t)
+    for tier, fits in sd["fits"].items():
+        for m, f in fits.items():
+            con.print(plain(f"  warm fit {tier}/{m}: t = {f['t0_s'] * 1e6:.3g} us + bytes / {f['gbps']:.3g} GB/s "
+                            f"({f['points']} points{'' if f['points'] <= 2 else ', residual ' + format(f['rel_rms'], '.0%')}"
+                            f"{'; ' + f['note'] if f['note'] else ''})"))
+    for n in sd.get("notes") or []:
+        con.print(plain(f"  note: {n}"))
 
 
 def print_goodput(con, r: dict) -> None:

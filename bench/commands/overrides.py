@@ -2,6 +2,8 @@
 so a typo costs one clear line (exit 2) before Hydra starts jobs, not a stack trace in the middle of a sweep."""
 from __future__ import annotations
 
+import re
+
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -96,8 +98,18 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
         except (ConfigCompositionException, OmegaConfBaseException) as e:
             cause = e.__cause__ or e
             msg = " ".join(str(cause).split("\n")[0].split())
-            raise UserError(f"bad override ({' '.join(overrides)}): {msg}{_suggest(msg, overrides, config_name)}") \
-                from None
+            raise UserError(f"bad override {_named(str(cause), overrides)}: {msg}"
+                            f"{_suggest(msg, overrides, config_name)}") from None
+
+
+def _named(error: str, overrides: list[str]) -> str:
+    """The override an OmegaConf error is about (its full_key), as the user typed it; else all of them."""
+    m = re.search(r"full_key:\s*(\S+)", error)
+    if m:
+        for o in overrides:
+            if o.split("=", 1)[0].lstrip("+~") == m.group(1):
+                return o
+    return "(" + " ".join(overrides) + ")"
 
 
 _KEYS: dict = {}

@@ -6,7 +6,6 @@ import json
 import sys
 
 
-
 def human_bytes(n: float) -> str:
     if not n:
         return "-"
@@ -23,7 +22,7 @@ def human_s(s: float) -> str:
 def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]:
     """[(job overrides, Plan, presets added for a CPU-only run)] for every job, composed as `bench run` composes."""
     from bench.benchmarks import validate
-    from bench.core.config import apply_cpu_overrides
+    from bench.core.config import apply_cpu_overrides, check_plan_target
     from bench.commands.overrides import compose_checked, cpu_defaults, jobs, keys_of
     from bench.plan import plan_run
     from bench.plan.targets import for_cfg
@@ -31,6 +30,7 @@ def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]
     out = []
     for job in jobs(overrides):
         cfg = compose_checked(job)
+        check_plan_target(cfg)  # before the target is loaded: the same one line as the rest of validation
         target = for_cfg(cfg)
         added = []
         if not target.is_cuda:
@@ -57,7 +57,7 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
         return 0
     from rich.table import Table
 
-    from bench.report.console import console as make_console
+    from bench.report.console import console as make_console, plain
 
     console = make_console()
     for i, (job, plan, added) in enumerate(planned):
@@ -69,8 +69,8 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
             table.add_column(col, justify=just, overflow="fold")
         for p in plan.points:
             status = "run" if p.status == "run" else f"{p.status}: {p.reason}"
-            table.add_row(p.family, p.benchmark, " ".join(f"{k}={v}" for k, v in p.params.items()),
-                          human_bytes(p.device_bytes), human_bytes(p.host_bytes), human_bytes(p.file_bytes), status,
+            table.add_row(p.family, p.benchmark, plain(" ".join(f"{k}={v}" for k, v in p.params.items())),
+                          human_bytes(p.device_bytes), human_bytes(p.host_bytes), human_bytes(p.file_bytes), plain(status),
                           f"{p.est_s:.1f} s")
         console.print(table)
         fam = Table(title="per family")

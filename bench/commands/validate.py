@@ -43,7 +43,7 @@ def print_summary(run_dir) -> None:
 
     from bench.core.store import RECORDS, load, read_records
     from bench.model.replay_check import replay_predictions
-    from bench.report.console import console
+    from bench.report.console import console, plain
 
     recs = [r for r in read_records(Path(run_dir) / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
     pred = replay_predictions(load(run_dir), recs)
@@ -55,7 +55,7 @@ def print_summary(run_dir) -> None:
     f = lambda m, k, fmt: fmt.format(m[k]) if m.get(k) is not None else ""  # noqa: E731
     for r in recs:
         m, p = r["metrics"], pred.get(r["params"]["mode"], {})
-        t.add_row(r["params"]["mode"], r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
+        t.add_row(r["params"]["mode"], plain(r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"),
                   f(m, "prefill_s", "{:.4g}"), f(m, "decode_s", "{:.4g}"), f(m, "speedup_measured", "{:.3f}x"),
                   f(p, "speedup_predicted", "{:.3f}x"), f(p, "speedup_prediction_error", "{:+.1%}"),
                   f(p, "time_prediction_error", "{:+.1%}"), f(m, "logits_rel_error_vs_recompute", "{:.1e}"))

@@ -225,6 +225,41 @@ class InterferenceConfig:
 
 
 @dataclass
+class WarmConfig:
+    """The warm tier read on demand (benchmark=warm): token rows fetched per decode step from pinned host memory,
+    keys scored in place, a neighbour GPU's HBM, and cold-tier elephant flows beside decode. Sizes in bytes."""
+
+    budget_s: Optional[float] = None
+    # warm_fetch: each step, `rows` token rows chosen from a pinned host pool of pool_bytes land in HBM
+    pool_bytes: int = MISSING  # the host pool (GBs on a GPU node: far beyond L2 and TLB reach)
+    row_bytes: list = MISSING  # bytes per row (multiples of 16), or "model": the preset's per-token per-layer KV row
+    rows: list = MISSING  # rows per step (k)
+    locality: list = MISSING  # uniform | runs_<R> (runs of R consecutive rows) | repeat_<F> (F of a step's rows
+    # were in the previous step and stay in HBM; only the rest is fetched)
+    methods: list = MISSING  # uva_kernel | cpu_gather | copy_per_run
+    steps: int = 8  # distinct steps (row selections) cycled through while timing; each one verified
+    latency_samples: int = 200  # single steps timed for the per-step latency percentiles (within the time budget)
+    max_copy_calls: int = 16384  # copy_per_run: a step needing more copy calls than this is skipped with why
+    # warm_search: score a decode step's query against keys that stay in host memory, then top-k
+    search_tokens: list = MISSING  # keys scored per step
+    search_methods: list = MISSING  # uva_kernel | cpu | copy_first
+    search_top_k: int = 2048
+    # warm_peer: rows and KV blocks gathered from another GPU's HBM (skipped with why on one GPU or a CPU)
+    peer_row_bytes: list = MISSING
+    peer_rows: int = 2048
+    peer_methods: list = MISSING  # peer_kernel (loads from the peer's HBM) | peer_copy (cudaMemcpyPeer per run)
+    # cold_read_under_decode: large sequential reads from storage (aio engine) while decode runs
+    cold_request_bytes: list = MISSING  # >= 64 MiB each
+    cold_queue_depths: list = MISSING  # requests in flight
+    cold_file_bytes: int = MISSING
+    cold_decode_batch: int = 64
+    cold_decode_ctx: int = 8192
+    cold_layers: int = 4
+    seed: int = 2718
+    cpu: dict = field(default_factory=dict)
+
+
+@dataclass
 class RootConfig:
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -238,6 +273,7 @@ class RootConfig:
     layers: LayersConfig = field(default_factory=LayersConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     interference: InterferenceConfig = field(default_factory=InterferenceConfig)
+    warm: WarmConfig = field(default_factory=WarmConfig)
     # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
     families: dict = field(default_factory=dict)
     only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]
@@ -303,6 +339,17 @@ class VerdictConfig:
 
 
 @dataclass
+class SparseConfig:
+    """The sparse-decode mode of `bench model` (bench.model.warm): each decode step attends to top_k rows of a
+    sequence's context per layer, fetched from the warm tier at the run's measured warm_fetch (warm_peer) fit."""
+
+    top_k: list = field(default_factory=lambda: [256, 2048, 8192])
+    repeat_fraction: float = 0.6  # of a step's rows selected by the previous step too, kept in HBM (ShadowKV ~60%)
+    local_tokens: int = 64  # recent tokens every step attends to, kept in HBM
+    overlap: bool = False  # fetch hidden behind the step's compute (prefetch); default: exposed
+
+
+@dataclass
 class AnalysisConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
@@ -311,7 +358,9 @@ class AnalysisConfig:
     hit_rate: Optional[float] = None  # evaluate at this reuse fraction instead of the workload's own
     attention_kernel: Optional[str] = None  # a run whose layer records ran several attention kernels: fit this one
     out: Optional[str] = None  # output directory; null = <run>/model-<workload or trace>[-<variant>]
+    plots: bool = True  # the model's plots beside model.json (false: model.json only, ~5 s sooner)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
 
 
 def register_schemas() -> None:
@@ -351,6 +400,13 @@ def target_names() -> list[str]:
     return sorted(p.stem for p in (conf_dir() / "targets").glob("*.yaml"))
 
 
+def check_plan_target(cfg) -> None:
+    """plan.gpu names a target preset (conf/targets/) or is null."""
+    if cfg.plan.gpu is not None:
+        names = target_names()
+        check(str(cfg.plan.gpu) in names, "plan.gpu", cfg.plan.gpu, f"one of {', '.join(names)} (conf/targets/)")
+
+
 def validate(cfg, families=None) -> None:
     """Range and name checks beyond types; raises UserError naming the key, the value and what is allowed.
     ``families``: the families whose registered checks run (the run's selected ones, bench.benchmarks.validate;
@@ -381,13 +437,11 @@ def validate(cfg, families=None) -> None:
     check(cfg.model.heads % cfg.model.kv_heads == 0, "model.kv_heads", cfg.model.kv_heads,
            f"a divisor of model.heads ({cfg.model.heads})")
     check(cfg.model.attention in ("gqa", "mla"), "model.attention", cfg.model.attention, "gqa or mla")
-    if cfg.plan.gpu is not None:
-        names = target_names()
-        check(str(cfg.plan.gpu) in names, "plan.gpu", cfg.plan.gpu, f"one of {', '.join(names)} (conf/targets/)")
+    check_plan_target(cfg)
     for key in ("plan.storage_read_gbps", "plan.storage_write_gbps"):
         val = OmegaConf.select(cfg, key)
         check(val is None or val > 0, key, val, "GB/s > 0 (or null: the target's)")
-    for family in ("ceilings", "transfer", "attention", "layers", "interference", "storage", "validate"):
+    for family in ("ceilings", "transfer", "attention", "layers", "interference", "storage", "validate", "warm"):
         val = OmegaConf.select(cfg, f"{family}.budget_s")
         check(val is None or val > 0, f"{family}.budget_s", val, "seconds > 0, or null for no budget")
     val = OmegaConf.select(cfg, "storage.budget_bytes")

@@ -181,6 +181,16 @@ class State:
             self.ctx.refs[key] = self._measure(fn, work, prepare, flush_l2, inner)
         return self.ctx.refs[key]
 
+    def distribution(self, fn: Callable[[], object], *, work: str, samples: int) -> Stats:
+        """The spread of one call's time: up to ``samples`` single calls of ``fn`` (warm-up excluded), each its own
+        sample, within harness.time_budget_s (at least 3); for per-call latency percentiles (p50/p99 from
+        ``samples_s``). Same clocks as :meth:`exec`; not this point's own timing."""
+        rule = StoppingRule(min_samples=int(samples), max_samples=int(samples), noise_target=0.0,
+                            time_budget_s=float(self.rule.time_budget_s))
+        check_work(work)
+        with self.sampler.region():
+            return measure(fn, clock_for(work, self.device), rule, self.warmup_s, inner=1, work=work)
+
     def time_shared(self, key, fn: Callable[[], object], *, work: str, prepare=None, flush_l2: bool = False,
                     inner: Optional[int] = None) -> Stats:
         """Time ``fn`` once per run and ``key`` (as :meth:`reference`) where several points measure the same call

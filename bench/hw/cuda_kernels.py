@@ -87,3 +87,95 @@ def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Te
 
     run.keepalive = (table, ids)  # the kernel reads these through raw pointers
     return run
+
+
+def _launch_shape(words: int, device_index: int, threads: int = 256, waves: int = 8) -> tuple[int, int]:
+    """(blocks, threads) of a grid-stride kernel over ``words`` items: at most ``waves`` blocks per SM."""
+    sms = torch.cuda.get_device_properties(device_index).multi_processor_count
+    return int(max(1, min((words + threads - 1) // threads, sms * waves))), threads
+
+
+def _aligned(what: str, *values: int) -> None:
+    for v in values:
+        if v % 16:
+            raise ValueError(f"{what} {v:#x} is not 16-byte aligned; kernels/warm.cu uses 16-byte accesses")
+
+
+def row_gather_launcher(pool_ptr: int, row_bytes: int, src_ids: torch.Tensor, dst_ids: torch.Tensor,
+                        dst: torch.Tensor):
+    """A callable launching kernels/warm.cu ``row_gather`` on torch's current stream: rows ``src_ids`` of the pool
+    at ``pool_ptr`` (pinned host memory through UVA, or a peer GPU's HBM) into rows ``dst_ids`` of ``dst``."""
+    _aligned("address", pool_ptr, dst.data_ptr())
+    _aligned("row bytes", row_bytes)
+    dev = dst.device
+    src, dsti = src_ids.to(dev, torch.int64), dst_ids.to(dev, torch.int64)
+    if len(src) != len(dsti):
+        raise ValueError(f"{len(src)} source rows but {len(dsti)} destination rows")
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    device = cupy_module().cuda.Device(index)
+    with device:
+        kern = module("warm.cu").get_function("row_gather")
+    words = row_bytes // 16
+    blocks, threads = _launch_shape(len(src) * words, index)
+    args = (np.uint64(pool_ptr), np.uint64(src.data_ptr()), np.uint64(dsti.data_ptr()), np.int64(len(src)),
+            np.int64(words), np.uint64(dst.data_ptr()))
+
+    def run():
+        with device, _stream():
+            kern((blocks,), (threads,), args)
+
+    run.keepalive = (src, dsti)
+    return run
+
+
+SCORE_KERNELS = {torch.bfloat16: "score_keys_bf16", torch.float32: "score_keys_f32"}
+
+
+def score_keys_launcher(keys_ptr: int, n: int, dim: int, dtype: torch.dtype, q: torch.Tensor, scores: torch.Tensor):
+    """A callable launching kernels/warm.cu ``score_keys_*`` on torch's current stream: ``scores[i] = K[i] . q`` for
+    the ``n`` keys of ``dim`` values at ``keys_ptr`` (pinned host memory read through UVA), float32 accumulation.
+    ``q``: float32 on the GPU; ``scores``: float32 [n] on the GPU."""
+    if dtype not in SCORE_KERNELS:
+        raise ValueError(f"no score kernel for {dtype} keys (bfloat16, float32)")
+    elt = torch.finfo(dtype).bits // 8
+    _aligned("keys address", keys_ptr)
+    _aligned("key bytes", dim * elt)
+    if q.dtype != torch.float32 or scores.dtype != torch.float32 or q.numel() != dim or scores.numel() < n:
+        raise ValueError("q must be float32 [dim] and scores float32 [n] on the GPU")
+    index = scores.device.index if scores.device.index is not None else torch.cuda.current_device()
+    device = cupy_module().cuda.Device(index)
+    with device:
+        kern = module("warm.cu").get_function(SCORE_KERNELS[dtype])
+    words = dim * elt // 16
+    blocks, threads = _launch_shape(n * 32, index)  # a warp per key
+    args = (np.uint64(keys_ptr), np.uint64(q.data_ptr()), np.int64(n), np.int64(words), np.uint64(scores.data_ptr()))
+
+    def run():
+        with device, _stream():
+            kern((blocks,), (threads,), args)
+
+    run.keepalive = (q, scores)
+    return run
+
+
+def enable_peer_access(device_index: int, peer_index: int) -> str:
+    """Let kernels on ``device_index`` load from ``peer_index``'s memory (cudaDeviceEnablePeerAccess); returns
+    'enabled' or 'already enabled'."""
+    cupy = cupy_module()
+    with cupy.cuda.Device(device_index):
+        try:
+            cupy.cuda.runtime.deviceEnablePeerAccess(peer_index)
+        except cupy.cuda.runtime.CUDARuntimeError as e:
+            if getattr(e, "status", None) == cupy.cuda.runtime.errorPeerAccessAlreadyEnabled or \
+                    "PeerAccessAlreadyEnabled" in str(e):
+                return "already enabled"
+            raise
+    return "enabled"
+
+
+def device_pointer(ptr: int) -> int:
+    """The address a kernel uses for ``ptr``: for registered (pinned, mapped) host memory the device pointer the
+    driver maps it to (cudaPointerGetAttributes; the host address itself on UVA systems that allow it), for device
+    memory (this GPU's or a peer's) ``ptr`` itself."""
+    attrs = cupy_module().cuda.runtime.pointerGetAttributes(int(ptr))
+    return int(attrs.devicePointer) or int(ptr)

@@ -9,13 +9,14 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from bench.core.config import FleetConfig
+from bench.core.config import FleetConfig, SparseConfig
 from bench.core.errors import UserError
 from bench.model import fleet as F
 from bench.model import verdict as V
@@ -24,7 +25,7 @@ from bench.model.costs import (DECODE, PREFILL, Costs, Tier, fit_decode, fit_exp
                                host_tier, points, storage_tier)
 from bench.model.workload import Workload, generate_trace, load_trace
 from bench.llm.shapes import ModelShape
-from bench.core.store import load, read_manifest, run_dirs, run_state
+from bench.core.store import load as load_records, read_manifest, run_dirs, run_state
 
 HIT_GRID = np.round(np.concatenate([np.arange(0, 0.9, 0.05), np.arange(0.9, 1.0001, 0.01)]), 3)  # dense where agents live
 CPU_ASSUMED_HBM = 80 * 2**30
@@ -37,7 +38,7 @@ def load_run(path):
     man = read_manifest(dirs[0])
     if not man.get("config", {}).get("model"):
         raise UserError(f"{dirs[0]} has no manifest with a model preset; is it a tierbench run directory?")
-    return dirs[0], man, load(dirs[0])
+    return dirs[0], man, load_records(dirs[0])
 
 
 def mean_prefill_s(costs: Costs, new, cached, loads, overlap: bool) -> float:
@@ -112,10 +113,64 @@ def variant_name(cfg, label: str) -> str:
     changed = {k: v for k, v in fleet.items() if k != "description" and default.get(k) != v}
     if changed:
         parts.append("fleet-" + hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8])
+    sparse_cfg = OmegaConf.to_container(cfg.sparse, resolve=True) if "sparse" in cfg else {}
+    sparse_default = OmegaConf.to_container(OmegaConf.structured(SparseConfig), resolve=True)
+    if sparse_cfg and sparse_cfg != sparse_default:
+        parts.append("sparse-" + hashlib.sha1(json.dumps(sparse_cfg, sort_keys=True).encode()).hexdigest()[:8])
     return "model-" + "-".join(re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in parts)
 
 
-def analyze(run_path, cfg) -> dict:
+@dataclass
+class Analysis:
+    """One analysis of a run, built step by step (:func:`analyze` runs them in order; a test may call them one by
+    one): ``load`` (the run and its checks), ``fit`` (costs), ``workload`` (requests), ``fleet`` (instances, decode
+    batch, extrapolation), ``simulate`` (tiered caches, pricing, the verdict's scenario), ``price`` (no reuse, each
+    tier, routings), ``verdict`` (bootstrap interval, outcome, caveats, seed case), ``capacity`` (curves, knees,
+    persistence), ``goodput`` (at the SLO) and ``finish`` (the sentence). Each step reads what earlier ones set."""
+
+    cfg: Any
+    run_dir: Path
+    man: dict
+    df: Any
+    shape: ModelShape
+    device: str
+    gpu: dict
+    state: Optional[str]
+    warnings: list = field(default_factory=list)
+    kern: Optional[str] = None
+    tiers: dict = field(default_factory=dict)
+    costs: Optional[Costs] = None
+    trace: Any = None
+    w: Any = None
+    label: str = ""
+    source: str = ""
+    I: Any = None
+    O: Any = None
+    c: Any = None
+    n: Any = None
+    hbm: float = 0.0
+    weights: int = 0
+    g: int = 1
+    ctx_decode: float = 0.0
+    B: int = 0
+    b_limit: str = ""
+    extrap: list = field(default_factory=list)
+    caps: tuple = ()
+    block_bytes: int = 0
+    sims: dict = field(default_factory=dict)
+    pricer: Any = None
+    best_routing: str = ""
+    tier_caps: dict = field(default_factory=dict)
+    pt: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+
+    @property
+    def fl(self):
+        return self.cfg.fleet
+
+
+def load(run_path, cfg) -> Analysis:
+    """The run, its model, and what the model needs from it (one line per missing input, else the analysis)."""
     run_dir, man, df = load_run(run_path)
     run_model = man["config"]["model"]
     if cfg.model is not None and cfg.model.name != run_model["name"]:
@@ -127,88 +182,101 @@ def analyze(run_path, cfg) -> dict:
         state = run_state(man, len(df))
         raise UserError(f"{run_dir} lacks what the model needs: " + "; ".join(missing) +
                         (f" (the run is {state})" if state else ""))
-    fl = cfg.fleet
-    warnings: list[str] = []
-    state = run_state(man, len(df))
-    if state:
-        warnings.append(f"{run_dir} is an incomplete run ({state}): the model uses the points it measured")
-    kvb = shape.kv_bytes_per_token
+    a = Analysis(cfg, run_dir, man, df, shape, man.get("device") or "cpu", (man.get("hardware") or {}).get("gpu") or {},
+                 run_state(man, len(df)))
+    if a.state:
+        a.warnings.append(f"{run_dir} is an incomplete run ({a.state}): the model uses the points it measured")
+    return a
+
+
+def fit(a: Analysis) -> Analysis:
+    """The measured costs: prefill and decode fits (one attention kernel), the host and storage tiers, the
+    layer-wise load exposure."""
+    fl, kvb = a.fl, a.shape.kv_bytes_per_token
     bt = int(fl.block_tokens)
-    host = host_tier(df, bt)
-    tiers = {"host": host}
-    st = storage_tier(df, bt * kvb, host)
+    host = host_tier(a.df, bt)
+    a.tiers = {"host": host}
+    st = storage_tier(a.df, bt * kvb, host)
     if st is None:
-        warnings.append("no storage records in this run: storage tier left out (run `python -m bench run "
-                        "benchmark=storage` to include it)")
+        a.warnings.append("no storage records in this run: storage tier left out (run `python -m bench run "
+                          "benchmark=storage` to include it)")
     else:
-        tiers["storage"] = st
-    kern = cfg.get("attention_kernel")
-    costs = Costs(fit_prefill(df, kern), fit_decode(df, kern), tiers, kvb, layers=shape.layers)
-    costs.exposure = load_exposure(df, fl.load_cost, warnings)
-    for fit in (costs.prefill, costs.decode):
-        if fit.rel_rms > 0.15:
-            warnings.append(f"{fit.name} fit residual {fit.rel_rms:.0%} (rel. RMS): the cost model is rough here")
-        warnings.extend(f"{fit.name}: {n}" for n in fit.notes)
+        a.tiers["storage"] = st
+    a.kern = a.cfg.get("attention_kernel")
+    a.costs = Costs(fit_prefill(a.df, a.kern), fit_decode(a.df, a.kern), a.tiers, kvb, layers=a.shape.layers)
+    a.costs.exposure = load_exposure(a.df, fl.load_cost, a.warnings)
+    for f in (a.costs.prefill, a.costs.decode):
+        if f.rel_rms > 0.15:
+            a.warnings.append(f"{f.name} fit residual {f.rel_rms:.0%} (rel. RMS): the cost model is rough here")
+        a.warnings.extend(f"{f.name}: {n}" for n in f.notes)
+    return a
 
-    gpu = (man.get("hardware") or {}).get("gpu") or {}
-    device = man.get("device") or "cpu"
-    hbm = fl.hbm_bytes or gpu.get("memory_bytes")
-    if not hbm:
-        hbm = CPU_ASSUMED_HBM
-        warnings.append("CPU run: costs are CPU costs and HBM is assumed 80 GiB per GPU (set fleet.hbm_bytes)")
-    weights = shape.weight_bytes()
-    g = fl.gpus_per_instance or next(k for k in (1, 2, 4, 8, 16, 32, 64) if weights <= 0.6 * k * hbm)
-    if g > fl.gpus:
-        raise UserError(f"fleet.gpus={fl.gpus} cannot hold one instance of {shape.name} ({g} GPUs needed)")
 
-    w = Workload.from_cfg(cfg.workload)
+def workload(a: Analysis) -> Analysis:
+    """The requests (a trace, or generated sessions of the preset), their lengths and the reuse they allow."""
+    cfg, fl = a.cfg, a.fl
+    bt = int(fl.block_tokens)
+    a.w = Workload.from_cfg(cfg.workload)
     if cfg.trace:
-        trace = load_trace(cfg.trace)
-        check_trace_blocks(trace, bt, cfg.trace)
-        label, source = Path(cfg.trace).stem, f"trace {cfg.trace}"
+        a.trace = load_trace(cfg.trace)
+        check_trace_blocks(a.trace, bt, cfg.trace)
+        a.label, a.source = Path(cfg.trace).stem, f"trace {cfg.trace}"
     else:
-        trace = generate_trace(w, int(fl.sessions), bt, int(fl.seed))
-        label, source = w.name, f"{fl.sessions} synthetic sessions of preset {w.name}"
-    ideal = simulate(trace, bt, (trace.n_unique + 1, 0, 0))  # infinite HBM: the reuse the workload allows
-    I = trace.input_length.astype(float)
-    O = trace.output_length.astype(float)
-    c = ideal.hit_tokens.sum(axis=1).astype(float)
+        a.trace = generate_trace(a.w, int(fl.sessions), bt, int(fl.seed))
+        a.label, a.source = a.w.name, f"{fl.sessions} synthetic sessions of preset {a.w.name}"
+    ideal = simulate(a.trace, bt, (a.trace.n_unique + 1, 0, 0))  # infinite HBM: the reuse the workload allows
+    a.I = a.trace.input_length.astype(float)
+    a.O = a.trace.output_length.astype(float)
+    a.c = ideal.hit_tokens.sum(axis=1).astype(float)
     if cfg.hit_rate is not None:  # what-if: every request reuses this fraction of its input
-        c = np.floor(cfg.hit_rate * I)
-    n = I - c
+        a.c = np.floor(cfg.hit_rate * a.I)
+    a.n = a.I - a.c
+    return a
 
-    ctx_decode = float(np.mean(I + O / 2))
-    step = lambda b: float(costs.decode_step_s(b, ctx_decode))  # noqa: E731
-    B, b_limit = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, None, step,
-                                int(fl.max_batch), g)
-    if B < 1:
-        raise UserError(f"no decode batch fits: {b_limit} (fleet.gpus_per_instance={g}, HBM {hbm / 2**30:.0f} GiB)")
-    extrap = [e for e in (
+
+def fleet(a: Analysis) -> Analysis:
+    """The fleet's instances: HBM per GPU, GPUs per instance, the decode batch; how far the workload lies outside
+    what was measured."""
+    fl, costs, kvb = a.fl, a.costs, a.shape.kv_bytes_per_token
+    a.hbm = fl.hbm_bytes or a.gpu.get("memory_bytes")
+    if not a.hbm:
+        a.hbm = CPU_ASSUMED_HBM
+        a.warnings.append("CPU run: costs are CPU costs and HBM is assumed 80 GiB per GPU (set fleet.hbm_bytes)")
+    a.weights = a.shape.weight_bytes()
+    a.g = fl.gpus_per_instance or next(k for k in (1, 2, 4, 8, 16, 32, 64) if a.weights <= 0.6 * k * a.hbm)
+    if a.g > fl.gpus:
+        raise UserError(f"fleet.gpus={fl.gpus} cannot hold one instance of {a.shape.name} ({a.g} GPUs needed)")
+    I, O, c, n = a.I, a.O, a.c, a.n
+    a.ctx_decode = float(np.mean(I + O / 2))
+    step = lambda b: float(costs.decode_step_s(b, a.ctx_decode))  # noqa: E731
+    a.B, a.b_limit = F.decode_batch(a.g * a.hbm, a.weights, a.ctx_decode * kvb, fl.reserve_fraction, None, step,
+                                    int(fl.max_batch), a.g)
+    if a.B < 1:
+        raise UserError(f"no decode batch fits: {a.b_limit} (fleet.gpus_per_instance={a.g}, HBM "
+                        f"{a.hbm / 2**30:.0f} GiB)")
+    a.extrap = [e for e in (
         V.extrapolation("prefill new tokens", np.concatenate([I, n]), costs.prefill.ranges["n_new"]),
         V.extrapolation("prefill cached context", c, costs.prefill.ranges["n_ctx"]),
-        V.extrapolation("decode batch", [B], costs.decode.ranges["batch"]),
+        V.extrapolation("decode batch", [a.B], costs.decode.ranges["batch"]),
         V.extrapolation("decode context", I + O, costs.decode.ranges["ctx"])) if e]
-    warnings.extend(f"{e['quantity']}: workload spans {e['span'][0]:.0f}..{e['span'][1]:.0f}, measured "
-                    f"{e['measured'][0]:.0f}..{e['measured'][1]:.0f}: extrapolated; measure closer sizes for a "
-                    "firmer answer" for e in extrap if e["factor"] > 2)
+    a.warnings.extend(f"{e['quantity']}: workload spans {e['span'][0]:.0f}..{e['span'][1]:.0f}, measured "
+                      f"{e['measured'][0]:.0f}..{e['measured'][1]:.0f}: extrapolated; measure closer sizes for a "
+                      "firmer answer" for e in a.extrap if e["factor"] > 2)
+    return a
 
-    # the tiered cache at its capacities (independent of the costs: simulated once)
-    hbm_free = max(g * hbm * (1 - fl.reserve_fraction) - weights, 0)
-    block_bytes = bt * kvb
-    caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // block_bytes)),
-            int(g * fl.host_bytes_per_gpu // block_bytes) if "host" in tiers else 0,
-            int(g * fl.storage_bytes_per_gpu // block_bytes) if "storage" in tiers else 0)
-    sims = {routing: simulate(trace, bt, caps, int(fl.sim_instances), routing) for routing in fl.routings}
-    if any(s.meta["effective_routing"] != r for r, s in sims.items()):
-        fell = [r for r, s in sims.items() if s.meta["effective_routing"] != r]
-        warnings.append(f"routing {', '.join(fell)}: the requests carry no session ids, so session routing fell back "
-                        "to prefix routing")
 
-    out_tok, in_tok = float(np.mean(O)), float(np.mean(I))
+class Pricer:
+    """Every speedup of the model for a set of costs: per-request GPU-seconds of prefill (with the tiers' loads)
+    and decode, turned into request rates of the fleet (best or fixed split, or colocated)."""
 
-    def evaluate(cs: Costs, tier_scale: Optional[dict] = None, with_detail: bool = False,
+    def __init__(self, a: Analysis):
+        self.a, self.tier_sims = a, {}
+
+    def evaluate(self, cs: Costs, tier_scale: Optional[dict] = None, with_detail: bool = False,
                  verdict_only: bool = False) -> dict:
         """Every speedup of the model for costs ``cs`` (tier bandwidths x ``tier_scale``)."""
+        a, fl = self.a, self.a.fl
+        I, O, B = a.I, a.O, a.B
         if tier_scale:
             cs = copy.copy(cs)
             cs.tiers = {k: dataclasses.replace(
@@ -241,12 +309,12 @@ def analyze(run_path, cfg) -> dict:
                 done[id(sim)] = (ps, *rate(ps))
             return done[id(sim)]
 
-        for routing, sim in ({} if verdict_only else sims).items():
+        for routing, sim in ({} if verdict_only else a.sims).items():
             ps, r, split = priced(sim)
             out[f"sim:{routing}"] = r / base_rate
             if with_detail:
                 out[f"sim_detail:{routing}"] = (ps, split)
-        for key, sim in tier_sims.items():
+        for key, sim in self.tier_sims.items():
             out[f"tiers:{key}"] = priced(sim)[1] / base_rate
         out["prefill_share"] = F.prefill_share(p0, d)
         if with_detail:  # price: a simulation priced now (capacity curves make many short-lived ones: no id cache)
@@ -254,63 +322,88 @@ def analyze(run_path, cfg) -> dict:
             out["price"] = lambda sim: (lambda ps: (ps, *rate(ps)))(sim_prefill(sim))
         return out
 
-    # verdict scenario: the best routing, with the HBM tier only, then + host DRAM, then + NVMe
-    tier_sims: dict = {}
-    first = evaluate(costs, with_detail=True)
-    best_routing = max(fl.routings, key=lambda r: first[f"sim:{r}"])
-    tier_caps = {"hbm": (caps[0], 0, 0)}
-    if "host" in tiers:
-        tier_caps["host"] = (caps[0], caps[1], 0)
-    if "storage" in tiers:
-        tier_caps["storage"] = caps
-    full = sims[best_routing]
+
+def simulate_caches(a: Analysis) -> Analysis:
+    """The tiered cache at the fleet's capacities for every routing (simulated once: independent of the costs),
+    then the verdict's scenario: the best routing with the HBM tier only, then + host DRAM, then + NVMe (or the
+    what-if hit rate, in the simulated tiers' shares)."""
+    fl, cfg = a.fl, a.cfg
+    bt, kvb = int(fl.block_tokens), a.shape.kv_bytes_per_token
+    hbm_free = max(a.g * a.hbm * (1 - fl.reserve_fraction) - a.weights, 0)
+    a.block_bytes = bt * kvb
+    a.caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // a.block_bytes)),
+              int(a.g * fl.host_bytes_per_gpu // a.block_bytes) if "host" in a.tiers else 0,
+              int(a.g * fl.storage_bytes_per_gpu // a.block_bytes) if "storage" in a.tiers else 0)
+    caps = a.caps
+    a.sims = {routing: simulate(a.trace, bt, caps, int(fl.sim_instances), routing) for routing in fl.routings}
+    if any(s.meta["effective_routing"] != r for r, s in a.sims.items()):
+        fell = [r for r, s in a.sims.items() if s.meta["effective_routing"] != r]
+        a.warnings.append(f"routing {', '.join(fell)}: the requests carry no session ids, so session routing fell "
+                          "back to prefix routing")
+    a.pricer = Pricer(a)
+    first = a.pricer.evaluate(a.costs, with_detail=True)
+    a.best_routing = max(fl.routings, key=lambda r: first[f"sim:{r}"])
+    a.tier_caps = {"hbm": (caps[0], 0, 0)}
+    if "host" in a.tiers:
+        a.tier_caps["host"] = (caps[0], caps[1], 0)
+    if "storage" in a.tiers:
+        a.tier_caps["storage"] = caps
+    full = a.sims[a.best_routing]
     used = full.hit_tokens.sum(axis=0)  # tokens hit per tier with every tier present
 
     def tier_sim(cp):
         # a tier that served no hit changes nothing when removed (its blocks were only ever demoted into it)
         if cp == caps or all(used[i] == 0 for i in range(3) if cp[i] != caps[i]):
             return full
-        return simulate(trace, bt, cp, int(fl.sim_instances), best_routing)
+        return simulate(a.trace, bt, cp, int(fl.sim_instances), a.best_routing)
 
-    tier_sims = {k: tier_sim(cp) for k, cp in tier_caps.items()}
+    tier_sims = {k: tier_sim(cp) for k, cp in a.tier_caps.items()}
     if cfg.hit_rate is not None:  # what-if: every request reuses hit_rate of its input, from the tiers it had
-        tier_sims = {k: WhatIf(sim, I, float(cfg.hit_rate)) for k, sim in tier_sims.items()}
-    pt = evaluate(costs, with_detail=True)
-    rate, p0, d, base_rate = pt["rate"], pt["p0"], pt["d"], pt["base_rate"]
-    base_split = pt["base_split"]
+        tier_sims = {k: WhatIf(sim, a.I, float(cfg.hit_rate)) for k, sim in tier_sims.items()}
+    a.pricer.tier_sims = tier_sims
+    a.pt = a.pricer.evaluate(a.costs, with_detail=True)
+    return a
 
+
+def price(a: Analysis) -> Analysis:
+    """The result's figures at the measured costs: no reuse, reuse of every reusable token from each tier (with
+    its break-even bandwidth), the hit-rate sweep, each routing's simulated cache."""
+    cfg, fl, costs, pt = a.cfg, a.fl, a.costs, a.pt
+    I, O, c, n = a.I, a.O, a.c, a.n
+    rate, p0, d, base_rate = pt["rate"], pt["p0"], pt["d"], pt["base_rate"]
+    out_tok, in_tok = float(np.mean(O)), float(np.mean(I))
     result = {
-        "run": str(run_dir), "device": device, "gpu": gpu.get("name") or device,
-        "model": shape.name, "kv_bytes_per_token": kvb, "cost_unit": "CPU-s" if device == "cpu" else "GPU-s",
-        "workload": ({"label": label, "name": label, "kind": "trace", "trace": str(cfg.trace), "requests": len(trace),
-                      "from": source} if cfg.trace else
-                     {"label": label, "name": w.name, "kind": "preset", "source": cfg.workload.source,
-                      "requests": len(trace), "from": source, "preset_summary": w.summary()}),
+        "run": str(a.run_dir), "device": a.device, "gpu": a.gpu.get("name") or a.device,
+        "model": a.shape.name, "kv_bytes_per_token": a.shape.kv_bytes_per_token,
+        "cost_unit": "CPU-s" if a.device == "cpu" else "GPU-s",
+        "workload": ({"label": a.label, "name": a.label, "kind": "trace", "trace": str(cfg.trace),
+                      "requests": len(a.trace), "from": a.source} if cfg.trace else
+                     {"label": a.label, "name": a.w.name, "kind": "preset", "source": cfg.workload.source,
+                      "requests": len(a.trace), "from": a.source, "preset_summary": a.w.summary()}),
         "fits": {"prefill": costs.prefill.as_dict(), "decode": costs.decode.as_dict()},
         "kernels": {"prefill": costs.prefill.kernel, "decode": costs.decode.kernel},
         "load_cost": costs.load_cost_used(),
         "tiers": {k: {"gbps": t.gbps, "latency_s": t.latency_s, "source": t.source,
-                      "emulated": device == "cpu"} for k, t in tiers.items()},
-        "fleet": {**OmegaConf.to_container(fl, resolve=True), "gpus_per_instance": g, "hbm_bytes": hbm,
-                  "decode_batch": B, "decode_batch_limited_by": b_limit, "weight_bytes": weights},
-        "reuse": {}, "simulated": {}, "sweep": {"hit_rate": HIT_GRID.tolist()}, "warnings": warnings,
+                      "emulated": a.device == "cpu"} for k, t in a.tiers.items()},
+        "fleet": {**OmegaConf.to_container(fl, resolve=True), "gpus_per_instance": a.g, "hbm_bytes": a.hbm,
+                  "decode_batch": a.B, "decode_batch_limited_by": a.b_limit, "weight_bytes": a.weights},
+        "reuse": {}, "simulated": {}, "sweep": {"hit_rate": HIT_GRID.tolist()}, "warnings": a.warnings,
     }
     result["workload"].update({"ideal_hit_rate": float(c.sum() / I.sum()), "hit_rate_override": cfg.hit_rate,
                                "mean_input_tokens": in_tok, "mean_output_tokens": out_tok})
     result["baseline"] = {"prefill_gpu_s": p0, "decode_gpu_s": d, "prefill_share": F.prefill_share(p0, d),
-                          "amdahl_bound": F.amdahl_bound(p0, d), "requests_per_s": base_rate, **base_split,
+                          "amdahl_bound": F.amdahl_bound(p0, d), "requests_per_s": base_rate, **pt["base_split"],
                           "output_tokens_per_s": base_rate * out_tok, "input_tokens_per_s": base_rate * in_tok}
-
-    for tier in ("hbm", *tiers):
+    for tier in ("hbm", *a.tiers):
         px = mean_prefill_s(costs, n, c, costs.load_split(tier, c), fl.overlap_load)
         r, split = rate(px)
-        be = break_even_gbps(costs, n, c, 0.0 if tier == "hbm" else tiers[tier].latency_s)
+        be = break_even_gbps(costs, n, c, 0.0 if tier == "hbm" else a.tiers[tier].latency_s)
         result["reuse"][tier] = {
             "prefill_gpu_s": px, "speedup": r / base_rate, "speedup_continuous": F.speedup(p0, px, d),
             "requests_per_s": r, **split, "output_tokens_per_s": r * out_tok,
             "break_even_gbps": be if tier != "hbm" else None,
-            "measured_gbps": tiers[tier].gbps if tier != "hbm" else None,
-            "pays": (tiers[tier].gbps > be) if tier != "hbm" else True,
+            "measured_gbps": a.tiers[tier].gbps if tier != "hbm" else None,
+            "pays": (a.tiers[tier].gbps > be) if tier != "hbm" else True,
         }
         sweep = []
         for h in HIT_GRID:
@@ -318,29 +411,36 @@ def analyze(run_path, cfg) -> dict:
             ph = mean_prefill_s(costs, I - ch, ch, costs.load_split(tier, ch), fl.overlap_load)
             sweep.append(F.speedup(p0, ph, d))
         result["sweep"][tier] = sweep
-    for routing, sim in sims.items():
+    for routing, sim in a.sims.items():
         ps, split = pt[f"sim_detail:{routing}"]
         result["simulated"][routing] = {**sim.rates(), "speedup": pt[f"sim:{routing}"], "prefill_gpu_s": ps,
                                         "effective_routing": sim.meta["effective_routing"], **split,
-                                        "capacity_blocks_per_instance": list(caps), "instances": fl.sim_instances}
+                                        "capacity_blocks_per_instance": list(a.caps), "instances": fl.sim_instances}
+    a.result = result
+    return a
 
-    # uncertainty: refit on resampled points (with their noise), tier bandwidths jittered by theirs
+
+def verdict(a: Analysis) -> Analysis:
+    """The verdict: the speedup's interval from refitting the costs on resampled points (each jittered by its noise,
+    tier bandwidths by theirs), the outcome against the claim, what would decide it, every caveat, the seed case."""
+    cfg, fl, costs, pt, df = a.cfg, a.fl, a.costs, a.pt, a.df
     vc = cfg.verdict
-    tier_noise = {k: _tier_noise(df, t) for k, t in tiers.items()}
-    pp, dp = points(df, *PREFILL, kernel=kern), points(df, *DECODE, kernel=kern)
+    kvb = a.shape.kv_bytes_per_token
+    tier_noise = {k: _tier_noise(df, t) for k, t in a.tiers.items()}
+    pp, dp = points(df, *PREFILL, kernel=a.kern), points(df, *DECODE, kernel=a.kern)
 
     def resampled(rng, rs_prefill: bool, rs_decode: bool) -> dict:
         cs = Costs(fit_points(pp, *V.resample(pp, rng)) if rs_prefill else costs.prefill,
-                   fit_points(dp, *V.resample(dp, rng)) if rs_decode else costs.decode, tiers, kvb,
-                   layers=shape.layers)
+                   fit_points(dp, *V.resample(dp, rng)) if rs_decode else costs.decode, a.tiers, kvb,
+                   layers=a.shape.layers)
         cs.exposure = costs.exposure
         scale = {k: max(0.05, 1 + s * rng.standard_normal()) for k, s in tier_noise.items()}
-        e = evaluate(cs, scale, verdict_only=True)
+        e = a.pricer.evaluate(cs, scale, verdict_only=True)
         return {k: v for k, v in e.items() if isinstance(v, float)}
 
     n_boot, lvl = int(vc.bootstrap), float(vc.interval)
     boot = V.bootstrap(resampled, n_boot, int(vc.seed))
-    key = f"tiers:{list(tier_caps)[-1]}"
+    key = f"tiers:{list(a.tier_caps)[-1]}"
     lo, hi = V.interval(boot[key], lvl)
     point = pt[key]
     spread = {}  # which fit's uncertainty moves the verdict most: resample it alone
@@ -349,65 +449,118 @@ def analyze(run_path, cfg) -> dict:
         a_lo, a_hi = V.interval(part, lvl)
         spread[name] = float(a_hi - a_lo) if math.isfinite(a_hi - a_lo) else 0.0
     widest = max(spread, key=spread.get)
-    outcome, decide_by = V.decide(point, lo, hi, float(vc.claim), extrap, float(vc.max_extrapolation), widest)
+    outcome, decide_by = V.decide(point, lo, hi, float(vc.claim), a.extrap, float(vc.max_extrapolation), widest)
     reasons = []
-    if device == "cpu":
+    if a.device == "cpu":
         reasons.append("CPU run: CPU costs of a small preset, host memcpy for the host tier, not a GPU's")
     reasons += [f"{e['quantity']} extrapolated {e['factor']:.3g}x beyond the measured {e['measured'][0]:.0f}.."
                 f"{e['measured'][1]:.0f} (workload {e['workload'][0]:.0f}..{e['workload'][1]:.0f})"
-                for e in extrap if e["factor"] > 1.5]
+                for e in a.extrap if e["factor"] > 1.5]
     reasons += [f"{f.name} fit residual {f.rel_rms:.0%}" for f in (costs.prefill, costs.decode) if f.rel_rms > 0.1]
     if costs.exposure is not None and costs.exposure.rel_rms > 0.1:
         reasons.append(f"layer-wise load overlap fit residual {costs.exposure.rel_rms:.0%}")
-    if "storage" not in tiers:
+    if "storage" not in a.tiers:
         reasons.append("no NVMe tier measured (storage records missing)")
-    if not gpu.get("memory_bytes") and not fl.hbm_bytes:
+    if not a.gpu.get("memory_bytes") and not fl.hbm_bytes:
         reasons.append("HBM assumed 80 GiB per GPU")
-    reasons += _validation_reasons(df, run_dir)
-    reasons += _suspect_reasons(run_dir)
-    if state:
-        reasons.insert(0, f"incomplete run ({state}): only the points its records hold")
+    reasons += _validation_reasons(df, a.run_dir)
+    reasons += _suspect_reasons(a.run_dir)
+    if a.state:
+        reasons.insert(0, f"incomplete run ({a.state}): only the points its records hold")
     tier_rates = {k: {"speedup": pt[f"tiers:{k}"], **{kk: vv for kk, vv in sim.rates().items()}}
-                  for k, sim in tier_sims.items()}
-    result["verdict"] = {
+                  for k, sim in a.pricer.tier_sims.items()}
+    a.result["verdict"] = {
         "claim": float(vc.claim), "outcome": outcome,
         "speedup": {"point": point, "low": lo, "high": hi},
         "interval": float(vc.interval), "bootstrap": int(vc.bootstrap),
         "amdahl_bound": {"point": pt["amdahl"], **dict(zip(("low", "high"), V.interval(boot["amdahl"],
                                                                                        float(vc.interval))))},
-        "routing": best_routing, "tiers": tier_rates,
+        "routing": a.best_routing, "tiers": tier_rates,
         "seed_case": seed_case(fl, pt, point, lo, hi, boot, key, float(vc.interval),
-                               tier_rates[list(tier_caps)[-1]]["hit_rate"]),
-        "extrapolation": extrap, "decide_by": decide_by, "reasons": reasons,
+                               tier_rates[list(a.tier_caps)[-1]]["hit_rate"]),
+        "extrapolation": a.extrap, "decide_by": decide_by, "reasons": reasons,
         "uncertainty_by_fit": spread,
-        "scenario": (f"simulated {best_routing} routing, capacity-limited tiers {' + '.join(tier_caps)} (per-request "
-                     "hits from the cache simulation)") if cfg.hit_rate is None else
+        "scenario": (f"simulated {a.best_routing} routing, capacity-limited tiers {' + '.join(a.tier_caps)} "
+                     "(per-request hits from the cache simulation)") if cfg.hit_rate is None else
                     (f"what-if hit_rate={cfg.hit_rate:g}: every request reuses {cfg.hit_rate:.0%} of its input, "
-                     f"served by {' + '.join(tier_caps)} in the shares the {best_routing}-routed simulation found"),
+                     f"served by {' + '.join(a.tier_caps)} in the shares the {a.best_routing}-routed simulation "
+                     "found"),
         "what_if_hit_rate": cfg.hit_rate,
     }
-    result["capacity"] = capacity_curves(trace, bt, block_bytes, g, caps, sims[best_routing], best_routing, fl,
-                                         pt["price"], base_rate, tiers)
-    result["persistence"] = reuse_times(trace, sims[best_routing].instance, int(fl.sim_instances))
+    return a
+
+
+def capacity(a: Analysis) -> Analysis:
+    """Capacity curves per tier (and their knees) and how long KV must persist, on the verdict's routing."""
+    fl, result = a.fl, a.result
+    result["capacity"] = capacity_curves(a.trace, int(fl.block_tokens), a.block_bytes, a.g, a.caps,
+                                         a.sims[a.best_routing], a.best_routing, fl, a.pt["price"],
+                                         a.pt["base_rate"], a.tiers)
+    result["persistence"] = reuse_times(a.trace, a.sims[a.best_routing].instance, int(fl.sim_instances))
     result["verdict"]["capacity"] = {k: v["knee"] for k, v in result["capacity"]["tiers"].items()}
     result["verdict"]["persistence_minutes"] = dict(zip(("p50", "p90", "p99"), result["persistence"]["minutes"]))
     result["verdict"]["sentence"] = V.sentence(result)
     result["verdict_text"] = result["verdict"]["sentence"]
+    return a
+
+
+def goodput(a: Analysis) -> Analysis:
+    """Goodput at the latency SLO per configuration, and the verdict at the SLO (skipped without targets)."""
+    cfg, fl, costs, result = a.cfg, a.fl, a.costs, a.result
     slo = slo_targets(cfg)
     if slo["ttft_ms"] or slo["tpot_ms"]:
-        prefill_by_config = {"none": costs.prefill_s(I, 0), **{k: request_prefill_s(costs, sim, fl.overlap_load)
-                                                                for k, sim in tier_sims.items()}}
-        result["goodput"] = goodput_at_slo(
-            trace.timestamp_ms if cfg.trace else None, I, O, prefill_by_config, costs, fl, slo, g, hbm, weights, kvb, ctx_decode, B, pt, warnings)
-        result["verdict"]["slo"] = slo_verdict(result["goodput"], pt, base_rate)
+        prefill_by_config = {"none": costs.prefill_s(a.I, 0),
+                             **{k: request_prefill_s(costs, sim, fl.overlap_load)
+                                for k, sim in a.pricer.tier_sims.items()}}
+        result["goodput"] = goodput_at_slo(a.trace.timestamp_ms if cfg.trace else None, a.I, a.O, prefill_by_config,
+                                           costs, fl, slo, a.g, a.hbm, a.weights, a.shape.kv_bytes_per_token,
+                                           a.ctx_decode, a.B, a.pt, a.warnings)
+        result["verdict"]["slo"] = slo_verdict(result["goodput"], a.pt, a.pt["base_rate"])
     else:
         result["goodput"] = {"targets": slo, "skipped": "no TTFT or TPOT target (fleet.ttft_ms / fleet.tpot_ms)"}
+    return a
+
+
+def sparse(a: Analysis) -> Analysis:
+    """The sparse-decode mode (bench.model.warm): decode that fetches each step's top-k rows from the warm tier at
+    the run's measured fit, per k and tier, beside the dense decode of the same fleet; skipped with why when the
+    run has no warm_fetch fit."""
+    from bench.model.warm import sparse_decode
+
+    a.result["sparse_decode"] = sparse_decode(a.df, a.costs, a.shape, a.fl, a.cfg.sparse, a.hbm, a.weights, a.g,
+                                              a.ctx_decode, a.B)
+    return a
+
+
+def finish(a: Analysis) -> dict:
+    """The verdict's headline, details and sentence (built from the result's fields), and the variant's name."""
+    result = a.result
     result["verdict"]["headline"] = V.headline(result)
     result["verdict"]["details"] = V.details(result)
     result["verdict"]["sentence"] = V.sentence(result)
     result["verdict_text"] = result["verdict"]["sentence"]
-    result["variant"] = variant_name(cfg, label)
+    result["variant"] = variant_name(a.cfg, a.label)
     return result
+
+
+STEPS = (fit, workload, fleet, simulate_caches, price, verdict, capacity, goodput, sparse)
+
+
+def analyze(run_path, cfg) -> dict:
+    """The whole analysis of the run at ``run_path`` with the analysis config ``cfg``: every step in order."""
+    a = load(run_path, cfg)
+    for step in STEPS:
+        a = step(a)
+    return finish(a)
+
+
+def write_model_json(result: dict, out) -> Path:
+    """model.json of a result into ``out`` (the model's own output; its plots are bench.report.model_plots)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.json"
+    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return path
 
 
 class WhatIf:

@@ -50,6 +50,12 @@ def validate_analysis(cfg) -> None:
     check(0.5 <= v.interval < 1, "verdict.interval", v.interval, "a probability in [0.5, 1) (e.g. 0.9)")
     check(v.bootstrap >= 20, "verdict.bootstrap", v.bootstrap, "an integer >= 20")
     check(v.max_extrapolation >= 1, "verdict.max_extrapolation", v.max_extrapolation, "a factor >= 1")
+    sp = cfg.sparse
+    check(len(sp.top_k) > 0, "sparse.top_k", list(sp.top_k), "at least one k (rows per layer per step)")
+    for k in sp.top_k:
+        check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "sparse.top_k", k, "integers >= 1")
+    check(0 <= sp.repeat_fraction < 1, "sparse.repeat_fraction", sp.repeat_fraction, "a fraction in [0, 1)")
+    check(sp.local_tokens >= 0, "sparse.local_tokens", sp.local_tokens, "tokens >= 0")
     if not cfg.trace:
         check_sessions_fit(cfg)
     if cfg.hit_rate is not None:

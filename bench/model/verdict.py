@@ -17,6 +17,8 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from bench.model.warm import clause as sparse_clause
+
 SE_MEDIAN = 1.2533  # standard error of a median = 1.2533 x sd / sqrt(n) (normal samples)
 IQR_TO_SD = 1.349
 
@@ -144,7 +146,8 @@ def details(r: dict) -> list[str]:
     k = kernel_clause(r)
     if k:
         out.append(k)
-    for clause in (slo_clause(r), capacity_clause(r)):
+    for clause in (slo_clause(r), capacity_clause(r), sparse_clause(r.get("sparse_decode"),
+                                                                    "CPU" if r["device"] == "cpu" else "GPU")):
         if clause:
             out.append(clause)
     if v["decide_by"]:

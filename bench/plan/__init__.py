@@ -18,7 +18,7 @@ from bench.core.errors import Skip
 from bench.plan import work as W
 from bench.plan.targets import Target
 
-FAMILY_ORDER = ("ceilings", "transfer", "attention", "layers", "interference", "storage", "validate")
+FAMILY_ORDER = ("ceilings", "transfer", "attention", "layers", "interference", "storage", "warm", "validate")
 
 
 class PlanDevice:
@@ -154,6 +154,8 @@ def measure_s(t: W.Timed, cfg, target: Target) -> tuple[float, int]:
     budget = min(max(float(h.time_budget_s), min(int(h.min_samples), 3) * per) + per / 2, h.max_samples * per)
     share = target.converge_share
     sampling = share * min(conv, budget) + (1 - share) * budget
+    if t.samples is not None:  # a distribution: its own count, cut by the time budget, never by the noise
+        sampling = min(t.samples * per, max(float(h.time_budget_s), 3 * per) + per / 2)
     calls = warm_calls + inner * (1 + round(sampling / per))
     return warm + calib + sampling, calls
 
@@ -188,7 +190,7 @@ def estimate(bench, params: dict, cfg, target: Target, need, seen: set) -> Estim
             seen.add(t.key)
         s, calls = measure_s(t, cfg, target)
         timed_s += s
-        io += calls * w.io_bytes_per_call
+        io += calls * (w.io_bytes_per_call if t.io_bytes is None else t.io_bytes)
     once_s = 0.0
     for key, s in w.once.items():
         if key not in seen:

@@ -46,6 +46,7 @@ class Target:
     description: str = ""
     source: str = ""
     calibrate: bool = False
+    gpus: int = 1  # GPUs the node shows (a target preset plans one; warm_peer needs two)
     converge_share: float = 0.6  # points that reach harness.noise_target after min_samples (the rest: time budget)
     # what fraction of the GEMM rate (prefill) / copy rate (decode) each kind of kernel reaches here: attention
     # prefill per kernel [fraction at saturation, tokens (new + cached) at half of it], attention decode per kernel,
@@ -121,7 +122,8 @@ def local(cfg, cuda_available: Optional[bool] = None) -> Target:
         notes = (f"{props.name} has no target preset: H100 rates with this GPU's memory (name one with plan.gpu)",)
     t = load(preset)
     return dataclasses.replace(t, name=f"{t.name} (local {props.name})", memory_bytes=int(props.total_memory),
-                               l2_bytes=int(getattr(props, "L2_cache_size", 0)) or t.l2_bytes, notes=notes)
+                               l2_bytes=int(getattr(props, "L2_cache_size", 0)) or t.l2_bytes, notes=notes,
+                               gpus=torch.cuda.device_count())
 
 
 _CALIBRATED: dict = {}

@@ -15,3 +15,11 @@ def console(stderr: bool = False):
     if stream.isatty():
         return Console(stderr=stderr)
     return Console(stderr=stderr, width=FILE_WIDTH, soft_wrap=True)
+
+
+def plain(value):
+    """A table cell shown as written: rich would read '[gds-cu13]' in a reason or '[0, 1]' in a docstring as
+    markup and drop it."""
+    from rich.text import Text
+
+    return Text(str(value))

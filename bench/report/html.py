@@ -18,7 +18,9 @@ PLOTS = [("bandwidth_vs_size", "Host <-> device copy bandwidth vs size", plots.b
          ("paged_methods", "Paged KV transfer methods vs block size", plots.paged_methods),
          ("storage_vs_queue_depth", "Storage bandwidth vs queue depth", plots.storage_vs_queue_depth),
          ("roofline", "Prefill vs decode on the roofline", plots.roofline),
-         ("interference", "KV transfers under load", plots.interference)]
+         ("interference", "KV transfers under load", plots.interference),
+         ("warm_bandwidth", "Warm tier: bandwidth vs row size (fetch on demand)", plots.warm_bandwidth),
+         ("warm_step_latency", "Warm tier: step latency vs rows per step", plots.warm_step_latency)]
 
 
 def model_results(dirs) -> list[dict]:

@@ -14,7 +14,7 @@ from bench.commands.overrides import compose_checked
 from bench.benchmarks import load_all
 from bench.llm.shapes import ModelShape
 from bench.core.store import RunStore, read_records
-from tests.conftest import run_benchmarks
+from tests.helpers import run_benchmarks
 
 
 def shape(name):

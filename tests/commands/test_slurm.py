@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 LAB = Path(os.environ.get("SLURM_LAB", "/tmp/slurm-lab"))
 FAST = ["benchmark=ceilings", "only=[gemm]", "run.analyze=false", "harness.progress=false"]

@@ -8,7 +8,7 @@ import pytest
 from bench.report.compare import compare
 from bench.core.errors import UserError
 from bench.core.store import read_records
-from tests.conftest import ROOT, RUNS, run_cli
+from tests.helpers import ROOT, RUNS, run_cli
 
 
 def _rewrite(run: Path, fn):
@@ -170,7 +170,7 @@ def test_different_hardware_is_shown_side_by_side(runs):
 def test_report_produces_the_expected_images(runs, tmp_path):
     a, b = runs
     for run in (a, b):
-        assert run_cli("model", str(run), "fleet.sessions=50").returncode == 0
+        assert run_cli("model", str(run), "plots=false", "fleet.sessions=50").returncode == 0  # the report plots
     out = tmp_path / "rep"
     r = run_cli("report", str(a), str(b), "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -234,7 +234,7 @@ def test_every_plot_keeps_runs_apart(runs, monkeypatch, tmp_path):
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     import subprocess
 
-    from tests.conftest import system_tool
+    from tests.helpers import system_tool
 
     system_tool("chromium", "chromium")
     a, _ = runs

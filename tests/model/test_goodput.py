@@ -11,6 +11,7 @@ import pytest
 from bench.model import fleet as F
 from bench.model import goodput as G
 
+
 INF = math.inf
 
 
@@ -196,7 +197,7 @@ def model_run(tmp_path_factory):
     """A recorded CPU run of the suite (tiny model: transfer, storage, layers), see tests/data/runs."""
     import shutil
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     dst = tmp_path_factory.mktemp("grun") / "cpu_a"
     shutil.copytree(ROOT / "tests" / "data" / "runs" / "cpu_a", dst)

@@ -7,7 +7,7 @@ import pytest
 import bench.benchmarks.storage as storage
 import bench.hw.fileio as fileio
 from bench.hw.device import Device
-from tests.conftest import run_benchmarks, run_cli
+from tests.helpers import run_benchmarks, run_cli
 
 
 def cfg(tmp_path, *overrides):
@@ -187,7 +187,7 @@ def test_work_dirs_of_killed_runs_are_removed(tmp_path):
 # -- engines: Linux AIO, threads, fio ---------------------------------------------------------------------------
 def test_engine_axis_is_recorded_and_every_engine_verified(tmp_path):
     c = cfg(tmp_path, "storage.engines=[aio,threads]", "storage.request_bytes=[4096,65536]",
-            "storage.queue_depths=[1,8]")
+            "storage.queue_depths=[1,8]", "storage.kv_block_tokens=[]", "storage.patterns=[random]")
     recs = run(["file_read", "file_write"], c, tmp_path)
     assert {r["params"]["engine"] for r in recs} == {"aio", "threads"}
     for r in recs:
@@ -266,7 +266,7 @@ def test_fio_json_parser_on_recorded_output(name, write, gbps, p99):
     import json
 
     from bench.hw.fileio import fio as fiorun
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     doc = json.loads((ROOT / "tests" / "data" / "fio" / f"{name}.json").read_text())
     r = fiorun.parse(doc, write)
@@ -279,7 +279,7 @@ def test_fio_json_parser_on_recorded_output(name, write, gbps, p99):
 
 
 def test_fio_beside_tierbench_on_the_same_requests(tmp_path):
-    from tests.conftest import system_tool
+    from tests.helpers import system_tool
 
     system_tool("fio", "fio")
     c = cfg(tmp_path, "storage.engines=[aio,fio]", "storage.request_bytes=[4096]", "storage.queue_depths=[4]",

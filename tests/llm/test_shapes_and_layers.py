@@ -8,7 +8,7 @@ from bench.core.config import conf_dir
 from bench.llm.layer import Layer
 from bench.commands.overrides import compose_checked
 from bench.llm.shapes import ModelShape, causal_pairs
-from tests.conftest import run_benchmarks
+from tests.helpers import run_benchmarks
 
 
 def preset(name):
@@ -119,7 +119,10 @@ MINI_MLA = ["model=deepseek_v3", "model.hidden=64", "model.heads=4", "model.kv_h
 
 @pytest.mark.parametrize("model", [["model=tiny"], MINI_MOE, MINI_MLA], ids=["gqa", "moe", "mla_moe"])
 def test_layers_and_attention_run_checked_on_cpu(model, tmp_path):
-    recs = _run(["attn_prefill", "attn_decode", "layer_prefill", "layer_decode"], model, tmp_path)
+    one_size = ["attention.prefill_new=[128]", "attention.prefill_ctx=[0,256]", "attention.decode_batch=[2]",
+                "attention.decode_ctx=[512]", "layers.prefill_new=[32]", "layers.prefill_ctx=[0,128]",
+                "layers.decode_batch=[2]", "layers.decode_ctx=[128]"]  # every path once (with and without context)
+    recs = _run(["attn_prefill", "attn_decode", "layer_prefill", "layer_decode"], [*model, *one_size], tmp_path)
     bad = [(r["benchmark"], r["params"], r["reason"]) for r in recs if r["status"] != "ok"]
     if "model=deepseek_v3" in model:  # flash has one head dim: MLA's absorbed decode (qk 40 / v 32 here) is not its
         assert {(b, p["backend"]) for b, p, why in bad} == {("attn_decode", "flash")}

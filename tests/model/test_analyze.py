@@ -11,7 +11,8 @@ from bench.model.cachesim import Trace, simulate, simulate_reference
 from bench.model.costs import Costs, Fit, nnls
 from bench.model.workload import Workload, generate, read_trace, write_trace
 from bench.llm.shapes import causal_pairs
-from tests.conftest import run_cli
+from tests.helpers import run_cli
+
 
 
 def workload(name):
@@ -119,7 +120,7 @@ def test_trace_round_trip_and_bad_traces(tmp_path):
 def model_run(tmp_path_factory):
     """A recorded CPU run of the suite (tiny model: transfer, storage, layers), see tests/data/runs."""
     import shutil
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
     dst = tmp_path_factory.mktemp("mrun") / "cpu_a"
     shutil.copytree(ROOT / "tests" / "data" / "runs" / "cpu_a", dst)
     return dst
@@ -156,13 +157,13 @@ def test_model_bad_inputs(model_run, args, expect):
 
 def test_model_empty_trace_and_missing_transfer_data(model_run, tmp_path):
     (tmp_path / "e.jsonl").write_text("")
-    r = run_cli("model", str(model_run), f"trace={tmp_path / 'e.jsonl'}")
+    r = run_cli("model", str(model_run), "plots=false", f"trace={tmp_path / 'e.jsonl'}")
     assert r.returncode == 2 and "empty" in r.stderr
     only_ceilings = tmp_path / "c"
     rr = run_cli("run", "benchmark=ceilings", "suite=quick", f"run.root={tmp_path}", "run.id=c",
                  "harness.progress=false")
     assert rr.returncode == 0
-    r = run_cli("model", str(only_ceilings))
+    r = run_cli("model", str(only_ceilings), "plots=false")
     assert r.returncode == 2 and "python -m bench run benchmark=" in r.stderr
 
 
@@ -227,7 +228,7 @@ def test_trace_block_size_mismatch_and_variant_folders(model_run, tmp_path):
     p = tmp_path / "mytrace.jsonl"
     write_trace(reqs, p)
     out = tmp_path / "o"
-    r = run_cli("model", str(model_run), f"trace={p}", "verdict.bootstrap=20", f"out={out}")
+    r = run_cli("model", str(model_run), "plots=false", f"trace={p}", "verdict.bootstrap=20", f"out={out}")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "model.json").read_text())
     assert res["workload"]["label"] == "mytrace" and "preset_summary" not in res["workload"]
@@ -242,7 +243,7 @@ def test_model_explains_skipped_inputs(tmp_path):
                  "harness.progress=false")
     assert rr.returncode == 0, rr.stderr[-2000:]
     assert "no verdict from this run" in rr.stdout and "all 8 layer_prefill points skipped" in rr.stdout
-    r = run_cli("model", str(tmp_path / "s"))
+    r = run_cli("model", str(tmp_path / "s"), "plots=false")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "layer_prefill points skipped: " in r.stderr and "harness.cpu_max_bytes" in r.stderr
     assert "python -m bench run benchmark=layers model=llama3_8b" in r.stderr
@@ -277,14 +278,14 @@ def test_corrupt_numbers_never_reach_the_verdict(model_run, tmp_path, bench, met
     hit = next(i for i, r in enumerate(recs) if r["benchmark"] == bench and r["status"] == "ok")
     recs[hit]["metrics"][metric] = value
     (run / "records.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
-    r = run_cli("model", str(run))
+    r = run_cli("model", str(run), "plots=false")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert len(r.stderr.strip().splitlines()) == 1
     assert f"{bench} (" in r.stderr and f"{metric}=" in r.stderr and "corrupt" in r.stderr
 
 
 def test_session_count_is_bounded_by_memory(model_run):
-    r = run_cli("model", str(model_run), "fleet.sessions=100000000")
+    r = run_cli("model", str(model_run), "plots=false", "fleet.sessions=100000000")
     assert r.returncode == 2 and "fleet.sessions=100000000 is not allowed: at most" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

@@ -6,7 +6,7 @@ from bench.core.config import conf_dir
 from bench.model.workload import Workload
 from bench.llm.replay import MODES, Engine, decode_spans, make_sessions
 from bench.llm.shapes import ModelShape
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def shape(name, **kw):
@@ -51,16 +51,22 @@ def test_validate_command_on_cpu(tmp_path):
     r = run_cli("validate", "suite=quick", "model=tiny", f"run.root={tmp_path}", "run.id=v",
                 "harness.progress=false", "transfer.sizes=[4096]", "transfer.methods=[uva_kernel]",
                 "storage.request_bytes=[65536]", "storage.queue_depths=[1]", "storage.patterns=[sequential]",
-                "workload=customer_support")
+                "workload=customer_support", "run.analyze=false",  # the points the prediction prices, no more
+                "only=[layer_prefill,layer_decode,paged_onload,file_read,e2e_agentic_replay]")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "end-to-end replay vs cost model" in r.stdout
-    from bench.core.store import read_records
-    recs = [x for x in read_records(tmp_path / "v" / "records.jsonl") if x["benchmark"] == "e2e_agentic_replay"]
+    from bench.core.store import load, read_records
+    from bench.model.replay_check import replay_predictions
+
+    raw = read_records(tmp_path / "v" / "records.jsonl")
+    recs = [x for x in raw if x["benchmark"] == "e2e_agentic_replay"]
     assert {x["params"]["mode"] for x in recs} == set(MODES)
+    pred = replay_predictions(load(tmp_path / "v"), raw)  # the prediction is made after the run, from its plan
     for x in recs:
         assert x["status"] == "ok" and x["verified"], x["reason"]
-        m = x["metrics"]
-        assert m["speedup_predicted"] > 0 and "speedup_prediction_error" in m
+        assert x["info"]["plan"]["layers_run"] >= 1  # what the prediction prices: the turns the replay ran
+        p = pred[x["params"]["mode"]]
+        assert p["speedup_predicted"] > 0 and "speedup_prediction_error" in p, p
         assert x["info"]["workload"] == "customer_support"
     assert [x for x in recs if x["params"]["mode"] == "recompute"][0]["metrics"]["speedup_measured"] == 1.0
 

@@ -85,7 +85,7 @@ def test_per_block_copy_loop_is_host_issued_work():
 
 
 def test_memcpy_per_block_method_declares_host_issued_work(tmp_path):
-    from tests.conftest import run_benchmarks
+    from tests.helpers import run_benchmarks
 
     recs = run_benchmarks(["paged_onload"], ["transfer.block_tokens=[16]", "transfer.layouts=[layer_major]",
                                              "transfer.methods=[memcpy_per_block,staged]",
@@ -303,3 +303,28 @@ def test_a_small_copys_latency_is_above_its_amortised_cost_on_a_gpu(sim):
     latency = measure(lambda: sim.copy(nbytes, "h2d"), clock_for("host_issued", GPU), RULE, warmup_s=0.0, inner=1)
     assert latency.median_s > amortised.median_s
     assert latency.median_s >= sim.copy_latency_s + nbytes / 50e9
+
+
+def test_distribution_times_each_call_alone_on_the_gpu_clock(sim):
+    """State.distribution (warm_fetch's per-step p50/p99): every sample is one call issued and completed, so a
+    step that is slow one time in ten shows in the upper percentiles instead of averaging away."""
+    import numpy as np
+
+    from bench.harness.state import State
+
+    rule = StoppingRule(min_samples=3, max_samples=50, noise_target=0.01, time_budget_s=5.0)
+    state = State(None, {}, GPU, None, rule, 0.0, None, 1 << 30)
+    calls = {"n": 0}
+
+    def step():
+        calls["n"] += 1
+        sim.copy(1 << 20, "h2d")  # 20 us at 50 GB/s
+        if calls["n"] % 10 == 0:
+            sim.kernel(1e-3)  # one step in ten waits 1 ms more
+
+    st = state.distribution(step, work="host_issued", samples=40)
+    a = np.asarray(st.samples_s)
+    assert st.n == len(a) == 40 and st.clock == "perf_counter_ns+synchronize"
+    fast = sim.copy_latency_s + (1 << 20) / 50e9
+    assert fast <= np.percentile(a, 50) <= 1.5 * fast  # the copy, plus its issue and the synchronize
+    assert np.percentile(a, 99) >= fast + 1e-3 * 0.95

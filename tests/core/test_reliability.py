@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.core.store import read_records
-from tests.conftest import RUNS, run_cli
+from tests.helpers import RUNS, run_cli
 
 
 def one_line_error(r, *expect):
@@ -139,7 +139,7 @@ def test_model_into_a_read_only_run_dir_saves_elsewhere_and_says_where(tmp_path,
     else:
         readonly.chmod(0o555)
         run.chmod(0o555)
-    r = run_cli("model", str(run), "fleet.sessions=40", cwd=tmp_path)
+    r = run_cli("model", str(run), "plots=false", "fleet.sessions=40", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "cannot write to" in r.stdout and "writing to" in r.stdout
     out = [p for p in tmp_path.glob("tierbench-model-*") if (p / "model.json").exists()]

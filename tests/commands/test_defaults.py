@@ -9,14 +9,15 @@ import shutil
 
 import pytest
 
-from tests.conftest import RUNS, run_cli
+from tests.helpers import RUNS, run_cli
+
 
 
 @pytest.fixture(scope="module")
 def model_a(tmp_path_factory):
     """bench model on the recorded run cpu_a (stdout redirected, as in a job log), and its model.json."""
     out = tmp_path_factory.mktemp("m")
-    r = run_cli("model", str(RUNS / "cpu_a"), f"out={out}")
+    r = run_cli("model", str(RUNS / "cpu_a"), "plots=false", f"out={out}")
     assert r.returncode == 0, r.stderr[-2000:]
     return r, json.loads((out / "model.json").read_text())
 
@@ -53,7 +54,7 @@ def test_the_verdict_leads_with_its_answer_and_a_redirected_log_shows_every_numb
 def test_a_what_if_changes_the_verdict(tmp_path):
     got = {}
     for h in ("0.5", "1.0"):
-        r = run_cli("model", str(RUNS / "cpu_a"), f"hit_rate={h}", f"out={tmp_path / h}", "fleet.sessions=300",
+        r = run_cli("model", str(RUNS / "cpu_a"), "plots=false", f"hit_rate={h}", f"out={tmp_path / h}", "fleet.sessions=300",
                     "verdict.bootstrap=40", "fleet.slo_requests=2000")
         assert r.returncode == 0, r.stderr[-1000:]
         v = json.loads((tmp_path / h / "model.json").read_text())["verdict"]
@@ -139,7 +140,7 @@ def test_storage_passes_are_steady_state_by_construction():
 
 
 def test_a_storage_point_times_a_probed_steady_state_pass(tmp_path):
-    from tests.conftest import run_benchmarks
+    from tests.helpers import run_benchmarks
 
     recs = run_benchmarks(["file_read"], ["suite=quick", "model=tiny", f"storage.path={tmp_path}",
                                           "storage.file_bytes=16777216", "storage.request_bytes=[4096]",
@@ -159,7 +160,7 @@ def test_a_truncated_records_file_makes_the_run_incomplete_everywhere(runs, tmp_
     _edit_records(a, lambda recs: [x for x in recs if x["benchmark"] not in ("file_read", "file_write")])
     st = run_cli("status", str(a))
     assert st.returncode == 1 and "truncated: records.jsonl holds" in st.stdout
-    m = run_cli("model", str(a), f"out={tmp_path / 'm'}", "fleet.sessions=300", "verdict.bootstrap=20",
+    m = run_cli("model", str(a), "plots=false", f"out={tmp_path / 'm'}", "fleet.sessions=300", "verdict.bootstrap=20",
                 "fleet.slo_requests=2000")
     assert m.returncode == 0
     v = json.loads((tmp_path / "m" / "model.json").read_text())["verdict"]

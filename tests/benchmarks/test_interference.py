@@ -9,7 +9,8 @@ import pytest
 
 from bench.llm import overlap
 from bench.harness.timing import CpuLanes, Handoff, Lane, StoppingRule, measure_lanes
-from tests.conftest import ROOT, run_benchmarks, run_cli
+from tests.helpers import ROOT, run_benchmarks, run_cli
+
 
 
 # -- bookkeeping on synthetic timings ---------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def _layerwise_records(run_id: str, alpha: float, beta: float) -> list[dict]:
 def test_model_uses_measured_exposure_and_says_so(tmp_path):
     run = tmp_path / "cpu_a"
     shutil.copytree(ROOT / "tests" / "data" / "runs" / "cpu_a", run)
-    base = run_cli("model", str(run), "fleet.sessions=60", f"out={tmp_path / 'b'}", "--json")
+    base = run_cli("model", str(run), "plots=false", "fleet.sessions=60", f"out={tmp_path / 'b'}", "--json")
     assert base.returncode == 0, base.stderr[-2000:]
     assert json.loads(base.stdout)["load_cost"]["used"] == "bandwidth"
     r = run_cli("model", str(run), "fleet.sessions=60", "fleet.load_cost=measured")
@@ -203,7 +204,7 @@ def test_model_uses_measured_exposure_and_says_so(tmp_path):
     with open(run / "records.jsonl", "a") as f:
         for rec in _layerwise_records("cpu_a", 0.4, 0.05):
             f.write(json.dumps(rec) + "\n")
-    r = run_cli("model", str(run), "fleet.sessions=60", f"out={tmp_path / 'm'}")
+    r = run_cli("model", str(run), "plots=false", "fleet.sessions=60", f"out={tmp_path / 'm'}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "KV load cost: measured layer-wise exposure" in r.stdout
     res = json.loads((tmp_path / "m" / "model.json").read_text())
@@ -211,7 +212,7 @@ def test_model_uses_measured_exposure_and_says_so(tmp_path):
     assert lc["used"] == "measured_exposed" and lc["points"] == 5
     assert lc["copy_slowdown"] == pytest.approx(0.4, abs=0.02)
     assert lc["compute_slowdown"] == pytest.approx(0.05, abs=0.02)
-    bw = run_cli("model", str(run), "fleet.sessions=60", "fleet.load_cost=bandwidth", f"out={tmp_path / 'w'}")
+    bw = run_cli("model", str(run), "plots=false", "fleet.sessions=60", "fleet.load_cost=bandwidth", f"out={tmp_path / 'w'}")
     assert bw.returncode == 0 and "KV load cost: bandwidth estimate" in bw.stdout
     res_bw = json.loads((tmp_path / "w" / "model.json").read_text())
     # HBM reuse loads nothing: the same either way; the host tier pays at least its first layer's load when measured

@@ -2,7 +2,7 @@
 
 Plain `pytest` runs each once as a smoke test (--benchmark-disable in pyproject). To measure and compare with
 the saved baseline:
-    python -m pytest tests/benchmarks --benchmark-enable --benchmark-storage=file://tests/benchmarks/baselines \
+    python -m pytest tests/speed --benchmark-enable --benchmark-storage=file://tests/speed/baselines \
         --benchmark-compare --benchmark-compare-fail=median:25%
 Targets live here, never in timed tests: the cache simulator's fixed-capacity replay at least as many block accesses
 per second as libCacheSim's LRU on the same stream (the ratio is printed and kept in extra_info), the all-capacity
@@ -23,6 +23,7 @@ from bench.model.cachesim import Curves, Trace, simulate
 from bench.model.workload import Workload, generate, generate_trace
 from bench.commands.overrides import compose_checked
 from bench.core.store import load
+
 
 RUNS = Path(__file__).resolve().parent.parent / "data" / "runs"
 
@@ -190,7 +191,7 @@ def test_cli_answers_at_once(benchmark, args, target_s):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     def start():
         return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True)
@@ -207,7 +208,7 @@ def test_listing_needs_no_torch():
     import sys
 
     from bench.benchmarks import catalog, load_all
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     code = "import sys, bench.commands as c; c.main(['list']); print('torch' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout

@@ -1,0 +1,61 @@
+"""What the tests share that is not a fixture: the repository's paths, the CLI as a user runs it, system tools
+installed for real, and benchmarks run in-process."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "tests" / "data" / "runs"
+APT_WAIT = "DPkg::Lock::Timeout=600"  # tests on two workers may install at once: wait for dpkg's lock, never fail on it  # two recorded CPU runs (cpu_a, cpu_b) of the same points
+
+
+def run_cli(*args, cwd=None, timeout=300, env=None):
+    """Run `python -m bench ...` as a user would; returns CompletedProcess with text output."""
+    e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=e)
+
+
+def system_tool(cmd: str, package: str) -> str:
+    """The path of a system tool the tests use for real (chromium, fio): installed with apt-get when missing on a
+    root Debian/Ubuntu machine (CI's clean one), else the test is skipped with the reason."""
+    found = shutil.which(cmd)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"{cmd} not installed (apt-get install {package}) and this machine cannot install it")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = None
+    for update in (False, True):
+        if update:
+            subprocess.run(["apt-get", "-o", APT_WAIT, "update", "-q"], capture_output=True, env=env, timeout=600)
+        r = subprocess.run(["apt-get", "-o", APT_WAIT, "install", "-y", "-q", "--no-install-recommends", package],
+                           capture_output=True, text=True, env=env, timeout=900)
+        if r.returncode == 0 and shutil.which(cmd):
+            return shutil.which(cmd)
+    pytest.skip(f"{cmd}: apt-get install {package} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+
+
+def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
+    """Compose the config with ``overrides`` and run ``names`` in-process on the CPU; returns the records."""
+    from bench.core.config import apply_cpu_overrides
+    from bench.hw.device import Device
+    from bench.plan.suite import run_suite
+    from bench.commands.overrides import compose_checked
+    from bench.benchmarks import load_all
+    from bench.core.store import RunStore, read_records
+
+    cfg = compose_checked(["harness.progress=false", "harness.device=cpu", *overrides])
+    if cpu_sized:
+        from bench.commands.overrides import keys_of
+
+        apply_cpu_overrides(cfg, keys_of(overrides))
+    reg = load_all()
+    store = RunStore(tmp_path / "run", "t")
+    run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
+    store.finish("complete")
+    return read_records(tmp_path / "run" / "records.jsonl")
