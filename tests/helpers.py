@@ -59,3 +59,21 @@ def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
     run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
     store.finish("complete")
     return read_records(tmp_path / "run" / "records.jsonl")
+
+
+def run_main(*args):
+    """The CLI's entry point called in this process, for a user mistake refused before any work (no process
+    start-up, the same code path as `python -m bench`); returns a CompletedProcess like :func:`run_cli`. A Python
+    exception escaping the entry point fails the test instead of printing a traceback."""
+    import contextlib
+    import io
+
+    from bench.commands import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args]) or 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())

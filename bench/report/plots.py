@@ -247,7 +247,7 @@ def warm_bandwidth(df: pd.DataFrame, path) -> Optional[str]:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     _finish(ax, "row size (bytes)", "useful GB/s (1e9 B/s of rows delivered per step)",
-            f"Warm tier read on demand: bandwidth vs access granularity ({_label(d)}{_stand_in(d)})")
+            f"Warm tier read on demand: bandwidth vs access granularity\n({_label(d)}{_stand_in(d)})")
     return _save(fig, path)
 
 

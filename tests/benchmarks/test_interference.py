@@ -9,7 +9,7 @@ import pytest
 
 from bench.llm import overlap
 from bench.harness.timing import CpuLanes, Handoff, Lane, StoppingRule, measure_lanes
-from tests.helpers import ROOT, run_benchmarks, run_cli
+from tests.helpers import ROOT, run_benchmarks, run_cli, run_main
 
 
 
@@ -173,7 +173,7 @@ def test_bad_interference_values_get_one_line():
     for arg, expect in [("interference.tier_gbps=[link,-3]", "interference.tier_gbps=-3 is not allowed"),
                         ("interference.directions=[sideways]", "interference.directions='sideways'"),
                         ("interference.layerwise_layers=1", "at least 2")]:
-        r = run_cli("run", "benchmark=interference", arg, "--cfg", "job")
+        r = run_main("run", "benchmark=interference", arg, "--cfg", "job")
         assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.core.store import read_records
-from tests.helpers import RUNS, run_cli
+from tests.helpers import RUNS, run_cli, run_main
 
 
 def one_line_error(r, *expect):
@@ -125,7 +125,7 @@ def test_bad_output_locations_fail_before_the_work(runs, tmp_path, readonly):
         (["compare", str(a), str(b), "--json", str(readonly / "c.json")], "--json"),
         (["compare", str(a), str(b), "--json", str(tmp_path)], "is a directory"),
     ]:
-        one_line_error(run_cli(*args), expect)
+        one_line_error(run_main(*args), expect)
     assert tree_digest(readonly) == before and afile.read_text() == "x"
 
 
@@ -235,12 +235,12 @@ def test_cuda_without_a_gpu_writes_nothing(tmp_path):
     (["run", "interference.hit_token=[1]"], "did you mean interference.hit_tokens?"),
 ])
 def test_unknown_keys_suggest_the_nearest(args, expect):
-    one_line_error(run_cli(*args), expect)
+    one_line_error(run_main(*args), expect)
 
 
 def test_nan_options_empty_routings_and_self_compare(runs):
     a, b = runs
-    one_line_error(run_cli("compare", str(a), str(b), "--noise-floor", "nan"), "--noise-floor=nan")
-    one_line_error(run_cli("compare", str(a), str(b), "--threshold", "inf"), "--threshold=inf")
-    one_line_error(run_cli("model", str(a), "fleet.routings=[]"), "fleet.routings=[]")
+    one_line_error(run_main("compare", str(a), str(b), "--noise-floor", "nan"), "--noise-floor=nan")
+    one_line_error(run_main("compare", str(a), str(b), "--threshold", "inf"), "--threshold=inf")
+    one_line_error(run_main("model", str(a), "fleet.routings=[]"), "fleet.routings=[]")
     one_line_error(run_cli("compare", str(a), str(a)), "with itself")

@@ -7,7 +7,7 @@ import pytest
 import bench.benchmarks.storage as storage
 import bench.hw.fileio as fileio
 from bench.hw.device import Device
-from tests.helpers import run_benchmarks, run_cli
+from tests.helpers import run_benchmarks, run_main
 
 
 def cfg(tmp_path, *overrides):
@@ -152,7 +152,7 @@ def test_storage_suite_on_cpu_is_verified_and_cleans_up(tmp_path):
     ("/sys", "storage.path='/sys' is not writable"),
 ])
 def test_bad_storage_path_is_one_line_exit_2(path, expect):
-    r = run_cli("run", "benchmark=storage", f"storage.path={path}")
+    r = run_main("run", "benchmark=storage", f"storage.path={path}")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {r.stderr.strip()[7:]}"]
     assert expect in r.stderr
 

@@ -221,7 +221,7 @@ def test_model_prints_goodput_and_the_verdict_at_the_slo(model_run, tmp_path):
     assert "goodput" in p.stdout and "SLO" in r["verdict"]["sentence"]
     assert (out / "goodput.png").is_file()
     # loose targets: goodput is the unconstrained rate of each configuration
-    p, out = _model(model_run, tmp_path, "fleet.ttft_ms=1e9", "fleet.tpot_ms=1e9")
+    p, out = _model(model_run, tmp_path, "fleet.ttft_ms=1e9", "fleet.tpot_ms=1e9", "plots=false")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "model.json").read_text())
     base = r["baseline"]["requests_per_s"]
@@ -230,7 +230,7 @@ def test_model_prints_goodput_and_the_verdict_at_the_slo(model_run, tmp_path):
         assert c["goodput_rps"] == pytest.approx(want, rel=1e-9)
     # a TTFT target below the unloaded no-reuse prefill: no goodput without reuse, some with it
     q0 = r["goodput"]["ttft_by_hit_rate"]["hbm"]["ttft_quantile_s"][0]
-    p, out = _model(model_run, tmp_path, f"fleet.ttft_ms={q0 * 1e3 * 0.5:.6g}", "fleet.tpot_ms=0")
+    p, out = _model(model_run, tmp_path, f"fleet.ttft_ms={q0 * 1e3 * 0.5:.6g}", "fleet.tpot_ms=0", "plots=false")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "model.json").read_text())
     c = r["goodput"]["configs"]
