@@ -84,13 +84,14 @@ def write_result(result: dict, out=None, plots: bool = True) -> Path:
 
 
 def print_table(r: dict, out: Path) -> None:
+    from rich.markup import escape as esc
     from rich.table import Table
 
     from bench.model.verdict import fmt_rate
-    from bench.report.console import console
+    from bench.report.console import console, plain
 
     con = console()
-    con.print(f"[bold]{r['verdict']['headline']}[/bold] (details, caveats and tables below)")
+    con.print(f"[bold]{esc(r['verdict']['headline'])}[/bold] (details, caveats and tables below)")
     u = r["cost_unit"]
     t = Table(title=f"{r['model']} on {r['gpu']}, {r['workload']['kind']} {r['workload']['label']}, "
                     f"{r['fleet']['gpus']} {'GPUs' if u == 'GPU-s' else 'devices (CPU costs)'}")
@@ -147,11 +148,11 @@ def print_table(r: dict, out: Path) -> None:
 
         con.print("How long KV must persist (time since a hit block was last used): " + ", ".join(
             f"{s:.0%} of hits within {fmt_minutes(m)}" for s, m in zip(pers["shares"], pers["minutes"])))
-    con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {v['headline']}")
+    con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {esc(v['headline'])}")
     for line in v["details"]:
-        con.print(f"  {line}")
+        con.print(plain(f"  {line}"))
     for w in r["warnings"]:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+        con.print(f"[yellow]warning:[/yellow] {esc(w)}")
     con.print(f"wrote {out}/model.json" + (" and plots" if r.get("plots") else " (plots=false: no plots)"))
 
 

@@ -63,7 +63,7 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
     for i, (job, plan, added) in enumerate(planned):
         t = plan.target
         title = f"plan{f' job {i}' if len(planned) > 1 else ''}: {' '.join(job + added) or '(defaults)'} on {t.name}"
-        table = Table(title=title, show_lines=False)
+        table = Table(title=plain(title), show_lines=False)
         for col, just in (("family", "left"), ("benchmark", "left"), ("params", "left"), ("device", "right"),
                           ("host", "right"), ("file", "right"), ("status", "left"), ("est.", "right")):
             table.add_column(col, justify=just, overflow="fold")
@@ -88,7 +88,7 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
         console.print(f"planned total: {human_s(plan.total_s)} on {t.name} ({len(plan.points)} points); "
                       f"rates: {t.source}")
         for note in t.notes:
-            console.print(f"note: {note}")
+            console.print(plain(f"note: {note}"))
     if len(planned) > 1:
         console.print(f"all {len(planned)} jobs: {human_s(sum(p.total_s for _, p, _ in planned))}")
     return 0

@@ -118,3 +118,14 @@ def test_default_plan_runs_the_warm_tier_within_its_budget(gpu):
     copies = [p for p in warm if p.status == "skip" and p.params.get("method") == "copy_per_run"]
     assert all("max_copy_calls" in p.reason for p in copies)
     assert sum(p.est_s for p in runs) <= plan.families["warm"]["budget_s"]
+
+
+def test_plan_titles_show_the_sweep_values_as_typed():
+    """A job's title names its overrides as typed: rich must not read [uniform] as markup and drop it."""
+    from tests.helpers import run_main
+
+    r = run_main("run", "--plan", "plan.gpu=h200_141gb", "benchmark=warm", "-m",
+                 "warm.locality=[uniform],[runs_16,repeat_0.6]")
+    assert r.returncode == 0, r.stderr
+    assert "warm.locality=[uniform] on h200_141gb" in r.stdout
+    assert "warm.locality=[runs_16,repeat_0.6] on h200_141gb" in r.stdout
