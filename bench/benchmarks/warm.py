@@ -204,9 +204,14 @@ class RowFetch:
         self.i = 0
 
 
-def _percentiles(stats, *qs) -> list[float]:
-    a = np.asarray(stats.samples_s, dtype=float)
-    return [float(np.percentile(a, q)) for q in qs]
+def _set_step_latency(state, name: str, st, lat) -> None:
+    """Metrics ``<name>`` (the point's median, back to back) and ``<name>_p50`` / ``<name>_p99`` (single calls, from
+    :meth:`State.distribution`), in microseconds, and ``latency_samples``."""
+    p50, p99 = (float(np.percentile(np.asarray(lat.samples_s, dtype=float), q)) for q in (50, 99))
+    state.set_metric(name, st.median_s * 1e6)
+    state.set_metric(f"{name}_p50", p50 * 1e6)
+    state.set_metric(f"{name}_p99", p99 * 1e6)
+    state.set_metric("latency_samples", lat.n)
 
 
 # -- search in place ------------------------------------------------------------------------------------------------
@@ -336,11 +341,7 @@ def warm_search(state):
         st = state.exec(step, work=work)
         lat = state.distribution(step, work="host_issued" if cuda else "host", samples=int(w.latency_samples))
     check("after timing")
-    p50, p99 = _percentiles(lat, 50, 99)
-    state.set_metric("topk_us", st.median_s * 1e6)
-    state.set_metric("topk_us_p50", p50 * 1e6)
-    state.set_metric("topk_us_p99", p99 * 1e6)
-    state.set_metric("latency_samples", lat.n)
+    _set_step_latency(state, "topk_us", st, lat)
     state.note(key_dim=d, key_dtype=str(dtype).replace("torch.", ""), top_k=top,
                **({} if cuda else {"stand_in": "CPU stand-in: the CPU scoring host memory (cpu) and a memcpy "
                                                "before it (copy_first); no GPU"}))
@@ -432,11 +433,7 @@ def warm_peer(state):
     check("after timing")
     flat, src = dst.view(-1), pool[:k * rb]
     ref = state.reference(("peer_contiguous", peer, k * rb), lambda: flat.copy_(src, non_blocking=True), work="device")
-    p50, p99 = _percentiles(lat, 50, 99)
-    state.set_metric("step_us", st.median_s * 1e6)
-    state.set_metric("step_us_p50", p50 * 1e6)
-    state.set_metric("step_us_p99", p99 * 1e6)
-    state.set_metric("latency_samples", lat.n)
+    _set_step_latency(state, "step_us", st, lat)
     state.set_metric("contiguous_gbps", k * rb / ref.median_s / 1e9)
     state.set_metric("fraction_of_contiguous", ref.median_s / st.median_s)
     state.note(peer_gpu=peer, copy_calls_per_step=calls, pool_rows=plan.pool_rows)
@@ -538,16 +535,12 @@ def warm_fetch(state):
         lat = state.distribution(f.step, work="host_issued" if state.device.is_cuda else "host",
                                  samples=int(w.latency_samples))
     f.check_cycle("after timing")
-    p50, p99 = _percentiles(lat, 50, 99)
     flat = f.bufs[0].view(-1)[:fetched]
     src = pool[:fetched]
     ref = state.reference(("warm_contiguous", fetched), lambda: flat.copy_(src, non_blocking=True),
                           work="device" if state.device.is_cuda else "host")
     contiguous_gbps = fetched / ref.median_s / 1e9
-    state.set_metric("step_us", st.median_s * 1e6)
-    state.set_metric("step_us_p50", p50 * 1e6)
-    state.set_metric("step_us_p99", p99 * 1e6)
-    state.set_metric("latency_samples", lat.n)
+    _set_step_latency(state, "step_us", st, lat)
     state.set_metric("useful_gbps", k * rb / st.median_s / 1e9)
     state.set_metric("contiguous_gbps", contiguous_gbps)
     state.set_metric("fraction_of_contiguous", fetched / st.median_s / 1e9 / contiguous_gbps)

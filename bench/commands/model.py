@@ -161,7 +161,7 @@ def print_sparse(con, r: dict) -> None:
     """The sparse-decode mode per tier and k beside dense decode (bench.model.warm)."""
     from rich.table import Table
 
-    from bench.model.warm import fmt_bytes
+    from bench.model.warm import fit_quality, fmt_bytes
     from bench.report.console import plain
 
     sd = r.get("sparse_decode") or {}
@@ -192,8 +192,7 @@ def print_sparse(con, r: dict) -> None:
     for tier, fits in sd["fits"].items():
         for m, f in fits.items():
             con.print(plain(f"  warm fit {tier}/{m}: t = {f['t0_s'] * 1e6:.3g} us + bytes / {f['gbps']:.3g} GB/s "
-                            f"({f['points']} points{'' if f['points'] <= 2 else ', residual ' + format(f['rel_rms'], '.0%')}"
-                            f"{'; ' + f['note'] if f['note'] else ''})"))
+                            f"({fit_quality(f)}{'; ' + f['note'] if f['note'] else ''})"))
     for n in sd.get("notes") or []:
         con.print(plain(f"  note: {n}"))
 

@@ -62,30 +62,37 @@ def hold_launcher(device_index: int):
 def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Tensor, packed: torch.Tensor,
                          offload: bool):
     """A callable launching kv_gather (offload) or kv_scatter (onload) on torch's current stream."""
-    for p in ptrs + [packed.data_ptr()]:
-        if p % 16:
-            raise ValueError(f"address {p:#x} is not 16-byte aligned; the kernel uses 16-byte accesses")
+    _aligned("address", *ptrs, packed.data_ptr())
     if chunk % 16 or stride % 16:
         raise ValueError(f"chunk {chunk} / stride {stride} bytes not multiples of 16")
     dev = idx.device if idx.device.type == "cuda" else torch.device("cuda")
     table = torch.tensor(ptrs, dtype=torch.int64, device=dev)
     ids = idx.to(dev, torch.int64)
     n = len(ids)
-    device = cupy_module().cuda.Device(dev.index if dev.index is not None else torch.cuda.current_device())
-    with device:  # compile and load on the GPU torch uses
-        kern = module("kv_transfer.cu").get_function("kv_gather" if offload else "kv_scatter")
-    words = n * len(ptrs) * chunk // 16
-    sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    threads = 256
-    blocks = int(max(1, min((words + threads - 1) // threads, sms * 8)))
     args = (np.uint64(table.data_ptr()), np.int32(len(ptrs)), np.uint64(ids.data_ptr()), np.int64(n),
             np.int64(chunk), np.int64(stride), np.uint64(packed.data_ptr()))
+    return _launcher("kv_transfer.cu", "kv_gather" if offload else "kv_scatter", _index(dev),
+                     n * len(ptrs) * chunk // 16, args, keepalive=(table, ids))
+
+
+def _index(dev: torch.device) -> int:
+    return dev.index if dev.index is not None else torch.cuda.current_device()
+
+
+def _launcher(source: str, name: str, index: int, items: int, args: tuple, keepalive=()):
+    """A callable launching kernel ``name`` of kernels/``source`` (compiled and loaded on GPU ``index``, the one torch
+    uses) as a grid-stride loop over ``items`` on torch's current stream; ``keepalive``: tensors the kernel reads
+    through raw pointers."""
+    device = cupy_module().cuda.Device(index)
+    with device:
+        kern = module(source).get_function(name)
+    blocks, threads = _launch_shape(items, index)
 
     def run():  # RawKernel launches on CuPy's current stream: make that torch's current stream at call time
         with device, _stream():
             kern((blocks,), (threads,), args)
 
-    run.keepalive = (table, ids)  # the kernel reads these through raw pointers
+    run.keepalive = keepalive
     return run
 
 
@@ -98,7 +105,7 @@ def _launch_shape(words: int, device_index: int, threads: int = 256, waves: int 
 def _aligned(what: str, *values: int) -> None:
     for v in values:
         if v % 16:
-            raise ValueError(f"{what} {v:#x} is not 16-byte aligned; kernels/warm.cu uses 16-byte accesses")
+            raise ValueError(f"{what} {v:#x} is not 16-byte aligned; the kernel uses 16-byte accesses")
 
 
 def row_gather_launcher(pool_ptr: int, row_bytes: int, src_ids: torch.Tensor, dst_ids: torch.Tensor,
@@ -111,21 +118,10 @@ def row_gather_launcher(pool_ptr: int, row_bytes: int, src_ids: torch.Tensor, ds
     src, dsti = src_ids.to(dev, torch.int64), dst_ids.to(dev, torch.int64)
     if len(src) != len(dsti):
         raise ValueError(f"{len(src)} source rows but {len(dsti)} destination rows")
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    device = cupy_module().cuda.Device(index)
-    with device:
-        kern = module("warm.cu").get_function("row_gather")
     words = row_bytes // 16
-    blocks, threads = _launch_shape(len(src) * words, index)
     args = (np.uint64(pool_ptr), np.uint64(src.data_ptr()), np.uint64(dsti.data_ptr()), np.int64(len(src)),
             np.int64(words), np.uint64(dst.data_ptr()))
-
-    def run():
-        with device, _stream():
-            kern((blocks,), (threads,), args)
-
-    run.keepalive = (src, dsti)
-    return run
+    return _launcher("warm.cu", "row_gather", _index(dev), len(src) * words, args, keepalive=(src, dsti))
 
 
 SCORE_KERNELS = {torch.bfloat16: "score_keys_bf16", torch.float32: "score_keys_f32"}
@@ -142,20 +138,10 @@ def score_keys_launcher(keys_ptr: int, n: int, dim: int, dtype: torch.dtype, q: 
     _aligned("key bytes", dim * elt)
     if q.dtype != torch.float32 or scores.dtype != torch.float32 or q.numel() != dim or scores.numel() < n:
         raise ValueError("q must be float32 [dim] and scores float32 [n] on the GPU")
-    index = scores.device.index if scores.device.index is not None else torch.cuda.current_device()
-    device = cupy_module().cuda.Device(index)
-    with device:
-        kern = module("warm.cu").get_function(SCORE_KERNELS[dtype])
-    words = dim * elt // 16
-    blocks, threads = _launch_shape(n * 32, index)  # a warp per key
-    args = (np.uint64(keys_ptr), np.uint64(q.data_ptr()), np.int64(n), np.int64(words), np.uint64(scores.data_ptr()))
-
-    def run():
-        with device, _stream():
-            kern((blocks,), (threads,), args)
-
-    run.keepalive = (q, scores)
-    return run
+    args = (np.uint64(keys_ptr), np.uint64(q.data_ptr()), np.int64(n), np.int64(dim * elt // 16),
+            np.uint64(scores.data_ptr()))
+    return _launcher("warm.cu", SCORE_KERNELS[dtype], _index(scores.device), n * 32, args,  # a warp per key
+                     keepalive=(q, scores))
 
 
 def enable_peer_access(device_index: int, peer_index: int) -> str:

@@ -124,9 +124,10 @@ def variant_name(cfg, label: str) -> str:
 class Analysis:
     """One analysis of a run, built step by step (:func:`analyze` runs them in order; a test may call them one by
     one): ``load`` (the run and its checks), ``fit`` (costs), ``workload`` (requests), ``fleet`` (instances, decode
-    batch, extrapolation), ``simulate`` (tiered caches, pricing, the verdict's scenario), ``price`` (no reuse, each
-    tier, routings), ``verdict`` (bootstrap interval, outcome, caveats, seed case), ``capacity`` (curves, knees,
-    persistence), ``goodput`` (at the SLO) and ``finish`` (the sentence). Each step reads what earlier ones set."""
+    batch, extrapolation), ``simulate_caches`` (tiered caches, pricing, the verdict's scenario), ``price`` (no reuse,
+    each tier, routings), ``verdict`` (bootstrap interval, outcome, caveats, seed case), ``capacity`` (curves, knees,
+    persistence), ``goodput`` (at the SLO), ``sparse`` (the warm tier's sparse decode) and ``finish`` (the
+    sentence). Each step reads what earlier ones set."""
 
     cfg: Any
     run_dir: Path

@@ -62,7 +62,8 @@ def _fit(name, X, y, features, ranges) -> Fit:
 
 
 
-def _ok(df: pd.DataFrame, bench: str) -> pd.DataFrame:
+def ok_records(df: pd.DataFrame, bench: str) -> pd.DataFrame:
+    """The run's ok records of one benchmark."""
     if df.empty:
         return df
     return df[(df["benchmark"] == bench) & (df["status"] == "ok")]
@@ -94,7 +95,7 @@ def points(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, need: st
     that holds several is refused with one line unless ``kernel`` (attention_kernel=) names one."""
     from bench.model.verdict import point_noise
 
-    d = _ok(df, bench)
+    d = ok_records(df, bench)
     if d.empty:
         raise UserError(f"the run has no {bench} records: run `python -m bench run {need}` with the same model first")
     kinds = kernels_of(d)
@@ -179,7 +180,7 @@ class Tier:
 
 
 def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
-    d = _ok(df, "paged_onload")
+    d = ok_records(df, "paged_onload")
     if d.empty:
         raise UserError("the run has no paged_onload records (host tier): run `python -m bench run "
                         "benchmark=transfer` with the same model first")
@@ -188,7 +189,7 @@ def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
     nearest = d[(bt - block_tokens).abs() == (bt - block_tokens).abs().min()]
     best = nearest.loc[nearest["metric.gbps"].astype(float).idxmax()]
     lat = 0.0
-    small = _ok(df, "h2d_pinned")
+    small = ok_records(df, "h2d_pinned")
     if not small.empty and "metric.latency_us" in small and small["metric.latency_us"].notna().any():
         lat = float(small["metric.latency_us"].dropna().min()) * 1e-6
     return Tier("host", float(best["metric.gbps"]), lat,
@@ -199,14 +200,14 @@ def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
 def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tier]:
     """GPU <- file: KvikIO if measured, else file_read followed by the host hop (serial, conservative)."""
     for bench in ("gpu_file_read_kvikio", "gpu_file_read_bounce"):
-        d = _ok(df, bench)
+        d = ok_records(df, bench)
         if not d.empty:
             require_positive(d, bench, "gbps", d["metric.gbps"].astype(float).to_numpy())
             best = d.loc[d["metric.gbps"].astype(float).idxmax()]
             return Tier("storage", float(best["metric.gbps"]), 0.0,
                         f"{bench} (request {int(best['param.request_bytes'])} B, qd {int(best['param.queue_depth'])}; "
                         "read before the prefill, not overlapped)", serial_gbps=float(best["metric.gbps"]))
-    d = _ok(df, "file_read")
+    d = ok_records(df, "file_read")
     if not d.empty and "param.engine" in d:  # tierbench's own engines; fio's records are its reference
         d = d[d["param.engine"].fillna("threads") != "fio"]
     if d.empty:
@@ -246,7 +247,7 @@ class Exposure:
 
 def fit_exposure(df: pd.DataFrame) -> Optional[Exposure]:
     """Fit the interference of layer-wise loads from the run's layerwise_load records (None without them)."""
-    d = _ok(df, "layerwise_load")
+    d = ok_records(df, "layerwise_load")
     if d.empty:
         return None
     col = lambda m: d[f"metric.{m}"].astype(float).to_numpy()  # noqa: E731

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from bench.model import fleet as F
+from bench.model.costs import ok_records
 
 TIERS = (("host", "warm_fetch", "host DRAM"), ("peer", "warm_peer", "a neighbour GPU's HBM"))
 
@@ -54,10 +55,9 @@ class WarmFit:
         return d
 
 
-def _ok(df, bench: str):
-    if df.empty or "benchmark" not in df:
-        return df.iloc[0:0]
-    d = df[(df["benchmark"] == bench) & (df["status"] == "ok")]
+def _uniform_ok(df, bench: str):
+    """The ok records of ``bench`` at uniform locality (the fits' points)."""
+    d = ok_records(df, bench)
     if "param.locality" in d:
         d = d[d["param.locality"].fillna("uniform") == "uniform"]
     return d
@@ -82,7 +82,7 @@ def fit_warm(df, row_bytes: int) -> dict:
     bytes vary). A method without two distinct byte counts is left out with a note."""
     out, notes = {}, []
     for tier, bench, _ in TIERS:
-        d = _ok(df, bench)
+        d = _uniform_ok(df, bench)
         if d.empty:
             continue
         for method, dm in d.groupby("param.method"):
@@ -115,7 +115,7 @@ def fit_warm(df, row_bytes: int) -> dict:
 
 def search_rate(df) -> dict | None:
     """The fastest measured way to score host-resident keys: {method, keys_per_s, tokens} at the most tokens."""
-    d = df[(df["benchmark"] == "warm_search") & (df["status"] == "ok")] if not df.empty else df
+    d = ok_records(df, "warm_search")
     if d.empty or "metric.keys_per_s" not in d:
         return None
     top = d[d["param.tokens"].astype(float) == d["param.tokens"].astype(float).max()]

@@ -414,22 +414,26 @@ def io_pass_s(c: Ctx, req: int, count: int, qd: int, write: bool, engine: str = 
     return max(count * req / rate, count * per_req / (min(qd, 2) if engine == "threads" else qd)) + 1e-4
 
 
-def _drop_s(c: Ctx) -> float:
-    return 2e-3 + int(c.cfg.storage.file_bytes) / (4096 * 2e9)  # fdatasync + fadvise + mincore over the file
+def _drop_s(c: Ctx, file_bytes: int = 0) -> float:
+    """fdatasync + fadvise + mincore over the file (``file_bytes``, default storage.file_bytes)."""
+    return 2e-3 + (file_bytes or int(c.cfg.storage.file_bytes)) / (4096 * 2e9)
 
 
-def _pattern_file_once(c: Ctx) -> dict:
-    fb = int(c.cfg.storage.file_bytes)
+def _pattern_file_once(c: Ctx, file_bytes: int = 0) -> dict:
+    fb = file_bytes or int(c.cfg.storage.file_bytes)
     return {("pattern_file", fb): fb / (c.t.storage_write_gbps * 1e9) + fb / 3e9}  # pattern generation + write
 
 
-def _requests(c: Ctx, req: int, pattern: str, qd: int = 1, write: bool = False, engine: str = "aio") -> int:
+def _requests(c: Ctx, req: int, pattern: str, qd: int = 1, write: bool = False, engine: str = "aio",
+              file_bytes: int = 0) -> int:
     """Requests of the point's steady-state pass on the target (bench.benchmarks.storage.steady_offsets: about
-    storage.pass_s at the probe's rate, within the pass bounds): the rate is the target's, from io_pass_s."""
+    storage.pass_s at the probe's rate, within the pass bounds): the rate is the target's, from io_pass_s.
+    ``file_bytes``: the file the pass reads (default storage.file_bytes; the warm family's cold flows read theirs)."""
     from bench.hw.fileio import pass_bounds, pass_requests
 
     s = c.cfg.storage
-    fewest, most = pass_bounds(pattern, req, qd, int(s.file_bytes), int(s.pass_depths), int(s.pass_max_bytes))
+    fewest, most = pass_bounds(pattern, req, qd, file_bytes or int(s.file_bytes), int(s.pass_depths),
+                               int(s.pass_max_bytes))
     probe = "threads" if engine == "threads" else "aio"
     rate = fewest / io_pass_s(c, req, fewest, qd, write, probe)
     return pass_requests(rate, float(s.pass_s), fewest, most)
@@ -645,40 +649,23 @@ def _warm_peer(c: Ctx) -> Work:
 
 @model("cold_read_under_decode")
 def _cold_read(c: Ctx) -> Work:
-    from bench.hw.fileio import pass_bounds
-
     w = c.cfg.warm
     req, qd = int(c.p["request_bytes"]), int(c.p["queue_depth"])
     fb = int(w.cold_file_bytes)
-    s = c.cfg.storage
-    fewest, most = pass_bounds("sequential", req, qd, fb, int(s.pass_depths), int(s.pass_max_bytes))
-    count = _requests_for(c, req, "sequential", qd, fb, fewest, most)
+    count = _requests(c, req, "sequential", qd, file_bytes=fb)
     read = io_pass_s(c, req, count, qd, False, "aio")
     elt = c.compute_elt("layers")
     k = int(w.cold_layers)
     one = k * layer_s(c, True, int(w.cold_decode_batch), 1, int(w.cold_decode_ctx), elt)
     repeats = min(64, max(1, round(read / one)))
     together = max(read, one * repeats)
-    drop = _drop_s_for(fb)
+    drop = _drop_s(c, fb)
     timed = [Timed(read, "lanes", drop, key=("cold_read_alone", req, qd, count)),
              Timed(one, "lanes", key=("decode_alone", k, 1), io_bytes=0), Timed(together, "lanes", drop)]
     if repeats > 1:
         timed.append(Timed(one * repeats, "lanes", key=("decode_alone", k, repeats), io_bytes=0))
     verify = 2 * (read + count * req / 1e9 + drop)
-    once = {("pattern_file", fb): fb / (c.t.storage_write_gbps * 1e9) + fb / 3e9,
-            ("steady_pass", req, qd, "sequential", False, fb): read + drop,
+    once = {**_pattern_file_once(c, fb), ("steady_pass", req, qd, "sequential", False, fb): read + drop,
             ("layer_check", True): _check_s(c), **_layer_attention_s(c)}
     return Work(timed, setup_s=_stack_setup_s(c, k, one / k, elt) + verify, once=once,
                 io_bytes_per_call=count * req, io_setup_bytes=3 * count * req)
-
-
-def _drop_s_for(file_bytes: int) -> float:
-    return 2e-3 + file_bytes / (4096 * 2e9)
-
-
-def _requests_for(c: Ctx, req: int, pattern: str, qd: int, file_bytes: int, fewest: int, most: int) -> int:
-    """Requests of a steady-state pass over a file of ``file_bytes`` (as :func:`_requests`, another file size)."""
-    from bench.hw.fileio import pass_requests
-
-    rate = fewest / io_pass_s(c, req, fewest, qd, False, "aio")
-    return pass_requests(rate, float(c.cfg.storage.pass_s), fewest, most)
