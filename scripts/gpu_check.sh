@@ -1,111 +1,196 @@
 #!/usr/bin/env bash
-# The suite on a GPU node, checked against raw torch in the same process, in two steps of at most ~5 minutes each
-# on an H200 (a GPU session can be cut off: every figure is written to OUT the moment it is measured):
+# The suite on a borrowed GPU machine, checked against raw torch in the same process, as two device commands that
+# each bring back everything they measured, and the steps at home that judge and land it.
 #
-#   scripts/gpu_check.sh quick   [OUT]   # imports, pytest -m gpu, then figure by figure the suite's point beside a
-#                                        # raw torch reference at the same shape (pinned/pageable copies, D2D, GEMM,
-#                                        # SDPA prefill and decode unforced): OUT/figures.jsonl
-#   scripts/gpu_check.sh verdict [OUT]   # the default suite to its verdict (family budgets trimmed to fit 5 min),
-#                                        # end-to-end replay included; the run is copied to results/reference/<gpu>/
-#   scripts/gpu_check.sh summary [OUT]   # each figure beside its raw reference; exit 1 when one is more than 5% off,
-#                                        # above the physical peak, or missing (so it fails without GPU figures)
-#   scripts/gpu_check.sh all     [OUT]   # quick verdict summary
+# The GPU machine's rules shape every step: 15 minutes of device time in all, starts included (1-2 min a start);
+# one command at most 10 minutes; OUT emptied before each command; at most 8 files come back, at most 2 folders
+# down, each under 16 MiB; nothing written there survives; the project is not installed there (this tree travels
+# and is put on PYTHONPATH; missing packages travel as wheels in .gpu, see ../shared/device/README.md).
 #
-# OUT defaults to $OUT (the device tool's output folder) or results/gpu_check. Each step keeps a full log there and,
-# on failure, exits non-zero with its tail.
+# On the device (each command self-contained; `source .gpu/env.sh &&` in front):
+#   bash scripts/gpu_check.sh quick      # imports, every kernel compiled, pytest -m gpu -x, each headline figure
+#                                        # beside its raw reference, the summary: OUT/{quick.log, env.json,
+#                                        # tests.log, figures.jsonl, summary.txt, figures-runs.tar.gz}
+#   bash scripts/gpu_check.sh verdict    # the default suite at budgets that fit (planned <= 270 s on an H200),
+#                                        # run.analyze=false: OUT/{verdict.log, verdict-<id>.tar.gz}
+#   bash scripts/gpu_check.sh all        # quick then verdict in one command (8 files back), the verdict run
+#                                        # interrupted in time to pack if quick ran long (GPU_CHECK_DEADLINE_S=570)
+# At home (no GPU needed):
+#   bash scripts/gpu_check.sh summary DIR   # judge the returned figures: exit 1 when one is missing, not a GPU
+#                                           # figure, above its physical peak or more than 5% off its raw reference
+#   bash scripts/gpu_check.sh land DIR      # the returned verdict archive -> results/reference/<target>/, then
+#                                           # `bench model` on it and `bench compare` of it against itself
+#   bash scripts/gpu_check.sh plan          # the two device commands' plans on an H200 (bench's own planner)
+#   bash scripts/gpu_check.sh rehearse [--fast]
+#                                           # both device commands exactly as the GPU machine runs them (a fresh
+#                                           # empty OUT each, a copy of the tree only on PYTHONPATH, CPU stand-ins
+#                                           # without a GPU), what would come back checked against the limits, then
+#                                           # land (into a scratch reference root) and summary on it
+#
+# GPU-time plan for one session with an H200 (15 min): start 1.5 min; quick 3.5 min (plan: 3.2); the figures go
+# into the issue note at once; verdict on the still-warm machine (it is given back 30 s after a call) 5 min
+# (points planned 4.5 min + start-up and packing); that leaves ~5 min: one retry of either command on a fresh
+# machine (start included). Fixes from quick's figures are made at home, tested on the CPU, and rerun only if time
+# is left. OUT defaults to $OUT (the device tool's folder) or results/gpu_check-<time>.
 set -uo pipefail
-step=${1:-all}
-out=${2:-${OUT:-results/gpu_check}}
-mkdir -p "$out"
-py=${PYTHON:-python}
 here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+py=${PYTHON:-python3}
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+step=${1:-}
+[ $# -gt 0 ] && shift
+# the verdict step's overrides: the default suite with its slowest families trimmed to <= 270 s planned on an H200
+VERDICT_OVERRIDES=(storage.budget_s=60 'storage.request_bytes=[4096,1048576]' 'storage.kv_block_tokens=[]'
+  validate.budget_s=45 validate.repeats=1 interference.budget_s=40 warm.budget_s=40
+  'warm.row_bytes=[64,4096,65536,model]' 'warm.search_tokens=[1048576]'
+  'transfer.sizes=[4096,65536,1048576,16777216,1073741824]' 'transfer.block_tokens=[16,256]'
+  'attention.backends=[auto,best,flash,cudnn]')
+# rehearse --fast (the test suite's rehearsal on a 2-core CPU): the same steps at the smallest sizes
+FAST_OVERRIDES=(suite=quick harness.time_budget_s=0.02 harness.warmup_s=0.005 'benchmark=[ceilings,transfer,layers,storage]'
+  'transfer.sizes=[1048576]' 'transfer.block_tokens=[16]' 'storage.request_bytes=[1048576]' 'storage.queue_depths=[4]'
+  'storage.patterns=[random]' 'storage.kv_block_tokens=[]')
 
-run_step() {  # name, command...: full output to $out/<name>.log; on failure print its tail and stop
-  local name=$1; shift
-  echo "== $name: $*"
-  local t0=$SECONDS
-  if "$@" 2>&1 | tee "$out/$name.log"; then
-    echo "   ok in $((SECONDS - t0)) s (log: $out/$name.log)"
-  else
-    local rc=${PIPESTATUS[0]}
-    echo "!! $name FAILED (exit $rc) after $((SECONDS - t0)) s; last lines of $out/$name.log:" >&2
-    tail -n 40 "$out/$name.log" >&2
-    exit "$rc"
-  fi
-}
-
-step_imports() {
-  run_step imports $py - <<'PY'
-import sys
-problems = []
-import torch
-if not torch.cuda.is_available():
-    sys.exit(f"torch {torch.__version__} sees no CUDA device (torch.version.cuda={torch.version.cuda})")
-print(f"torch {torch.__version__} CUDA {torch.version.cuda} cuDNN {torch.backends.cudnn.version()}, "
-      f"{torch.cuda.get_device_name(0)}")
-major = (torch.version.cuda or "0").split(".")[0]
-try:
-    import cupy
-    cu = cupy.cuda.runtime.runtimeGetVersion() // 1000
-    print(f"cupy {cupy.__version__} (CUDA runtime {cu})")
-    if str(cu) != major:
-        problems.append(f"cupy is built for CUDA {cu} but torch for CUDA {major}: pip install -e '.[gpu-cu{major}]'")
-    from bench.hw.cuda_kernels import module
-    module("kv_transfer.cu"), module("pace.cu")
-    print("kernels/kv_transfer.cu and kernels/pace.cu compiled")
-except ImportError:
-    problems.append(f"cupy missing: pip install -e '.[gpu-cu{major}]' (uva_kernel method and %globaltimer pacing)")
-try:
-    import pynvml
-    pynvml.nvmlInit()
-    print(f"NVML {pynvml.nvmlSystemGetDriverVersion()}")
-except Exception as e:
-    problems.append(f"NVML unavailable ({e}): clocks and throttle flags would be missing")
-import hydra, omegaconf  # noqa: F401
-try:
-    import kvikio
-    print(f"kvikio {kvikio.__version__}")
-except ImportError:
-    print(f"kvikio not installed (optional: pip install -e '.[gds-cu{major}]'); KvikIO points will be skipped")
-if problems:
-    sys.exit("\n".join(problems))
-PY
+out_dir() {  # the step's output folder: $OUT on the device machine, else results/gpu_check-<time>
+  local o=${OUT:-$root/results/gpu_check-$(date -u +%Y%m%dT%H%M%SZ)}
+  mkdir -p "$o" && echo "$o"
 }
 
 step_quick() {
-  step_imports
-  run_step tests bash -c "$py -m pytest -q -n 0 -m gpu tests && $py -m pytest -q -n 0 tests/harness/test_sim_timing.py tests/hw/test_gpu_paths.py tests/hw/test_warm_kernels.py"
-  run_step figures $py "$here/gpu_check.py" figures "$out"
-  $py "$here/gpu_check.py" summary "$out" || true  # the figures so far; `summary` is the step that decides
+  local out; out=$(out_dir) || exit 2
+  local log="$out/quick.log" rc=0 t0=$SECONDS
+  {
+    echo "== quick on $(hostname) at $(date -u +%FT%TZ); tree $root; python $($py -c 'import sys; print(sys.version.split()[0])')"
+    echo "== env: imports and every kernel compiled"
+    $py "$here/gpu_check.py" env "$out" || rc=1
+    echo "== tests: pytest -m gpu -x (no xdist: one GPU)"
+    if [ -n "${GPU_CHECK_FAST:-}" ]; then
+      echo "(rehearse --fast: the GPU tests' collection only)"
+      $py -m pytest -q -n 0 -p no:cacheprovider -m gpu --collect-only tests >"$out/tests.log" 2>&1 || rc=1
+    else
+      $py -m pytest -q -n 0 -p no:cacheprovider -m gpu -x -rs tests >"$out/tests.log" 2>&1 || rc=1
+    fi
+    tail -n 15 "$out/tests.log"
+    echo "== figures: suite point, then raw reference (after a test failure too: every figure is worth having)"
+    $py "$here/gpu_check.py" figures "$out" || rc=1
+    tar -czf "$out/figures-runs.tar.gz" -C "$out" figures-runs && rm -rf "$out/figures-runs"
+    echo "== summary"
+    $py "$here/gpu_check.py" summary "$out" >"$out/summary.txt" 2>&1
+    cat "$out/summary.txt"
+    echo "== quick done in $((SECONDS - t0)) s (exit $rc; the summary's verdict is its own: see summary.txt)"
+  } 2>&1 | tee "$log"
+  return "${PIPESTATUS[0]}"
 }
 
 step_verdict() {
-  # the default suite with its slowest families' budgets trimmed so the run and its analysis fit ~5 minutes
-  run_step verdict $py -m bench run run.root="$out" run.id=verdict harness.progress=false \
-    storage.budget_s=60 validate.budget_s=70 interference.budget_s=45
-  target=$($py -c "
-import torch
-from bench.plan.targets import GPU_NAMES
-name = torch.cuda.get_device_name(0)
-print(next((t for key, t in GPU_NAMES if key in name), name.replace(' ', '_').lower()))")
-  ref="results/reference/$target"
-  mkdir -p "$ref"
-  cp "$out/verdict/manifest.json" "$out/verdict/records.jsonl" "$ref/"
-  for m in "$out"/verdict/model-*/model.json; do
-    [ -f "$m" ] && mkdir -p "$ref/$(basename "$(dirname "$m")")" && cp "$m" "$ref/$(basename "$(dirname "$m")")/"
-  done
+  local out; out=$(out_dir) || exit 2
+  local id; id="verdict-$(date -u +%Y%m%dT%H%M%SZ)-$$"  # a second try never collides with the first
+  local work; work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+  local log="$out/verdict.log" t0=$SECONDS rc
+  local ovs=("${VERDICT_OVERRIDES[@]}")
+  [ -n "${GPU_CHECK_FAST:-}" ] && ovs+=("${FAST_OVERRIDES[@]}")
+  # within a deadline (the step `all`), the run is interrupted in time to pack: bench keeps every completed point
+  local limit=()
+  [ -n "${GPU_CHECK_VERDICT_S:-}" ] && limit=(timeout -s INT -k 20 "$GPU_CHECK_VERDICT_S")
+  {
+    echo "== verdict $id on $(hostname) at $(date -u +%FT%TZ): python -m bench run ${ovs[*]}"
+    [ ${#limit[@]} -gt 0 ] && echo "== interrupted (SIGINT) after ${GPU_CHECK_VERDICT_S} s if still running"
+    "${limit[@]}" $py -m bench run run.root="$work" run.id="$id" run.analyze=false harness.progress=false "${ovs[@]}"
+  } >"$log" 2>&1
+  rc=$?
+  echo "== verdict run exit $rc after $((SECONDS - t0)) s" >>"$log"
+  cp "$log" "$work/$id/" 2>/dev/null
+  if [ -f "$work/$id/manifest.json" ]; then
+    tar -czf "$out/$id.tar.gz" -C "$work" "$id" && echo "== packed $out/$id.tar.gz" >>"$log"
+  else
+    echo "!! no run was written (see the log above)" >>"$log"
+    [ "$rc" -eq 0 ] && rc=1
+  fi
+  rm -rf "$work"
+  tail -n 25 "$log"
+  return "$rc"
+}
+
+step_all() {  # quick then verdict in one device command (no second start), both inside its 10-minute limit
+  local deadline=${GPU_CHECK_DEADLINE_S:-570} t0=$SECONDS rc=0
+  step_quick || rc=1
+  local left=$((deadline - (SECONDS - t0) - 25))
+  if [ $left -lt 60 ]; then
+    echo "!! all: ${left} s left for the verdict run: not started (run the verdict step on its own)"; return 1
+  fi
+  GPU_CHECK_VERDICT_S=$left step_verdict || rc=1
+  echo "== all done in $((SECONDS - t0)) s (exit $rc)"
+  return $rc
+}
+
+step_land() {
+  local src=${1:?usage: gpu_check.sh land DIR [--into REFERENCE_ROOT]}; shift
+  local into="$root/results/reference"
+  [ "${1:-}" = "--into" ] && into=$2
+  local ref; ref=$($py "$here/gpu_check.py" land "$src" --into "$into") || exit $?
+  echo "landed: $ref"
+  $py -m bench model "$ref" plots=false out="$ref/model-agentic_coding" >"$ref/model.log" 2>&1 ||
+    { tail -n 20 "$ref/model.log"; echo "!! bench model failed on $ref" >&2; exit 1; }
+  tail -n 12 "$ref/model.log"
+  # compare refuses one directory named twice: the run against a copy of itself must come out SAME
+  local twin; twin=$(mktemp -d "${TMPDIR:-/tmp}/gpu_land.XXXXXX")
+  cp -r "$ref" "$twin/$(basename "$ref")-copy"
+  $py -m bench compare "$ref" "$twin/$(basename "$ref")-copy" >"$twin/compare-self.log" 2>&1
+  local crc=$?
+  head -n 6 "$twin/compare-self.log"
+  grep -q "0 regression(s), 0 slower, 0 faster, [1-9][0-9]* same" "$twin/compare-self.log" && [ $crc -eq 0 ] ||
+    { cat "$twin/compare-self.log"; rm -rf "$twin"; echo "!! bench compare of $ref against itself is not SAME" >&2; exit 1; }
+  rm -rf "$twin"
   echo "reference run: $ref (compare yours: python -m bench compare $ref YOUR_RUN)"
-  cp -r "$ref" "$out/reference-$target" 2>/dev/null || true
 }
 
 step_summary() {
-  $py "$here/gpu_check.py" summary "$out" | tee "$out/summary.log"
-  exit "${PIPESTATUS[0]}"
+  local dir=${1:?usage: gpu_check.sh summary DIR}
+  $py "$here/gpu_check.py" summary "$dir"
+}
+
+step_plan() {
+  $py "$here/gpu_check.py" plan --gpu "${1:-h200_141gb}"
+  $py -m bench run --plan plan.gpu="${1:-h200_141gb}" "${VERDICT_OVERRIDES[@]}" | tail -n 14
+}
+
+step_rehearse() {
+  local fast=; [ "${1:-}" = "--fast" ] && fast=1
+  local tmp; tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_rehearse.XXXXXX")
+  local tree="$tmp/tree" rc=0
+  mkdir -p "$tree"
+  # the tree as it travels: tracked files and untracked ones git does not ignore (plus .gpu where prepared)
+  (cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 tar -cf - 2>/dev/null) | tar -xf - -C "$tree"
+  for cmd in quick verdict; do
+    mkdir -p "$tmp/out-$cmd"  # a fresh, empty OUT per command, as the device empties it
+    echo "== rehearse $cmd (OUT=$tmp/out-$cmd, tree only on PYTHONPATH)"
+    (cd "$tree" && env -u PYTHONPATH OUT="$tmp/out-$cmd" GPU_CHECK_FAST="$fast" PYTHONPATH="$tree" \
+      bash scripts/gpu_check.sh "$cmd") >"$tmp/$cmd.console" 2>&1
+    local crc=$?
+    tail -n 8 "$tmp/$cmd.console"
+    # quick exits non-zero without a GPU (its env step finds no CUDA problem-free only on a GPU); verdict must run
+    if [ "$cmd" = verdict ] && [ $crc -ne 0 ]; then echo "!! rehearse: verdict exited $crc" >&2; rc=1; fi
+    $py "$here/gpu_check.py" outbox "$tmp/out-$cmd" || rc=1
+  done
+  grep -q '"bench_from": "'"$tree"'/bench"' "$tmp/out-quick/env.json" ||
+    { echo "!! rehearse: bench was not imported from the travelling tree" >&2; rc=1; }
+  step_land "$tmp/out-verdict" --into "$tmp/reference" || rc=1
+  if python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    step_summary "$tmp/out-quick" || rc=1
+  else  # without a GPU the summary must fail, naming each figure as no GPU figure
+    local s; s=$(step_summary "$tmp/out-quick"); local src=$?
+    local n; n=$($py -c "import sys; sys.path.insert(0, '$here'); import gpu_check; print(len(gpu_check.FIGURES))")
+    echo "$s" | tail -n 3
+    if [ $src -eq 0 ] || [ "$(echo "$s" | grep -c 'FAIL: no GPU figure')" -ne "$n" ]; then
+      echo "!! rehearse: the summary of CPU stand-ins did not fail with 'no GPU figure'" >&2; rc=1
+    fi
+  fi
+  echo "== rehearse: exit $rc (files under $tmp)"
+  [ $rc -eq 0 ] && [ -z "${GPU_CHECK_KEEP:-}" ] && rm -rf "$tmp"
+  return $rc
 }
 
 case "$step" in
-  quick|verdict|summary|imports) "step_$step" ;;
-  all) step_quick; step_verdict; step_summary ;;
-  *) echo "scripts/gpu_check.sh: step '$step' is not one of: quick verdict summary all" >&2
+  quick|verdict|all|land|summary|plan|rehearse) "step_$step" "$@" ;;
+  *) echo "scripts/gpu_check.sh: step '$step' is not one of: quick verdict all land summary plan rehearse" >&2
      exit 2 ;;
 esac

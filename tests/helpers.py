@@ -40,8 +40,9 @@ def system_tool(cmd: str, package: str) -> str:
     pytest.skip(f"{cmd}: apt-get install {package} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
 
 
-def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
-    """Compose the config with ``overrides`` and run ``names`` in-process on the CPU; returns the records."""
+def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False, device: str = "cpu"):
+    """Compose the config with ``overrides`` and run ``names`` in-process on ``device`` (the CPU unless a GPU test
+    asks for cuda); returns the records."""
     from bench.core.config import apply_cpu_overrides
     from bench.hw.device import Device
     from bench.plan.suite import run_suite
@@ -49,14 +50,14 @@ def run_benchmarks(names, overrides, tmp_path, cpu_sized: bool = False):
     from bench.benchmarks import load_all
     from bench.core.store import RunStore, read_records
 
-    cfg = compose_checked(["harness.progress=false", "harness.device=cpu", *overrides])
+    cfg = compose_checked(["harness.progress=false", f"harness.device={device}", *overrides])
     if cpu_sized:
         from bench.commands.overrides import keys_of
 
         apply_cpu_overrides(cfg, keys_of(overrides))
     reg = load_all()
     store = RunStore(tmp_path / "run", "t")
-    run_suite([reg[n] for n in names], cfg, Device("cpu"), store)
+    run_suite([reg[n] for n in names], cfg, Device(device), store)
     store.finish("complete")
     return read_records(tmp_path / "run" / "records.jsonl")
 

@@ -404,7 +404,8 @@ def host_traffic_concurrent(state):
 def _multi_gpu(device):
     if not device.is_cuda:
         return "needs CUDA GPUs (CPU-only run)"
-    count = torch.cuda.device_count()
+    target = getattr(device, "target", None)  # planning: the GPUs the target shows, not this machine's
+    count = target.gpus if target is not None else torch.cuda.device_count()
     if count < 2:
         return f"{count} GPU visible: all-GPUs host traffic needs at least 2"
     return None

@@ -23,10 +23,13 @@ FAMILY_ORDER = ("ceilings", "transfer", "attention", "layers", "interference", "
 
 class PlanDevice:
     """The target as the benchmarks see it while planning: kind and index, and a 'meta' torch device (a tensor
-    made by a needs function would allocate nothing)."""
+    made by a needs function would allocate nothing). ``packages_known``: the target is this machine, so a point
+    that needs a package this machine lacks is skipped; a preset (``plan.gpu``) plans another machine, whose
+    packages this one cannot see: such a point is planned as run (its time counted, never hidden)."""
 
     def __init__(self, target: Target, index: int = 0):
         self.target, self.kind, self.index = target, ("cuda" if target.is_cuda else "cpu"), index
+        self.packages_known = target.local
 
     @property
     def is_cuda(self) -> bool:

@@ -55,6 +55,7 @@ class Target:
     sdpa_native_gqa: tuple = ("flash",)  # SDPA kernels that take GQA K/V without expanding them (torch on this GPU)
     sdpa_auto: str = "flash"  # the kernel unforced SDPA dispatches here
     notes: tuple = field(default_factory=tuple)
+    local: bool = False  # this machine (its installed packages are known); a preset plans another machine
 
     @property
     def is_cuda(self) -> bool:
@@ -112,7 +113,7 @@ def local(cfg, cuda_available: Optional[bool] = None) -> Target:
     if cuda_available is None:
         cuda_available = torch.cuda.is_available() and cfg.harness.device != "cpu"
     if not cuda_available:
-        return calibrate_cpu(load("cpu"), cfg.harness.get("cpu_threads"))
+        return dataclasses.replace(calibrate_cpu(load("cpu"), cfg.harness.get("cpu_threads")), local=True)
     idx = int(cfg.harness.device_index)
     props = torch.cuda.get_device_properties(idx)
     preset = next((p for key, p in GPU_NAMES if key in props.name), None)
@@ -123,7 +124,7 @@ def local(cfg, cuda_available: Optional[bool] = None) -> Target:
     t = load(preset)
     return dataclasses.replace(t, name=f"{t.name} (local {props.name})", memory_bytes=int(props.total_memory),
                                l2_bytes=int(getattr(props, "L2_cache_size", 0)) or t.l2_bytes, notes=notes,
-                               gpus=torch.cuda.device_count())
+                               gpus=torch.cuda.device_count(), local=True)
 
 
 _CALIBRATED: dict = {}

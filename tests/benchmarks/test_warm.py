@@ -71,7 +71,7 @@ def test_warm_family_on_gpu(tmp_path):
     recs = run_benchmarks(["warm_fetch", "warm_search"], [
         "benchmark=warm", "suite=quick", "model=llama3_8b", "warm.pool_bytes=1073741824",
         "warm.row_bytes=[64,4096,model]", "warm.rows=[256,2048]", "warm.locality=[uniform,runs_16,repeat_0.6]",
-        "warm.search_tokens=[1048576]", "warm.search_methods=[uva_kernel,cpu,copy_first]"], tmp_path)
+        "warm.search_tokens=[1048576]", "warm.search_methods=[uva_kernel,cpu,copy_first]"], tmp_path, device="cuda")
     bad = [(r["benchmark"], r["params"], r["reason"]) for r in recs if r["status"] != "ok"]
     assert not bad, bad
     for r in recs:
