@@ -1,11 +1,14 @@
 """Fixtures shared by every test package (helpers that are not fixtures: tests/helpers.py)."""
 import json
+import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import RUNS, run_cli
+from tests.helpers import RUNS, o_direct_refusal, run_cli
 
 
 @pytest.fixture
@@ -15,6 +18,34 @@ def runs(tmp_path):
     shutil.copytree(RUNS / "cpu_a", a)
     shutil.copytree(RUNS / "cpu_b", b)
     return a, b
+
+
+@pytest.fixture
+def o_direct_dir(tmp_path):
+    """A directory for the storage tests' files on a disk that takes O_DIRECT (tests.helpers.o_direct_refusal):
+    tmp_path, else a fresh directory under /var/tmp or the working directory (removed after); the test is skipped
+    with each one's reason where none does (/tmp on tmpfs, some overlay and network filesystems)."""
+    why = o_direct_refusal(tmp_path)
+    if why is None:
+        yield tmp_path
+        return
+    reasons = [why]
+    for base in ("/var/tmp", os.getcwd()):
+        try:
+            d = tempfile.mkdtemp(prefix="tierbench-test-", dir=base)
+        except OSError as e:
+            reasons.append(f"{base}: {e.strerror}")
+            continue
+        why = o_direct_refusal(d)
+        if why is None:
+            try:
+                yield Path(d)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            return
+        shutil.rmtree(d, ignore_errors=True)
+        reasons.append(why)
+    pytest.skip("no directory takes O_DIRECT for the storage test's files: " + "; ".join(reasons))
 
 
 @pytest.fixture

@@ -20,6 +20,38 @@ def run_cli(*args, cwd=None, timeout=300, env=None):
                           text=True, timeout=timeout, env=e)
 
 
+def o_direct_refusal(d) -> str | None:
+    """Why the storage tests cannot put their files in directory ``d`` (None: they can): its filesystem is memory
+    (tmpfs takes O_DIRECT since Linux 6.6, but its pages are the data: the benchmarks skip it), or an aligned 4 KiB
+    block cannot be written and read back through O_DIRECT there."""
+    import mmap
+    import tempfile
+
+    from bench.benchmarks.storage import MEMORY_FILESYSTEMS, filesystem_of
+
+    fs = filesystem_of(str(d))
+    if fs in MEMORY_FILESYSTEMS:
+        return f"{d} is on {fs} (memory)"
+    try:
+        fd, path = tempfile.mkstemp(prefix=".o-direct-probe-", dir=d)
+    except OSError as e:
+        return f"{d}: {e.strerror}"
+    os.close(fd)
+    block, back = mmap.mmap(-1, 4096), mmap.mmap(-1, 4096)  # page aligned, as O_DIRECT needs
+    block.write(bytes(range(256)) * 16)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+        try:
+            ok = os.pwrite(fd, block, 0) == 4096 and os.preadv(fd, [back], 0) == 4096 and back[:] == block[:]
+        finally:
+            os.close(fd)
+        return None if ok else f"{d}: a 4 KiB block read back through O_DIRECT differs from what was written"
+    except OSError as e:
+        return f"{d}: O_DIRECT refused ({e.strerror})"
+    finally:
+        os.unlink(path)
+
+
 def system_tool(cmd: str, package: str) -> str:
     """The path of a system tool the tests use for real (chromium, fio): installed with apt-get when missing on a
     root Debian/Ubuntu machine (CI's clean one), else the test is skipped with the reason."""

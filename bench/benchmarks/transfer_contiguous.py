@@ -5,6 +5,8 @@ Every copy is verified outside the timed region: destination poisoned, seeded so
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from bench.hw.hostmem import POISON, fill_pattern, first_mismatch, host_buffer, pattern
@@ -16,7 +18,34 @@ DIRECTIONS = {"h2d": ("host", "dev"), "d2h": ("dev", "host"), "d2d": ("dev", "de
 
 
 def pcie_peak(state):
-    return (state.gpu.get("pcie") or {}).get("peak_gbps_per_direction")
+    """The one-direction link peak (GB/s) a host<->GPU rate is held to: the fingerprint's NVML figure
+    (bench.hw.fingerprint.link_peak), or the pinned copy rate this run measured before the point
+    (:func:`measured_pinned_gbps`) where that is higher, since NVML may under-report the link. The record says
+    which (info.link_peak_source)."""
+    pcie = state.gpu.get("pcie") or {}
+    peak, source = pcie.get("peak_gbps_per_direction"), pcie.get("peak_source", "nvml link")
+    measured = measured_pinned_gbps(state.ctx.records_path)
+    if measured and not (peak and peak >= measured):
+        peak, source = measured, "measured pinned copy"
+    if peak:
+        state.note(link_peak_source=source)
+    return peak
+
+
+def measured_pinned_gbps(records_path) -> float | None:
+    """The higher of h2d_pinned's and d2h_pinned's GB/s at the largest size each measured on a GPU in the run
+    whose records are at ``records_path`` (None: no run, or neither measured)."""
+    from bench.core.store import read_records
+
+    if records_path is None or not os.path.exists(records_path):
+        return None
+    largest: dict = {}  # benchmark -> (size_bytes, gbps)
+    for r in read_records(records_path):
+        gbps = (r.get("metrics") or {}).get("gbps")
+        if r["benchmark"] in ("h2d_pinned", "d2h_pinned") and r["status"] == "ok" and r.get("device") == "cuda" \
+                and gbps and int(r["params"]["size_bytes"]) >= largest.get(r["benchmark"], (-1, 0.0))[0]:
+            largest[r["benchmark"]] = (int(r["params"]["size_bytes"]), float(gbps))
+    return max((g for _, g in largest.values()), default=None)
 
 
 def numa_node(state):

@@ -142,9 +142,9 @@ class RowFetch:
             self.staging = staging.view(nf, row_bytes)
             state.note(staging_pinned=facts["pinned"])
         if method == "uva_kernel" and self.cuda:
-            from bench.hw.cuda_kernels import device_pointer, row_gather_launcher
+            from bench.hw.cuda_kernels import row_gather_launcher
 
-            base = device_pointer(self.pool2d.data_ptr())
+            base = self.pool2d.data_ptr()
             arange = torch.arange(nf, dtype=torch.int64, device=dev)
             self.kernels = [row_gather_launcher(base, row_bytes, self.fetch_dev[s], arange, self.bufs[s % 2])
                             for s in range(len(steps))]
@@ -285,12 +285,12 @@ def warm_search(state):
     elt = torch.finfo(dtype).bits // 8
     out = {}
     if method == "uva_kernel":
-        from bench.hw.cuda_kernels import SCORE_KERNELS, device_pointer, score_keys_launcher
+        from bench.hw.cuda_kernels import SCORE_KERNELS, score_keys_launcher
 
         if dtype not in SCORE_KERNELS:
             state.skip(f"no score kernel for {dtype} keys (kernels/warm.cu: bfloat16, float32)")
         scores = torch.empty(n, dtype=torch.float32, device=dev)
-        launch = score_keys_launcher(device_pointer(keys.data_ptr()), n, d, dtype, q, scores)
+        launch = score_keys_launcher(keys.data_ptr(), n, d, dtype, q, scores)
         work = "device"
 
         def step():

@@ -39,6 +39,7 @@ def cmd_validate(argv: list[str]) -> int:
 
 
 def print_summary(run_dir) -> None:
+    from rich.markup import escape as esc
     from rich.table import Table
 
     from bench.core.store import RECORDS, load, read_records
@@ -61,6 +62,9 @@ def print_summary(run_dir) -> None:
                   f(p, "time_prediction_error", "{:+.1%}"), f(m, "logits_rel_error_vs_recompute", "{:.1e}"))
     con.print(t)
     for mode, p in pred.items():
+        if p.get("eager_decode"):
+            con.print(f"[yellow]{mode} decoded {esc(p['eager_decode'])}:[/yellow] its decode_s is Python's op "
+                      "issue, which the costs do not price")
         if p.get("missing"):
             con.print(f"no prediction for {mode}: {p['missing']}")
         elif abs(p.get("speedup_prediction_error") or 0) > 0.15:

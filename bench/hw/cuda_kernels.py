@@ -61,8 +61,10 @@ def hold_launcher(device_index: int):
 
 def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Tensor, packed: torch.Tensor,
                          offload: bool):
-    """A callable launching kv_gather (offload) or kv_scatter (onload) on torch's current stream."""
-    _aligned("address", *ptrs, packed.data_ptr())
+    """A callable launching kv_gather (offload) or kv_scatter (onload) on torch's current stream: chunks of the
+    sources at ``ptrs`` (pool addresses, as ``data_ptr()`` gives them) to/from ``packed`` (pinned host memory through
+    UVA, or HBM)."""
+    *ptrs, packed_ptr = kernel_addresses(*ptrs, packed.data_ptr())
     if chunk % 16 or stride % 16:
         raise ValueError(f"chunk {chunk} / stride {stride} bytes not multiples of 16")
     dev = idx.device if idx.device.type == "cuda" else torch.device("cuda")
@@ -70,7 +72,7 @@ def kv_transfer_launcher(ptrs: list[int], stride: int, chunk: int, idx: torch.Te
     ids = idx.to(dev, torch.int64)
     n = len(ids)
     args = (np.uint64(table.data_ptr()), np.int32(len(ptrs)), np.uint64(ids.data_ptr()), np.int64(n),
-            np.int64(chunk), np.int64(stride), np.uint64(packed.data_ptr()))
+            np.int64(chunk), np.int64(stride), np.uint64(packed_ptr))
     return _launcher("kv_transfer.cu", "kv_gather" if offload else "kv_scatter", _index(dev),
                      n * len(ptrs) * chunk // 16, args, keepalive=(table, ids))
 
@@ -102,6 +104,15 @@ def _launch_shape(words: int, device_index: int, threads: int = 256, waves: int 
     return int(max(1, min((words + threads - 1) // threads, sms * waves))), threads
 
 
+def kernel_addresses(*ptrs: int) -> list[int]:
+    """The addresses a kernel is given for host-side addresses ``ptrs`` (``data_ptr()`` of pinned host memory or of
+    GPU memory): each one's :func:`device_pointer`, checked 16-byte aligned. Every launcher passes the caller's
+    addresses through here, so no caller translates them itself."""
+    out = [device_pointer(p) for p in ptrs]
+    _aligned("address", *out)
+    return out
+
+
 def _aligned(what: str, *values: int) -> None:
     for v in values:
         if v % 16:
@@ -111,8 +122,9 @@ def _aligned(what: str, *values: int) -> None:
 def row_gather_launcher(pool_ptr: int, row_bytes: int, src_ids: torch.Tensor, dst_ids: torch.Tensor,
                         dst: torch.Tensor):
     """A callable launching kernels/warm.cu ``row_gather`` on torch's current stream: rows ``src_ids`` of the pool
-    at ``pool_ptr`` (pinned host memory through UVA, or a peer GPU's HBM) into rows ``dst_ids`` of ``dst``."""
-    _aligned("address", pool_ptr, dst.data_ptr())
+    at ``pool_ptr`` (``data_ptr()`` of pinned host memory, read through UVA, or of a peer GPU's HBM) into rows
+    ``dst_ids`` of ``dst``."""
+    pool_ptr, dst_ptr = kernel_addresses(pool_ptr, dst.data_ptr())
     _aligned("row bytes", row_bytes)
     dev = dst.device
     src, dsti = src_ids.to(dev, torch.int64), dst_ids.to(dev, torch.int64)
@@ -120,7 +132,7 @@ def row_gather_launcher(pool_ptr: int, row_bytes: int, src_ids: torch.Tensor, ds
         raise ValueError(f"{len(src)} source rows but {len(dsti)} destination rows")
     words = row_bytes // 16
     args = (np.uint64(pool_ptr), np.uint64(src.data_ptr()), np.uint64(dsti.data_ptr()), np.int64(len(src)),
-            np.int64(words), np.uint64(dst.data_ptr()))
+            np.int64(words), np.uint64(dst_ptr))
     return _launcher("warm.cu", "row_gather", _index(dev), len(src) * words, args, keepalive=(src, dsti))
 
 
@@ -129,12 +141,12 @@ SCORE_KERNELS = {torch.bfloat16: "score_keys_bf16", torch.float32: "score_keys_f
 
 def score_keys_launcher(keys_ptr: int, n: int, dim: int, dtype: torch.dtype, q: torch.Tensor, scores: torch.Tensor):
     """A callable launching kernels/warm.cu ``score_keys_*`` on torch's current stream: ``scores[i] = K[i] . q`` for
-    the ``n`` keys of ``dim`` values at ``keys_ptr`` (pinned host memory read through UVA), float32 accumulation.
-    ``q``: float32 on the GPU; ``scores``: float32 [n] on the GPU."""
+    the ``n`` keys of ``dim`` values at ``keys_ptr`` (``data_ptr()`` of pinned host memory, read through UVA),
+    float32 accumulation. ``q``: float32 on the GPU; ``scores``: float32 [n] on the GPU."""
     if dtype not in SCORE_KERNELS:
         raise ValueError(f"no score kernel for {dtype} keys (bfloat16, float32)")
     elt = torch.finfo(dtype).bits // 8
-    _aligned("keys address", keys_ptr)
+    (keys_ptr,) = kernel_addresses(keys_ptr)
     _aligned("key bytes", dim * elt)
     if q.dtype != torch.float32 or scores.dtype != torch.float32 or q.numel() != dim or scores.numel() < n:
         raise ValueError("q must be float32 [dim] and scores float32 [n] on the GPU")

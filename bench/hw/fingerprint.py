@@ -24,6 +24,20 @@ def pcie_peak_gbps(gen: Optional[int], width: Optional[int]) -> Optional[float]:
     return PCIE_GBPS_PER_LANE[gen] * width
 
 
+def link_peak(pcie: dict) -> tuple[Optional[float], Optional[str]]:
+    """(one-direction PCIe peak in GB/s that results are held to, where it comes from). NVML's link max
+    generation is the lower of the GPU's and the system's; behind a virtual root port (a VM) the system side may be
+    under-reported (gen 4 where the link runs gen 5), and a ceiling below the link's real rate flags true results
+    as above peak. So the peak is the larger of the link's ("nvml link") and the GPU's own max generation's
+    ("nvml gpu max gen"), at the max width: a Gen5 GPU in a real Gen4 slot is then held to Gen5's ~63 GB/s, and
+    its fraction of peak reads ~0.45 at a full Gen4 link."""
+    link = pcie_peak_gbps(pcie.get("gen_max"), pcie.get("width_max"))
+    gpu = pcie_peak_gbps(pcie.get("gen_gpu_max"), pcie.get("width_max"))
+    if gpu and (not link or gpu > link):
+        return gpu, "nvml gpu max gen"
+    return link, ("nvml link" if link else None)
+
+
 class _Probe:
     def __init__(self):
         self.missing: dict[str, str] = {}
@@ -111,15 +125,15 @@ def gpu_info(index: int, probe: _Probe) -> Optional[dict]:
     g["power_limit_w"] = probe.get("gpu.power_limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000)
     pcie = {
         "gen_current": probe.get("pcie.gen_current", lambda: lib.nvmlDeviceGetCurrPcieLinkGeneration(h)),
-        # the link's max is the lower of what the GPU and the slot/system support: a Gen5 GPU in a Gen4 slot
-        # trains at Gen4 at best, so its peak is Gen4's (nvmlDeviceGetMaxPcieLinkGeneration: device + system)
+        # the link's max is the lower of what the GPU and the slot/system support (a Gen5 GPU in a Gen4 slot trains
+        # at Gen4 at best; nvmlDeviceGetMaxPcieLinkGeneration: device + system); the peak: link_peak
         "gen_max": probe.get("pcie.gen_max", lambda: lib.nvmlDeviceGetMaxPcieLinkGeneration(h)),
         "gen_gpu_max": probe.get("pcie.gen_gpu_max", lambda: lib.nvmlDeviceGetGpuMaxPcieLinkGeneration(h)),
         "width_current": probe.get("pcie.width_current", lambda: lib.nvmlDeviceGetCurrPcieLinkWidth(h)),
         "width_max": probe.get("pcie.width_max", lambda: lib.nvmlDeviceGetMaxPcieLinkWidth(h)),
     }
     # The link trains down when idle (gen_current 1 at idle is normal): the peak uses the max generation.
-    pcie["peak_gbps_per_direction"] = pcie_peak_gbps(pcie["gen_max"], pcie["width_max"])
+    pcie["peak_gbps_per_direction"], pcie["peak_source"] = link_peak(pcie)
     g["pcie"] = pcie
     if g.get("bus_id"):
         g["numa_node"] = probe.get("gpu.numa_node", lambda: pci_numa_node(g["bus_id"]))

@@ -72,6 +72,14 @@ def decode_spans(capacity: int) -> list[int]:
     return sorted({min(capacity, g * i) for i in range(1, -(-capacity // g) + 1)})
 
 
+def graph_refusal(shape: ModelShape) -> Optional[str]:
+    """Why no CUDA graph can hold a decode step of ``shape`` (its decode then runs eagerly), or None where one can:
+    the one rule the engine captures by and the planner (bench.plan.work) prices decode by."""
+    if shape.experts:
+        return "MoE layers read expert counts on the host: no CUDA graph can hold that"
+    return None
+
+
 @dataclass
 class Engine:
     """The layers, embedding and one KV cache (sized for the longest session, reused by every session) of the
@@ -80,7 +88,8 @@ class Engine:
     anything is timed; the token and its position are device tensors the graph reads. An eager decode step is ~65
     Python-issued ops per layer, host-bound on a GPU (49 ms per token through 32 llama3_8b layers on an H200, GPU
     busy a fraction of it): its time would be Python's. Prefill stays eager (large and GPU-bound). Where capture is
-    impossible (MoE: expert counts are read on the host) or fails, decode is eager and ``decode_mode`` says so."""
+    impossible (MoE: expert counts are read on the host) or fails, decode is eager: ``decode_mode`` says how,
+    ``decode_graphs`` whether graphs ran."""
 
     shape: ModelShape
     layers: list
@@ -148,6 +157,11 @@ class Engine:
         return sorted(self._graphs)
 
     @property
+    def decode_graphs(self) -> bool:
+        """Whether decode steps replay CUDA graphs (False: eager, host-bound on a GPU)."""
+        return bool(self._graphs)
+
+    @property
     def decode_attention(self) -> str:
         """How a decode step's attention runs, for the record."""
         a = self.attention
@@ -171,8 +185,9 @@ class Engine:
         return x[0, -1].float() @ self.emb.float().T
 
     def _capture_decode(self, capacity: int) -> None:
-        if self.shape.experts:
-            self.decode_mode = "eager (MoE layers read expert counts on the host: no CUDA graph can hold that)"
+        why = graph_refusal(self.shape)
+        if why:
+            self.decode_mode = f"eager ({why})"
             return
         self._tok = torch.zeros(1, dtype=torch.long, device=self.device)
         self._pos = torch.zeros(1, dtype=torch.long, device=self.device)

@@ -772,7 +772,7 @@ def _validation_reasons(df, run_dir=None) -> list[str]:
     if run_dir is None or df.empty or not (df["benchmark"] == "e2e_agentic_replay").any():
         return []
     from bench.core.store import RECORDS, read_records
-    from bench.model.replay_check import replay_predictions
+    from bench.model.replay_check import eager_decode, replay_predictions
 
     recs = read_records(Path(run_dir) / RECORDS)
     pred = replay_predictions(df, recs)
@@ -780,9 +780,8 @@ def _validation_reasons(df, run_dir=None) -> list[str]:
             if p.get("speedup_prediction_error") is not None and p["speedup_prediction_error"] == p["speedup_prediction_error"]}
     if not errs:
         return []
-    eager = sorted({str(r["info"]["decode"]) for r in recs
-                    if r["benchmark"] == "e2e_agentic_replay" and r["status"] == "ok" and r.get("device") == "cuda"
-                    and str((r.get("info") or {}).get("decode", "")).startswith("eager")})
+    eager = sorted({how for r in recs
+                    if r["benchmark"] == "e2e_agentic_replay" and r["status"] == "ok" and (how := eager_decode(r))})
     out = ["end-to-end replay vs this model's prediction: " + ", ".join(f"{m} {e:+.0%}" for m, e in errs.items())]
     return out + [f"the replay decoded {e}" for e in eager]
 

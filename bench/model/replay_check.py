@@ -31,6 +31,15 @@ def predicted_times(costs: Costs, plan: dict, mode: str) -> tuple[float, float]:
     return pre, dec
 
 
+def eager_decode(rec: dict) -> str | None:
+    """How a GPU replay record decoded when it ran no CUDA graphs (each step Python's op issue, which the costs
+    do not price), else None. Records before info.decode_graphs say it in info.decode."""
+    info = rec.get("info") or {}
+    mode = info.get("decode_mode", info.get("decode"))
+    graphs = info.get("decode_graphs", not str(mode or "").startswith("eager"))
+    return None if (graphs or rec.get("device") != "cuda") else str(mode)
+
+
 def replay_predictions(df: pd.DataFrame, records: list) -> dict:
     """{mode: measured and predicted times and speedups, and their errors, or why there is no prediction} for the
     run's ok e2e_agentic_replay records. Records written before schema 2 carry the prediction made during the run:
@@ -78,4 +87,7 @@ def replay_predictions(df: pd.DataFrame, records: list) -> dict:
                      "time_prediction_error": (pre + dec) / total - 1, "speedup_measured": rec_total / total,
                      "speedup_predicted": sp, "speedup_prediction_error": sp / (rec_total / total) - 1,
                      "load_cost": costs.load_cost_used()["used"]}
+    for r in recs:
+        if (how := eager_decode(r)) is not None:
+            out[r["params"]["mode"]]["eager_decode"] = how
     return out

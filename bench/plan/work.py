@@ -280,10 +280,15 @@ def layer_s(c: Ctx, decode: bool, b: int, n: int, ctx: int, elt: int) -> float:
     flops = lin + s.attn_score_flops(pairs, decode, layers=1)
     weights = (s.attn_params() + s.mlp_params_active(idx)) * elt
     kv = b * (ctx + n) * s.kv_bytes_per_token_per_layer * elt // s.elt_bytes
-    ops = OPS_PER_LAYER["mla" if s.is_mla else "gqa"] + (5 * min(s.experts, tokens * s.experts_active)
-                                                         if s.experts else 0)
     return c.flops(flops, c.eff("layer_flops")) + (weights + kv) / (c.t.hbm_gbps * 1e9 * c.eff("layer_bytes")) + \
-        c.ops(ops)
+        c.ops(layer_ops(s, tokens))
+
+
+def layer_ops(s: ModelShape, tokens: int) -> int:
+    """Kernels one layer of ``s`` launches for ``tokens`` tokens: the attention and MLP ops, and ~5 per expert an
+    MoE layer routes tokens to."""
+    return OPS_PER_LAYER["mla" if s.is_mla else "gqa"] + (5 * min(s.experts, tokens * s.experts_active)
+                                                          if s.experts else 0)
 
 
 def _layer_clock(c: Ctx, k: int) -> str:
@@ -501,9 +506,12 @@ def _gpu_file(c: Ctx) -> Work:
 @model("e2e_agentic_replay")
 def _replay(c: Ctx) -> Work:
     """The replay: a warm-up session and ``repeats`` passes over the sessions, prefill per turn and decode token by
-    token through ``k`` layers; an eager decode step is issued op by op from Python (host-bound on a GPU)."""
+    token through ``k`` layers. A decode step is a CUDA graph on a GPU where one can hold it
+    (bench.llm.replay.graph_refusal, the engine's rule), else eager: a layer's ops (layer_ops: ~65, MoE more)
+    issued one by one from Python at the target's issue_us each (the H200 replayed llama3_8b's 32 layers eagerly
+    at ~49 ms a token: ~23 us an op), the GPU waiting on the host."""
     from bench.llm.workload import Workload
-    from bench.llm.replay import make_sessions
+    from bench.llm.replay import decode_spans, graph_refusal, make_sessions
 
     v = c.cfg.validate
     mode = c.p["mode"]
@@ -511,30 +519,31 @@ def _replay(c: Ctx) -> Work:
     w = Workload.from_cfg(v.workload)
     sessions = make_sessions(w, int(v.sessions), int(v.turns), float(v.scale_tokens), int(v.vocab_rows), int(v.seed))
     k = c.replay_layers
-    ops = OPS_PER_LAYER["mla" if c.shape.is_mla else "gqa"]
+    graphs = c.cuda and graph_refusal(c.shape) is None
+    eager_step = 0.0 if graphs else c.t.issue_us * 1e-6 * layer_ops(c.shape, 1)  # a layer's decode ops, issued
 
     def session_s(s) -> float:
         tot, hist, ctx = 0.0, 0, 0
         for i, turn in enumerate(s.turns):
             n = len(turn.new_ids)
             pre_n, pre_ctx = (hist + n, 0) if mode == "recompute" else (n, ctx)
-            tot += k * max(layer_s(c, False, 1, pre_n, pre_ctx, elt), c.t.issue_us * 1e-6 * ops)
+            issue = c.t.issue_us * 1e-6 * layer_ops(c.shape, pre_n)  # prefill is eager
+            tot += k * max(layer_s(c, False, 1, pre_n, pre_ctx, elt), issue)
             if mode in ("reuse_host", "reuse_storage") and i:
                 kvb = ctx * k * c.shape.kv_bytes_per_token_per_layer * elt // c.shape.elt_bytes
                 tot += c.link(kvb) * 2 + (kvb / (c.t.storage_read_gbps * 1e9) + kvb / (c.t.storage_write_gbps * 1e9)
                                           if mode == "reuse_storage" else 0.0)
             hist += n
             ctx = hist
-            for _ in range(len(turn.out_ids)):  # a CUDA graph per step on a GPU (dense); eager op issue otherwise
-                eager = c.t.issue_us * 1e-6 * ops if (not c.cuda or c.shape.experts) else 0.0
-                tot += k * max(layer_s(c, True, 1, 1, ctx, elt), eager)
+            for _ in range(len(turn.out_ids)):  # eager: the GPU runs behind the host's op issue
+                tot += k * max(layer_s(c, True, 1, 1, ctx, elt), eager_step)
                 ctx += 1
             hist = ctx
         return tot
 
     per_pass = sum(session_s(s) for s in sessions)
-    if c.cuda and not c.shape.experts:  # decode graphs captured once per run (a span per power of two), untimed
-        c_spans = (max(s.max_tokens for s in sessions) // 256).bit_length() + 1
+    if graphs:  # decode graphs captured once per run (one per attention span), untimed
+        c_spans = len(decode_spans(max(s.max_tokens for s in sessions)))
         capture = c_spans * (0.05 + 3 * k * layer_s(c, True, 1, 1, 256, elt))
     else:
         capture = 0.0

@@ -184,11 +184,11 @@ def _storage_on_simulated_gpu(tmp_path, names, force_work=None, monkeypatch=None
     return out
 
 
-def test_storage_rates_on_a_gpu_node_agree_with_their_own_latencies(tmp_path):
+def test_storage_rates_on_a_gpu_node_agree_with_their_own_latencies(o_direct_dir):
     """A file_read pass at queue depth 1 is its requests back to back: the pass time the harness reports must be
     about the sum of the per-request latencies the same pass measured on the host. The old timing (host I/O behind
     the CUDA event clock's spin) reported ~0 s per pass and GB/s orders of magnitude too high."""
-    recs = _storage_on_simulated_gpu(tmp_path, ["file_read", "file_write"])
+    recs = _storage_on_simulated_gpu(o_direct_dir, ["file_read", "file_write"])
     assert recs and all(r["status"] == "ok" for r in recs), [r["reason"] for r in recs]
     for r in recs:
         m = r["metrics"]
@@ -198,7 +198,7 @@ def test_storage_rates_on_a_gpu_node_agree_with_their_own_latencies(tmp_path):
         assert m["iops"] == pytest.approx(r["info"]["requests_per_pass"] / m["median_s"])
 
 
-def test_storage_read_timed_on_the_event_clock_is_refused_not_reported(tmp_path, monkeypatch):
+def test_storage_read_timed_on_the_event_clock_is_refused_not_reported(o_direct_dir, monkeypatch):
     """What the old storage timing did (state.exec with the device clock) is now a refused measurement: status
     error with the reason, and no GB/s in the record."""
     from bench.harness import State
@@ -209,7 +209,7 @@ def test_storage_read_timed_on_the_event_clock_is_refused_not_reported(tmp_path,
         return orig(self, fn, work="device", **kw)
 
     monkeypatch.setattr(State, "exec", old_exec)
-    recs = _storage_on_simulated_gpu(tmp_path, ["file_read"])
+    recs = _storage_on_simulated_gpu(o_direct_dir, ["file_read"])
     assert recs and all(r["status"] == "error" and "does its work on the host" in r["reason"] for r in recs)
     assert all("gbps" not in r["metrics"] for r in recs)
 

@@ -22,6 +22,17 @@ def run(names, overrides, tmp_path):
     return run_benchmarks(names, overrides, out)
 
 
+def test_storage_tests_get_a_directory_that_takes_o_direct(o_direct_dir):
+    """The storage tests' files go where O_DIRECT works and a disk is measured (the o_direct_dir fixture); a
+    memory filesystem is refused even where it takes O_DIRECT (tmpfs since Linux 6.6)."""
+    from tests.helpers import o_direct_refusal
+
+    assert fileio.create_pattern_file(str(o_direct_dir / "f"), 1 << 20, 5, "require") == "o_direct"
+    assert storage.filesystem_of(str(o_direct_dir)) not in storage.MEMORY_FILESYSTEMS
+    if storage.filesystem_of("/dev/shm") == "tmpfs":
+        assert "tmpfs (memory)" in o_direct_refusal("/dev/shm")
+
+
 def test_alignment_of_buffers_and_requests(tmp_path):
     a = fileio.direct_alignment(str(tmp_path))
     assert a >= 4096 and a % 512 == 0
@@ -35,15 +46,15 @@ def test_alignment_of_buffers_and_requests(tmp_path):
     assert buf.data_ptr() % 4096 == 0 and buf.numel() == 12345 and facts["pinned"] is False
 
 
-def test_unaligned_request_is_skipped_with_reason(tmp_path):
-    c = cfg(tmp_path, "storage.kv_block_tokens=[1]")  # tiny: 1 token = 2048 bytes, below the alignment
+def test_unaligned_request_is_skipped_with_reason(tmp_path, o_direct_dir):
+    c = cfg(o_direct_dir, "storage.kv_block_tokens=[1]")  # tiny: 1 token = 2048 bytes, below the alignment
     recs = run(["file_read"], c, tmp_path)
     odd = [r for r in recs if r["params"]["request_bytes"] == 2048][0]
     assert odd["status"] == "skipped" and "alignment" in odd["reason"]
 
 
-def test_page_cache_drop_is_verified(tmp_path):
-    p = str(tmp_path / "f")
+def test_page_cache_drop_is_verified(o_direct_dir):
+    p = str(o_direct_dir / "f")
     assert fileio.create_pattern_file(p, 1 << 20, 5, "auto") in ("o_direct", "buffered+drop")
     fd = os.open(p, os.O_RDONLY)
     os.read(fd, 1 << 20)  # buffered read pulls the pages in
@@ -52,10 +63,10 @@ def test_page_cache_drop_is_verified(tmp_path):
     os.close(fd)
 
 
-def test_read_that_would_hit_the_cache_is_never_a_result(tmp_path, monkeypatch):
+def test_read_that_would_hit_the_cache_is_never_a_result(tmp_path, o_direct_dir, monkeypatch):
     monkeypatch.setattr(fileio, "drop_cache", lambda fd, n: 7)  # as on tmpfs: pages cannot be evicted
     monkeypatch.setattr(storage, "drop_cache", lambda fd, n: 7)
-    recs = run(["file_read"], cfg(tmp_path), tmp_path)
+    recs = run(["file_read"], cfg(o_direct_dir), tmp_path)
     assert recs and all(r["status"] == "skipped" and "page cache" in r["reason"] for r in recs)
     assert all("gbps" not in r["metrics"] for r in recs)
 
@@ -96,7 +107,7 @@ def test_integrity_check_catches_a_flipped_byte(tmp_path):
     assert fileio.first_bad_page(data[65536:131072], tile, 65536) == 70000 // 4096
 
 
-def test_corrupt_file_fails_the_read_point_loudly(tmp_path, monkeypatch):
+def test_corrupt_file_fails_the_read_point_loudly(tmp_path, o_direct_dir, monkeypatch):
     real = fileio.create_pattern_file
 
     def corrupting(path, nbytes, seed, direct, chunk=16 << 20):
@@ -107,15 +118,15 @@ def test_corrupt_file_fails_the_read_point_loudly(tmp_path, monkeypatch):
         return mode
 
     monkeypatch.setattr(storage, "create_pattern_file", corrupting)
-    recs = run(["file_read"], cfg(tmp_path, "storage.patterns=[sequential]"), tmp_path)
+    recs = run(["file_read"], cfg(o_direct_dir, "storage.patterns=[sequential]"), tmp_path)
     assert recs[0]["status"] == "error" and "wrong data" in recs[0]["reason"]
 
 
-def test_not_enough_space_is_checked_before_writing(tmp_path, monkeypatch):
+def test_not_enough_space_is_checked_before_writing(tmp_path, o_direct_dir, monkeypatch):
     monkeypatch.setattr(fileio, "free_bytes", lambda p: 1 << 20)
-    recs = run(["file_write"], cfg(tmp_path), tmp_path)
+    recs = run(["file_write"], cfg(o_direct_dir), tmp_path)
     assert recs and all(r["status"] == "skipped" and "not enough free space" in r["reason"] for r in recs)
-    assert not list(tmp_path.glob(".tierbench-*"))
+    assert not list(o_direct_dir.glob(".tierbench-*"))
 
 
 def test_enospc_while_writing_removes_partial_file(tmp_path, monkeypatch):
@@ -134,8 +145,8 @@ def test_enospc_while_writing_removes_partial_file(tmp_path, monkeypatch):
     assert not (tmp_path / "f").exists()
 
 
-def test_storage_suite_on_cpu_is_verified_and_cleans_up(tmp_path):
-    c = cfg(tmp_path, "storage.patterns=[sequential,random]")
+def test_storage_suite_on_cpu_is_verified_and_cleans_up(tmp_path, o_direct_dir):
+    c = cfg(o_direct_dir, "storage.patterns=[sequential,random]")
     names = ["file_read", "file_write", "file_read_cache_check", "gpu_file_read_bounce", "gpu_file_write_bounce"]
     recs = run(names, c, tmp_path)
     assert all(r["status"] == "ok" and r["verified"] for r in recs), [(r["benchmark"], r["reason"]) for r in recs]
@@ -144,7 +155,7 @@ def test_storage_suite_on_cpu_is_verified_and_cleans_up(tmp_path):
             m = r["metrics"]
             assert m["gbps"] > 0 and m["iops"] > 0 and m["lat_p99_us"] >= m["lat_p50_us"] > 0
             assert r["info"]["io_mode"] in ("o_direct", "buffered+drop")
-    assert not list(tmp_path.glob(".tierbench-*"))  # pattern files removed at run end
+    assert not list(o_direct_dir.glob(".tierbench-*"))  # pattern files removed at run end
 
 
 @pytest.mark.parametrize("path, expect", [
@@ -185,8 +196,8 @@ def test_work_dirs_of_killed_runs_are_removed(tmp_path):
 
 
 # -- engines: Linux AIO, threads, fio ---------------------------------------------------------------------------
-def test_engine_axis_is_recorded_and_every_engine_verified(tmp_path):
-    c = cfg(tmp_path, "storage.engines=[aio,threads]", "storage.request_bytes=[4096,65536]",
+def test_engine_axis_is_recorded_and_every_engine_verified(tmp_path, o_direct_dir):
+    c = cfg(o_direct_dir, "storage.engines=[aio,threads]", "storage.request_bytes=[4096,65536]",
             "storage.queue_depths=[1,8]", "storage.kv_block_tokens=[]", "storage.patterns=[random]")
     recs = run(["file_read", "file_write"], c, tmp_path)
     assert {r["params"]["engine"] for r in recs} == {"aio", "threads"}
@@ -197,10 +208,10 @@ def test_engine_axis_is_recorded_and_every_engine_verified(tmp_path):
         assert m["lat_p999_us"] >= m["lat_p99_us"] >= m["lat_p50_us"] > 0 and m["iops"] > 0
 
 
-def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(tmp_path):
+def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(o_direct_dir):
     from bench.hw.fileio.aio import AioPass
 
-    p = str(tmp_path / "f")
+    p = str(o_direct_dir / "f")
     fb = 4 << 20
     assert fileio.create_pattern_file(p, fb, 7, "auto") == "o_direct"
     tile = fileio.pattern_tile(7)
@@ -224,7 +235,7 @@ def test_aio_engine_reads_what_threads_read_and_catches_a_corrupted_block(tmp_pa
 
 @pytest.mark.parametrize("engine", ["aio", "threads"])
 @pytest.mark.parametrize("req,qd", [(4096, 16), (65536, 3), (1 << 20, 1), (1 << 20, 4), (2 << 20, 2)])
-def test_writes_leave_the_files_own_pattern(tmp_path, engine, req, qd):
+def test_writes_leave_the_files_own_pattern(o_direct_dir, engine, req, qd):
     """Writes go from stamped windows of a few slot buffers, nothing copied in the pass (a slot's earlier requests
     left other stamps in it): after random writes over a zeroed file, the file is byte for byte the pattern
     file, and the buffers are what the point's memory check counted."""
@@ -232,7 +243,7 @@ def test_writes_leave_the_files_own_pattern(tmp_path, engine, req, qd):
     from bench.hw.fileio.aio import WINDOW, AioPass
 
     fb = 8 << 20
-    ref, p = str(tmp_path / "ref"), str(tmp_path / "f")
+    ref, p = str(o_direct_dir / "ref"), str(o_direct_dir / "f")
     fileio.create_pattern_file(ref, fb, 7, "auto")
     with open(p, "wb") as f:
         f.write(bytes(fb))
@@ -253,8 +264,8 @@ def test_writes_leave_the_files_own_pattern(tmp_path, engine, req, qd):
     assert open(p, "rb").read() == open(ref, "rb").read()
 
 
-def test_aio_needs_o_direct_and_says_so(tmp_path):
-    recs = run(["file_read"], cfg(tmp_path, "storage.engines=[aio,threads]", "storage.direct=off"), tmp_path)
+def test_aio_needs_o_direct_and_says_so(tmp_path, o_direct_dir):
+    recs = run(["file_read"], cfg(o_direct_dir, "storage.engines=[aio,threads]", "storage.direct=off"), tmp_path)
     by = {r["params"]["engine"]: r for r in recs}
     assert by["aio"]["status"] == "skipped" and "O_DIRECT" in by["aio"]["reason"]
     assert by["threads"]["status"] == "ok"
@@ -278,11 +289,11 @@ def test_fio_json_parser_on_recorded_output(name, write, gbps, p99):
         fiorun.parse(doc, not write)
 
 
-def test_fio_beside_tierbench_on_the_same_requests(tmp_path):
+def test_fio_beside_tierbench_on_the_same_requests(tmp_path, o_direct_dir):
     from tests.helpers import system_tool
 
     system_tool("fio", "fio")
-    c = cfg(tmp_path, "storage.engines=[aio,fio]", "storage.request_bytes=[4096]", "storage.queue_depths=[4]",
+    c = cfg(o_direct_dir, "storage.engines=[aio,fio]", "storage.request_bytes=[4096]", "storage.queue_depths=[4]",
             "storage.kv_block_tokens=[]",
             "storage.patterns=[random,sequential]", "harness.min_samples=3")
     recs = run(["file_read", "file_write"], c, tmp_path)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -68,7 +70,20 @@ def test_validate_command_on_cpu(tmp_path):
         p = pred[x["params"]["mode"]]
         assert p["speedup_predicted"] > 0 and "speedup_prediction_error" in p, p
         assert x["info"]["workload"] == "customer_support"
+        assert x["info"]["decode_graphs"] is False and x["info"]["decode_mode"] == "eager"  # no graphs on the CPU
+        assert "eager_decode" not in p  # nor expected there
     assert [x for x in recs if x["params"]["mode"] == "recompute"][0]["metrics"]["speedup_measured"] == 1.0
+    # the same records from a GPU: its eager decode is named beside every prediction, and by the model's analysis
+    from bench.model.analyze import _validation_reasons
+    from bench.core.store import RECORDS
+
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    raw = [{**x, "device": "cuda"} if x["benchmark"] == "e2e_agentic_replay" else x for x in raw]
+    (gpu / RECORDS).write_text("".join(json.dumps(x) + "\n" for x in raw))
+    pred = replay_predictions(load(tmp_path / "v"), raw)
+    assert all(p["eager_decode"] == "eager" for p in pred.values()), pred
+    assert "the replay decoded eager" in _validation_reasons(load(tmp_path / "v"), gpu)
 
 
 def test_validate_refuses_modes_without_baseline():

@@ -129,3 +129,42 @@ def test_plan_titles_show_the_sweep_values_as_typed():
     assert r.returncode == 0, r.stderr
     assert "warm.locality=[uniform] on h200_141gb" in r.stdout
     assert "warm.locality=[runs_16,repeat_0.6] on h200_141gb" in r.stdout
+
+
+def _replay_s(model, monkeypatch=None, refuse=None):
+    """(planned seconds of a reuse_hbm replay point through 4 layers on the H200, decode steps it replays)."""
+    from bench.commands.overrides import compose_checked
+    from bench.llm import replay
+    from bench.llm.workload import Workload
+    from bench.plan import work as W
+    from bench.plan.targets import load
+
+    if refuse is not None:
+        monkeypatch.setattr(replay, "graph_refusal", lambda shape: refuse)
+    cfg = compose_checked(["plan.gpu=h200_141gb", f"model={model}", "benchmark=validate"])
+    c = W.Ctx(cfg, {"mode": "reuse_hbm"}, load("h200_141gb"), None)
+    c.benchmark, c.replay_layers = "e2e_agentic_replay", 4
+    v = cfg.validate
+    sessions = replay.make_sessions(Workload.from_cfg(v.workload), int(v.sessions), int(v.turns),
+                                    float(v.scale_tokens), int(v.vocab_rows), int(v.seed))
+    steps = sum(len(t.out_ids) for t in sessions[0].turns) + \
+        int(v.repeats) * sum(len(t.out_ids) for s in sessions for t in s.turns)  # warm-up session + repeats
+    return W.MODELS["e2e_agentic_replay"](c).setup_s, steps, c
+
+
+def test_replay_plan_prices_eager_decode_where_no_graph_can_hold_a_step(monkeypatch):
+    """Decode steps are priced as the engine runs them (bench.llm.replay.graph_refusal): CUDA graphs for a dense
+    model; eager (every op of a layer issued from Python at issue_us) where a graph cannot hold the step (MoE, or
+    the rule refusing), which costs at least steps x layers x ops x issue_us more."""
+    from bench.plan.work import layer_ops
+
+    graphs_s, steps, c = _replay_s("llama3_8b")
+    eager_s, steps2, _ = _replay_s("llama3_8b", monkeypatch, refuse="refused for the test")
+    issue = steps * 4 * layer_ops(c.shape, 1) * c.t.issue_us * 1e-6
+    assert steps == steps2 and steps > 100
+    assert eager_s >= issue  # every eager step takes at least its ops' issue
+    assert 0.5 * issue <= eager_s - graphs_s <= issue  # in place of the GPU's time for the step (here < half)
+    monkeypatch.undo()
+    moe_s, moe_steps, mc = _replay_s("mixtral_8x7b")
+    assert layer_ops(mc.shape, 1) == layer_ops(c.shape, 1) + 5 * 2  # the two experts a token is routed to
+    assert moe_s >= moe_steps * 4 * layer_ops(mc.shape, 1) * mc.t.issue_us * 1e-6
