@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", default="default", help="the suite whose storage settings tierbench's points use")
     a = ap.parse_args(argv)
 
-    from bench.benchmarks.storage import storage_root
+    from bench.benchmarks.storage.benchmarks import storage_root
     from bench.hw.fileio import create_pattern_file
     from bench.harness import RunContext, run_point
     from bench.harness.timing import StoppingRule

@@ -77,12 +77,24 @@ def quick_run(tmp_path_factory, worker_id):
 
 @pytest.fixture
 def registered():
-    """Register throw-away benchmarks for a test and remove them afterwards."""
-    from bench.benchmarks import load_all
+    """Register throw-away benchmarks for a test (family "test", registered here with a config section of its own)
+    and remove them, and that family, afterwards."""
+    from dataclasses import dataclass
+    from typing import Optional
+
+    from bench.benchmarks import load_all, load_families
+    from bench.core.family import FAMILIES, Family, family
     from bench.core.registry import REGISTRY
 
+    @dataclass
+    class TestFamilyConfig:
+        budget_s: Optional[float] = None
+
     load_all()
+    family(Family("test", order=10 ** 6, config=TestFamilyConfig, package="tests", modules=()))
     before = set(REGISTRY)
     yield REGISTRY
     for k in set(REGISTRY) - before:
         del REGISTRY[k]
+    del FAMILIES["test"]
+    load_families()  # the root config again without the test family

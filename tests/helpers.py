@@ -13,6 +13,13 @@ RUNS = ROOT / "tests" / "data" / "runs"
 APT_WAIT = "DPkg::Lock::Timeout=600"  # tests on two workers may install at once: wait for dpkg's lock, never fail on it  # two recorded CPU runs (cpu_a, cpu_b) of the same points
 
 
+def NO_COST(c):
+    """The cost model of a test's throw-away benchmark (@benchmark needs one): one point overhead, nothing timed."""
+    from bench.harness.cost import Work
+
+    return Work()
+
+
 def run_cli(*args, cwd=None, timeout=300, env=None):
     """Run `python -m bench ...` as a user would; returns CompletedProcess with text output."""
     e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
@@ -27,7 +34,7 @@ def o_direct_refusal(d) -> str | None:
     import mmap
     import tempfile
 
-    from bench.benchmarks.storage import MEMORY_FILESYSTEMS, filesystem_of
+    from bench.benchmarks.storage.benchmarks import MEMORY_FILESYSTEMS, filesystem_of
 
     fs = filesystem_of(str(d))
     if fs in MEMORY_FILESYSTEMS:

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from bench.benchmarks import warm as W
+from bench.benchmarks.warm import benchmarks as W
 from bench.core.store import load, read_records
 
 

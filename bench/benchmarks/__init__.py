@@ -1,32 +1,61 @@
-"""The benchmarks: one module per measured quantity, each registering its benchmark functions with their declared
-axes (bench.core.registry). This package finds them: ``load_all`` imports every module (their decorators register),
-``catalog`` reads their names and docstrings without importing torch, ``select`` / ``resolve`` pick a run's, and
-``validate`` checks a config with the value checks of the families a run selects."""
+"""The benchmark families, one package each (bench/benchmarks/<family>/: its declaration, config and checks, its
+benchmarks with their axes, needs and cost models, its sizing rules and plots; bench.core.family). This package
+finds them: ``load_families`` registers every family (light: the packages' declarations, and Hydra's schemas derived
+from them), ``load_all`` imports every family's benchmark modules (their decorators register), ``catalog`` reads
+the benchmarks' names and docstrings without importing torch, ``select`` / ``resolve`` pick a run's, and
+``validate_run`` checks a config with the value checks of the families a run selects."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
 from bench.core.errors import UserError, allowed
+from bench.core.family import FAMILIES
+from bench.core.family import families as registered
 from bench.core.registry import REGISTRY, Benchmark
 
 
-def load_all() -> dict[str, Benchmark]:
-    """Import every module under bench.benchmarks so that their decorators register."""
+def load_families() -> list:
+    """Register every family (each subpackage's ``FAMILY``) and Hydra's schemas derived from them (the root config,
+    ``benchmark=all``); returns the families in their order."""
     for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+        if mod.ispkg:
+            importlib.import_module(f"{__name__}.{mod.name}")
+    from bench.core.config import register_schemas
+
+    fams = registered()
+    register_schemas(fams)
+    return fams
+
+
+def load_all() -> dict[str, Benchmark]:
+    """Import every family's benchmark modules so that their decorators register; the registry in run order
+    (families in their order, each family's benchmarks as its modules define them)."""
+    fams = load_families()
+    for f in fams:
+        f.import_modules()
+    if list(REGISTRY) != sorted(REGISTRY, key=_run_order(fams)):
+        ordered = sorted(REGISTRY.items(), key=lambda kv: _run_order(fams)(kv[0]))
+        REGISTRY.clear()
+        REGISTRY.update(ordered)
     return REGISTRY
 
 
+def _run_order(fams):
+    rank = {f.name: i for i, f in enumerate(fams)}
+    seen = {name: i for i, name in enumerate(REGISTRY)}
+    return lambda name: (rank.get(REGISTRY[name].family, len(rank)), seen[name])
+
+
 def catalog() -> list[dict]:
-    """Every benchmark's name, family and description read from the source of bench/benchmarks/*.py (the
+    """Every benchmark's name, family and description read from the source of bench/benchmarks/<family>/*.py (the
     ``@benchmark(name, family=...)`` decorators and the functions' docstrings) without importing it: `bench list`
     answers without torch. The same facts as load_all() (a test holds them equal)."""
     import ast
     from pathlib import Path
 
     out = []
-    for path in sorted(Path(__path__[0]).glob("*.py")):
+    for path in sorted(Path(__path__[0]).glob("*/*.py")):
         tree = ast.parse(path.read_text())
         for node in tree.body:
             if not isinstance(node, ast.FunctionDef):
@@ -36,12 +65,13 @@ def catalog() -> list[dict]:
                     fam = next((k.value.value for k in dec.keywords if k.arg == "family"), None)
                     doc = (ast.get_docstring(node, clean=False) or "").strip().split("\n\n")[0]
                     out.append({"name": dec.args[0].value, "family": fam, "description": " ".join(doc.split()),
-                                "module": f"{__name__}.{path.stem}"})
+                                "module": f"{__name__}.{path.parent.name}.{path.stem}"})
     return out
 
 
 def families() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+    """{family: [its benchmarks in run order]}."""
+    out: dict[str, list[str]] = {f: [] for f in FAMILIES}
     for b in load_all().values():
         out.setdefault(b.family, []).append(b.name)
     return out
@@ -83,7 +113,7 @@ def resolve(selection) -> list[Benchmark]:
     return [reg[n] for n in dict.fromkeys(names)]
 
 
-def validate(cfg) -> list[Benchmark]:
+def validate_run(cfg) -> list[Benchmark]:
     """The config's value checks (bench.core.config.validate) with the checks of the families this run selects;
     returns the selected benchmarks."""
     from bench.core.config import validate as validate_config
@@ -91,3 +121,6 @@ def validate(cfg) -> list[Benchmark]:
     benches = select(cfg)
     validate_config(cfg, {b.family for b in benches})
     return benches
+
+
+load_families()  # Hydra's root config exists once this package is imported (commands compose through it)

@@ -10,7 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.benchmarks import validate
+from bench.benchmarks import validate_run
 from bench.core.config import conf_dir
 from bench.core.errors import UserError, allowed
 
@@ -212,7 +212,7 @@ def precheck(argv: list[str]) -> None:
         if not cuda or cfg.harness.device == "cpu":
             validate_cpu_job(cfg, ov)  # as a CPU-only job runs it: its families' cpu: blocks applied
         else:
-            validate(cfg)
+            validate_run(cfg)
         if planning:
             continue
         from bench.core.store import MANIFEST, check_writable_dir
@@ -236,7 +236,7 @@ def validate_cpu_job(cfg, overrides: list[str]) -> None:
 
     filled = apply_cpu_overrides(cfg, keys_of(overrides))
     try:
-        validate(cfg)
+        validate_run(cfg)
     except UserError as e:
         m = re.match(r"([A-Za-z_]+)\.([A-Za-z_]+)=", str(e))
         if m and f"{m.group(1)}.{m.group(2)}" in filled:

@@ -21,7 +21,7 @@ def human_s(s: float) -> str:
 
 def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]:
     """[(job overrides, Plan, presets added for a CPU-only run)] for every job, composed as `bench run` composes."""
-    from bench.benchmarks import validate
+    from bench.benchmarks import validate_run
     from bench.core.config import apply_cpu_overrides, check_plan_target
     from bench.commands.overrides import compose_checked, cpu_defaults, jobs, keys_of
     from bench.plan import plan_run
@@ -38,7 +38,7 @@ def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]
             if added:
                 cfg = compose_checked(job + added)
             apply_cpu_overrides(cfg, keys_of(job + added))
-        validate(cfg)  # once, as the job would run
+        validate_run(cfg)  # once, as the job would run
         out.append((job, plan_run(cfg, target), added))
     return out
 

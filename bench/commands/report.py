@@ -27,6 +27,9 @@ def cmd_report(argv: list[str]) -> int:
             raise
         out = str(fallback_dir("report"))
         print(f"note: {Path(run_dirs(a.runs)[0])} is read-only; writing the report to {out}")
+    from bench.benchmarks import load_families
+
+    load_families()  # the families' plots (bench.core.family)
     res = build(a.runs, out, a.allow_mismatch)
     print(f"wrote {res['html']} and {res['markdown']} ({len(res['images'])} plots)")
     for x in res["incomplete"]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import bench
 from bench.core.identity import git_sha
-from bench.benchmarks import validate
+from bench.benchmarks import validate_run
 from bench.core.config import apply_cpu_overrides, conf_dir
 from bench.commands.overrides import cpu_defaults, key_of, keys_of  # noqa: F401
 from bench.core.errors import UserError, fail
@@ -129,7 +129,7 @@ def _start(cfg, hc, run_dir: Path, run_id: str):
     overrides = list(hc.overrides.task)
     cpu_defaults = list(cfg.run.cpu_defaults) if not device.is_cuda else []
     cpu_sized = apply_cpu_overrides(cfg, keys_of(overrides)) if not device.is_cuda else []
-    benches = validate(cfg)  # once per job, as it will run (a CPU-only job with its families' cpu: blocks)
+    benches = validate_run(cfg)  # once per job, as it will run (a CPU-only job with its families' cpu: blocks)
     store = RunStore(run_dir, run_id)
     hardware = fingerprint(device.index if device.is_cuda else 0, cfg.storage.path)
     manifest = {

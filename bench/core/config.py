@@ -13,7 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from bench import conf_dir, kernels_dir  # noqa: F401  (re-exported: config and kernel paths)
-from bench.core.checks import CHECKS, check, positive_ints, validator  # noqa: F401  (re-exported)
+from bench.core.checks import CHECKS, check  # noqa: F401  (CHECKS re-exported)
 from bench.core.identity import host_tag as _host_tag  # noqa: F401  (the run id's resolver, tb_host)
 
 MiB = 1 << 20
@@ -66,31 +66,6 @@ class SuiteConfig:
 
 
 @dataclass
-class StorageConfig:
-    budget_s: Optional[float] = None
-    budget_bytes: Optional[int] = None  # file bytes read + written by the family (null: no limit)
-    path: Optional[str] = None  # directory for storage benchmarks; null = /var/tmp on the root disk
-    direct: str = "auto"
-    engines: list = field(default_factory=lambda: ["aio", "threads", "fio"])  # host <-> file engines (an axis)
-    file_bytes: int = MISSING
-    request_bytes: list = MISSING
-    kv_block_tokens: list = MISSING
-    patterns: list = MISSING
-    queue_depths: list = MISSING
-    # a timed pass is sized by time, never a bare count, so that it runs at steady state (fio's time_based runs are
-    # the reference): about pass_s seconds at the rate an untimed probe pass measured, and at least pass_depths
-    # requests per queue slot (the queue's ramp-up and drain under ~3% of the pass); at most pass_max_bytes and the
-    # file's distinct slots (sequential/random)
-    pass_s: float = 0.1
-    pass_depths: int = 32
-    pass_max_bytes: int = 1073741824
-    cache_check_bytes: int = MISSING
-    gpu_request_bytes: list = MISSING
-    gpu_queue_depths: list = MISSING
-    seed: int = 99
-
-
-@dataclass
 class ModelConfig:
     """A transformer's published shape. Derived quantities live in bench.llm.shapes."""
 
@@ -119,164 +94,21 @@ class ModelConfig:
     v_head_dim: int = 0
 
 
-@dataclass
-class CeilingsConfig:
-    budget_s: Optional[float] = None  # family time budget (null: none); points that would overrun it are skipped
-    copy_bytes: list = MISSING
-    gemm_n: list = MISSING
-    gemm_dtype: str = "bfloat16"
-    cpu_gemm_dtype: str = "float32"
+CORE_SECTIONS = (("harness", HarnessConfig), ("run", RunConfig), ("plan", PlanConfig), ("suite", SuiteConfig),
+                 ("model", ModelConfig))
 
 
-@dataclass
-class TransferConfig:
-    budget_s: Optional[float] = None
-    sizes: list = MISSING
-    latency_max_bytes: int = MISSING
-    streams: list = MISSING
-    stream_bytes: int = MISSING
-    numa_pin: bool = True
-    block_tokens: list = MISSING
-    layouts: list = MISSING
-    methods: list = MISSING
-    paged_bytes: int = MISSING
-    pool_factor: int = MISSING
-    seed: int = 1234
+def root_config(families) -> type:
+    """The root config's dataclass: the core sections, one section per benchmark family (bench.core.family: each
+    family's own config dataclass, in the families' order), ``families`` (filled by the benchmark/ group: each
+    family config loaded adds its name) and ``only`` (null = every benchmark of the loaded families in the suite;
+    or names: only=[h2d_pinned])."""
+    from dataclasses import make_dataclass
 
-
-@dataclass
-class ComputeSweep:
-    """Prefill (n_new x n_ctx) and decode (batch x ctx) axes shared by the attention and layers families."""
-
-    budget_s: Optional[float] = None
-    dtype: str = "model"  # model = the preset's dtype
-    cpu_dtype: str = "float32"
-    prefill_new: list = MISSING
-    prefill_ctx: list = MISSING
-    decode_batch: list = MISSING
-    decode_ctx: list = MISSING
-    cpu: dict = field(default_factory=dict)  # replaces the sweep on a CPU-only run
-
-
-@dataclass
-class AttentionConfig(ComputeSweep):
-    backends: list = MISSING
-    # the kernels backend=best chooses among (each timed once per shape and run, with its own row's timing)
-    best_of: list = field(default_factory=lambda: ["auto", "flash", "cudnn", "efficient", "flashinfer"])
-    page_tokens: int = 16
-    check_tokens: int = 64
-
-
-@dataclass
-class LayersConfig(ComputeSweep):
-    layer_counts: list = MISSING
-    # the attention kernels of every layer: best (the fastest that passes the float64 check, one prefill kernel for
-    # every cached-context length, timed once per run), or auto / flash / cudnn / efficient / math for all
-    attention: str = "best"
-
-
-@dataclass
-class ValidateConfig:
-    budget_s: Optional[float] = None
-    workload: Any = None
-    modes: list = MISSING
-    sessions: int = 2
-    turns: int = 6
-    scale_tokens: float = 0.25
-    layers: Optional[int] = None
-    repeats: int = 3
-    dtype: str = "model"
-    cpu_dtype: str = "float32"
-    vocab_rows: int = 4096
-    seed: int = 5
-    cpu: dict = field(default_factory=dict)
-
-
-@dataclass
-class InterferenceConfig:
-    """KV transfers under load (benchmark=interference). Sizes in bytes, tokens, GB/s = 1e9 B/s."""
-
-    budget_s: Optional[float] = None
-    # copy_under_compute: a paged KV move beside a prefill or decode layer loop
-    methods: list = MISSING
-    directions: list = MISSING  # onload (host -> pool) | offload (pool -> host)
-    computes: list = MISSING  # prefill | decode
-    copy_bytes: int = MISSING
-    block_tokens: int = 16
-    layout: str = "layer_major"
-    pool_factor: int = 2
-    compute_layers: int = 4
-    prefill_new: int = MISSING
-    prefill_ctx: int = MISSING
-    decode_batch: int = MISSING
-    decode_ctx: int = MISSING
-    match_durations: bool = True  # repeat the compute so that alone it lasts about as long as the copy
-    max_repeats: int = 64
-    # layerwise_load: layer l+1's KV loads while layer l computes
-    layerwise_layers: Optional[int] = None  # null = every layer of the model that fits the memory budget
-    layerwise_new: list = MISSING
-    hit_tokens: list = MISSING
-    tier_gbps: list = MISSING  # "link" (the host link itself) or a slower tier's GB/s, emulated by pacing
-    # host_traffic_concurrent / all_gpus_host
-    host_streams: list = MISSING
-    host_bytes: int = MISSING
-    seed: int = 4321
-    cpu: dict = field(default_factory=dict)
-
-
-@dataclass
-class WarmConfig:
-    """The warm tier read on demand (benchmark=warm): token rows fetched per decode step from pinned host memory,
-    keys scored in place, a neighbour GPU's HBM, and cold-tier elephant flows beside decode. Sizes in bytes."""
-
-    budget_s: Optional[float] = None
-    # warm_fetch: each step, `rows` token rows chosen from a pinned host pool of pool_bytes land in HBM
-    pool_bytes: int = MISSING  # the host pool (GBs on a GPU node: far beyond L2 and TLB reach)
-    row_bytes: list = MISSING  # bytes per row (multiples of 16), or "model": the preset's per-token per-layer KV row
-    rows: list = MISSING  # rows per step (k)
-    locality: list = MISSING  # uniform | runs_<R> (runs of R consecutive rows) | repeat_<F> (F of a step's rows
-    # were in the previous step and stay in HBM; only the rest is fetched)
-    methods: list = MISSING  # uva_kernel | cpu_gather | copy_per_run
-    steps: int = 8  # distinct steps (row selections) cycled through while timing; each one verified
-    latency_samples: int = 200  # single steps timed for the per-step latency percentiles (within the time budget)
-    max_copy_calls: int = 16384  # copy_per_run: a step needing more copy calls than this is skipped with why
-    # warm_search: score a decode step's query against keys that stay in host memory, then top-k
-    search_tokens: list = MISSING  # keys scored per step
-    search_methods: list = MISSING  # uva_kernel | cpu | copy_first
-    search_top_k: int = 2048
-    # warm_peer: rows and KV blocks gathered from another GPU's HBM (skipped with why on one GPU or a CPU)
-    peer_row_bytes: list = MISSING
-    peer_rows: int = 2048
-    peer_methods: list = MISSING  # peer_kernel (loads from the peer's HBM) | peer_copy (cudaMemcpyPeer per run)
-    # cold_read_under_decode: large sequential reads from storage (aio engine) while decode runs
-    cold_request_bytes: list = MISSING  # >= 64 MiB each
-    cold_queue_depths: list = MISSING  # requests in flight
-    cold_file_bytes: int = MISSING
-    cold_decode_batch: int = 64
-    cold_decode_ctx: int = 8192
-    cold_layers: int = 4
-    seed: int = 2718
-    cpu: dict = field(default_factory=dict)
-
-
-@dataclass
-class RootConfig:
-    harness: HarnessConfig = field(default_factory=HarnessConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    plan: PlanConfig = field(default_factory=PlanConfig)
-    suite: SuiteConfig = field(default_factory=SuiteConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    ceilings: CeilingsConfig = field(default_factory=CeilingsConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
-    layers: LayersConfig = field(default_factory=LayersConfig)
-    validate: ValidateConfig = field(default_factory=ValidateConfig)
-    interference: InterferenceConfig = field(default_factory=InterferenceConfig)
-    warm: WarmConfig = field(default_factory=WarmConfig)
-    # Filled by the benchmark/ group: each family config loaded (benchmark=all loads every one) adds its name.
-    families: dict = field(default_factory=dict)
-    only: Any = None  # null = every benchmark of the loaded families in the suite; or names: only=[h2d_pinned]
+    fields = [(name, cls, field(default_factory=cls)) for name, cls in CORE_SECTIONS]
+    fields += [(f.name, f.config, field(default_factory=f.config)) for f in families]
+    fields += [("families", dict, field(default_factory=dict)), ("only", Any, None)]
+    return make_dataclass("RootConfig", fields)
 
 
 @dataclass
@@ -363,16 +195,27 @@ class AnalysisConfig:
     sparse: SparseConfig = field(default_factory=SparseConfig)
 
 
-def register_schemas() -> None:
+def register_schemas(families=None) -> None:
+    """Hydra's schemas: the analysis config and, given the registered ``families``, the root config and
+    ``benchmark=all`` (every family's config group, in the families' order)."""
     cs = ConfigStore.instance()
-    cs.store(name="tierbench_schema", node=RootConfig)
     cs.store(name="analysis_schema", node=AnalysisConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig, package="model")
+    if families is not None:
+        cs.store(name="tierbench_schema", node=root_config(families))
+        cs.store(group="benchmark", name="all", node={"defaults": [f.name for f in families]}, package="_global_")
 
 
 register_schemas()
 
 DTYPES = ("float32", "float16", "bfloat16", "float8_e4m3fn")
+
+
+def check_dtypes(cfg, *keys: str) -> None:
+    """Each of ``keys`` (dotted) names a dtype the suite computes in."""
+    for key in keys:
+        val = OmegaConf.select(cfg, key)
+        check(val in DTYPES, key, val, f"one of {', '.join(DTYPES)}")
 
 
 def apply_cpu_overrides(cfg, typed=frozenset()) -> list[str]:
@@ -427,10 +270,7 @@ def validate(cfg, families=None) -> None:
     check(0 < h.host_mem_fraction <= 1, "harness.host_mem_fraction", h.host_mem_fraction, "a fraction in (0, 1]")
     check(bool(re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
            "one directory name: letters, digits, '.', '_' and '-', not '.' or '..'")
-    for key in ("ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype", "model.dtype", "attention.cpu_dtype",
-                "layers.cpu_dtype"):
-        val = OmegaConf.select(cfg, key)
-        check(val in DTYPES, key, val, f"one of {', '.join(DTYPES)}")
+    check_dtypes(cfg, "model.dtype")
     for key in ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn"):
         val = cfg.model[key]
         check(isinstance(val, int) and val > 0, f"model.{key}", val, "an integer > 0")
@@ -441,11 +281,14 @@ def validate(cfg, families=None) -> None:
     for key in ("plan.storage_read_gbps", "plan.storage_write_gbps"):
         val = OmegaConf.select(cfg, key)
         check(val is None or val > 0, key, val, "GB/s > 0 (or null: the target's)")
-    for family in ("ceilings", "transfer", "attention", "layers", "interference", "storage", "validate", "warm"):
-        val = OmegaConf.select(cfg, f"{family}.budget_s")
-        check(val is None or val > 0, f"{family}.budget_s", val, "seconds > 0, or null for no budget")
-    val = OmegaConf.select(cfg, "storage.budget_bytes")
-    check(val is None or val > 0, "storage.budget_bytes", val, "bytes > 0, or null for no budget")
+    from bench.core.family import families as registered
+
+    for f in registered():
+        val = OmegaConf.select(cfg, f"{f.name}.budget_s")
+        check(val is None or val > 0, f"{f.name}.budget_s", val, "seconds > 0, or null for no budget")
+        if f.budget_bytes:
+            val = OmegaConf.select(cfg, f"{f.name}.budget_bytes")
+            check(val is None or val > 0, f"{f.name}.budget_bytes", val, "bytes > 0, or null for no budget")
     if cfg.storage.path is not None:
         check(str(cfg.storage.path).strip() != "", "storage.path", cfg.storage.path, "a directory path or null")
     if families is None:
@@ -454,8 +297,3 @@ def validate(cfg, families=None) -> None:
         if family in families:
             family_check(cfg)
 
-
-@validator("ceilings")
-def _ceilings(cfg) -> None:
-    positive_ints("ceilings.copy_bytes", cfg.ceilings.copy_bytes)
-    positive_ints("ceilings.gemm_n", cfg.ceilings.gemm_n)

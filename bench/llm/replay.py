@@ -74,7 +74,7 @@ def decode_spans(capacity: int) -> list[int]:
 
 def graph_refusal(shape: ModelShape) -> Optional[str]:
     """Why no CUDA graph can hold a decode step of ``shape`` (its decode then runs eagerly), or None where one can:
-    the one rule the engine captures by and the planner (bench.plan.work) prices decode by."""
+    the one rule the engine captures by and the planner (bench.benchmarks.validate.cost) prices decode by."""
     if shape.experts:
         return "MoE layers read expert counts on the host: no CUDA graph can hold that"
     return None

@@ -3,8 +3,9 @@ and its estimated time, before anything is allocated; and the family budgets a r
 
 Bytes are the benchmark's own: each benchmark declares what a point holds (``needs``, bench.core.registry), the
 harness checks it before the point runs and the planner reads it without running the benchmark. Times come from
-:mod:`bench.plan.work` (what a call costs on the target) turned into seconds by the harness's own stopping rule
-(:func:`measure_s`): warm-up, calibration, min_samples / noise target / time budget / max_samples.
+each benchmark's cost model (declared with it, in its family's ``cost`` module: what a call costs on the target),
+turned into seconds by the harness's own stopping rule (:func:`measure_s`): warm-up, calibration, min_samples /
+noise target / time budget / max_samples.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from typing import Optional
 import torch
 
 from bench.core.errors import Skip
-from bench.plan import work as W
+from bench.harness.cost import Ctx, Timed
 from bench.plan.targets import Target
 
-FAMILY_ORDER = ("ceilings", "transfer", "attention", "layers", "interference", "storage", "warm", "validate")
 
 
 class PlanDevice:
@@ -134,7 +134,7 @@ def _clock_limits(clock: str, cuda: bool) -> tuple[float, int]:
     return CudaClock.resolution_s, CudaClock.max_inner
 
 
-def measure_s(t: W.Timed, cfg, target: Target) -> tuple[float, int]:
+def measure_s(t: Timed, cfg, target: Target) -> tuple[float, int]:
     """Seconds :func:`bench.harness.timing.measure` spends on ``t`` (warm-up, calibration, sampling until the
     noise target, the time budget or max_samples) and the calls it makes. Sampling stops at the noise target
     after min_samples for ``target.converge_share`` of points and runs to the time budget for the rest."""
@@ -171,20 +171,11 @@ class Estimate:
 
 
 def estimate(bench, params: dict, cfg, target: Target, need, seen: set) -> Estimate:
-    """Estimated seconds of one point (``seen``: the once-per-run keys earlier points already paid; updated)."""
-    model = W.MODELS.get(bench.name)
-    if model is None:
-        return Estimate(target.point_overhead_s + 3 * float(cfg.harness.time_budget_s), 0, {"model": "none"})
-    c = W.Ctx(cfg, params, target, need)
-    c.benchmark = bench.name
-    if bench.name == "layerwise_load":
-        from bench.benchmarks.interference import layerwise_depth
-
-        c.layerwise_layers = layerwise_depth(_state_for(bench, params, cfg, target), int(params["n_new"]),
-                                             int(params["hit_tokens"]))
-    if bench.name == "e2e_agentic_replay":
-        c.replay_layers = _replay_layers(bench, params, cfg, target)
-    w = model(c)
+    """Estimated seconds of one point (``seen``: the once-per-run keys earlier points already paid; updated): the
+    benchmark's own cost model (declared with it: bench.core.registry) turned into seconds by the harness's
+    stopping rule."""
+    c = Ctx(cfg, params, target, need, bench.name, state=lambda: _state_for(bench, params, cfg, target))
+    w = bench.cost(c)
     timed_s, io = 0.0, w.io_setup_bytes
     for t in w.timed:
         if t.key is not None:
@@ -213,13 +204,6 @@ def _state_for(bench, params, cfg, target):
                  gpu_budget_bytes(cfg, target), target.hardware(), RunContext(), planning=True)
 
 
-def _replay_layers(bench, params, cfg, target) -> int:
-    """The layers the replay runs: the benchmark's own rule (bench.benchmarks.replay._sizes)."""
-    from bench.benchmarks.replay import _sizes
-
-    return _sizes(_state_for(bench, params, cfg, target))[5]
-
-
 # -- budgets -----------------------------------------------------------------------------------------------------
 def family_budget_s(cfg, family: str) -> Optional[float]:
     sec = cfg.get(family)
@@ -227,8 +211,13 @@ def family_budget_s(cfg, family: str) -> Optional[float]:
     return None if v is None else float(v)
 
 
-def storage_budget_bytes(cfg) -> Optional[int]:
-    v = cfg.storage.get("budget_bytes") if "storage" in cfg else None
+def family_budget_bytes(cfg, family: str) -> Optional[int]:
+    """``<family>.budget_bytes`` (file bytes read + written) of a family that declares one (Family.budget_bytes)."""
+    from bench.core.family import FAMILIES
+
+    f = FAMILIES.get(family)
+    sec = cfg.get(family) if (f is not None and f.budget_bytes) else None
+    v = sec.get("budget_bytes") if sec is not None else None
     return None if v is None else int(v)
 
 
@@ -269,11 +258,11 @@ class Budgets:
             self.skipped[family] = self.skipped.get(family, 0) + 1
             return (f"family budget: {family}.budget_s={b:g} s, {used:.1f} s used, this point is estimated at "
                     f"{est.total_s:.1f} s")
-        bb = storage_budget_bytes(self.cfg) if family == "storage" else None
+        bb = family_budget_bytes(self.cfg, family)
         io = self.used_io.get(family, 0)
         if bb is not None and est.io_bytes and io + est.io_bytes > bb:
             self.skipped[family] = self.skipped.get(family, 0) + 1
-            return (f"storage bytes budget: storage.budget_bytes={bb}, {io} bytes read + written so far, this point "
+            return (f"{family} bytes budget: {family}.budget_bytes={bb}, {io} bytes read + written so far, this point "
                     f"would move ~{est.io_bytes}")
         return None
 
@@ -287,9 +276,9 @@ class Budgets:
         for f in fams:
             out[f] = {"planned_s": round(self.planned_s.get(f, 0.0), 3), "actual_s": round(self.used_s.get(f, 0.0), 3),
                       "budget_s": family_budget_s(self.cfg, f), "skipped_for_budget": self.skipped.get(f, 0)}
-            if f == "storage":
+            if family_budget_bytes(self.cfg, f) is not None or self.used_io.get(f):
                 out[f]["io_bytes"] = self.used_io.get(f, 0)
-                out[f]["budget_bytes"] = storage_budget_bytes(self.cfg)
+                out[f]["budget_bytes"] = family_budget_bytes(self.cfg, f)
             if f in self.contention:
                 out[f]["contention"] = self.contention[f]
         return out
@@ -327,8 +316,8 @@ def plan_run(cfg, target: Target) -> Plan:
         f[p.status] += 1
         f["est_s"] = round(f["est_s"] + p.est_s, 3)
         f["io_bytes"] += p.io_bytes
-        if p.family == "storage":
-            f["budget_bytes"] = storage_budget_bytes(cfg)
+        if family_budget_bytes(cfg, p.family) is not None:
+            f["budget_bytes"] = family_budget_bytes(cfg, p.family)
     return Plan(target, points, fams, sum(p.est_s for p in points))
 
 

@@ -9,18 +9,14 @@ import json
 import re
 from pathlib import Path
 
+from bench.core.family import families
 from bench.report.compare import FINGERPRINT_KEYS, identity_mismatches
-from bench.report import plots
 from bench.core.store import (RECORDS, check_numbers, load, read_manifest, read_records,
                          run_dirs, run_state)
 
-PLOTS = [("bandwidth_vs_size", "Host <-> device copy bandwidth vs size", plots.bandwidth_vs_size),
-         ("paged_methods", "Paged KV transfer methods vs block size", plots.paged_methods),
-         ("storage_vs_queue_depth", "Storage bandwidth vs queue depth", plots.storage_vs_queue_depth),
-         ("roofline", "Prefill vs decode on the roofline", plots.roofline),
-         ("interference", "KV transfers under load", plots.interference),
-         ("warm_bandwidth", "Warm tier: bandwidth vs row size (fetch on demand)", plots.warm_bandwidth),
-         ("warm_step_latency", "Warm tier: step latency vs rows per step", plots.warm_step_latency)]
+def plots() -> list:
+    """[(name, title, draw)] of every registered family's plots, in the families' order (bench.core.family)."""
+    return [(p.name, p.title, p.function(f.package)) for f in families() for p in f.plots]
 
 
 def model_results(dirs) -> list[dict]:
@@ -44,7 +40,7 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
     out = Path(out_dir)
     img = out / "img"
     made = []
-    for name, title, fn in PLOTS:
+    for name, title, fn in plots():
         path = fn(df, img / f"{name}.png")
         if path:
             made.append((name, title, path))
@@ -72,7 +68,7 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
                  (r["verdict"].get("reasons") if isinstance(r["verdict"], dict) else None) or [],
                  r.get("warnings") or [], r.get("gpu", ""))
                 for r in model_results(dirs)]
-    missing = [title for name, title, _ in PLOTS if name not in {m[0] for m in made}]
+    missing = [title for name, title, _ in plots() if name not in {m[0] for m in made}]
     incomplete = [f"incomplete run: {Path(d).name} is {run_state(m, n)}: its points are what its records hold"
                   for d, m, n in zip(dirs, mans, n_records) if run_state(m, n)]
     incomplete += [f"different configurations, reported together (--allow-mismatch): {m}" for m in mismatches]

@@ -1,7 +1,7 @@
 """Pictures of a model result: speedup vs hit rate per tier with the Amdahl bound, GPU split, break-even."""
 from __future__ import annotations
 
-from bench.report.plots import _finish, _save, plt
+from bench.report.plotkit import finish, plt, save
 
 
 def _where(r: dict) -> str:
@@ -40,9 +40,9 @@ def speedup_vs_hit_rate(r: dict, path) -> str:
     top = max([bound, m["high"], claim] + [max(v) for k, v in r["sweep"].items() if k != "hit_rate"])
     if top > 4:
         ax.set_yscale("log")
-    _finish(ax, "KV hit rate (fraction of input tokens served from cache)", "throughput speedup vs no reuse",
+    finish(ax, "KV hit rate (fraction of input tokens served from cache)", "throughput speedup vs no reuse",
             f"Speedup vs hit rate: {_where(r)}", legend_size=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def gpu_split(r: dict, path) -> str:
@@ -57,7 +57,7 @@ def gpu_split(r: dict, path) -> str:
     ax.set_xlabel(f"GPUs (red: prefill, blue: decode) of {r['fleet']['gpus']}")
     ax.set_xlim(0, r["fleet"]["gpus"] * 1.3)
     ax.set_title(f"Best prefill:decode split: {_where(r)}", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def break_even(r: dict, path) -> str:
@@ -69,9 +69,9 @@ def break_even(r: dict, path) -> str:
            label="break-even (load = recompute)")
     ax.set_xticks(list(x), tiers)
     ax.set_yscale("log")
-    _finish(ax, "tier", "GB/s", f"Tier bandwidth vs break-even: {_where(r)}", legend_size=8)
+    finish(ax, "tier", "GB/s", f"Tier bandwidth vs break-even: {_where(r)}", legend_size=8)
     ax.title.set_fontsize(9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 
@@ -118,7 +118,7 @@ def capacity(r: dict, path):
             ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Capacity: hit rate and throughput vs tier size ({_where(r)}; "
                  f"{'exact' if cap.get('exact') else 'sampled'}, {cap.get('routing')} routing)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def persistence(r: dict, path):
@@ -136,9 +136,9 @@ def persistence(r: dict, path):
             ax.axvline(max(m, 1e-4), color="grey", ls=":", lw=1)
             ax.text(max(m, 1e-4), share, f" {share:.0%}: {m:.3g} min", fontsize=8)
     ax.set_xscale("log")
-    _finish(ax, "a block kept this long after its last use (minutes)", "share of the hits kept",
+    finish(ax, "a block kept this long after its last use (minutes)", "share of the hits kept",
             f"How long KV must persist ({_where(r)})")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def goodput(r: dict, path):
@@ -172,7 +172,7 @@ def goodput(r: dict, path):
     ax.set_ylim(0, 1.03)
     tgt = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {t['ttft_ms']:g} ms",
                                    t["tpot_ms"] and f"TPOT <= {t['tpot_ms']:g} ms") if x)
-    _finish(ax, f"offered rate (requests/s per {unit}); dashed: goodput", "share of requests meeting the SLO",
+    finish(ax, f"offered rate (requests/s per {unit}); dashed: goodput", "share of requests meeting the SLO",
             f"SLO attainment vs rate ({tgt})", legend_size=7)
     if br:
         ax = axes[0][1]
@@ -184,7 +184,7 @@ def goodput(r: dict, path):
                                                        is not None else ""))
         ax.axhline(t["ttft_ms"] / 1e3, color="grey", ls="-.", lw=1, label=f"TTFT target {t['ttft_ms']:g} ms")
         ax.set_yscale("log")
-        _finish(ax, "KV hit rate (uniform per request)", f"unloaded p{t['attainment'] * 100:.0f} TTFT (s)",
+        finish(ax, "KV hit rate (uniform per request)", f"unloaded p{t['attainment'] * 100:.0f} TTFT (s)",
                 "Where tier loads break TTFT (no queueing)", legend_size=7)
     fig.suptitle(f"Goodput at the SLO: {_where(r)}", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)

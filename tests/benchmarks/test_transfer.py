@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import bench.benchmarks.transfer_paged as paged
+import bench.benchmarks.transfer.paged as paged
 from bench.core.config import kernels_dir
 from bench.hw.device import Device
 from bench.plan.suite import run_suite
@@ -114,12 +114,12 @@ def test_cpu_transfer_suite_runs_every_benchmark_verified(tmp_path):
 
 def test_bad_transfer_values_are_refused():
     from bench.core.errors import UserError
-    from bench.benchmarks import validate
+    from bench.benchmarks import validate_run
 
     with pytest.raises(UserError, match=r"transfer.methods='dma'.*memcpy_per_block, staged, uva_kernel"):
-        validate(_cfg("transfer.methods=[dma]"))
+        validate_run(_cfg("transfer.methods=[dma]"))
     with pytest.raises(UserError, match=r"transfer.block_tokens=-16"):
-        validate(_cfg("transfer.block_tokens=[-16]"))
+        validate_run(_cfg("transfer.block_tokens=[-16]"))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")

@@ -1,12 +1,12 @@
-"""The warm tier family on a CPU node (bench.benchmarks.warm): localities fetch what they say, a wrong row fails the
+"""The warm tier family on a CPU node (bench.benchmarks.warm.benchmarks): localities fetch what they say, a wrong row fails the
 point, bad values are refused in one line (the quick suite's warm records: tests/test_quick_suite.py)."""
 import re
 
 import pytest
 
-from bench.benchmarks import warm as W
+from bench.benchmarks.warm import benchmarks as W
 from bench.commands.overrides import compose_checked
-from bench.benchmarks import validate
+from bench.benchmarks import validate_run
 from bench.core.errors import UserError
 from tests.helpers import run_benchmarks, run_cli
 
@@ -52,7 +52,7 @@ def test_a_wrong_row_fails_the_point_loudly(tmp_path, monkeypatch):
 ])
 def test_bad_warm_values_are_refused_by_name(arg, expect):
     with pytest.raises(UserError, match=re.escape(expect)):
-        validate(compose_checked(["benchmark=warm", arg]))
+        validate_run(compose_checked(["benchmark=warm", arg]))
 
 
 def test_bad_warm_value_is_one_line_exit_2():

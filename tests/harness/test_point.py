@@ -7,6 +7,7 @@ from bench.hw.device import Device
 from bench.plan.suite import run_suite
 from bench.core.registry import benchmark
 from bench.core.store import RunStore, load, read_records
+from tests.helpers import NO_COST
 
 
 def _run(names, cfg, tmp_path, registry):
@@ -19,7 +20,7 @@ def _run(names, cfg, tmp_path, registry):
 def test_injected_oom_at_one_point_leaves_later_points_recorded(harness_cfg, tmp_path, registered):
     released = []
 
-    @benchmark("t_oom", family="test", axes=lambda c: {"i": [0, 1, 2, 3]})
+    @benchmark("t_oom", family="test", cost=NO_COST, axes=lambda c: {"i": [0, 1, 2, 3]})
     def t_oom(state):
         buf = torch.ones(1024)
         if state.params["i"] == 1:
@@ -38,7 +39,7 @@ def test_injected_oom_at_one_point_leaves_later_points_recorded(harness_cfg, tmp
 
 
 def test_verification_failure_is_an_error_never_a_number(harness_cfg, tmp_path, registered):
-    @benchmark("t_bad", family="test", axes=lambda c: {"i": [0]})
+    @benchmark("t_bad", family="test", cost=NO_COST, axes=lambda c: {"i": [0]})
     def t_bad(state):
         state.add_bytes(100)
         state.exec(lambda: None, work="host")
@@ -53,13 +54,13 @@ def test_verification_failure_is_an_error_never_a_number(harness_cfg, tmp_path, 
 def test_skip_and_memory_budget_are_recorded_with_reason(harness_cfg, tmp_path, registered):
     from bench.harness import need
 
-    @benchmark("t_big", family="test", axes=lambda c: {"n": [10, 1 << 40]},
+    @benchmark("t_big", family="test", cost=NO_COST, axes=lambda c: {"n": [10, 1 << 40]},
                needs=lambda state: need(state.params["n"], "buffer"))
     def t_big(state):
         assert state.need.device_bytes == state.params["n"]  # checked before the function runs
         state.exec(lambda: None, work="host")
 
-    @benchmark("t_cuda_only", family="test", axes=lambda c: {"n": [1]},
+    @benchmark("t_cuda_only", family="test", cost=NO_COST, axes=lambda c: {"n": [1]},
                supports=lambda d: None if d.is_cuda else "needs a CUDA device")
     def t_cuda_only(state):
         raise AssertionError("must not be called on the CPU")
@@ -71,7 +72,7 @@ def test_skip_and_memory_budget_are_recorded_with_reason(harness_cfg, tmp_path, 
 
 
 def test_result_above_physical_peak_is_flagged(harness_cfg, tmp_path, registered):
-    @benchmark("t_fast", family="test", axes=lambda c: {"i": [0]})
+    @benchmark("t_fast", family="test", cost=NO_COST, axes=lambda c: {"i": [0]})
     def t_fast(state):
         state.add_bytes(10**12)  # a terabyte "moved" by a no-op: impossible
         state.set_peak("gbps", 64.0)
@@ -83,7 +84,7 @@ def test_result_above_physical_peak_is_flagged(harness_cfg, tmp_path, registered
 
 
 def test_records_load_into_one_tidy_frame(harness_cfg, tmp_path, registered):
-    @benchmark("t_ok", family="test", axes=lambda c: {"size_bytes": [8, 16], "mode": ["a"]})
+    @benchmark("t_ok", family="test", cost=NO_COST, axes=lambda c: {"size_bytes": [8, 16], "mode": ["a"]})
     def t_ok(state):
         state.add_bytes(state.params["size_bytes"])
         state.exec(lambda: None, work="host")

@@ -159,7 +159,7 @@ def test_lanes_clock_refuses_host_work_behind_the_spin(sim):
 def _storage_on_simulated_gpu(tmp_path, names, force_work=None, monkeypatch=None):
     """The real storage benchmarks (real file I/O) run through the harness as on a GPU node: device=cuda, the
     clocks' CUDA calls answered by the simulated timeline, host time real."""
-    import bench.benchmarks.storage  # noqa: F401 (registers)
+    import bench.benchmarks.storage.benchmarks  # noqa: F401 (registers)
     from bench.harness import RunContext, run_point
     from bench.hw.nvml import ClockSampler
     from bench.commands.overrides import compose_checked
@@ -250,7 +250,7 @@ def test_device_lane_longer_than_the_stream_queue_is_refused(sim):
 def test_layer_stacks_beyond_a_stream_queue_are_declared_host_issued():
     from types import SimpleNamespace
 
-    from bench.benchmarks.layers import DEVICE_MAX_OPS, layer_work
+    from bench.benchmarks.layers.benchmarks import DEVICE_MAX_OPS, layer_work
 
     state = SimpleNamespace(notes={}, note=lambda **kw: state.notes.update(kw))
     assert layer_work(state, SimpleNamespace(ops=lambda: 4 * 65)) == "device"  # 4 layers
@@ -265,7 +265,7 @@ def test_layer_ops_are_counted_without_views():
     import torch
     from omegaconf import OmegaConf
 
-    from bench.benchmarks.layers import dispatched_ops
+    from bench.benchmarks.layers.benchmarks import dispatched_ops
     from bench.core.config import conf_dir
     from bench.llm.layer import Layer
     from bench.llm.shapes import ModelShape

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-import bench.benchmarks.storage as storage
+import bench.benchmarks.storage.benchmarks as storage
 import bench.hw.fileio as fileio
 from bench.hw.device import Device
 from tests.helpers import run_benchmarks, run_main
@@ -239,7 +239,7 @@ def test_writes_leave_the_files_own_pattern(o_direct_dir, engine, req, qd):
     """Writes go from stamped windows of a few slot buffers, nothing copied in the pass (a slot's earlier requests
     left other stamps in it): after random writes over a zeroed file, the file is byte for byte the pattern
     file, and the buffers are what the point's memory check counted."""
-    from bench.benchmarks.storage import engine_host_bytes
+    from bench.benchmarks.storage.benchmarks import engine_host_bytes
     from bench.hw.fileio.aio import WINDOW, AioPass
 
     fb = 8 << 20

@@ -16,6 +16,7 @@ from bench.hw.device import Device
 from bench.plan.suite import run_suite
 from bench.core.registry import benchmark
 from bench.core.store import RunStore, read_records
+from tests.helpers import NO_COST
 
 GPU = Device("cuda", 0)
 
@@ -279,7 +280,7 @@ def test_link_peak_is_never_below_the_gpus_own_generation_or_a_measured_copy(mon
     figure (largest size of h2d_pinned / d2h_pinned) raises it. Fingerprint and record say which source."""
     import json
 
-    from bench.benchmarks.transfer_contiguous import pcie_peak
+    from bench.benchmarks.transfer.contiguous import pcie_peak
     from bench.harness import RunContext, State
     from bench.harness.point import plausibility
     from bench.hw import fingerprint as fp
@@ -355,7 +356,7 @@ def test_mla_prefill_flops_count_decompressing_the_cached_latent():
 def test_moe_numerics_check_runs_on_a_slimmed_layer():
     from omegaconf import OmegaConf
 
-    from bench.benchmarks.layers import check_bytes, check_shape, layer_param_bytes, representative_index
+    from bench.benchmarks.layers.benchmarks import check_bytes, check_shape, layer_param_bytes, representative_index
     from bench.core.config import conf_dir
     from bench.llm.shapes import ModelShape
 
@@ -410,7 +411,7 @@ def test_lower_right_mask_is_built_once_outside_the_timed_calls(monkeypatch):
 def test_zero_time_is_an_error_not_an_aborted_run(harness_cfg, tmp_path, registered):
     from bench.harness.timing import Stats
 
-    @benchmark("t_zero", family="test", axes=lambda c: {"i": [0, 1]})
+    @benchmark("t_zero", family="test", cost=NO_COST, axes=lambda c: {"i": [0, 1]})
     def t_zero(state):
         state.add_bytes(100)
         state.exec(lambda: None, work="host")

@@ -106,14 +106,14 @@ def test_plan_h200_plans_auto_points_fits_every_cudnn_decode_and_keeps_the_budge
 def test_planned_decode_time_is_kv_bytes_at_the_targets_measured_rate():
     """A decode kernel reads its KV at the copy rate x its measured efficiency (no hidden halving of the rate)."""
     from bench.commands.overrides import compose_checked
-    from bench.plan import work as W
+    from bench.benchmarks import load_all
+    from bench.harness.cost import Ctx
     from bench.plan.targets import load
 
     cfg = compose_checked(["plan.gpu=h200_141gb"])
     t = load("h200_141gb")
-    c = W.Ctx(cfg, {"backend": "flash", "batch": 64, "ctx": 8192}, t, None)
-    c.benchmark = "attn_decode"
-    (timed,) = W.MODELS["attn_decode"](c).timed
+    c = Ctx(cfg, {"backend": "flash", "batch": 64, "ctx": 8192}, t, None, "attn_decode")
+    (timed,) = load_all()["attn_decode"].cost(c).timed
     kv = 64 * 8192 * 2 * 8 * 128 * 2
     assert timed.call_s == pytest.approx(kv / (t.hbm_gbps * 1e9 * t.efficiency["attention_decode"]["flash"]), rel=0.02)
     assert "H200" in t.efficiency["source"]

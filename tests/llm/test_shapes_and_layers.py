@@ -3,7 +3,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import bench.benchmarks.attention as attention
+import bench.benchmarks.attention.benchmarks as attention
 from bench.core.config import conf_dir
 from bench.llm.layer import Layer
 from bench.commands.overrides import compose_checked
@@ -153,7 +153,7 @@ def test_layers_and_attention_run_checked_on_cpu(model, tmp_path):
 
 
 def test_layer_counts_must_include_one():
-    from bench.benchmarks import validate
+    from bench.benchmarks import validate_run
     from bench.core.errors import UserError
     with pytest.raises(UserError, match="layers.layer_counts"):
-        validate(compose_checked(["layers.layer_counts=[2,4]"]))
+        validate_run(compose_checked(["layers.layer_counts=[2,4]"]))

@@ -184,7 +184,7 @@ def test_verdict_has_outcome_interval_reasons_and_the_plot_marks_it(model_run, t
     assert "hbm" in v["tiers"] and v["seed_case"]["speedup"] > 0
     # plot = verdict: the red marker and its error bar are the verdict's own numbers
     figs = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or str(path))
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or str(path))
     plots.speedup_vs_hit_rate(res, tmp_path / "p.png")
     ax = figs[0].axes[0]
     marker = [ln for ln in ax.lines if ln.get_marker() == "D"][0]

@@ -136,27 +136,29 @@ def _replay_s(model, monkeypatch=None, refuse=None):
     from bench.commands.overrides import compose_checked
     from bench.llm import replay
     from bench.llm.workload import Workload
-    from bench.plan import work as W
+    from bench.benchmarks import load_all
+    from bench.harness.cost import Ctx
+    from bench.plan import _state_for
     from bench.plan.targets import load
 
     if refuse is not None:
         monkeypatch.setattr(replay, "graph_refusal", lambda shape: refuse)
-    cfg = compose_checked(["plan.gpu=h200_141gb", f"model={model}", "benchmark=validate"])
-    c = W.Ctx(cfg, {"mode": "reuse_hbm"}, load("h200_141gb"), None)
-    c.benchmark, c.replay_layers = "e2e_agentic_replay", 4
+    cfg = compose_checked(["plan.gpu=h200_141gb", f"model={model}", "benchmark=validate", "validate.layers=4"])
+    bench, t, params = load_all()["e2e_agentic_replay"], load("h200_141gb"), {"mode": "reuse_hbm"}
+    c = Ctx(cfg, params, t, None, bench.name, state=lambda: _state_for(bench, params, cfg, t))
     v = cfg.validate
     sessions = replay.make_sessions(Workload.from_cfg(v.workload), int(v.sessions), int(v.turns),
                                     float(v.scale_tokens), int(v.vocab_rows), int(v.seed))
     steps = sum(len(t.out_ids) for t in sessions[0].turns) + \
         int(v.repeats) * sum(len(t.out_ids) for s in sessions for t in s.turns)  # warm-up session + repeats
-    return W.MODELS["e2e_agentic_replay"](c).setup_s, steps, c
+    return bench.cost(c).setup_s, steps, c
 
 
 def test_replay_plan_prices_eager_decode_where_no_graph_can_hold_a_step(monkeypatch):
     """Decode steps are priced as the engine runs them (bench.llm.replay.graph_refusal): CUDA graphs for a dense
     model; eager (every op of a layer issued from Python at issue_us) where a graph cannot hold the step (MoE, or
     the rule refusing), which costs at least steps x layers x ops x issue_us more."""
-    from bench.plan.work import layer_ops
+    from bench.benchmarks.layers.cost import layer_ops
 
     graphs_s, steps, c = _replay_s("llama3_8b")
     eager_s, steps2, _ = _replay_s("llama3_8b", monkeypatch, refuse="refused for the test")

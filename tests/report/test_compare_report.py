@@ -193,15 +193,23 @@ def test_every_plot_keeps_runs_apart(runs, monkeypatch, tmp_path):
     is shared by two series of a panel."""
     import matplotlib.colors as mcolors
 
-    from bench.report import plots
+    import importlib
+
+    from bench.benchmarks import load_families
     from bench.core.store import load
+    from bench.report.html import plots
 
     a, b = runs
     df = load(a, b)
     figs = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or str(path))
-    for fn in (plots.bandwidth_vs_size, plots.paged_methods, plots.storage_vs_queue_depth, plots.roofline):
-        assert fn(df, tmp_path / "x.png")
+    keep = lambda fig, path: figs.append(fig) or str(path)  # noqa: E731
+    monkeypatch.setattr(importlib.import_module("bench.report.plotkit"), "save", keep)  # two_panels saves there
+    for f in load_families():
+        if f.plots:
+            monkeypatch.setattr(importlib.import_module(f"{f.package}.plots"), "save", keep, raising=False)
+    fns = {name: fn for name, _, fn in plots()}
+    for name in ("bandwidth_vs_size", "paged_methods", "storage_vs_queue_depth", "roofline"):
+        assert fns[name](df, tmp_path / "x.png")
     # the recorded runs have no interference family: give run b's copy of a CPU interference record set
     recs = [json.loads(x) for x in (ROOT / "tests" / "data" / "interference_cpu.jsonl").read_text().splitlines()] \
         if (ROOT / "tests" / "data" / "interference_cpu.jsonl").exists() else []
@@ -216,7 +224,7 @@ def test_every_plot_keeps_runs_apart(runs, monkeypatch, tmp_path):
                 row.update({f"param.{k}": v for k, v in r["params"].items()})
                 row.update({f"metric.{k}": v for k, v in r["metrics"].items()})
                 rows.append(row)
-        assert plots.interference(pd.DataFrame(rows), tmp_path / "i.png")
+        assert fns["interference"](pd.DataFrame(rows), tmp_path / "i.png")
     for fig in figs:
         for ax in fig.axes:
             lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]

@@ -178,7 +178,7 @@ class AioPass:
     repeated tile, after stamping its pages (a word a page, ~0.2 ms for 64 MiB): the few hot buffers fio writes
     from. (A full copy into the slot at submission cost 42% of 1 MiB writes at QD 1 against fio on a virtio
     disk; a cold buffer per request, 15-25% at QD 1 there, where the host copies each request.) Host memory:
-    bench.benchmarks.storage.engine_host_bytes. ``targets``: the caller's buffer of every request back to back."""
+    bench.benchmarks.storage.benchmarks.engine_host_bytes. ``targets``: the caller's buffer of every request back to back."""
 
     def __init__(self, fd: int, offs: np.ndarray, request: int, queue_depth: int, write: bool, align: int,
                  tile: Optional[np.ndarray] = None, targets=None):

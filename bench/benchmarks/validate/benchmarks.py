@@ -11,39 +11,20 @@ import numpy as np
 import torch
 
 from bench.harness import roofline
-from bench.core.config import check, positive_ints
-from bench.llm.workload import Workload
+from bench.core.checks import check, positive_ints
+from bench.benchmarks.validate import cost as C
+from bench.benchmarks.validate.sizes import replay_sizes
 from bench.core.registry import benchmark
 from bench.harness import need
-from bench.benchmarks.layers import layer_attention, layer_param_bytes, representative_index
-from bench.llm.replay import MODES, Engine, decode_spans, layers_that_fit, make_sessions
-from bench.llm.shapes import ModelShape
+from bench.benchmarks.layers.benchmarks import layer_attention, layer_param_bytes, representative_index
+from bench.llm.replay import MODES, Engine, decode_spans
 from bench.core.checks import validator
-
-
-def _dtype(state):
-    return roofline.compute_dtype(state, "validate")
-
-
-def _sizes(state):
-    """The replay's sessions and how many of the model's layers it runs (validate.layers, or as many as fit half
-    the memory budget with the longest session's KV cache): (config, shape, dtype, sessions, longest, layers)."""
-    v = state.cfg.validate
-    shape = ModelShape.from_cfg(state.cfg.model)
-    dtype = _dtype(state)
-    w = Workload.from_cfg(v.workload)
-    sessions = make_sessions(w, int(v.sessions), int(v.turns), float(v.scale_tokens), int(v.vocab_rows), int(v.seed))
-    max_tokens = max(s.max_tokens for s in sessions)
-    k = int(v.layers) if v.layers else layers_that_fit(shape, dtype, state.mem_budget_bytes // 2, max_tokens)
-    if k < 1:
-        state.skip(f"not one layer of {shape.name} with a {max_tokens}-token KV cache fits the memory budget")
-    return v, shape, dtype, sessions, max_tokens, min(k, shape.layers)
 
 
 def _replay_need(state):
     """The replayed layers with one session's KV cache, the embedding (and a logits buffer per captured decode
     graph on a GPU), the KV's host copy (offload modes) and its file (storage)."""
-    v, shape, dtype, sessions, max_tokens, k = _sizes(state)
+    v, shape, dtype, sessions, max_tokens, k = replay_sizes(state)
     elt = torch.finfo(dtype).bits // 8
     kv_layer = max_tokens * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes  # one session's KV, a layer
     mode = state.params["mode"]
@@ -57,11 +38,11 @@ def _replay_need(state):
 
 
 def _setup(state):
-    v, shape, dtype, sessions, max_tokens, k = _sizes(state)
+    v, shape, dtype, sessions, max_tokens, k = replay_sizes(state)
     attention, _ = layer_attention(state, shape, dtype)  # the layer benchmarks' kernels: like with like
 
     def build():
-        from bench.benchmarks.storage import storage_root
+        from bench.benchmarks.storage.benchmarks import storage_root
 
         engine = Engine.build(shape, k, dtype, state.device.torch, int(v.vocab_rows),
                               workdir=storage_root(state.cfg), attention=attention)
@@ -118,7 +99,7 @@ def turn_plan(state, engine, sessions, v) -> dict:
             "decode_spans": engine.spans_read()}
 
 
-@benchmark("e2e_agentic_replay", family="validate", axes=lambda c: {"mode": list(c.validate.modes)},
+@benchmark("e2e_agentic_replay", family="validate", cost=C.e2e_agentic_replay, axes=lambda c: {"mode": list(c.validate.modes)},
            needs=_replay_need)
 def e2e_agentic_replay(state):
     """Replay agentic sessions in one mode (recompute / reuse_hbm / reuse_host / reuse_storage) through the

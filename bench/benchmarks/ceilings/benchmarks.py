@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import torch
 
-from bench.benchmarks.transfer_contiguous import contiguous_copy, contiguous_need
+from bench.benchmarks.transfer.contiguous import contiguous_copy, contiguous_need
+from bench.core.checks import positive_ints, validator
+from bench.core.config import check_dtypes
+from bench.benchmarks.ceilings import cost as C
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.harness import roofline
 
 
-@benchmark("d2d_copy", family="ceilings", axes=lambda c: {"size_bytes": list(c.ceilings.copy_bytes)},
+@benchmark("d2d_copy", family="ceilings", cost=C.d2d_copy, axes=lambda c: {"size_bytes": list(c.ceilings.copy_bytes)},
            needs=contiguous_need("d2d"))
 def d2d_copy(state):
     """Device-to-device copy of one buffer (host memcpy on CPU); GB/s counts bytes read + written.
@@ -31,7 +34,7 @@ def _gemm_need(state):
     return need(3 * n * n * (torch.finfo(_gemm_dtype(state)).bits // 8), "A, B, C")
 
 
-@benchmark("gemm", family="ceilings", axes=lambda c: {"n": list(c.ceilings.gemm_n)}, needs=_gemm_need)
+@benchmark("gemm", family="ceilings", cost=C.gemm, axes=lambda c: {"n": list(c.ceilings.gemm_n)}, needs=_gemm_need)
 def gemm(state):
     """Square matrix product C = A @ B (M=N=K=n) in the configured dtype; TFLOP/s from 2*n^3.
 
@@ -52,3 +55,10 @@ def gemm(state):
     state.note(dtype=str(dtype).replace("torch.", ""), rel_err=err)
     state.add_flops(2.0 * n ** 3)
     state.exec(lambda: torch.matmul(a, b, out=out), work="device", flush_l2=True)
+
+
+@validator("ceilings")
+def _ceilings(cfg) -> None:
+    positive_ints("ceilings.copy_bytes", cfg.ceilings.copy_bytes)
+    positive_ints("ceilings.gemm_n", cfg.ceilings.gemm_n)
+    check_dtypes(cfg, "ceilings.gemm_dtype", "ceilings.cpu_gemm_dtype")

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.core.config import check, positive_ints
+from bench.core.checks import check, positive_ints
 from bench.core.errors import UserError
 from bench.hw.fileio import (IOPass, StorageFault, create_pattern_file, direct_alignment, drop_cache, expected_bytes,
                           first_bad_page, offsets, open_file, pass_bounds, pass_requests, pattern_tile)
+from bench.benchmarks.storage import cost as C
+from bench.benchmarks.storage.sizes import FIO_MIN_RUN_S
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.llm.shapes import ModelShape
@@ -122,7 +124,7 @@ def io_need(state, write: bool, own_buffers: bool = True, device_bytes: int = 0,
             what: str = "", s=None):
     """The needs of a storage point: the engine's I/O buffers (host memory, engine_host_bytes) unless the requests
     go into the caller's buffers (``own_buffers=False``), the caller's ``device_bytes`` / ``host_bytes``
-    (``what``), and the file. ``s``: the storage settings (default ``storage``; bench.benchmarks.warm reads its
+    (``what``), and the file. ``s``: the storage settings (default ``storage``; bench.benchmarks.warm.benchmarks reads its
     own file under them)."""
     req, qd, _, file_bytes, _, (_, most) = point_requests(state, write, s)
     engine = state.params.get("engine", "threads")
@@ -315,7 +317,7 @@ def _rw_need(write: bool):
     return needs
 
 
-@benchmark("file_read", family="storage", axes=_axes, needs=_rw_need(False))
+@benchmark("file_read", family="storage", cost=C.file_rw, axes=_axes, needs=_rw_need(False))
 def file_read(state):
     """Read requests from a file into host memory (O_DIRECT, or buffered after a proven page-cache drop) at
     queue_depth: engine aio (Linux AIO, one thread), threads (synchronous threads) or fio (fio itself on the same
@@ -332,7 +334,7 @@ def file_read(state):
     state.note(page_cache="dropped and verified empty (mincore) before every timed pass")
 
 
-@benchmark("file_write", family="storage", axes=_axes, needs=_rw_need(True))
+@benchmark("file_write", family="storage", cost=C.file_rw, axes=_axes, needs=_rw_need(True))
 def file_write(state):
     """Write requests from host memory to a file (O_DIRECT; buffered fallback adds fdatasync to the timed pass so
     bytes reach the device) with engine aio, threads or fio; GB/s, iops, latency percentiles. Data read back and
@@ -346,8 +348,6 @@ def file_write(state):
     _latency_metrics(state, t.io)
     _verify_written(state, t)
 
-
-FIO_MIN_RUN_S = 0.5  # fio rounds its runtime to the millisecond: each fio run repeats the pass for at least this
 
 
 def fio_need(state, write: bool):
@@ -416,7 +416,7 @@ def _cache_check_need(state):
     return io_need(state, False)
 
 
-@benchmark("file_read_cache_check", family="storage", needs=_cache_check_need,
+@benchmark("file_read_cache_check", family="storage", cost=C.cache_check, needs=_cache_check_need,
            axes=lambda c: {"request_bytes": [int(c.storage.cache_check_bytes)], "queue_depth": [1]})
 def file_read_cache_check(state):
     """Proof that reads miss the page cache: the same block read over and over vs distinct random blocks.
@@ -545,7 +545,7 @@ def gpu_file_kvikio(state, write: bool) -> None:
     state.note(**kvikio_settings(), write_durability="fdatasync inside the timed pass" if write else None)
 
 
-@benchmark("gpu_file_read_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported,
+@benchmark("gpu_file_read_kvikio", family="storage", cost=C.gpu_file, axes=_gpu_axes, supports=_kvikio_supported,
            needs=lambda state: kvikio_need(state, False))
 def gpu_file_read_kvikio(state):
     """File -> GPU memory through KvikIO (GDS, or its POSIX compat mode: recorded); GB/s of payload. Page cache
@@ -553,7 +553,7 @@ def gpu_file_read_kvikio(state):
     gpu_file_kvikio(state, write=False)
 
 
-@benchmark("gpu_file_write_kvikio", family="storage", axes=_gpu_axes, supports=_kvikio_supported,
+@benchmark("gpu_file_write_kvikio", family="storage", cost=C.gpu_file, axes=_gpu_axes, supports=_kvikio_supported,
            needs=lambda state: kvikio_need(state, True))
 def gpu_file_write_kvikio(state):
     """GPU memory -> file through KvikIO (compat mode recorded); GB/s of payload."""
@@ -566,7 +566,7 @@ def gpu_file_bounce(state, write: bool) -> None:
 
     pinned = {}
 
-    from bench.benchmarks.transfer_contiguous import numa_node
+    from bench.benchmarks.transfer.contiguous import numa_node
 
     def pinned_slices(total: int):  # page aligned (O_DIRECT), on the GPU's NUMA node like every transfer buffer
         pinned["t"], facts = host_buffer(total, True, state.device, numa_node(state))
@@ -603,14 +603,16 @@ def gpu_file_bounce(state, write: bool) -> None:
         _verify_written(state, t)
 
 
-@benchmark("gpu_file_read_bounce", family="storage", axes=_gpu_axes, needs=lambda state: bounce_need(state, False))
+@benchmark("gpu_file_read_bounce", family="storage", cost=C.gpu_file, axes=_gpu_axes,
+           needs=lambda state: bounce_need(state, False))
 def gpu_file_read_bounce(state):
     """File -> pinned host (O_DIRECT, queue_depth threads) -> GPU (one copy), not overlapped; GB/s of payload.
     On the CPU the second hop is a host copy."""
     gpu_file_bounce(state, write=False)
 
 
-@benchmark("gpu_file_write_bounce", family="storage", axes=_gpu_axes, needs=lambda state: bounce_need(state, True))
+@benchmark("gpu_file_write_bounce", family="storage", cost=C.gpu_file, axes=_gpu_axes,
+           needs=lambda state: bounce_need(state, True))
 def gpu_file_write_bounce(state):
     """GPU -> pinned host (one copy) -> file (O_DIRECT, queue_depth threads), not overlapped; GB/s of payload."""
     gpu_file_bounce(state, write=True)

@@ -15,14 +15,17 @@ from typing import Callable, Optional
 import torch
 
 from bench.harness import roofline
-from bench.core.config import check, positive_ints
+from bench.core.checks import check, positive_ints
 from bench.core.errors import Skip
 from bench.llm.layer import Layer
 from bench.llm import attention as A
+from bench.benchmarks.layers import cost as C
+from bench.benchmarks.layers.sizes import CALIBRATION, CANDIDATES
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.llm.shapes import ModelShape, causal_pairs, layer_param_bytes, representative_index  # noqa: F401
 from bench.core.checks import validator
+from bench.core.config import check_dtypes
 
 
 def layer_dtype(state) -> torch.dtype:
@@ -48,13 +51,6 @@ def check_bytes(shape: ModelShape, idx: int, dtype) -> int:
 
 
 LAYER_KERNELS = ("best",) + A.KERNELS
-# candidates of layers.attention=best: a prefill kernel must run no-context and after-context prefills alike (auto
-# would mix torch's picks: cuDNN without context, FlashAttention-2 through CausalBias after it); decode takes any
-CANDIDATES = {"cuda": {"prefill": ("cudnn", "flash", "efficient"), "decode": ("cudnn", "flash", "efficient", "auto")},
-              "cpu": {"prefill": ("flash", "math"), "decode": ("flash", "math")}}
-# the attention shapes the candidates are timed at (prefill: new tokens, cached tokens; decode: batch, context)
-CALIBRATION = {"cuda": {"prefill": (1024, 4096), "decode": (16, 4096)},
-               "cpu": {"prefill": (64, 256), "decode": (4, 512)}}
 
 
 def calibration_bytes(shape: ModelShape, dtype, cuda: bool) -> int:
@@ -98,7 +94,7 @@ def layer_attention(state, shape: ModelShape, dtype) -> "A.LayerAttention":
 
 def _calibrate(state, shape: ModelShape, dtype, phase: str, kernels, dims) -> tuple[dict, dict]:
     """({kernel: median seconds} of the kernels that ran ``phase`` correctly at ``dims``, {kernel: why not})."""
-    from bench.benchmarks.attention import make_qkv
+    from bench.benchmarks.attention.benchmarks import make_qkv
 
     decode = phase == "decode"
     hq, hkv, qk, vd = shape.attn_dims(decode)
@@ -396,7 +392,7 @@ def finish(state, st: "Stack", work: str) -> float:
     return per_layer * st.shape.layers
 
 
-@benchmark("layer_prefill", family="layers",
+@benchmark("layer_prefill", family="layers", cost=C.layers,
            axes=lambda c: {"n_new": list(c.layers.prefill_new), "n_ctx": list(c.layers.prefill_ctx),
                            "layers": list(c.layers.layer_counts)}, needs=layers_need(False))
 def layer_prefill(state):
@@ -412,7 +408,7 @@ def layer_prefill(state):
     state.set_metric("prefill_s_per_token", model_s / st.tokens)
 
 
-@benchmark("layer_decode", family="layers",
+@benchmark("layer_decode", family="layers", cost=C.layers,
            axes=lambda c: {"batch": list(c.layers.decode_batch), "ctx": list(c.layers.decode_ctx),
                            "layers": list(c.layers.layer_counts)}, needs=layers_need(True))
 def layer_decode(state):
@@ -430,6 +426,7 @@ def layer_decode(state):
 
 @validator("layers")
 def _layers(cfg) -> None:
+    check_dtypes(cfg, "layers.cpu_dtype")
     c = cfg.layers
     for key in ("prefill_new", "decode_batch", "decode_ctx", "layer_counts"):
         positive_ints(f"layers.{key}", c[key])

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from bench.benchmarks.layers import build_stack, compute_lane, stack_need
-from bench.benchmarks.storage import _drop_and_prove, _verify_reads, check_file_fits, check_storage_root, io_need
-from bench.benchmarks.storage import setup as storage_setup
-from bench.benchmarks.transfer_contiguous import numa_node, pcie_peak
+from bench.benchmarks.layers.benchmarks import build_stack, compute_lane, stack_need
+from bench.benchmarks.storage.benchmarks import _drop_and_prove, _verify_reads, check_file_fits, check_storage_root, io_need
+from bench.benchmarks.storage.benchmarks import setup as storage_setup
+from bench.benchmarks.transfer.contiguous import numa_node, pcie_peak
 from bench.core.checks import validator
-from bench.core.config import check, positive_ints
+from bench.core.checks import check, positive_ints
+from bench.benchmarks.warm import cost as C
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.harness.timing import Lane
@@ -261,7 +262,7 @@ def _reference_scores(state, keys: torch.Tensor, q: torch.Tensor) -> torch.Tenso
     return state.run_resource(("warm_ref_scores", keys.data_ptr(), keys.shape[0]), make)
 
 
-@benchmark("warm_search", family="warm",
+@benchmark("warm_search", family="warm", cost=C.warm_search,
            axes=lambda c: {"method": list(c.warm.search_methods), "tokens": [int(v) for v in c.warm.search_tokens]},
            needs=_search_need)
 def warm_search(state):
@@ -367,7 +368,7 @@ def _peer_need(state):
     return need(2 * k * rb + 3 * k * 8, "step buffers and row ids (the pool is on the peer GPU)")
 
 
-@benchmark("warm_peer", family="warm", supports=_peer_supported,
+@benchmark("warm_peer", family="warm", cost=C.warm_peer, supports=_peer_supported,
            axes=lambda c: {"method": list(c.warm.peer_methods), "row_bytes": row_sizes(c, c.warm.peer_row_bytes)},
            needs=_peer_need)
 def warm_peer(state):
@@ -459,7 +460,7 @@ def _cold_need(state):
     return need(nd.device_bytes, nd.what, host_bytes=nd.host_bytes, file_bytes=io.file_bytes)
 
 
-@benchmark("cold_read_under_decode", family="warm",
+@benchmark("cold_read_under_decode", family="warm", cost=C.cold_read_under_decode,
            axes=lambda c: {"engine": ["aio"], "request_bytes": [int(v) for v in c.warm.cold_request_bytes],
                            "queue_depth": [int(v) for v in c.warm.cold_queue_depths]},
            needs=_cold_need)
@@ -514,7 +515,7 @@ def cold_read_under_decode(state):
 
 
 # -- fetch on demand (registered last: the family budget trims its sweep, never the single points above) ----------
-@benchmark("warm_fetch", family="warm", axes=_fetch_axes, needs=_fetch_need)
+@benchmark("warm_fetch", family="warm", cost=C.warm_fetch, axes=_fetch_axes, needs=_fetch_need)
 def warm_fetch(state):
     """Per decode step, k token rows from a pinned host pool land in HBM (method: uva_kernel, cpu_gather,
     copy_per_run); gbps of the bytes over the link, useful_gbps of all k rows, step_us, step_us_p50/p99 of single

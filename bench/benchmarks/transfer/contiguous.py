@@ -10,6 +10,7 @@ import os
 import torch
 
 from bench.hw.hostmem import POISON, fill_pattern, first_mismatch, host_buffer, pattern
+from bench.benchmarks.transfer import cost as C
 from bench.core.registry import benchmark
 from bench.harness import need
 
@@ -156,32 +157,34 @@ def _sizes(c):
     return {"size_bytes": list(c.transfer.sizes)}
 
 
-@benchmark("h2d_pinned", family="transfer", axes=_sizes, needs=contiguous_need("h2d"))
+@benchmark("h2d_pinned", family="transfer", cost=C.contiguous("h2d", True), axes=_sizes, needs=contiguous_need("h2d"))
 def h2d_pinned(state):
     """Host-to-device copy from pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes.
     Times the copy only; allocation and verification are outside."""
     contiguous_copy(state, "h2d", True, int(state.cfg.transfer.latency_max_bytes))
 
 
-@benchmark("d2h_pinned", family="transfer", axes=_sizes, needs=contiguous_need("d2h"))
+@benchmark("d2h_pinned", family="transfer", cost=C.contiguous("d2h", True), axes=_sizes, needs=contiguous_need("d2h"))
 def d2h_pinned(state):
     """Device-to-host copy into pinned memory (one cudaMemcpyAsync); GB/s of payload, latency_us for small sizes."""
     contiguous_copy(state, "d2h", True, int(state.cfg.transfer.latency_max_bytes))
 
 
-@benchmark("h2d_pageable", family="transfer", axes=_sizes, needs=contiguous_need("h2d"))
+@benchmark("h2d_pageable", family="transfer", cost=C.contiguous("h2d", False), axes=_sizes,
+           needs=contiguous_need("h2d"))
 def h2d_pageable(state):
     """Host-to-device copy from pageable memory (driver-staged, host-synchronous); GB/s of payload."""
     contiguous_copy(state, "h2d", False, int(state.cfg.transfer.latency_max_bytes))
 
 
-@benchmark("d2h_pageable", family="transfer", axes=_sizes, needs=contiguous_need("d2h"))
+@benchmark("d2h_pageable", family="transfer", cost=C.contiguous("d2h", False), axes=_sizes,
+           needs=contiguous_need("d2h"))
 def d2h_pageable(state):
     """Device-to-host copy into pageable memory (driver-staged, host-synchronous); GB/s of payload."""
     contiguous_copy(state, "d2h", False, int(state.cfg.transfer.latency_max_bytes))
 
 
-@benchmark("d2d", family="transfer", axes=_sizes, needs=contiguous_need("d2d"))
+@benchmark("d2d", family="transfer", cost=C.contiguous("d2d", True), axes=_sizes, needs=contiguous_need("d2d"))
 def d2d(state):
     """Device-to-device copy across the size sweep; GB/s counts bytes read + written (compare with the HBM peak)."""
     contiguous_copy(state, "d2d", True, int(state.cfg.transfer.latency_max_bytes))
@@ -225,7 +228,7 @@ def _bidir_need(state):
     return need(2 * n, "two source + two destination buffers", host_bytes=2 * n)
 
 
-@benchmark("bidir_pinned", family="transfer", axes=lambda c: {"size_bytes": list(c.transfer.sizes)},
+@benchmark("bidir_pinned", family="transfer", cost=C.bidir, axes=lambda c: {"size_bytes": list(c.transfer.sizes)},
            needs=_bidir_need)
 def bidir_pinned(state):
     """H2D and D2H at once on two streams (pinned); GB/s is the total of both directions."""
@@ -259,14 +262,14 @@ def _stream_axes(c):
     return {"streams": list(c.transfer.streams)}
 
 
-@benchmark("h2d_pinned_streams", family="transfer", axes=_stream_axes, needs=_streams_need)
+@benchmark("h2d_pinned_streams", family="transfer", cost=C.streams, axes=_stream_axes, needs=_streams_need)
 def h2d_pinned_streams(state):
     """H2D pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is the total (one link: streams
     share it)."""
     multistream(state, "h2d")
 
 
-@benchmark("d2h_pinned_streams", family="transfer", axes=_stream_axes, needs=_streams_need)
+@benchmark("d2h_pinned_streams", family="transfer", cost=C.streams, axes=_stream_axes, needs=_streams_need)
 def d2h_pinned_streams(state):
     """D2H pinned copies of transfer.stream_bytes each on N concurrent streams; GB/s is the total (one link: streams
     share it)."""

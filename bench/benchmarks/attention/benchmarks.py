@@ -16,13 +16,15 @@ from __future__ import annotations
 import torch
 
 from bench.harness import roofline
-from bench.core.config import check, positive_ints
+from bench.core.checks import check, positive_ints
 from bench.core.errors import Skip
 from bench.llm import attention as A
+from bench.benchmarks.attention import cost as C
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.llm.shapes import ModelShape, causal_pairs
 from bench.core.checks import validator
+from bench.core.config import check_dtypes
 
 SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
 BACKENDS = ("auto", "best") + SDPA_BACKENDS + ("flashinfer",)
@@ -297,7 +299,7 @@ def flashinfer_decode(state, q, k, v):
                 "flashinfer": getattr(flashinfer, "__version__", None)}
 
 
-@benchmark("attn_prefill", family="attention",
+@benchmark("attn_prefill", family="attention", cost=C.attn_prefill,
            axes=lambda c: {"backend": list(c.attention.backends), "n_new": list(c.attention.prefill_new),
                            "n_ctx": list(c.attention.prefill_ctx)}, needs=prefill_need)
 def attn_prefill(state):
@@ -308,7 +310,7 @@ def attn_prefill(state):
     attn_prefill_point(state)
 
 
-@benchmark("attn_decode", family="attention",
+@benchmark("attn_decode", family="attention", cost=C.attn_decode,
            axes=lambda c: {"backend": list(c.attention.backends), "batch": list(c.attention.decode_batch),
                            "ctx": list(c.attention.decode_ctx)}, needs=decode_need)
 def attn_decode(state):
@@ -320,6 +322,7 @@ def attn_decode(state):
 
 @validator("attention")
 def _attention(cfg) -> None:
+    check_dtypes(cfg, "attention.cpu_dtype")
     a = cfg.attention
     for v in a.backends:
         check(v in BACKENDS, "attention.backends", v, f"each one of {', '.join(BACKENDS)}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from bench.benchmarks.transfer_contiguous import alloc, numa_node, set_link_peak
-from bench.core.config import check, positive_ints
+from bench.benchmarks.transfer.contiguous import alloc, numa_node, set_link_peak
+from bench.core.checks import check, positive_ints
 from bench.hw.hostmem import POISON, first_mismatch
 from bench.llm.kvlayout import LAYOUTS, METHODS, PagedPool, kernel_copies, per_block_copies, staged_copies
+from bench.benchmarks.transfer import cost as C
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.llm.shapes import ModelShape
@@ -140,14 +141,14 @@ def _paged_need(offload: bool):
     return needs
 
 
-@benchmark("paged_offload", family="transfer", axes=_axes, needs=_paged_need(True))
+@benchmark("paged_offload", family="transfer", cost=C.paged, axes=_axes, needs=_paged_need(True))
 def paged_offload(state):
     """Gather N random KV blocks of a paged GPU pool into pinned host memory (KV offload); GB/s of KV bytes,
     us_per_block, fraction_of_contiguous. Times the transfer only; pool fill and verification are outside."""
     paged_transfer(state, offload=True)
 
 
-@benchmark("paged_onload", family="transfer", axes=_axes, needs=_paged_need(False))
+@benchmark("paged_onload", family="transfer", cost=C.paged, axes=_axes, needs=_paged_need(False))
 def paged_onload(state):
     """Scatter N KV blocks from pinned host memory into random slots of a paged GPU pool (KV onload); GB/s of
     KV bytes, us_per_block, fraction_of_contiguous."""

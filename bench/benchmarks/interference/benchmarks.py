@@ -20,14 +20,15 @@ import torch
 
 from bench.harness import roofline
 from bench.llm import overlap
-from bench.benchmarks.layers import (build_stack, compute_lane, layer_dtype, layer_param_bytes, representative_index,
-                                     stack_need)
-from bench.benchmarks.transfer_contiguous import check_copy, numa_node, pcie_peak, set_link_peak
-from bench.benchmarks.transfer_paged import PagedMove, paged_need
-from bench.core.config import check, positive_ints
+from bench.benchmarks.layers.benchmarks import build_stack, compute_lane, layer_dtype, stack_need
+from bench.benchmarks.transfer.contiguous import check_copy, numa_node, pcie_peak, set_link_peak
+from bench.benchmarks.transfer.paged import PagedMove, paged_need
+from bench.core.checks import check, positive_ints
 from bench.hw.hostmem import POISON, fill_pattern, host_buffer, pattern
 from bench.llm.kvlayout import LAYOUTS, METHODS
 from bench.llm.layer import cached_region
+from bench.benchmarks.interference import cost as C
+from bench.benchmarks.interference.sizes import layerwise_depth
 from bench.core.registry import benchmark
 from bench.harness import need
 from bench.llm.shapes import ModelShape
@@ -67,7 +68,7 @@ def _copy_under_need(state):
                       host_bytes=move_host, extra_what="the copy's pool, staging and host buffers")
 
 
-@benchmark("copy_under_compute", family="interference",
+@benchmark("copy_under_compute", family="interference", cost=C.copy_under_compute,
            axes=lambda c: {"method": list(c.interference.methods), "direction": list(c.interference.directions),
                            "compute": list(c.interference.computes)}, needs=_copy_under_need)
 def copy_under_compute(state):
@@ -131,19 +132,6 @@ def _compute_desc(state, kind: str) -> str:
 # -- layer-wise load/compute overlap ---------------------------------------------------------------------------------
 def _tier_axis(c) -> list:
     return [v if v == "link" else float(v) for v in c.interference.tier_gbps]
-
-
-def layerwise_depth(state, n_new: int, hit: int) -> int:
-    """Layers the pipeline runs: interference.layerwise_layers, or all of the model's that fit half the budget."""
-    ic = state.cfg.interference
-    shape = ModelShape.from_cfg(state.cfg.model)
-    if ic.layerwise_layers:
-        return min(int(ic.layerwise_layers), shape.layers)
-    dtype = layer_dtype(state)
-    elt = torch.finfo(dtype).bits // 8
-    per = layer_param_bytes(shape, representative_index(shape), dtype) + \
-        3 * (n_new + hit) * shape.kv_bytes_per_token_per_layer * elt // shape.elt_bytes  # cache + host copy
-    return int(max(2, min(shape.layers, state.mem_budget_bytes // 2 // max(per, 1))))
 
 
 class Pacer:
@@ -211,7 +199,7 @@ def _layerwise_need(state):
                       extra_what="pinned host copies of the cached KV")
 
 
-@benchmark("layerwise_load", family="interference",
+@benchmark("layerwise_load", family="interference", cost=C.layerwise_load,
            axes=lambda c: {"n_new": list(c.interference.layerwise_new), "hit_tokens": list(c.interference.hit_tokens),
                            "tier_gbps": _tier_axis(c)}, needs=_layerwise_need)
 def layerwise_load(state):
@@ -367,7 +355,7 @@ def _host_traffic_need(state):
     return need(2 * k * n, f"{2 * k} source + destination buffers", host_bytes=2 * k * n)
 
 
-@benchmark("host_traffic_concurrent", family="interference",
+@benchmark("host_traffic_concurrent", family="interference", cost=C.host_traffic_concurrent,
            axes=lambda c: {"streams": list(c.interference.host_streams)}, needs=_host_traffic_need)
 def host_traffic_concurrent(state):
     """H2D and D2H at once, `streams` pinned copies of interference.host_bytes each way: h2d_gbps and d2h_gbps
@@ -431,7 +419,8 @@ def _all_gpus_need(state):
                 "GPU", host_bytes=n * dirs * torch.cuda.device_count())
 
 
-@benchmark("all_gpus_host", family="interference", axes=lambda c: {"direction": ["h2d", "d2h", "bidir"]},
+@benchmark("all_gpus_host", family="interference", cost=C.all_gpus_host,
+           axes=lambda c: {"direction": ["h2d", "d2h", "bidir"]},
            supports=_multi_gpu, needs=_all_gpus_need)
 def all_gpus_host(state):
     """Every GPU of the node copying to/from host at once (pinned buffers on each GPU's NUMA node): aggregate GB/s,
