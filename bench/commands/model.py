@@ -87,7 +87,7 @@ def print_table(r: dict, out: Path) -> None:
     from rich.markup import escape as esc
     from rich.table import Table
 
-    from bench.model.verdict import fmt_rate
+    from bench.model.prose import fmt_rate
     from bench.report.console import console, plain
 
     con = console()
@@ -144,7 +144,7 @@ def print_table(r: dict, out: Path) -> None:
     print_sparse(con, r)
     pers = r.get("persistence") or {}
     if pers.get("hits"):
-        from bench.model.verdict import fmt_minutes
+        from bench.model.prose import fmt_minutes
 
         con.print("How long KV must persist (time since a hit block was last used): " + ", ".join(
             f"{s:.0%} of hits within {fmt_minutes(m)}" for s, m in zip(pers["shares"], pers["minutes"])))

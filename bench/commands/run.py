@@ -185,7 +185,7 @@ def after_run(run_dir: Path) -> None:
     (which points were skipped and why, and the command that would supply them)."""
     from bench.model.analyze import analyze
     from bench.commands.model import write_result
-    from bench.model.verdict import short
+    from bench.model.prose import short
     from bench.commands.overrides import compose_checked
 
     try:  # a run without an input the model needs: analyze says which, why, and how to supply it

@@ -138,7 +138,9 @@ class SimResult:
 # -- the fixed-capacity replay ---------------------------------------------------------------------------------------
 # (one kernel, no helper calls: numba passes arrays to a non-inlined call by value-structs, 14x slower here)
 @njit(cache=True)
-def _replay(blocks, off, out_blocks, ooff, input_length, session, n_unique, cap, instances, mode, block_tokens):
+def _replay(requests, n_unique, cap, instances, mode, block_tokens):
+    """``requests``: (blocks, off, out_blocks, ooff, input_length, session) of a Trace."""
+    blocks, off, out_blocks, ooff, input_length, session = requests
     n = len(input_length)
     prev = np.full((instances, n_unique), -1, np.int32)
     nxt = np.full((instances, n_unique), -1, np.int32)
@@ -245,8 +247,8 @@ def simulate(trace: Trace, block_tokens: int, capacities: tuple[int, int, int], 
     has_session = bool((trace.session >= 0).all())
     mode = routing if routing != "session" or has_session else "prefix"
     cap = np.array([0, *[int(c) for c in capacities]], np.int64)
-    hits, miss, inst = _replay(trace.blocks, trace.off, trace.out_blocks, trace.ooff, trace.input_length,
-                               trace.session, int(trace.n_unique), cap, int(instances), ROUTING_CODES[mode],
+    requests = (trace.blocks, trace.off, trace.out_blocks, trace.ooff, trace.input_length, trace.session)
+    hits, miss, inst = _replay(requests, int(trace.n_unique), cap, int(instances), ROUTING_CODES[mode],
                                int(block_tokens))
     return SimResult(hits, miss, inst, routing, {"effective_routing": mode, "instances": instances,
                                                   "capacities_blocks": list(capacities)})

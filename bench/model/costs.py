@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from bench.core.errors import UserError
+from bench.core.stats import point_noise
 from bench.llm.overlap import exposed_with_interference_s, fit_interference
 from bench.llm.shapes import causal_pairs
+from bench.model.inputs import supply
 
 
 def nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -93,8 +95,6 @@ def points(df: pd.DataFrame, bench: str, axes: tuple[str, str], y: str, need: st
     """The ok records of ``bench`` as fit points. Records of different attention kernels are never fitted
     together (a no-context prefill on cuDNN and an after-context one on FlashAttention-2 is no cost curve): a run
     that holds several is refused with one line unless ``kernel`` (attention_kernel=) names one."""
-    from bench.model.verdict import point_noise
-
     d = ok_records(df, bench)
     if d.empty:
         raise UserError(f"the run has no {bench} records: run `python -m bench run {need}` with the same model first")
@@ -125,8 +125,8 @@ def require_positive(d: pd.DataFrame, bench: str, metric: str, vals) -> None:
                         f"record(s): a time or bandwidth must be a finite number > 0; the record is corrupt")
 
 
-PREFILL = ("layer_prefill", ("n_new", "n_ctx"), "model_prefill_s", "benchmark=layers")
-DECODE = ("layer_decode", ("batch", "ctx"), "model_decode_step_s", "benchmark=layers")
+PREFILL = ("layer_prefill", ("n_new", "n_ctx"), "model_prefill_s", supply("layer_prefill"))
+DECODE = ("layer_decode", ("batch", "ctx"), "model_decode_step_s", supply("layer_decode"))
 
 
 def fit_points(p: Points, idx: Optional[np.ndarray] = None, jitter: Optional[np.ndarray] = None) -> Fit:
@@ -183,7 +183,7 @@ def host_tier(df: pd.DataFrame, block_tokens: int) -> Tier:
     d = ok_records(df, "paged_onload")
     if d.empty:
         raise UserError("the run has no paged_onload records (host tier): run `python -m bench run "
-                        "benchmark=transfer` with the same model first")
+                        f"{supply('paged_onload')}` with the same model first")
     require_positive(d, "paged_onload", "gbps", d["metric.gbps"].astype(float).to_numpy())
     bt = d["param.block_tokens"].astype(float)
     nearest = d[(bt - block_tokens).abs() == (bt - block_tokens).abs().min()]

@@ -108,8 +108,10 @@ def _steps_until(now, m, S, rmin, t_next, c0, c1, c2):
 
 
 @njit(cache=True)
-def _finish_steps(j, k, now, ids, rem, nact, sumctx, ctx0, out_tokens, last):
-    """Give each sequence of instance j ``k`` tokens; the finished ones leave (their last token at ``now``)."""
+def _finish_steps(j, k, now, active, ctx0, out_tokens, last):
+    """Give each sequence of instance j ``k`` tokens; the finished ones leave (their last token at ``now``).
+    ``active``: the instances' decode state (ids, tokens left, sequences, summed context), updated in place."""
+    ids, rem, nact, sumctx = active
     m = nact[j]
     sumctx[j] += m * k
     s = 0
@@ -182,7 +184,7 @@ def decode_pool(ready, out_tokens, ctx0, instances, batch, c0, c1, c2):
                 _heap_set(ht, hj, pos, k, t_end)
             continue
         now = ht[0]
-        _finish_steps(j, steps[j], now, ids, rem, nact, sumctx, ctx0, out_tokens, last)
+        _finish_steps(j, steps[j], now, (ids, rem, nact, sumctx), ctx0, out_tokens, last)
         m = nact[j]
         while m < batch and q < arrived:
             r = order[q]
@@ -205,9 +207,11 @@ def decode_pool(ready, out_tokens, ctx0, instances, batch, c0, c1, c2):
 
 
 @njit(cache=True)
-def colocated_pool(arrival, service, out_tokens, ctx0, instances, batch, c0, c1, c2, stretch):
+def colocated_pool(arrival, service, out_tokens, ctx0, instances, batch, coef, stretch):
     """(first token, last token) times of each request on ``instances`` instances that each run a waiting prefill
-    (``service`` seconds) whenever they have a free decode slot, else decode steps (all times x ``stretch``)."""
+    (``service`` seconds) whenever they have a free decode slot, else decode steps (all times x ``stretch``);
+    ``coef``: the decode step's (seconds, per sequence, per sequence-context token)."""
+    c0, c1, c2 = coef
     n = arrival.size
     first = np.empty(n)
     last = np.empty(n)
@@ -250,7 +254,7 @@ def colocated_pool(arrival, service, out_tokens, ctx0, instances, batch, c0, c1,
                 sumctx[j] += ctx0[r]
                 nact[j] = m + 1
         else:
-            _finish_steps(j, steps[j], now, ids, rem, nact, sumctx, ctx0, out_tokens, last)
+            _finish_steps(j, steps[j], now, (ids, rem, nact, sumctx), ctx0, out_tokens, last)
         m = nact[j]
         if q < arrived and m < batch:
             r = q
@@ -375,7 +379,7 @@ class Replay:
         o = self.r.out_tokens
         if p.mode == "colocated":
             arr = self.r.unit_arrival / rate
-            first, last = colocated_pool(arr, self.service, o, self.r.ctx0, p.instances, p.batch, *self.coef,
+            first, last = colocated_pool(arr, self.service, o, self.r.ctx0, p.instances, p.batch, self.coef,
                                          1.0 / (1.0 - p.interference))
             ttft = first - arr
         else:

@@ -1,4 +1,6 @@
-"""The 2x verdict: an outcome with an interval and every caveat that bears on it, built from fields, never prose.
+"""The 2x verdict's decision: how far the workload lies outside what was measured, the outcome against the claim
+from the interval, and what would decide an undetermined one (its statistics: bench.core.stats; its words:
+bench.model.prose).
 
 - Interval: the fits are refitted on bootstrap resamples of their measured points, each point's value jittered by
   its own measurement noise (standard error of the median from its IQR and sample count), and tier bandwidths by
@@ -12,48 +14,12 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
-import pandas as pd
 
-from bench.model.warm import clause as sparse_clause
-
-SE_MEDIAN = 1.2533  # standard error of a median = 1.2533 x sd / sqrt(n) (normal samples)
-IQR_TO_SD = 1.349
-
-
-def point_noise(d: pd.DataFrame) -> np.ndarray:
-    """Relative standard error of each record's median from its IQR/median and sample count (0 where unknown)."""
-    noise = pd.to_numeric(d.get("metric.noise", pd.Series(0.0, index=d.index)), errors="coerce").fillna(0.0)
-    n = pd.to_numeric(d.get("metric.n", pd.Series(1, index=d.index)), errors="coerce").fillna(1).clip(lower=1)
-    rel = SE_MEDIAN * noise.to_numpy(float) / IQR_TO_SD / np.sqrt(n.to_numpy(float))
-    return np.where(np.isfinite(rel), rel, 0.0)
-
-
-def interval(values, level: float) -> tuple[float, float]:
-    v = np.asarray([x for x in values if np.isfinite(x)], float)
-    if not v.size:
-        return math.nan, math.nan
-    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
-
-
-def resample(p, rng: np.random.Generator):
-    """Bootstrap rows of fit points ``p`` (bench.model.costs.Points) and a jitter by each row's noise."""
-    idx = rng.integers(0, len(p.y), len(p.y))
-    return idx, p.noise[idx] * rng.standard_normal(len(idx))
-
-
-def bootstrap(evaluate: Callable[[np.random.Generator, bool, bool], dict], n: int, seed: int,
-              prefill: bool = True, decode: bool = True) -> dict[str, list]:
-    """``evaluate(rng, resample_prefill, resample_decode)`` over ``n`` resamples: {quantity: [values]}."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list] = {}
-    for _ in range(n):
-        for k, v in evaluate(rng, prefill, decode).items():
-            out.setdefault(k, []).append(v)
-    return out
+from bench.core.stats import interval
+from bench.model import fleet as F
 
 
 def extrapolation(quantity: str, values, measured: list) -> Optional[dict]:
@@ -98,204 +64,35 @@ def decide(point: float, low: float, high: float, claim: float, extrap: list[dic
                             f"most)")
 
 
-def fmt_rate(gbps: Optional[float]) -> str:
-    """A bandwidth given in GB/s (1e9 B/s) in the unit that reads best: GB/s, MB/s or KB/s."""
-    if gbps is None or not math.isfinite(gbps):
-        return "n/a" if gbps is None else ("unbounded" if gbps > 0 else "n/a")
-    for scale, unit in ((1.0, "GB/s"), (1e-3, "MB/s"), (1e-6, "KB/s")):
-        if abs(gbps) >= scale or unit == "KB/s":
-            return f"{gbps / scale:.3g} {unit}"
-    return f"{gbps:.3g} GB/s"
-
-
-def headline(r: dict) -> str:
-    """The answer in one line: outcome, the speedup with its interval, against the claim, for what."""
-    v, s = r["verdict"], r["verdict"]["speedup"]
-    head = "CPU rehearsal, not a hardware verdict: " if r["device"] == "cpu" else ""
-    outcome = {"supported": f"the {v['claim']:g}x claim is supported",
-               "not_supported": f"the {v['claim']:g}x claim is not supported",
-               "undetermined": f"whether {v['claim']:g}x holds is undetermined"}[v["outcome"]]
-    what_if = f" at the what-if hit rate {v['what_if_hit_rate']:.0%}" if v.get("what_if_hit_rate") is not None \
-        else ""
-    return (f"{head}{outcome[0].upper() + outcome[1:]}: KV reuse gives {s['point']:.2f}x ({s['low']:.2f}-"
-            f"{s['high']:.2f}x, {v['interval']:.0%} interval) on {r['gpu']} with {r['model']} serving "
-            f"{r['workload']['label']}{what_if}.")
-
-
-def details(r: dict) -> list[str]:
-    """The verdict's sentences after the headline, each built from the result's fields only."""
-    v, b = r["verdict"], r["baseline"]
-    tiers = v["tiers"]
-    gains = [f"HBM only {tiers['hbm']['speedup']:.2f}x ({tiers['hbm']['hit_rate']:.0%} hits)"]
-    prev = tiers["hbm"]["speedup"]
-    for t, name in (("host", "host DRAM"), ("storage", "NVMe")):
-        if t in tiers:
-            gains.append(f"adding {name} {tiers[t]['speedup']:.2f}x ({tiers[t]['speedup'] - prev:+.2f}x, "
-                         f"{tiers[t]['hit_rate']:.0%} hits)")
-            prev = tiers[t]["speedup"]
-    how = f"simulated {v['routing']} routing" if v.get("what_if_hit_rate") is None else \
-        f"every request reusing {v['what_if_hit_rate']:.0%} of its input (what-if), from the tiers in the simulated shares"
-    out = [f"By tier: {'; '.join(gains)} ({how})."]
-    seed = seed_clause(r)
-    if seed:
-        out.append(seed)
-    else:
-        unit = "CPU" if r["device"] == "cpu" else "GPU"
-        out.append(f"The Amdahl bound is {b['amdahl_bound']:.2f}x (prefill is {b['prefill_share']:.0%} of {unit} time "
-                   "without reuse).")
-    k = kernel_clause(r)
-    if k:
-        out.append(k)
-    for clause in (slo_clause(r), capacity_clause(r), sparse_clause(r.get("sparse_decode"),
-                                                                    "CPU" if r["device"] == "cpu" else "GPU")):
-        if clause:
-            out.append(clause)
-    if v["decide_by"]:
-        out.append(f"It would be decided by {v['decide_by']}.")
-    if v["reasons"]:
-        out.append("Caveats: " + "; ".join(v["reasons"]) + ".")
-    return out
-
-
-def sentence(r: dict) -> str:
-    """The whole verdict: the headline, then its details, built from ``r['verdict']`` and the result's fields."""
-    return " ".join([headline(r), *details(r)])
-
-
-def seed_clause(r: dict) -> str:
-    """The seed's case, labelled: its arithmetic as written, then on these costs, each figure with its interval."""
-    sc = (r.get("verdict") or {}).get("seed_case") or {}
-    w, m = sc.get("as_written"), sc.get("measured")
-    if not (w and m):
-        return ""
-    unit = "CPU" if r["device"] == "cpu" else "GPU"
-    iv = lambda d, f: f"{f(d['point'])} ({f(d['low'])}-{f(d['high'])})"  # noqa: E731
-    pct = lambda x: f"{x:.0%}" if x == x else "n/a"  # noqa: E731
-    x2 = lambda x: f"{x:.2f}x" if x == x else "n/a"  # noqa: E731
-    bs = m["balanced_split"]
-    return (f"The seed's arithmetic as written: {w['gpus']} GPUs balanced {w['prefill_gpus']}:{w['decode_gpus']}, "
-            f"prefill removed: {w['speedup']:.2f}x (its Amdahl bound {w['amdahl_bound']:.2f}x). On these costs prefill "
-            f"is {iv(m['prefill_share'], pct)} of the {unit} time without reuse: a balanced {bs['gpus']}-GPU fleet "
-            f"splits {bs['prefill_gpus']}:{bs['decode_gpus']}, its Amdahl bound is {iv(m['amdahl_bound'], x2)}, and "
-            f"the workload's {m['hit_rate']:.0%} hits reach {iv(m['speedup'], x2)}, "
-            f"{iv(m['share_of_bound_gain'], pct)} of the bound's gain.")
-
-
-def kernel_clause(r: dict) -> str:
-    """Which attention kernels the prefill and decode costs come from (as the layer records name them)."""
-    k = r.get("kernels") or {}
-    if not (k.get("prefill") or k.get("decode")):
-        return ""
-    return (f"Prefill and decode are priced with the {k.get('prefill') or 'unrecorded'} and "
-            f"{k.get('decode') or 'unrecorded'} attention kernels.")
-
-
-TIER_NAMES = {"hbm": "HBM", "host": "host DRAM", "storage": "NVMe"}
-
-
-def fmt_ms(ms: float) -> str:
-    return f"{ms / 1e3:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
-
-
-def slo_clause(r: dict) -> str:
-    """Goodput at the TTFT/TPOT targets: the speedup there beside the unconstrained one, what misses, and the tier
-    whose loads break TTFT first; from the result's fields only."""
-    v = (r.get("verdict") or {}).get("slo")
-    if not v or v.get("skipped"):
-        return f"Not evaluated at a latency SLO: {v['skipped']}." if v else ""
-    t = v["targets"]
-    targets = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {fmt_ms(t['ttft_ms'])}",
-                                       t["tpot_ms"] and f"TPOT <= {fmt_ms(t['tpot_ms'])}") if x)
-    unit = "device" if r["device"] == "cpu" else "GPU"
-    g = r["goodput"]
-    head = f"At the SLO ({targets} for {t['attainment']:.0%} of requests"
-    head += f"; {r['goodput']['requests_replayed']} requests replayed per rate, {g['arrivals']})"
-    cfg = r["goodput"]["configs"][v["config"]]
-    per = cfg["goodput_per_gpu"]
-    if v["goodput_rps"] <= 0:
-        text = f"{head} no rate meets it even with every tier: {v['reason']}"
-    elif v["base_goodput_rps"] <= 0:
-        text = (f"{head} no rate meets it without reuse ({v['base_reason']}), while {cfg['label']} serves {per:.3g} "
-                f"requests/s per {unit} within it (unconstrained, reuse gives {v['unconstrained']:.2f}x): reuse is "
-                "what makes the SLO reachable")
-    else:
-        text = (f"{head} KV reuse gives {v['speedup']:.2f}x in goodput ({per:.3g} requests/s per {unit} with "
-                f"{cfg['label']}, {cfg['ttft_miss']:.0%} of requests missing TTFT and {cfg['tpot_miss']:.0%} TPOT "
-                f"there)" + (f", against {v['unconstrained']:.2f}x unconstrained"
-                             if abs(v['speedup'] - v['unconstrained']) > 0.005 * v['unconstrained'] else
-                             ", the same as unconstrained: the SLO does not bind"))
-    text += " (a point estimate from the fitted costs: their uncertainty is in the interval above)"
-    if "ttft_breaks_first" in v:
-        b = v["ttft_breaks_first"]
-        if b:
-            text += (f"; {TIER_NAMES[b['tier']]} loads break the TTFT target first, from a {b['hit_rate']:.0%} hit "
-                     f"rate (unloaded p{t['attainment'] * 100:.0f} TTFT over target where HBM reuse meets it)")
-        else:
-            text += "; no tier's loads break the TTFT target at any hit rate"
-    return text + "."
-
-
-def fmt_minutes(m: float) -> str:
-    return f"{m * 60:.3g} s" if m < 1 else (f"{m:.3g} min" if m < 120 else f"{m / 60:.3g} h")
-
-
-def capacity_clause(r: dict) -> str:
-    """Where more of each tier stops paying (the knee) and how long KV must persist, from the result's fields."""
-    parts = []
-    names = {"hbm": "HBM for KV", "host": "host DRAM", "storage": "NVMe"}
-    for tier, k in (r.get("verdict", {}).get("capacity") or {}).items():
-        if k.get("per_gpu") and not k.get("pays", True):
-            parts.append(f"{names[tier]} does not pay at its measured bandwidth ({k['speedup']:.2f}x with it, "
-                         f"{k['without']:.2f}x with the least of it)")
-        elif k.get("per_gpu"):
-            parts.append(f"{names[tier]} pays up to ~{k['per_gpu']:.3g} {k['unit']} per GPU ({k['speedup']:.2f}x, "
-                         f"{k['hit_rate']:.0%} hits; each doubling beyond adds under {r['fleet']['knee_gain']:.0%})")
-        elif k.get("note"):
-            parts.append(f"{names[tier]} {k['note']}")
-    p = r.get("verdict", {}).get("persistence_minutes") or {}
-    if p.get("p90") is not None:
-        parts.append(f"to keep 90% of the hits a block must stay {fmt_minutes(p['p90'])} (50%: "
-                     f"{fmt_minutes(p['p50'])}, 99%: {fmt_minutes(p['p99'])})")
-    return ("Capacity: " + "; ".join(parts) + ".") if parts else ""
-
-
-def short(r: dict) -> str:
-    """One line for the end of `bench run`."""
-    v = r["verdict"]
-    s = v["speedup"]
-    head = "CPU rehearsal: " if r["device"] == "cpu" else ""
-    what_if = f" at hit rate {v['what_if_hit_rate']:.0%} (what-if)" if v.get("what_if_hit_rate") is not None else ""
-    return (f"{head}{v['outcome'].replace('_', ' ')}: {s['point']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x) vs the "
-            f"{v['claim']:g}x claim for {r['model']} / {r['workload']['label']}{what_if} (Amdahl bound "
-            f"{r['baseline']['amdahl_bound']:.2f}x; {len(v['reasons'])} caveat(s))")
-
-
-# -- inputs the model needs, and why they are missing -----------------------------------------------------------
-NEEDS = (
-    ("layer_prefill", "prefill costs", "benchmark=layers"),
-    ("layer_decode", "decode costs", "benchmark=layers"),
-    ("paged_onload", "the host tier", "benchmark=transfer"),
-)
-
-
-def missing_inputs(df: pd.DataFrame, model: str, device: str) -> list[str]:
-    """One line per input the model needs that the run lacks: which points were skipped and why, and the command
-    that would supply them (empty when everything is there)."""
-    lines = []
-    for bench, what, fam in NEEDS:
-        d = df[df["benchmark"] == bench] if not df.empty else df
-        if not d.empty and (d["status"] == "ok").any():
-            continue
-        cmd = f"python -m bench run {fam} model={model}"
-        if device == "cpu" and model != "tiny":
-            cmd += "  (on a CPU-only machine: model=tiny, whose layers fit harness.cpu_max_bytes)"
-        if d.empty:
-            lines.append(f"{what}: the run has no {bench} points; supply them with `{cmd}`")
-            continue
-        reasons = d["reason"].fillna("").astype(str)
-        top = reasons.value_counts()
-        why = top.index[0]
-        more = f" (and {len(top) - 1} other reason(s))" if len(top) > 1 else ""
-        lines.append(f"{what}: all {len(d)} {bench} points {'/'.join(sorted(set(d['status'])))}: {why}{more}; "
-                     f"supply them with `{cmd}`")
-    return lines
+def seed_case(fl, priced, speedup: dict, boot: dict, key: str, level: float, hit_rate: float) -> dict:
+    """The seed's case, labelled: its arithmetic as written (64 GPUs balanced 50:50, prefill removed: 2x, Amdahl
+    1 / (1 - 0.5)), computed by the fleet model itself, then the same arithmetic on the measured costs: the measured
+    prefill share, the balanced split it implies, its Amdahl bound, and what the workload's hit rate reaches of
+    it (the verdict's speedup and its share of the bound's gain), each with its interval. ``priced``: the model at
+    the measured costs (bench.model.steps.Priced); ``speedup``: the verdict's {point, low, high}; ``boot``: the
+    bootstrap's figures, ``key`` the verdict's scenario among them."""
+    base = F.best_split(64, 1.0, 1.0)  # equal prefill and decode work per request: the balanced split is 32:32
+    gone = F.best_split(64, 0.0, 1.0)  # reuse removes prefill: every GPU decodes
+    written = {"gpus": 64, "prefill_gpus": base.prefill_gpus, "decode_gpus": base.decode_gpus, "prefill_share": 0.5,
+               "speedup": gone.requests_per_s / base.requests_per_s, "amdahl_bound": F.amdahl_bound(1.0, 1.0),
+               "description": "the seed's arithmetic as written: 64 GPUs split 50:50 between prefill and decode, "
+                              "each pool busy (prefill is half the GPU time); KV reuse removes prefill and its 32 "
+                              "GPUs move to decode: 2x, and no more (Amdahl: 1 / (1 - 0.5))"}
+    point, lo, hi = speedup["point"], speedup["low"], speedup["high"]
+    share = priced.prefill_share
+    n_pre = max(1, min(fl.gpus - 1, round(fl.gpus * share)))
+    amd = [a for a in boot["amdahl"]]
+    gain = [(s - 1) / (a - 1) if a > 1 else np.nan for s, a in zip(boot[key], amd)]
+    bound = priced.amdahl_bound
+    measured = {
+        "prefill_share": {"point": share, **dict(zip(("low", "high"), interval(boot["prefill_share"], level)))},
+        "balanced_split": {"gpus": int(fl.gpus), "prefill_gpus": int(n_pre), "decode_gpus": int(fl.gpus - n_pre)},
+        "amdahl_bound": {"point": bound, **dict(zip(("low", "high"), interval(amd, level)))},
+        "speedup": {"point": point, "low": lo, "high": hi}, "hit_rate": hit_rate,
+        "share_of_bound_gain": {"point": (point - 1) / (bound - 1) if bound > 1 else math.nan,
+                                **dict(zip(("low", "high"), interval(gain, level)))},
+        "description": f"the same arithmetic on the measured costs: prefill is this share of the GPU time without "
+                       f"reuse, so a balanced {fl.gpus}-GPU fleet splits {n_pre}:{fl.gpus - n_pre}; removing prefill "
+                       "gives at most the Amdahl bound, and the workload's hit rate reaches the verdict's speedup"}
+    return {"as_written": written, "measured": measured, "speedup": point,
+            "description": "the seed's case: its arithmetic as written, then on these costs"}

@@ -124,9 +124,11 @@ def search_rate(df) -> dict | None:
             "tokens": int(best["param.tokens"])}
 
 
-def sparse_decode(df, costs, shape, fl, sp, hbm: float, weights: int, g: int, ctx: float, dense_batch: int) -> dict:
+def sparse_decode(df, costs, shape, fl, sp, sizing) -> dict:
     """The sparse-decode mode's figures per tier and k (module docstring), beside the dense decode of the same
-    fleet, or ``skipped`` with why."""
+    fleet (``sizing``: bench.model.steps.FleetSizing), or ``skipped`` with why."""
+    hbm, weights, g = sizing.hbm_bytes_per_gpu, sizing.weight_bytes, sizing.gpus_per_instance
+    ctx, dense_batch = sizing.mean_decode_context, sizing.decode_batch
     row = int(shape.kv_bytes_per_token_per_layer)
     fitted = fit_warm(df, row)
     if not fitted["fits"]:

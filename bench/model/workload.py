@@ -58,11 +58,13 @@ def _draws(w: Workload, sessions: int, seed: int):
 
 
 @njit(cache=True)
-def _sessions(t0, turns, new, outp, think, shared_blocks, shared_tokens, block_tokens, max_ctx, where, owhere):
+def _sessions(draws, shared_blocks, shared_tokens, block_tokens, max_ctx, where, owhere):
     """Walk every session's turns: each request's input is the session's whole history (its full blocks, then a
     fresh id for a trailing partial block), the blocks its answer completes are its output ids. The first call
     (``where`` empty) returns each request's timestamp and id counts; the second writes every request's ids at
-    ``where[r]`` / ``owhere[r]`` (its place in timestamp order) and returns them."""
+    ``where[r]`` / ``owhere[r]`` (its place in timestamp order) and returns them. ``draws``: (session start times,
+    turns, new and output tokens per turn, think times) as :func:`_draws` gives them."""
+    t0, turns, new, outp, think = draws
     write = len(where) > 0
     n_req = 0
     for s in range(len(turns)):
@@ -133,7 +135,7 @@ def generate_trace(w: Workload, sessions: int, block_tokens: int, seed: int = 0)
     if sessions < 1:
         raise UserError(f"sessions={sessions} is not allowed: at least 1")
     t0, turns, new, outp, think = _draws(w, sessions, seed)
-    args = (t0, turns, new, outp, think, int(w.shared_prefix_tokens // block_tokens), int(w.shared_prefix_tokens),
+    args = ((t0, turns, new, outp, think), int(w.shared_prefix_tokens // block_tokens), int(w.shared_prefix_tokens),
             int(block_tokens), int(w.max_context_tokens))
     n, n_ids, ts, il, ol, sess, lens, olens, _, _ = _sessions(*args, np.zeros(0, np.int64), np.zeros(0, np.int64))
     order = np.argsort(ts, kind="stable")  # place every request's ids in timestamp order directly

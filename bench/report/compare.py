@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from bench.core.errors import UserError
+from bench.core.stats import SE_MEDIAN, robust_sd
 from bench.core.store import (RECORDS, check_numbers, point_key, read_manifest, read_records,
                          run_dirs, run_state)
 
@@ -99,15 +100,6 @@ def _interval(rec: dict) -> tuple[float, float, float]:
     return t * float(m.get("min_s") or med) / float(med), t, t * float(m.get("p90_s") or med) / float(med)
 
 
-def _robust_sd(x) -> float:
-    import numpy as np
-
-    x = np.asarray(list(x), float)
-    if len(x) < 3:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(x - np.median(x))))
-
-
 def contention_band(rec: dict, man: dict) -> float:
     """Extra tolerance (log scale) for a point timed under contention: the share of the CPUs this run could use
     that other processes took while it was timed, plus the hypervisor's steal (a neighbour using one of two cores
@@ -133,10 +125,6 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
     implausibly within their own sweep (bench.core.store.suspect_points) are EXCLUDED from the verdict, with the reason.
     A family whose points all moved together (median log-ratio beyond its standard error and the threshold) is
     reported as a shift of the machine itself (clocks, contention, driver), not a code change."""
-    import numpy as np
-
-    from bench.core.store import suspect_points
-
     if len(paths) < 2:
         raise UserError("compare needs at least two runs: python -m bench compare BASE OTHER [...]")
     sides = [side(p) for p in paths]
@@ -149,13 +137,32 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
     fingerprint = {k: [f(man) for _, man, _ in sides] for k, f in FINGERPRINT_KEYS.items()}
     differs = {k: v for k, v in fingerprint.items() if len(set(map(str, v))) > 1}
     same_machine = not ({"gpu", "host", "CPU", "driver", "CUDA", "torch", "device"} & set(differs))
-
     tables = [{point_key(r): r for r in recs} for _, _, recs in sides]
+    points, one_sided, both_skipped = match_points(sides, tables, contended)
+    shifts: list = []
+    for i in range(1, len(sides)):
+        tol_of, default_tol, moved = run_tolerances(points, i, threshold, noise_floor, same_machine)
+        shifts += [{"run": sides[i][0], **m} for m in moved]
+        label_points(points, tables, i, threshold, tol_of, default_tol)
+    return {"runs": [s[0] for s in sides], "fingerprint": fingerprint, "fingerprint_differs": sorted(differs),
+            "same_machine": same_machine, "mismatches": mismatches, "points": points, "one_sided": one_sided,
+            "both_skipped": both_skipped, "incomplete": incomplete, "shifts": shifts,
+            "excluded": sum(1 for p in points if "EXCLUDED" in p.get("labels", [])),
+            "compared": sum(1 for p in points if any(lab != "EXCLUDED" for lab in p.get("labels", []))),
+            "widened": sum(1 for p in points if p.get("widened")), "contended_mode": contended,
+            "regressions": sum(1 for p in points if p.get("regression")), "threshold": threshold}
+
+
+def match_points(sides: list, tables: list, contended: str) -> tuple[list, list, int]:
+    """(points present in every run, with their headline metric per run, its ratio and gain against the base and
+    why each comparison is excluded; points present in some runs only; points skipped in every run). A point
+    timed under contention is excluded, or with ``contended='widen'`` compared with a band widened by it."""
+    from bench.core.store import suspect_points
+
     suspects = [suspect_points(recs) for _, _, recs in sides]
     base = tables[0]
     points, one_sided, both_skipped = [], [], 0
-    all_keys = list(dict.fromkeys(k for t in tables for k in t))
-    for key in all_keys:
+    for key in dict.fromkeys(k for t in tables for k in t):
         present = [key in t for t in tables]
         if not all(present):
             one_sided.append({"point": key, "present_in": [sides[i][0] for i, p in enumerate(present) if p]})
@@ -189,56 +196,60 @@ def compare(paths, threshold: float = 0.05, noise_floor: float = 0.02, allow_mis
                 entry.setdefault("widened", {})[i] = band
             entry["excluded"].append(why)
         points.append(entry)
+    return points, one_sided, both_skipped
 
-    shifts: list = []
-    for i in range(1, len(sides)):
-        comparable = [p for p in points if p.get("label") != "STATUS" and not p["excluded"][i - 1]]
-        gains = np.array([p["gains"][i - 1] for p in comparable]) if comparable else np.zeros(0)
-        fam = {}
-        for p, g in zip(comparable, gains):
-            fam.setdefault(p["family"], []).append(g)
-        centers = {f: float(np.median(v)) for f, v in fam.items()}
-        resid = [g - centers[p["family"]] for p, g in zip(comparable, gains)]
-        pooled = _robust_sd(resid)
-        # run-to-run spread per family (attention on a shared CPU varies ~17%, transfers ~4%): its own robust SD when
-        # it has enough points, else the pooled one
-        sd = {f: (_robust_sd(np.array(v) - centers[f]) if len(v) >= MIN_FAMILY_POINTS else pooled)
-              for f, v in fam.items()}
-        tol_of = {f: (max(noise_floor, K_RUN * x) if same_machine else noise_floor) for f, x in sd.items()}
-        for f, v in fam.items():
-            se = 1.2533 * sd[f] / math.sqrt(len(v)) if len(v) else math.inf
-            if len(v) >= 3 and abs(centers[f]) > max(threshold, 3 * se):
-                shifts.append({"run": sides[i][0], "family": f, "points": len(v),
-                               "median_change": math.expm1(centers[f])})
-        for p in points:
-            if p.get("label") == "STATUS":
-                continue
-            b_fast, b_med, b_slow = _interval(tables[0][p["point"]])
-            o_fast, o_med, o_slow = _interval(tables[i][p["point"]])
-            # gap between the ranges on a log scale: > 0 the other is slower, < 0 faster
-            slower_by = math.log(o_fast / b_slow) if o_fast > b_slow else 0.0
-            faster_by = math.log(b_fast / o_slow) if o_slow < b_fast else 0.0
-            run_tol = tol_of.get(p["family"], max(noise_floor, K_RUN * pooled) if same_machine else noise_floor)
-            run_tol += (p.get("widened") or {}).get(i, 0.0)
-            if p["excluded"][i - 1]:
-                label = "EXCLUDED"
-            elif slower_by > run_tol:
-                label = "REGRESSION" if -p["gains"][i - 1] > math.log1p(threshold) else "SLOWER"
-            elif faster_by > run_tol:
-                label = "FASTER"
-            else:
-                label = "SAME"
-            if label == "REGRESSION":
-                p["regression"] = True
-            p["labels"].append(label)
-            p.setdefault("tolerance", []).append(run_tol)
-    return {"runs": [s[0] for s in sides], "fingerprint": fingerprint, "fingerprint_differs": sorted(differs),
-            "same_machine": same_machine, "mismatches": mismatches, "points": points, "one_sided": one_sided,
-            "both_skipped": both_skipped, "incomplete": incomplete, "shifts": shifts,
-            "excluded": sum(1 for p in points if "EXCLUDED" in p.get("labels", [])),
-            "compared": sum(1 for p in points if any(lab != "EXCLUDED" for lab in p.get("labels", []))),
-            "widened": sum(1 for p in points if p.get("widened")), "contended_mode": contended,
-            "regressions": sum(1 for p in points if p.get("regression")), "threshold": threshold}
+
+def run_tolerances(points: list, i: int, threshold: float, noise_floor: float,
+                   same_machine: bool) -> tuple[dict, float, list]:
+    """Run ``i`` against the base: ({family: log-scale tolerance}, the tolerance of a family without points of its
+    own, [families whose points all moved together: a shift of the machine]). The tolerance is the noise floor, or
+    on the same machine K_RUN robust standard deviations of the family's log-ratios around their median (its own
+    when it has MIN_FAMILY_POINTS, else all families' pooled)."""
+    import numpy as np
+
+    comparable = [p for p in points if p.get("label") != "STATUS" and not p["excluded"][i - 1]]
+    gains = np.array([p["gains"][i - 1] for p in comparable]) if comparable else np.zeros(0)
+    fam: dict = {}
+    for p, g in zip(comparable, gains):
+        fam.setdefault(p["family"], []).append(g)
+    centers = {f: float(np.median(v)) for f, v in fam.items()}
+    pooled = robust_sd([g - centers[p["family"]] for p, g in zip(comparable, gains)])
+    # run-to-run spread per family (attention on a shared CPU varies ~17%, transfers ~4%): its own robust SD when
+    # it has enough points, else the pooled one
+    sd = {f: (robust_sd(np.array(v) - centers[f]) if len(v) >= MIN_FAMILY_POINTS else pooled) for f, v in fam.items()}
+    tol_of = {f: (max(noise_floor, K_RUN * x) if same_machine else noise_floor) for f, x in sd.items()}
+    shifts = []
+    for f, v in fam.items():
+        se = SE_MEDIAN * sd[f] / math.sqrt(len(v)) if len(v) else math.inf
+        if len(v) >= 3 and abs(centers[f]) > max(threshold, 3 * se):
+            shifts.append({"family": f, "points": len(v), "median_change": math.expm1(centers[f])})
+    return tol_of, max(noise_floor, K_RUN * pooled) if same_machine else noise_floor, shifts
+
+
+def label_points(points: list, tables: list, i: int, threshold: float, tol_of: dict, default_tol: float) -> None:
+    """Label each point of run ``i`` against the base (appended to its ``labels``): EXCLUDED, REGRESSION, SLOWER,
+    FASTER or SAME, from the gap between their [min, p90] ranges on a log scale and the family's tolerance."""
+    for p in points:
+        if p.get("label") == "STATUS":
+            continue
+        b_fast, b_med, b_slow = _interval(tables[0][p["point"]])
+        o_fast, o_med, o_slow = _interval(tables[i][p["point"]])
+        # gap between the ranges on a log scale: > 0 the other is slower, < 0 faster
+        slower_by = math.log(o_fast / b_slow) if o_fast > b_slow else 0.0
+        faster_by = math.log(b_fast / o_slow) if o_slow < b_fast else 0.0
+        run_tol = tol_of.get(p["family"], default_tol) + (p.get("widened") or {}).get(i, 0.0)
+        if p["excluded"][i - 1]:
+            label = "EXCLUDED"
+        elif slower_by > run_tol:
+            label = "REGRESSION" if -p["gains"][i - 1] > math.log1p(threshold) else "SLOWER"
+        elif faster_by > run_tol:
+            label = "FASTER"
+        else:
+            label = "SAME"
+        if label == "REGRESSION":
+            p["regression"] = True
+        p["labels"].append(label)
+        p.setdefault("tolerance", []).append(run_tol)
 
 
 def identity_mismatches(runs: list, allow: bool, what: str) -> list[str]:

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from bench.core.config import conf_dir
 from bench.model import fleet as F
-from bench.model.analyze import break_even_gbps
+from bench.model.pricing import break_even_gbps
 from bench.model.cachesim import Trace, simulate, simulate_reference
 from bench.model.costs import Costs, Fit, nnls
 from bench.model.workload import Workload, generate, read_trace, write_trace

@@ -2,6 +2,7 @@
 state an earlier step did not build, and the steps in order give exactly what ``analyze`` gives."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -20,25 +21,32 @@ def cfg():
 
 def test_each_step_sets_what_it_owns(cfg):
     a = AN.load(RUNS / "cpu_a", cfg)
-    assert a.shape.name == "tiny" and a.costs is None and a.device == "cpu"
+    assert a.inputs.shape.name == "tiny" and a.fitted is None and a.inputs.device == "cpu"
 
-    a = AN.fit(a)
-    assert a.costs is not None and "host" in a.tiers
-    assert a.costs.prefill.rel_rms >= 0 and a.costs.decode.rel_rms >= 0
+    b = AN.fit(a)
+    assert a.fitted is None, "a step returns a new analysis, never changes the one it was given"
+    costs = b.fitted.costs
+    assert "host" in b.fitted.tiers and costs.prefill.rel_rms >= 0 and costs.decode.rel_rms >= 0
     # the decode step grows with the batch: a fit, not a constant
-    assert a.costs.decode_step_s(64, 1000.0) > a.costs.decode_step_s(1, 1000.0) > 0
+    assert costs.decode_step_s(64, 1000.0) > costs.decode_step_s(1, 1000.0) > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.fitted.costs = None  # the steps' results are frozen
 
-    a = AN.workload(a)
-    assert len(a.I) == len(a.O) == len(a.c) == len(a.n) > 0
-    assert (a.c <= a.I).all() and (a.n == a.I - a.c).all()  # cached tokens never exceed the input
+    a = AN.workload(b)
+    r = a.requests
+    assert len(r.input_tokens) == len(r.output_tokens) == len(r.reused_tokens) == len(r.new_tokens) > 0
+    assert (r.reused_tokens <= r.input_tokens).all()  # cached tokens never exceed the input
+    assert (r.new_tokens == r.input_tokens - r.reused_tokens).all()
 
     a = AN.fleet(a)
-    assert a.g >= 1 and a.B >= 1 and a.hbm > 0 and a.weights > 0
+    sz = a.sizing
+    assert sz.gpus_per_instance >= 1 and sz.decode_batch >= 1 and sz.hbm_bytes_per_gpu > 0 and sz.weight_bytes > 0
 
     a = AN.simulate_caches(a)
-    assert a.sims and a.pricer is not None
-    for sim in a.sims.values():  # a tiered cache hits no more than the infinite one
-        assert sim.hit_tokens.sum() <= a.c.sum() + 1e-9
+    sc = a.scenario
+    assert sc.sims_by_routing and sc.pricer is not None and sc.verdict_tier == list(sc.scenario_capacities)[-1]
+    for sim in sc.sims_by_routing.values():  # a tiered cache hits no more than the infinite one
+        assert sim.hit_tokens.sum() <= r.reused_tokens.sum() + 1e-9
 
     a = AN.price(a)
     a = AN.verdict(a)

@@ -94,7 +94,7 @@ def test_colocated_replay_matches_a_step_by_step_reference(seed, K, B, stretch):
     ctx0 = rng.integers(10, 400, n).astype(float)
     service = rng.uniform(0.01, 0.1, n)
     c = (2e-3, 1e-4, 3e-6)
-    first, last = G.colocated_pool(arr, service, out, ctx0, K, B, *c, stretch)
+    first, last = G.colocated_pool(arr, service, out, ctx0, K, B, tuple(c), stretch)
     rf, rl = ref_decode(arr, out, ctx0, K, B, c, prefill=service, stretch=stretch)
     np.testing.assert_allclose(first, rf, rtol=1e-9)
     np.testing.assert_allclose(last, rl, rtol=1e-9)

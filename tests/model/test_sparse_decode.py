@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from bench.model.steps import FleetSizing
+
 from bench.core.config import FleetConfig, SparseConfig
 from bench.llm.shapes import ModelShape
 from bench.model.warm import clause, fit_line, fit_warm, sparse_decode
@@ -60,12 +62,16 @@ def test_one_rows_value_is_no_fit_with_a_note():
     assert out["fits"] == {} and any("fewer than two rows values" in n for n in out["notes"])
 
 
+# an H200-sized instance: 141 GB of HBM, 16 GB of weights, one GPU, 64k tokens of decode context, dense batch 8
+SIZING = FleetSizing(hbm_bytes_per_gpu=141e9, weight_bytes=16e9, gpus_per_instance=1, mean_decode_context=65536.0,
+                     decode_batch=8, decode_batch_limited_by="test")
+
+
 def _sparse(df, **sp):
     shape = _shape()
     sp_cfg = OmegaConf.merge(OmegaConf.structured(SparseConfig), sp)
     fl = OmegaConf.structured(FleetConfig)
-    return sparse_decode(df, LinearCosts(), shape, fl, sp_cfg, hbm=141e9, weights=16e9, g=1, ctx=65536.0,
-                         dense_batch=8)
+    return sparse_decode(df, LinearCosts(), shape, fl, sp_cfg, SIZING)
 
 
 def test_sparse_decode_prices_each_k_from_the_fit():
@@ -101,8 +107,7 @@ def test_warm_capacity_caps_the_batch():
     row = _shape().kv_bytes_per_token_per_layer
     shape = _shape()
     fl = OmegaConf.merge(OmegaConf.structured(FleetConfig), {"host_bytes_per_gpu": 3 * 65536 * shape.kv_bytes_per_token})
-    sd = sparse_decode(_records(row), LinearCosts(), shape, fl, OmegaConf.structured(SparseConfig), 141e9, 16e9, 1,
-                       65536.0, 8)
+    sd = sparse_decode(_records(row), LinearCosts(), shape, fl, OmegaConf.structured(SparseConfig), SIZING)
     r = sd["rows"][0]
     assert r["batch"] == 3 and "warm-tier capacity" in r["batch_limit"]
     assert math.isclose(r["warm_bytes_per_gpu"], 3 * 65536 * shape.kv_bytes_per_token)

@@ -57,8 +57,6 @@ def _compiled():
     global _LOOP
     if _LOOP is not None:
         return _LOOP
-    from numba import njit
-
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     sysc = libc.syscall
     sysc.restype = ctypes.c_long
@@ -68,6 +66,25 @@ def _compiled():
     clock.restype = ctypes.c_int
     clock.argtypes = [ctypes.c_int, ctypes.c_uint64]
     nr_setup, nr_destroy, nr_getevents, nr_submit = _NR[platform.machine()]
+    now_ns, submit, address = _helpers(sysc, clock, nr_submit)
+
+    def setup(qd):
+        ctx = ctypes.c_ulong(0)
+        if sysc(nr_setup, qd, ctypes.addressof(ctx), 0, 0, 0) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"io_setup({qd}): {os.strerror(e)}")
+        return ctx.value
+
+    def destroy(ctx):
+        sysc(nr_destroy, ctx, 0, 0, 0, 0)
+
+    _LOOP = (_loop(sysc, nr_getevents, now_ns, submit, address), setup, destroy)
+    return _LOOP
+
+
+def _helpers(sysc, clock, nr_submit):
+    """(now_ns, submit, address): the loop's jitted helpers, calling libc's ``syscall`` and ``clock_gettime``."""
+    from numba import njit
 
     @njit(cache=False, nogil=True)
     def now_ns(ts, ts_addr):
@@ -102,6 +119,13 @@ def _compiled():
         for k in range(req // PAGE_BYTES):
             slot_words[w0 + k * (PAGE_BYTES // 8)] = first_page + k
         return bufs_addr + s * slot_bytes + start
+
+    return now_ns, submit, address
+
+
+def _loop(sysc, nr_getevents, now_ns, submit, address):
+    """The jitted submit-and-reap loop over one pass of requests (its helpers: :func:`_helpers`)."""
+    from numba import njit
 
     @njit(cache=False, nogil=True)
     def loop(ctx, fd, opcode, offs, req, qd, bufs_addr, mode, slot_bytes, slot_words, period, iocbs, iocbs_addr,
@@ -156,18 +180,7 @@ def _compiled():
                         return -2
         return 0
 
-    def setup(qd):
-        ctx = ctypes.c_ulong(0)
-        if sysc(nr_setup, qd, ctypes.addressof(ctx), 0, 0, 0) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"io_setup({qd}): {os.strerror(e)}")
-        return ctx.value
-
-    def destroy(ctx):
-        sysc(nr_destroy, ctx, 0, 0, 0, 0)
-
-    _LOOP = (loop, setup, destroy)
-    return _LOOP
+    return loop
 
 
 class AioPass:

@@ -1,0 +1,153 @@
+"""Pricing: per-request seconds of prefill (with the loads of its cached KV from each tier) and decode, for a set of
+costs, turned into the fleet's request rate (the best prefill:decode split, a fixed one, or colocated) and into
+speedups over no reuse. Seconds are GPU-seconds per request (CPU-seconds on a CPU run); rates are requests/s of the
+whole fleet."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from bench.model import fleet as F
+from bench.model.cachesim import TIERS
+from bench.model.costs import Costs
+from bench.model.steps import FleetSizing, Priced, Requests
+
+HIT_GRID = np.round(np.concatenate([np.arange(0, 0.9, 0.05), np.arange(0.9, 1.0001, 0.01)]), 3)  # dense where agents live
+
+
+def mean_prefill_s(costs: Costs, new, cached, loads, overlap: bool) -> float:
+    """Mean prefill GPU-seconds per request: compute of the new tokens after the cached ones, with the load
+    ``loads`` = (layer-wise overlappable seconds, serial seconds) per request."""
+    load_s, serial_s = loads
+    return float(np.mean(costs.prefill_with_load_s(new, cached, load_s, overlap, serial_s=serial_s)))
+
+
+def tier_loads(costs: Costs, tokens_by_tier: dict):
+    """(overlappable, serial) load seconds per request of the hit tokens of each tier ({tier: tokens})."""
+    over, serial = 0.0, 0.0
+    for tier, tokens in tokens_by_tier.items():
+        o, s = costs.load_split(tier, tokens)
+        over, serial = over + o, serial + s
+    return over, serial
+
+
+def sim_loads(costs: Costs, sim):
+    """(hit tokens per tier as floats, (overlappable, serial) loads) of each request of a cache simulation."""
+    ht = sim.hit_tokens.astype(float)
+    return ht, tier_loads(costs, {t: ht[:, i] for i, t in enumerate(TIERS) if t == "hbm" or t in costs.tiers})
+
+
+def request_prefill_s(costs: Costs, sim, overlap: bool) -> np.ndarray:
+    """Prefill seconds (one GPU) of each request of a cache simulation: its misses after its hits, with its loads."""
+    ht, (over, serial) = sim_loads(costs, sim)
+    return np.broadcast_to(costs.prefill_with_load_s(sim.miss_tokens, ht.sum(axis=1), over, overlap,
+                                                     serial_s=serial), ht.shape[:1]).astype(float)
+
+
+def break_even_gbps(costs: Costs, n, c, latency_s: float) -> float:
+    """Tier bandwidth (GB/s) at which loading the cached KV takes as long as recomputing it, over requests:
+    sum(cached bytes) / sum(t_p(n + c, 0) - t_p(n, c) - latency). inf when recomputing costs nothing."""
+    n, c = np.asarray(n, float), np.asarray(c, float)
+    saved = costs.prefill_s(n + c, 0) - costs.prefill_s(n, c)
+    denom = float(np.sum(np.maximum(saved - latency_s * (c > 0), 0)))
+    return float(np.sum(c) * costs.kv_bytes_per_token / denom / 1e9) if denom > 0 else math.inf
+
+
+def scaled_tiers(cs: Costs, tier_scale: dict) -> Costs:
+    """``cs`` with each tier's bandwidths x its ``tier_scale`` factor (a resample of their noise)."""
+    cs = copy.copy(cs)
+    cs.tiers = {k: dataclasses.replace(
+        t, gbps=t.gbps * tier_scale.get(k, 1.0),
+        serial_gbps=None if t.serial_gbps is None else t.serial_gbps * tier_scale.get(k, 1.0))
+        for k, t in cs.tiers.items()}
+    return cs
+
+
+class Pricer:
+    """Every speedup of the model for a set of costs: the requests' prefill (with their tiers' loads) and decode
+    seconds, turned into the fleet's request rate; ``sims_by_routing``: each routing's cache at the fleet's
+    capacities; ``tier_sims``: the verdict's tier scenarios (empty while the best routing is being chosen)."""
+
+    def __init__(self, requests: Requests, sizing: FleetSizing, fleet_cfg, sims_by_routing: dict,
+                 tier_sims: Optional[dict] = None):
+        self.requests, self.sizing, self.fl = requests, sizing, fleet_cfg
+        self.sims_by_routing, self.tier_sims = sims_by_routing, dict(tier_sims or {})
+
+    def with_tier_sims(self, tier_sims: dict) -> "Pricer":
+        return Pricer(self.requests, self.sizing, self.fl, self.sims_by_routing, tier_sims)
+
+    def decode_s(self, cs: Costs) -> float:
+        """Mean decode seconds per request: its output tokens at the fleet's decode batch, per sequence."""
+        i, o, b = self.requests.input_tokens, self.requests.output_tokens, self.sizing.decode_batch
+        return float(np.mean(o * cs.decode_step_s(b, i + o / 2) / b))
+
+    def rate(self, prefill_s: float, decode_s: float) -> tuple[float, dict]:
+        """(requests/s of the fleet, its split) for these per-request seconds."""
+        fl = self.fl
+        if fl.mode == "colocated":
+            return F.colocated_rate(fl.gpus, prefill_s, decode_s, fl.colocated_interference), \
+                {"mode": "colocated", "gpus": fl.gpus}
+        sp = F.best_split(fl.gpus, prefill_s, decode_s) if fl.prefill_fraction is None else \
+            F.fixed_split(fl.gpus, fl.prefill_fraction, prefill_s, decode_s)
+        return sp.requests_per_s, {"prefill_gpus": sp.prefill_gpus, "decode_gpus": sp.decode_gpus}
+
+    def sim_prefill_s(self, cs: Costs, sim) -> float:
+        ht, loads = sim_loads(cs, sim)
+        return mean_prefill_s(cs, sim.miss_tokens, ht.sum(axis=1), loads, self.fl.overlap_load)
+
+    def price(self, cs: Costs, sim) -> tuple[float, float, dict]:
+        """(mean prefill seconds, requests/s, split) of the requests served by cache ``sim`` at costs ``cs``."""
+        ps = self.sim_prefill_s(cs, sim)
+        return (ps, *self.rate(ps, self.decode_s(cs)))
+
+    def evaluate(self, cs: Costs, tier_scale: Optional[dict] = None, verdict_only: bool = False) -> Priced:
+        """Every speedup of the model for costs ``cs`` (tier bandwidths x ``tier_scale``); ``verdict_only``: the
+        tier scenarios, not every routing (the bootstrap's resamples)."""
+        if tier_scale:
+            cs = scaled_tiers(cs, tier_scale)
+        d = self.decode_s(cs)
+        p0 = float(np.mean(cs.prefill_s(self.requests.input_tokens, 0)))
+        base_rate, base_split = self.rate(p0, d)
+        done: dict = {}  # id(sim) -> (prefill s, rate, split): a simulation shared by scenarios is priced once
+
+        def priced(sim):
+            if id(sim) not in done:
+                ps = self.sim_prefill_s(cs, sim)
+                done[id(sim)] = (ps, *self.rate(ps, d))
+            return done[id(sim)]
+
+        by_routing, detail = {}, {}
+        for routing, sim in ({} if verdict_only else self.sims_by_routing).items():
+            ps, r, split = priced(sim)
+            by_routing[routing] = r / base_rate
+            detail[routing] = (ps, split)
+        by_tier = {key: priced(sim)[1] / base_rate for key, sim in self.tier_sims.items()}
+        return Priced(baseline_prefill_s=p0, decode_s=d, baseline_rps=base_rate, amdahl_bound=F.amdahl_bound(p0, d),
+                      prefill_share=F.prefill_share(p0, d), speedup_by_routing=by_routing, speedup_by_tier=by_tier,
+                      baseline_split=base_split, routing_detail=detail)
+
+
+class WhatIf:
+    """A cache result for a what-if hit rate (``hit_rate=``): every request reuses ``rate`` of its input (whole
+    tokens), its hits split among the tiers in the shares the simulation of the same tiers (``sim``) found; the
+    verdict, goodput and tiers are priced on it, so a what-if changes the answer. Same fields as a simulation's."""
+
+    def __init__(self, sim, input_tokens, rate: float):
+        ht = sim.hit_tokens.astype(float)
+        total = ht.sum()
+        share = ht.sum(axis=0) / total if total > 0 else np.array([1.0, 0.0, 0.0])
+        reused = np.floor(rate * np.asarray(input_tokens, float))
+        self.hit_tokens = reused[:, None] * share[None, :]
+        self.miss_tokens = np.asarray(input_tokens, float) - reused
+        self.meta = {**sim.meta, "what_if_hit_rate": rate}
+        self._input = float(np.sum(input_tokens))
+
+    def rates(self) -> dict:
+        hits = self.hit_tokens.sum(axis=0)
+        out = {"hit_rate": float(hits.sum() / self._input) if self._input else 0.0}
+        out.update({f"hit_rate_{t}": float(h / self._input) if self._input else 0.0 for t, h in zip(TIERS, hits)})
+        return out
