@@ -25,14 +25,14 @@ if not OmegaConf.has_resolver("tb_host"):
 @dataclass
 class HarnessConfig:
     device: str = "auto"  # auto | cuda | cpu
-    device_index: int = 0
+    device_index: int = 0  # CUDA device the run measures (CUDA_VISIBLE_DEVICES numbering)
     warmup_s: float = 0.05  # warm-up time per point, excluded from the numbers
-    min_samples: int = 5
-    max_samples: int = 1000
+    min_samples: int = 5  # timed samples at least, before the noise target may stop sampling
+    max_samples: int = 1000  # timed samples at most (then converged=False)
     noise_target: float = 0.02  # stop when IQR/median falls below this
     time_budget_s: float = 2.0  # sampling time per point before giving up (converged=False)
     l2_flush: bool = True  # flush GPU L2 before samples of L2-cold benchmarks
-    progress: bool = True
+    progress: bool = True  # a progress bar on stderr while points run
     cpu_max_bytes: int = 64 * MiB  # CPU mode: points needing more memory are skipped with that reason
     cpu_threads: Optional[int] = 1  # CPU mode: torch intra-op threads while timing (torch.utils.benchmark's 1);
     # null = torch's default (every core: faster, noisier, and a neighbour's load shows more)
@@ -45,53 +45,54 @@ class PlanConfig:
     """`bench run --plan`: the target to plan for (conf/targets/<gpu>.yaml; null = this machine) and the storage
     rates to assume there (null = the target's)."""
 
-    gpu: Optional[str] = None
-    storage_read_gbps: Optional[float] = None
-    storage_write_gbps: Optional[float] = None
+    gpu: Optional[str] = None  # the target to plan for: conf/targets/<name> (docs/targets.md); null = this machine
+    storage_read_gbps: Optional[float] = None  # the disk's read rate to assume on the target (null: the target's)
+    storage_write_gbps: Optional[float] = None  # the disk's write rate to assume (null: the target's)
 
 
 @dataclass
 class RunConfig:
-    root: str = "results"
-    id: str = "${now:%Y%m%d-%H%M%S}-${tb_host:}"
-    notes: str = ""
+    root: str = "results"  # directory the run's folder goes under
+    id: str = "${now:%Y%m%d-%H%M%S}-${tb_host:}"  # the run's folder name (default: time and host)
+    notes: str = ""  # free text kept in the manifest
     analyze: bool = True  # end the run with the throughput model and verdict (or say which inputs are missing)
     cpu_defaults: list = field(default_factory=list)  # presets `bench run` added for a CPU-only machine (it sets it)
 
 
 @dataclass
 class SuiteConfig:
-    description: str = ""
-    benchmarks: list = field(default_factory=lambda: ["all"])
+    description: str = ""  # what the suite is for (conf/suite/<name>.yaml)
+    # benchmarks or families the suite runs, or all (within the loaded families)
+    benchmarks: list = field(default_factory=lambda: ["all"])  # benchmarks or families the suite runs, or all
 
 
 @dataclass
 class ModelConfig:
     """A transformer's published shape. Derived quantities live in bench.llm.shapes."""
 
-    name: str = MISSING
-    description: str = ""
-    source: str = ""
-    layers: int = MISSING
-    hidden: int = MISSING
-    heads: int = MISSING
-    kv_heads: int = MISSING
-    head_dim: int = MISSING
+    name: str = MISSING  # preset name (conf/model/<name>.yaml)
+    description: str = ""  # what the preset is
+    source: str = ""  # where its shape comes from (model card, config.json)
+    layers: int = MISSING  # transformer layers
+    hidden: int = MISSING  # hidden size
+    heads: int = MISSING  # query heads
+    kv_heads: int = MISSING  # key/value heads (GQA; = heads for MHA)
+    head_dim: int = MISSING  # dimension of one head
     ffn: int = MISSING  # dense MLP intermediate size
-    vocab: int = 0
-    dtype: str = "bfloat16"
+    vocab: int = 0  # vocabulary size (0: not modelled)
+    dtype: str = "bfloat16"  # weights' and KV's dtype: float32, float16, bfloat16, float8_e4m3fn
     attention: str = "gqa"  # gqa | mla
     # mixture of experts (0 = dense)
-    experts: int = 0
-    experts_active: int = 0
-    shared_experts: int = 0
-    moe_ffn: int = 0
+    experts: int = 0  # routed experts per MoE layer
+    experts_active: int = 0  # experts a token is routed to
+    shared_experts: int = 0  # experts every token uses
+    moe_ffn: int = 0  # intermediate size of one expert
     dense_layers: int = 0  # leading dense layers in an MoE model
     # multi-head latent attention (deepseek)
-    kv_lora_rank: int = 0
-    q_lora_rank: int = 0
-    rope_head_dim: int = 0
-    v_head_dim: int = 0
+    kv_lora_rank: int = 0  # MLA: width of the compressed KV latent
+    q_lora_rank: int = 0  # MLA: width of the compressed query
+    rope_head_dim: int = 0  # MLA: rotary part of a head
+    v_head_dim: int = 0  # MLA: value head dimension
 
 
 CORE_SECTIONS = (("harness", HarnessConfig), ("run", RunConfig), ("plan", PlanConfig), ("suite", SuiteConfig),
@@ -113,18 +114,18 @@ def root_config(families) -> type:
 
 @dataclass
 class WorkloadConfig:
-    name: str = MISSING
-    description: str = ""
-    source: str = ""
-    shared_prefix_tokens: int = MISSING
-    session_context_tokens: int = 0
-    turns: int = MISSING
-    new_tokens: int = MISSING
-    output_tokens: int = MISSING
-    spread: float = 0.5
-    think_time_s: float = 5.0
-    sessions_per_s: float = 1.0
-    max_context_tokens: int = 131072
+    name: str = MISSING  # preset name (conf/workload/<name>.yaml)
+    description: str = ""  # what the workload is
+    source: str = ""  # where its figures come from
+    shared_prefix_tokens: int = MISSING  # tokens every session shares (tools + system prompt)
+    session_context_tokens: int = 0  # tokens a session starts with beyond the shared prefix
+    turns: int = MISSING  # mean turns (requests) per session
+    new_tokens: int = MISSING  # mean new input tokens per turn
+    output_tokens: int = MISSING  # mean output tokens per turn
+    spread: float = 0.5  # lognormal sigma of turns and token counts around their means
+    think_time_s: float = 5.0  # mean time between a response and the next turn (exponential)
+    sessions_per_s: float = 1.0  # session arrival rate (Poisson)
+    max_context_tokens: int = 131072  # a session ends when its context would pass this
     ttft_ms: Optional[float] = None  # the preset's time-to-first-token target (fleet.ttft_ms overrides it)
     tpot_ms: Optional[float] = None  # the preset's time-per-output-token target (fleet.tpot_ms overrides it)
     slo_source: str = ""  # where the preset's targets come from
@@ -132,31 +133,32 @@ class WorkloadConfig:
 
 @dataclass
 class FleetConfig:
-    description: str = ""
-    gpus: int = 64
+    description: str = ""  # what the fleet is (conf/fleet/<name>.yaml)
+    gpus: int = 64  # GPUs in the fleet
     mode: str = "disaggregated"  # disaggregated | colocated
     prefill_fraction: Optional[float] = None  # null = the best split; else a fixed share of GPUs on prefill
     gpus_per_instance: Optional[int] = None  # tensor-parallel degree; null = smallest power of 2 that fits
     hbm_bytes: Optional[int] = None  # per GPU; null = from the run's fingerprint
     reserve_fraction: float = 0.1  # HBM kept for activations and fragmentation
-    max_batch: int = 256
+    max_batch: int = 256  # largest decode batch per instance
     ttft_ms: Optional[float] = None  # time-to-first-token target; null = the workload preset's; 0 = no target
     tpot_ms: Optional[float] = None  # time-per-output-token target; null = the workload preset's; 0 = no target
     slo_attainment: float = 0.9  # goodput: the share of requests that must meet both targets
     slo_requests: Optional[int] = 20000  # requests replayed per goodput rate (a uniform sample); null = all
     overlap_load: bool = True  # KV loads overlap prefill compute layer by layer (else they add)
     load_cost: str = "auto"  # auto | measured (layerwise_load records) | bandwidth (bytes / GB/s)
-    colocated_interference: float = 0.0
+    colocated_interference: float = 0.0  # colocated mode: slowdown of decode while a prefill shares the GPU (fraction)
     hbm_cache_fraction: float = 0.3  # share of free HBM per instance kept as prefix cache
     host_bytes_per_gpu: int = 137438953472  # 128 GiB of host DRAM per GPU for the host tier
     storage_bytes_per_gpu: int = 2000000000000  # 2 TB of NVMe per GPU for the storage tier
     block_tokens: int = 512  # cache block (Mooncake traces use 512)
     sessions: int = 2000  # synthetic sessions to generate when no trace is given
-    sim_instances: int = 8
+    sim_instances: int = 8  # instances the cache simulation spreads requests over
+    # request routings simulated: session (a session's turns to one instance), prefix (longest cached prefix), round_robin
     routings: list = field(default_factory=lambda: ["session", "prefix", "round_robin"])
     knee_gain: float = 0.05  # a tier's capacity knee: where doubling it adds less than this share of throughput
     curve_sample_rate: Optional[float] = None  # capacity curves from this share of the instances (null: all, exact)
-    seed: int = 0
+    seed: int = 0  # seed of the synthetic sessions and samples
 
 
 @dataclass
@@ -167,7 +169,7 @@ class VerdictConfig:
     interval: float = 0.9  # central probability of the reported speedup interval
     bootstrap: int = 200  # resamples of the fitted points (with their measurement noise)
     max_extrapolation: float = 4.0  # beyond this factor outside the measured range the outcome is undetermined
-    seed: int = 0
+    seed: int = 0  # seed of the bootstrap resamples
 
 
 @dataclass
@@ -175,7 +177,7 @@ class SparseConfig:
     """The sparse-decode mode of `bench model` (bench.model.warm): each decode step attends to top_k rows of a
     sequence's context per layer, fetched from the warm tier at the run's measured warm_fetch (warm_peer) fit."""
 
-    top_k: list = field(default_factory=lambda: [256, 2048, 8192])
+    top_k: list = field(default_factory=lambda: [256, 2048, 8192])  # rows per layer a sparse decode step attends to
     repeat_fraction: float = 0.6  # of a step's rows selected by the previous step too, kept in HBM (ShadowKV ~60%)
     local_tokens: int = 64  # recent tokens every step attends to, kept in HBM
     overlap: bool = False  # fetch hidden behind the step's compute (prefetch); default: exposed
