@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "compare": ("bench.commands.compare:cmd_compare", "compare runs point by point (noise-aware; hardware shown side by side)"),
     "report": ("bench.commands.report:cmd_report", "HTML + markdown report with plots and the fingerprint"),
     "validate": ("bench.commands.validate:cmd_validate", "end-to-end agentic replay vs the cost model's prediction"),
+    "workload": ("bench.commands.workload:cmd_workload", "real agent traces and usage logs: the seed's figures, the fleet they make"),
     "docs": ("bench.commands.docs:cmd_docs", "regenerate the reference docs (docs/) from the code; --check: stale?"),
     "status": ("bench.commands.slurm:cmd_status", "every job of a sweep (SLURM or local): status, records, what to run next"),
 }

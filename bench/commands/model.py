@@ -79,6 +79,10 @@ def write_result(result: dict, out=None, plots: bool = True) -> Path:
                        "capacity": P.capacity(result, out / "capacity.png"),
                        "persistence": P.persistence(result, out / "persistence.png"),
                        "goodput": P.goodput(result, out / "goodput.png")}
+    if result.get("trace"):  # real sessions: their pictures too (bench workload --plots draws the same)
+        from bench.report import workload_plots as W
+
+        result["plots"].update({f"trace_{k}": fn(result["trace"], out / f"trace_{k}.png") for k, fn in W.PLOTS})
     write_model_json(result, out)
     return out
 

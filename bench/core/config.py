@@ -188,8 +188,12 @@ class AnalysisConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     model: Any = None  # null = the run's model; naming another one is refused
-    trace: Optional[str] = None  # Mooncake-format JSONL to replay instead of synthetic sessions
+    trace: Optional[str] = None  # a trace or usage log (file or folder; any format bench workload reads) to replay
+    trace_format: Optional[str] = None  # force the trace's format (null: detected from its content)
     hit_rate: Optional[float] = None  # evaluate at this reuse fraction instead of the workload's own
+    # a trace of agent conversations replayed by this many concurrent users (each keeps its think and API times, a
+    # new conversation starts when one ends); null: the trace's own timeline (conversations end to end)
+    users: Optional[int] = None
     attention_kernel: Optional[str] = None  # a run whose layer records ran several attention kernels: fit this one
     out: Optional[str] = None  # output directory; null = <run>/model-<workload or trace>[-<variant>]
     plots: bool = True  # the model's plots beside model.json (false: model.json only, ~5 s sooner)

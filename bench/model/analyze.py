@@ -37,9 +37,13 @@ from bench.model.inputs import COST_BENCHMARKS, missing_inputs, supply
 from bench.model.pricing import HIT_GRID, Pricer, WhatIf, break_even_gbps, mean_prefill_s, request_prefill_s
 from bench.model.slo import goodput_at_slo, slo_targets, slo_verdict
 from bench.model.steps import Analysis, CacheScenario, FleetSizing, Fitted, Requests, RunInputs
-from bench.model.workload import Workload, generate_trace, load_trace
+from bench.model.sessions import summarize
+from bench.model.traces import read_requests
+from bench.model.traces.table import SERVING, to_trace
+from bench.model.workload import Workload, generate_trace
 
 CPU_ASSUMED_HBM = 80 * 2**30
+DEFAULT_BLOCK_TOKENS = 512  # fleet.block_tokens' default: a trace brings its own block size
 
 
 def load_run(path):
@@ -155,10 +159,19 @@ def workload(a: Analysis) -> Analysis:
     cfg, fl = a.cfg, a.fl
     bt = int(fl.block_tokens)
     preset = Workload.from_cfg(cfg.workload)
+    summary = None
     if cfg.trace:
-        trace = load_trace(cfg.trace)
-        check_trace_blocks(trace, bt, cfg.trace)
-        label, source = Path(cfg.trace).stem, f"trace {cfg.trace}"
+        table = read_requests([cfg.trace], cfg.get("trace_format"))
+        trace = to_trace(table, cfg.get("users"))
+        if bt != DEFAULT_BLOCK_TOKENS:  # fleet.block_tokens set: it must be the trace's (hashed ids cannot re-block)
+            check_trace_blocks(trace, bt, cfg.trace)
+        bt = table.block_tokens
+        summary = summarize(table)
+        summary.pop("sessions")  # per conversation: `bench workload --json` has them
+        label = Path(cfg.trace).stem or Path(cfg.trace).name
+        users = f", {cfg.users} concurrent users" if cfg.get("users") and table.source not in SERVING else ""
+        source = (f"trace {cfg.trace} ({table.source}, {len(table.names)} conversations, {len(table)} requests, "
+                  f"{bt}-token blocks{users})")
     else:
         trace = generate_trace(preset, int(fl.sessions), bt, int(fl.seed))
         label, source = preset.name, f"{fl.sessions} synthetic sessions of preset {preset.name}"
@@ -169,7 +182,7 @@ def workload(a: Analysis) -> Analysis:
         reused = np.floor(cfg.hit_rate * input_tokens)
     return dataclasses.replace(a, requests=Requests(trace, preset, label, source, input_tokens,
                                                     trace.output_length.astype(float), reused,
-                                                    input_tokens - reused))
+                                                    input_tokens - reused, bt, summary))
 
 
 def fleet(a: Analysis) -> Analysis:
@@ -209,7 +222,7 @@ def simulate_caches(a: Analysis) -> Analysis:
     then the verdict's scenario: the best routing with the HBM tier only, then + host DRAM, then + NVMe (or the
     what-if hit rate, in the simulated tiers' shares); the verdict describes the last of them."""
     cfg, fl, sz, req, tiers = a.cfg, a.fl, a.sizing, a.requests, a.fitted.tiers
-    bt, warnings = int(fl.block_tokens), []
+    bt, warnings = req.block_tokens, []
     hbm_free = max(sz.gpus_per_instance * sz.hbm_bytes_per_gpu * (1 - fl.reserve_fraction) - sz.weight_bytes, 0)
     block_bytes = bt * a.inputs.shape.kv_bytes_per_token
     caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // block_bytes)),
@@ -275,7 +288,10 @@ def price(a: Analysis) -> Analysis:
         "reuse": {}, "simulated": {}, "sweep": {"hit_rate": HIT_GRID.tolist()}, "warnings": warnings,
     }
     result["workload"].update({"ideal_hit_rate": float(c.sum() / I.sum()), "hit_rate_override": cfg.hit_rate,
-                               "mean_input_tokens": in_tok, "mean_output_tokens": out_tok})
+                               "mean_input_tokens": in_tok, "mean_output_tokens": out_tok,
+                               "block_tokens": req.block_tokens})
+    if req.summary is not None:
+        result["trace"] = req.summary
     result["baseline"] = {"prefill_gpu_s": p0, "decode_gpu_s": d, "prefill_share": F.prefill_share(p0, d),
                           "amdahl_bound": F.amdahl_bound(p0, d), "requests_per_s": base_rate, **pt.baseline_split,
                           "output_tokens_per_s": base_rate * out_tok, "input_tokens_per_s": base_rate * in_tok}

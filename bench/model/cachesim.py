@@ -109,13 +109,27 @@ class Trace:
 
 
 def _regroup(flat: np.ndarray, off: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The groups ``order`` of a flat array with offsets ``off``, concatenated in that order."""
+    """The groups ``order`` of a flat array with offsets ``off``, concatenated in that order (a run of consecutive
+    groups is one slice)."""
+    order = np.asarray(order, np.int64)
+    if len(order) and order[0] >= 0 and np.array_equal(order, np.arange(order[0], order[0] + len(order))):
+        a, b = off[order[0]], off[order[0] + len(order)]
+        return flat[a:b].copy(), off[order[0]:order[0] + len(order) + 1] - a
     lens = (off[1:] - off[:-1])[order]
     new_off = np.zeros(len(order) + 1, np.int64)
     np.cumsum(lens, out=new_off[1:])
-    starts = off[:-1][order]
-    idx = np.repeat(starts - new_off[:-1], lens) + np.arange(new_off[-1])
-    return flat[idx], new_off
+    return _gather_groups(flat, off, order, new_off), new_off
+
+
+@njit(cache=True)
+def _gather_groups(flat, off, order, new_off):
+    out = np.empty(new_off[-1], flat.dtype)
+    for k in range(len(order)):
+        s = off[order[k]]
+        o = new_off[k]
+        for j in range(new_off[k + 1] - o):
+            out[o + j] = flat[s + j]
+    return out
 
 
 @dataclass
@@ -413,6 +427,36 @@ def _classify(dist, off, input_length, block_tokens, c1, c2, c3):
     return hits, miss
 
 
+@njit(cache=True)
+def _hits_at_capacities(dist, off, input_length, block_tokens, caps):
+    """Hit tokens of one cache (all tiers one LRU) at each capacity of ``caps`` (ascending blocks), in one pass: a
+    request's position j hits at capacity C while the largest stack distance of positions 0..j is below C (a
+    prefix stops at its first miss); each position weighs its tokens (the last, partial block its real ones)."""
+    k = len(caps)
+    counts = np.zeros(k + 1, np.int64)
+    for i in range(len(off) - 1):
+        m = -1
+        inp = input_length[i]
+        for j in range(off[i], off[i + 1]):
+            d = dist[j]
+            if d > m:
+                m = d
+            if m >= caps[k - 1]:
+                break
+            lo, hi = 0, k  # the number of capacities <= m
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if caps[mid] <= m:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            w = min(block_tokens, inp - (j - off[i]) * block_tokens)
+            if w <= 0:
+                break
+            counts[lo] += w
+    return np.cumsum(counts)[:k]
+
+
 class Curves:
     """Stack distances of one replay (an assignment of requests to instances): ``at(capacities)`` gives the
     SimResult of any capacity mix without replaying (exact for LRU: the tiers are one stack).
@@ -447,6 +491,15 @@ class Curves:
     @property
     def sampled(self) -> bool:
         return len(self.kept_instances) < self.instances
+
+    def hit_tokens(self, capacities) -> np.ndarray:
+        """Hit tokens of the whole replay with one cache of each capacity (blocks per instance; HBM, host and NVMe
+        are one stack, so this is every tier mix of that total), all in one pass."""
+        caps = np.asarray(capacities, np.int64)
+        order = np.argsort(caps, kind="stable")
+        out = np.empty(len(caps), np.int64)
+        out[order] = _hits_at_capacities(self.dist, self.trace.off, self.trace.input_length, self.bt, caps[order])
+        return out
 
     def at(self, capacities: tuple[int, int, int]) -> SimResult:
         c1, c2, c3 = (int(c) for c in capacities)

@@ -22,7 +22,7 @@ def capacity_curves(req: Requests, scenario: CacheScenario, sizing: FleetSizing,
     import time
 
     t0 = time.perf_counter()
-    trace, bt, block_bytes = req.trace, int(fl.block_tokens), scenario.block_bytes
+    trace, bt, block_bytes = req.trace, req.block_tokens, scenario.block_bytes
     g, caps, routing, tiers = sizing.gpus_per_instance, scenario.capacity_blocks, scenario.best_routing, costs.tiers
     sim, base_rate = scenario.sims_by_routing[routing], scenario.priced.baseline_rps
     rate = float(fl.curve_sample_rate) if fl.curve_sample_rate else 1.0

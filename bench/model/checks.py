@@ -56,6 +56,13 @@ def validate_analysis(cfg) -> None:
         check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "sparse.top_k", k, "integers >= 1")
     check(0 <= sp.repeat_fraction < 1, "sparse.repeat_fraction", sp.repeat_fraction, "a fraction in [0, 1)")
     check(sp.local_tokens >= 0, "sparse.local_tokens", sp.local_tokens, "tokens >= 0")
+    if cfg.get("users") is not None:
+        check(isinstance(cfg.users, int) and cfg.users >= 1, "users", cfg.users,
+              "concurrent users: an integer >= 1, or null for the trace's own timeline")
+    if cfg.get("trace_format") is not None:
+        from bench.model.traces import FORMATS
+
+        check(cfg.trace_format in FORMATS, "trace_format", cfg.trace_format, f"one of {', '.join(FORMATS)}")
     if not cfg.trace:
         check_sessions_fit(cfg)
     if cfg.hit_rate is not None:

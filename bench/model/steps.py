@@ -56,6 +56,8 @@ class Requests:
     output_tokens: np.ndarray
     reused_tokens: np.ndarray
     new_tokens: np.ndarray
+    block_tokens: int = 512  # the cache block: the trace's own (its ids' granularity), else fleet.block_tokens
+    summary: Optional[dict] = None  # a real trace's decomposition (bench.model.sessions.summarize), else None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Workloads: multi-turn sessions described by a preset, a synthetic session generator that writes
-Mooncake-format requests, and a reader for Mooncake traces.
+"""Workloads: multi-turn sessions described by a preset and a synthetic session generator (straight into the
+simulator's Trace, or as Mooncake-format requests to write a trace). Real traces and logs: bench.model.traces.
 
 Mooncake format (FAST'25 trace release): one JSON object per line with ``timestamp`` (ms), ``input_length`` and
 ``output_length`` (tokens) and ``hash_ids`` (one id per ``block_tokens`` block of the input; equal ids = equal
@@ -8,10 +8,8 @@ content, so a prefix cache can reuse them). We add an optional ``session_id`` fo
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 from numba import njit
@@ -173,89 +171,3 @@ def write_trace(reqs: Iterable[Request], path) -> None:
     with open(path, "w") as f:
         for r in reqs:
             f.write(r.to_json() + "\n")
-
-
-def read_trace(path) -> list[Request]:
-    """Read a Mooncake-format JSONL trace; a malformed line (not UTF-8, not JSON, a missing or mistyped field, a
-    zero or negative length, a non-finite timestamp) is a one-line error naming the line and what is wrong."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"trace={str(path)!r} is a directory; give a Mooncake-format .jsonl file")
-    if not p.is_file():
-        raise UserError(f"trace {str(p)!r} does not exist")
-    reqs = []
-    with open(p, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"trace {p}: line {i} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})"
-                                ) from None
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                r = Request(float(d["timestamp"]), int(d["input_length"]), int(d["output_length"]),
-                            [int(x) for x in d["hash_ids"]], d.get("session_id"),
-                            [int(x) for x in d.get("output_hash_ids") or []])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-                raise UserError(f"trace {p}: line {i} is not a Mooncake record (timestamp, input_length, "
-                                f"output_length, hash_ids): {type(e).__name__}: {e}") from None
-            if r.input_length < 0 or r.output_length < 0:
-                raise UserError(f"trace {p}: line {i} has a negative length (input_length={r.input_length}, "
-                                f"output_length={r.output_length})")
-            if r.input_length == 0:
-                raise UserError(f"trace {p}: line {i} has input_length 0: a request needs at least one input token")
-            if not math.isfinite(r.timestamp_ms):
-                raise UserError(f"trace {p}: line {i} has a non-finite timestamp {d['timestamp']!r}")
-            reqs.append(r)
-    if not reqs:
-        raise UserError(f"trace {p} is empty: no requests to replay")
-    return reqs
-
-
-def load_trace(path):
-    """A Mooncake-format trace straight into a simulator Trace: parsed column-wise by pyarrow (1M requests in a
-    few seconds); any line it cannot take, or a value out of range, is found and named by :func:`read_trace`'s
-    line-by-line checks (one line: which line, what is wrong)."""
-    from bench.model.cachesim import Trace
-
-    p = Path(path)
-    if not p.is_file():
-        read_trace(path)  # the one-line error for a directory or a missing file
-    try:
-        import pyarrow as pa
-        import pyarrow.json as pj
-
-        tbl = pj.read_json(p)
-        need = ("timestamp", "input_length", "output_length", "hash_ids")
-        if any(c not in tbl.column_names for c in need) or any(tbl[c].null_count for c in need):
-            raise ValueError("missing fields")
-        ids = tbl["hash_ids"].combine_chunks()
-        if not pa.types.is_list(ids.type) or not pa.types.is_integer(ids.type.value_type):
-            raise ValueError("hash_ids")
-        ts = tbl["timestamp"].to_numpy().astype(np.float64)
-        il = tbl["input_length"].to_numpy().astype(np.int64)
-        ol = tbl["output_length"].to_numpy().astype(np.int64)
-        if len(il) == 0 or (il <= 0).any() or (ol < 0).any() or not np.isfinite(ts).all():
-            raise ValueError("values")
-        off = ids.offsets.to_numpy().astype(np.int64)
-        blocks = ids.values.to_numpy().astype(np.int64)[off[0]:off[-1]]
-        lens = np.diff(off)
-        if "output_hash_ids" in tbl.column_names:
-            o = tbl["output_hash_ids"].combine_chunks()
-            ooff = o.offsets.to_numpy().astype(np.int64)
-            oblocks = o.values.to_numpy().astype(np.int64)[ooff[0]:ooff[-1]]
-            olens = np.where(o.is_null().to_numpy(zero_copy_only=False), 0, np.diff(ooff))
-        else:
-            oblocks, olens = np.zeros(0, np.int64), np.zeros(len(il), np.int64)
-        sess = tbl["session_id"].fill_null(-1).to_numpy().astype(np.int64) if "session_id" in tbl.column_names \
-            else np.full(len(il), -1, np.int64)
-    except Exception:  # bad UTF-8, a malformed line, a missing field, a value out of range: named line by line
-        return Trace.from_requests(read_trace(path))
-    return Trace.from_arrays(blocks, lens, oblocks, olens, il, ol, sess, ts)
-
-
-def iter_blocks(reqs: list[Request]) -> Iterator[np.ndarray]:
-    for r in reqs:
-        yield np.asarray(r.hash_ids, dtype=np.int64)

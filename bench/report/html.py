@@ -59,6 +59,13 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
             pic = fn(r, img / f"{key}_{name}.png")
             if pic:
                 made.append((f"{key}_{i}", f"{title} ({what})", pic))
+        if r.get("trace"):  # the model replayed real sessions: their pictures (bench workload draws the same)
+            from bench.report import workload_plots as wplots
+
+            for key, fn in wplots.PLOTS:
+                pic = fn(r["trace"], img / f"trace_{key}_{name}.png")
+                if pic:
+                    made.append((f"trace_{key}_{i}", f"The trace's sessions: {key.replace('_', ' ')} ({what})", pic))
     mans = [read_manifest(d) for d in dirs]
     fp = [(k, ["-" if v is None else str(v) for v in vals]) for k, vals in
           ((k, [f(m) for m in mans]) for k, f in FINGERPRINT_KEYS.items()) if any(v is not None for v in vals)]

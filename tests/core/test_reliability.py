@@ -183,22 +183,24 @@ def test_records_that_are_not_records_are_skipped_with_one_line(runs, tmp_path, 
 
 
 @pytest.mark.parametrize("content, expect", [
-    (b'{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": [1]}\n\xff\xfe junk\n', "not UTF-8"),
-    (b'{"timestamp": 0, "input_length": 0, "output_length": 2, "hash_ids": []}\n', "input_length 0"),
-    (b'{"timestamp": 0, "input_length": -4, "output_length": 2, "hash_ids": [1]}\n', "negative length"),
-    (b'{"timestamp": 0, "input_length": 4}\n', "not a Mooncake record"),
-    (b'[1, 2]\n', "not a Mooncake record"),
+    (b'{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": [1]}\n\xff\xfe junk\n',
+     "line 2 is not UTF-8"),
+    (b'{"timestamp": 0, "input_length": 0, "output_length": 2, "hash_ids": []}\n', "request 1 has input 0"),
+    (b'{"timestamp": 0, "input_length": -4, "output_length": 2, "hash_ids": [1]}\n', "request 1 has input -4"),
+    (b'{"timestamp": 0, "input_length": 4}\n', "line 1 is not a Mooncake record (missing output_length, hash_ids)"),
+    (b'[1, 2]\n', "not a trace or usage log of a known format"),
 ])
 def test_malformed_traces_are_one_line(runs, tmp_path, content, expect):
     a, _ = runs
     t = tmp_path / "t.jsonl"
     t.write_bytes(content)
-    one_line_error(run_cli("model", str(a), f"trace={t}"), expect, "line")
+    one_line_error(run_cli("model", str(a), f"trace={t}"), expect, str(t))
 
 
-def test_trace_that_is_a_directory(runs, tmp_path):
+def test_trace_that_is_an_empty_directory(runs, tmp_path):
     a, _ = runs
-    one_line_error(run_cli("model", str(a), f"trace={tmp_path}"), "is a directory")
+    (tmp_path / "empty").mkdir()
+    one_line_error(run_cli("model", str(a), f"trace={tmp_path / 'empty'}"), "a directory with no .json or .jsonl file")
 
 
 # -- 10: a refused rerun leaves the existing run as it was ----------------------------------------------------------

@@ -9,7 +9,8 @@ from bench.model import fleet as F
 from bench.model.pricing import break_even_gbps
 from bench.model.cachesim import Trace, simulate, simulate_reference
 from bench.model.costs import Costs, Fit, nnls
-from bench.model.workload import Workload, generate, read_trace, write_trace
+from bench.model.traces import read_requests
+from bench.model.workload import Workload, generate, write_trace
 from bench.llm.shapes import causal_pairs
 from tests.helpers import run_cli
 
@@ -105,15 +106,16 @@ def test_trace_round_trip_and_bad_traces(tmp_path):
     reqs = generate(workload("chatbot"), 5, 512)
     p = tmp_path / "t.jsonl"
     write_trace(reqs, p)
-    back = read_trace(p)
-    assert [r.hash_ids for r in back] == [r.hash_ids for r in reqs]
+    back = read_requests([p])
+    flat = np.concatenate([np.asarray(r.hash_ids, np.int64) for r in reqs])
+    assert back.source == "mooncake" and np.array_equal(back.blocks, flat) and len(back) == len(reqs)
     from bench.core.errors import UserError
     (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(UserError, match="empty"):
-        read_trace(tmp_path / "empty.jsonl")
+    with pytest.raises(UserError, match="not a trace or usage log of a known format"):
+        read_requests([tmp_path / "empty.jsonl"])
     (tmp_path / "bad.jsonl").write_text('{"timestamp": 1, "input_length": 5}\n')
     with pytest.raises(UserError, match="line 1 is not a Mooncake record"):
-        read_trace(tmp_path / "bad.jsonl")
+        read_requests([tmp_path / "bad.jsonl"], "mooncake")
 
 
 @pytest.fixture(scope="module")

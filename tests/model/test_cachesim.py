@@ -135,3 +135,16 @@ def test_requests_replay_in_timestamp_order():
     assert tr.timestamp_ms.tolist() == [5.0, 10.0]
     r = simulate(tr, 16, (4, 0, 0))
     assert r.hit_tokens[:, 0].tolist() == [0, 16]
+
+
+def test_the_capacity_curve_in_one_pass_equals_a_replay_at_each_capacity():
+    """Curves.hit_tokens (every capacity in one pass over the stack distances) gives exactly the hit tokens of
+    at() (one classification per capacity), also at capacities between the grid's."""
+    from bench.model.workload import generate_trace
+
+    tr = generate_trace(agentic(), 300, 512, seed=11)
+    res = simulate(tr, 512, (500, 0, 0), 3, "session")
+    cv = Curves(tr, 512, res.instance, 3, "session")
+    caps = [0, 1, 7, 64, 300, 1001, 5000, tr.n_unique + 1]
+    assert cv.hit_tokens(caps).tolist() == [int(cv.at((c, 0, 0)).hit_tokens.sum()) for c in caps]
+    assert cv.hit_tokens(caps[::-1]).tolist() == cv.hit_tokens(caps).tolist()[::-1]

@@ -216,3 +216,92 @@ def test_listing_needs_no_torch():
     cat = {b["name"]: (b["family"], b["description"]) for b in catalog()}
     reg = {b.name: (b.family, b.description) for b in load_all().values()}
     assert cat == reg
+
+
+def test_one_million_agentic_requests_from_generation_to_capacity_curves(benchmark, request):
+    """1M synthetic agentic requests: generated straight into the simulator's arrays and the all-capacity curve read
+    at 24 capacities from one pass of stack distances over 8 session-routed instances (target <= 10 s on the 2-core
+    CI machine; printed beside one fixed-capacity replay of the same requests)."""
+    if request.config.getoption("benchmark_disable") and not request.config.getoption("benchmark_enable"):
+        pytest.skip("1M requests end to end runs only with --benchmark-enable (it is the speed target itself)")
+    import time
+
+    def end_to_end():
+        t0 = time.perf_counter()
+        tr = generate_trace(agentic(), 26100, 512, seed=0)  # ~1.0M requests
+        t1 = time.perf_counter()
+        res = simulate(tr, 512, (200000, 0, 0), 8, "session")  # the reference: one fixed-capacity replay
+        t2 = time.perf_counter()
+        cv = Curves(tr, 512, tr.session % 8, 8, "session")  # session routing: session id mod instances, no replay
+        assert np.array_equal(tr.session % 8, res.instance)
+        rates = list(cv.hit_tokens(np.geomspace(100, tr.n_unique + 1, 24).astype(np.int64)) / tr.input_length.sum())
+        t3 = time.perf_counter()
+        return (t1 - t0, t2 - t1, t3 - t2), rates
+
+    (gen_s, fixed_s, curves_s), rates = benchmark.pedantic(end_to_end, rounds=1, iterations=1)
+    benchmark.extra_info.update({"generation_s": gen_s, "fixed_replay_s": fixed_s, "curves_s": curves_s,
+                                 "target_s": 10.0, "curves_over_fixed": curves_s / fixed_s})
+    assert len(rates) == 24
+    print(f"\n1M agentic requests: generation {gen_s:.1f} s, one fixed replay {fixed_s:.1f} s, all-capacity curves "
+          f"(24 capacities) {curves_s:.1f} s = {curves_s / fixed_s:.2f}x the fixed replay; generation to curves "
+          f"{gen_s + curves_s:.1f} s (target 10 s)")
+    assert rates == sorted(rates)
+
+
+def plain_weka_replay(files) -> tuple[int, int]:
+    """The plain reference: json and a set per conversation, a request hitting the longest prefix already seen
+    (file order, sub-agents where they appear): (hit tokens, input tokens)."""
+    hit = total = 0
+    for f in files:
+        d = json.loads(Path(f).read_bytes())
+        seen = set()
+        reqs = []
+        for r in d["requests"]:
+            reqs += r["requests"] if r.get("type") == "subagent" else [r]
+        for q in reqs:
+            k = 0
+            for h in q["hash_ids"]:
+                if h not in seen:
+                    break
+                k += 1
+            hit += min(k * d["block_size"], q["in"])
+            total += q["in"]
+            seen.update(q["hash_ids"])
+    return hit, total
+
+
+def test_weka_corpus_through_bench_workload(benchmark, request):
+    """The whole public WEKA corpus (TIERBENCH_WEKA_TRACES: a folder of its traces; 710 files, ~441 MB, 94M block
+    ids) through `bench workload` as a user runs it (a new process), target <= 15 s and <= 4 GB peak on 2 cores,
+    printed beside the plain json + set replay of the same files (whose hit rate it must equal)."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    folder = os.environ.get("TIERBENCH_WEKA_TRACES")
+    if not folder or not Path(folder).is_dir():
+        pytest.skip("TIERBENCH_WEKA_TRACES is not a folder of WEKA's traces (github.com/callanjfox/kv-cache-tester)")
+    if request.config.getoption("benchmark_disable") and not request.config.getoption("benchmark_enable"):
+        pytest.skip("the whole corpus runs only with --benchmark-enable (it is the speed target itself)")
+    from tests.helpers import ROOT
+
+    out = Path(request.config.rootpath) / ".benchmarks" / "weka.json"
+    out.parent.mkdir(exist_ok=True)
+
+    def run():
+        return subprocess.run([sys.executable, "-m", "bench", "workload", folder, "--json", str(out)], cwd=ROOT,
+                              capture_output=True, text=True)
+
+    r = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    t0 = time.perf_counter()
+    hit, total = plain_weka_replay(sorted(Path(folder).glob("*.json")))
+    plain_s = time.perf_counter() - t0
+    ours = benchmark.stats.stats.median
+    res = json.loads(out.read_text())["total"]
+    benchmark.extra_info.update({"seconds": ours, "peak_gb": peak_gb, "plain_s": plain_s, "target_s": 15.0})
+    print(f"\nWEKA corpus: bench workload {ours:.1f} s, peak {peak_gb:.2f} GB; the plain replay {plain_s:.1f} s "
+          f"(ratio {plain_s / ours:.2f}); hit rate {res['hit_rate']:.4%} vs plain {hit / total:.4%}")
+    assert res["cache_read_tokens"] == hit and res["input_tokens"] == total
