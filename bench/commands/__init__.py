@@ -6,24 +6,32 @@ from typing import Callable
 
 from bench.core.errors import UserError, allowed, fail
 
-RUN_HELP = """usage: python -m bench run [OVERRIDE ...] [-m] [--cfg job]
+RUN_HELP = """usage: python -m bench run [--plan [--json|--wide]] [OVERRIDE ...] [-m] [--cfg job]
 
-Run benchmarks and write results/<run-id>/{manifest.json,records.jsonl}. Configuration is Hydra:
-  suite=quick|default          which benchmarks and sizes (conf/suite/)
+Run benchmarks and write results/<run-id>/{manifest.json,records.jsonl}, then the verdict. Configuration is Hydra:
+  suite=quick|default|full     which benchmarks and sizes (conf/suite/)
   benchmark=FAMILY|[a,b]|all   load and run these families (see `python -m bench list`)
   only=NAME|[a,b]              run only these benchmarks of the loaded families
   model=llama3_8b|...          model preset for KV shapes (conf/model/)
-  harness.KEY=VALUE            warmup_s, min_samples, max_samples, noise_target, time_budget_s,
-                               l2_flush, device=auto|cuda|cpu, cpu_max_bytes, progress
+  harness.KEY=VALUE            warmup_s (<= 600), min_samples, max_samples (<= 1,000,000), noise_target,
+                               time_budget_s (<= 3600), l2_flush, device=auto|cuda|cpu, cpu_max_bytes, progress
   storage.path=DIR             directory for storage benchmarks
   run.root=DIR run.id=NAME     where results go
-  -m KEY=a,b,c                 multirun sweep (one job per value; inner axes are swept in-process)
+  run.max_hours=24             a plan longer than this is refused before it starts (raise it on purpose)
+  FAMILY.AXIS=[a,b,c]          an axis of a benchmark: every value measured in the one run
+  -m KEY=a,b,c                 a sweep: one job (one run directory) per value
   -m hydra/launcher=slurm ...  submit the sweep to SLURM GPU nodes (needs the [slurm] extra);
                                hydra/launcher=slurm_cpu for CPU-only partitions
+  --plan                       print every point, its memory and estimated time; run nothing
+  --plan --json                the same as JSON, for scripts
+  --plan --wide                every column at full width (default: the terminal's, or 120 columns in a file)
   --cfg job                    print the composed config and exit
+Every key with its default: docs/config.md.
 Examples:
+  python -m bench run --plan suite=quick
   python -m bench run suite=quick
-  python -m bench run benchmark=transfer model=llama3_70b -m transfer.block_tokens=16,32,64
+  python -m bench run benchmark=transfer model=llama3_70b transfer.block_tokens=[16,64,256]
+  python -m bench run -m model=llama3_8b,llama3_70b suite=quick
 """
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from bench.core.errors import UserError
+from bench.core.units import seconds, sig
 
 HELP = """usage: python -m bench model RUN_DIR [OVERRIDE ...] [--json]
 
@@ -41,11 +42,9 @@ def cmd_model(argv: list[str]) -> int:
 
     cfg = compose_checked(overrides, config_name="analysis")
     validate_analysis(cfg)
-    if cfg.out:
-        from bench.core.store import check_writable_dir
-
-        check_writable_dir(cfg.out, "out")
-    result = analyze(run_dir, cfg)
+    check_output_place(run_dir, cfg.out)
+    with steps_bar() as progress:
+        result = analyze(run_dir, cfg, progress)
     out = write_result(result, Path(cfg.out) if cfg.out else None, plots=bool(cfg.plots))
     if as_json:
         print(json.dumps(result, indent=2, default=float))
@@ -54,19 +53,65 @@ def cmd_model(argv: list[str]) -> int:
     return 0
 
 
+class steps_bar:
+    """A progress bar over the model's steps on a terminal's stderr (a 2M-request trace takes half a minute):
+    which step runs, how many are done, the time so far; nothing in a log."""
+
+    def __enter__(self):
+        import sys
+
+        if not sys.stderr.isatty():
+            self.bar = None
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from bench.report.console import console
+
+        self.bar = Progress(TextColumn("model: {task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                            "{task.total} steps"), TimeElapsedColumn(), console=console(stderr=True), transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("load", total=1)
+
+        def progress(name: str, i: int, n: int) -> None:
+            self.bar.update(self.task, description=name.replace("_", " "), completed=i, total=n)
+
+        return progress
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def check_output_place(run_dir: str, out) -> None:
+    """Before any analysis: the analysis can be written where it goes (``out=``, else the run directory), or one
+    line saying how to put it elsewhere. Never a folder the user did not name."""
+    from bench.core.store import check_writable_dir
+
+    if out:
+        check_writable_dir(out, "out")
+        return
+    if Path(run_dir).is_dir():
+        try:
+            check_writable_dir(run_dir, "run directory")
+        except UserError as e:
+            raise UserError(f"{e}; write the analysis elsewhere with out=DIR: python -m bench model {run_dir} "
+                            "out=DIR") from None
+
+
 def write_result(result: dict, out=None, plots: bool = True) -> Path:
-    """model.json and (``plots``) the plots into ``out`` (default: the variant's own folder in the run directory)."""
-    from bench.core.store import check_writable_dir, fallback_dir
+    """model.json and (``plots``) the plots into ``out`` (default: the variant's own folder in the run directory);
+    a place that cannot be written is one line saying how to write elsewhere (``out=``)."""
+    from bench.core.store import check_writable_dir
     from bench.model.analyze import write_model_json
 
     out = Path(out or Path(result["run"]) / result["variant"])
     try:
         check_writable_dir(out, "out")
-    except UserError as e:  # the work is done: never lose it, write it elsewhere and say where
-        fb = fallback_dir(result["variant"])
-        print(f"note: cannot write to {out} ({e}); writing to {fb} instead")
-        out = fb
-    out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except (UserError, OSError) as e:
+        raise UserError(f"cannot write the analysis to {out} ({e}); write it elsewhere: python -m bench model "
+                        f"{result['run']} out=DIR") from None
     if not plots:
         result["plots"] = {}
         write_model_json(result, out)
@@ -91,35 +136,38 @@ def print_table(r: dict, out: Path) -> None:
     from rich.markup import escape as esc
     from rich.table import Table
 
-    from bench.model.prose import fmt_rate
+    from bench.core.units import rate as fmt_rate
     from bench.report.console import console, plain
 
     con = console()
-    con.print(f"[bold]{esc(r['verdict']['headline'])}[/bold] (details, caveats and tables below)")
+    con.print(f"[bold]{esc(r['verdict']['headline'])}[/bold] (tables and details below; the answer again last)")
     u = r["cost_unit"]
     t = Table(title=f"{r['model']} on {r['gpu']}, {r['workload']['kind']} {r['workload']['label']}, "
                     f"{r['fleet']['gpus']} {'GPUs' if u == 'GPU-s' else 'devices (CPU costs)'}")
-    t.add_column("scenario", justify="left", no_wrap=True)
+    t.add_column("scenario", justify="left")
     for col in (f"prefill {u}/req", f"decode {u}/req", "split P:D", "req/s", "out tok/s", "speedup",
-                "tier bandwidth", "break-even", "measured by"):
+                "tier bandwidth", "break-even"):
         t.add_column(col, justify="right")
     b = r["baseline"]
     split = lambda v: f"{v['prefill_gpus']}:{v['decode_gpus']}" if "prefill_gpus" in v else "colocated"  # noqa
-    t.add_row("no reuse", f"{b['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}", split(b),
-              f"{b['requests_per_s']:.4g}", f"{b['output_tokens_per_s']:.4g}", "1.00x", "", "", "")
+    t.add_row("no reuse", sig(b["prefill_gpu_s"], 4), sig(b["decode_gpu_s"], 4), split(b),
+              sig(b["requests_per_s"], 4), sig(b["output_tokens_per_s"], 4), "1.00x", "", "")
+    sources = []
     for tier, v in r["reuse"].items():
         src = r["tiers"].get(tier, {})
-        how = src.get("source", "")
-        if src.get("emulated"):
-            how += " (CPU emulation: host memcpy)"
-        t.add_row(f"reuse from {tier} (all reusable KV)", f"{v['prefill_gpu_s']:.4g}", f"{b['decode_gpu_s']:.4g}",
-                  split(v), f"{v['requests_per_s']:.4g}", f"{v['output_tokens_per_s']:.4g}", f"{v['speedup']:.2f}x",
+        if src.get("source"):
+            sources.append(f"  {tier} tier measured by {src['source']}" +
+                           (" (CPU emulation: host memcpy)" if src.get("emulated") else ""))
+        t.add_row(f"reuse from {tier} (all reusable KV)", sig(v["prefill_gpu_s"], 4), sig(b["decode_gpu_s"], 4),
+                  split(v), sig(v["requests_per_s"], 4), sig(v["output_tokens_per_s"], 4), f"{v['speedup']:.2f}x",
                   "" if v["measured_gbps"] is None else fmt_rate(v["measured_gbps"]),
-                  "" if v["break_even_gbps"] is None else fmt_rate(v["break_even_gbps"]), how)
+                  "" if v["break_even_gbps"] is None else fmt_rate(v["break_even_gbps"]))
     for routing, v in r["simulated"].items():
-        t.add_row(f"simulated, {routing} (hit {v['hit_rate']:.1%})", f"{v['prefill_gpu_s']:.4g}",
-                  f"{b['decode_gpu_s']:.4g}", split(v), "", "", f"{v['speedup']:.2f}x", "", "", "")
+        t.add_row(f"simulated, {routing} (hit {v['hit_rate']:.1%})", sig(v["prefill_gpu_s"], 4),
+                  sig(b["decode_gpu_s"], 4), split(v), "", "", f"{v['speedup']:.2f}x", "", "")
     con.print(t)
+    for line in sources:
+        con.print(plain(line))
     v = r["verdict"]
     con.print(f"Amdahl bound {b['amdahl_bound']:.2f}x (prefill share {b['prefill_share']:.0%}); decode batch "
               f"{r['fleet']['decode_batch']} (limited by {r['fleet']['decode_batch_limited_by']}), "
@@ -141,23 +189,29 @@ def print_table(r: dict, out: Path) -> None:
             for i, p in enumerate(t["points"]):
                 knee = t["knee"].get("per_gpu")
                 mark = " (knee)" if knee is not None and abs(p["per_gpu"] - knee) < 1e-9 else ""
-                ct.add_row(tier if i == 0 else "", f"{p['per_gpu']:.3g} {unit}{mark}", f"{p['hit_rate']:.1%}",
+                ct.add_row(tier if i == 0 else "", f"{sig(p['per_gpu'])} {unit}{mark}", f"{p['hit_rate']:.1%}",
                            f"{p['speedup']:.2f}x")
         con.print(ct)
     print_goodput(con, r)
     print_sparse(con, r)
     pers = r.get("persistence") or {}
     if pers.get("hits"):
-        from bench.model.prose import fmt_minutes
-
+        
         con.print("How long KV must persist (time since a hit block was last used): " + ", ".join(
-            f"{s:.0%} of hits within {fmt_minutes(m)}" for s, m in zip(pers["shares"], pers["minutes"])))
-    con.print(f"[bold]Verdict ({v['outcome']}):[/bold] {esc(v['headline'])}")
-    for line in v["details"]:
+            f"{s:.0%} of hits within {seconds(60 * m)}" for s, m in zip(pers["shares"], pers["minutes"])))
+    from bench.model.prose import details, short
+
+    con.print("[bold]Verdict, in detail:[/bold]")
+    for line in details(r, with_caveats=False):
         con.print(plain(f"  {line}"))
+    if v["reasons"]:
+        con.print(f"[bold]Caveats ({len(v['reasons'])}):[/bold]")
+        for line in v["reasons"]:
+            con.print(plain(f"  - {line}"))
     for w in r["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {esc(w)}")
     con.print(f"wrote {out}/model.json" + (" and plots" if r.get("plots") else " (plots=false: no plots)"))
+    con.print(f"[bold]{esc(short(r))}[/bold]")  # the answer, last: where a terminal leaves the eye
 
 
 
@@ -165,7 +219,8 @@ def print_sparse(con, r: dict) -> None:
     """The sparse-decode mode per tier and k beside dense decode (bench.model.warm)."""
     from rich.table import Table
 
-    from bench.model.warm import fit_quality, fmt_bytes
+    from bench.core.units import bytes_binary as fmt_bytes
+    from bench.model.warm import fit_quality
     from bench.report.console import plain
 
     sd = r.get("sparse_decode") or {}
@@ -180,22 +235,22 @@ def print_sparse(con, r: dict) -> None:
     for col in ("tier", "k", "method", "batch (limit)", "step", "fetch", f"tokens/s per {unit}", "vs dense",
                 f"context per {unit}", f"HBM freed per {unit}", f"warm tier per {unit}", "with selection"):
         t.add_column(col, justify="left" if col in ("tier", "method", "batch (limit)") else "right")
-    t.add_row("dense (HBM)", "", "", str(d["batch"]), f"{d['step_s'] * 1e3:.3g} ms", "",
-              f"{d['tokens_per_s_per_gpu']:.4g}", "1.00x", f"{d['context_tokens_per_gpu'] / 1e6:.3g}M", "", "", "")
+    t.add_row("dense (HBM)", "", "", str(d["batch"]), seconds(d['step_s']), "",
+              f"{sig(d['tokens_per_s_per_gpu'], 4)}", "1.00x", f"{sig(d['context_tokens_per_gpu'] / 1e6)}M", "", "", "")
     for x in sd["rows"]:
         if "step_s" not in x:
             t.add_row(x["tier"], str(x["k"]), "", plain(x["skipped"]), *[""] * 8)
             continue
         sel = x.get("tokens_per_s_per_gpu_with_selection")
         t.add_row(x["tier"], str(x["k"]), x["method"], plain(f"{x['batch']} ({x['batch_limit']})"),
-                  f"{x['step_s'] * 1e3:.3g} ms", f"{x['fetch_s'] * 1e3:.3g} ms", f"{x['tokens_per_s_per_gpu']:.4g}",
-                  f"{x['speedup_vs_dense']:.2f}x", f"{x['context_tokens_per_gpu'] / 1e6:.3g}M",
+                  seconds(x['step_s']), seconds(x['fetch_s']), f"{sig(x['tokens_per_s_per_gpu'], 4)}",
+                  f"{x['speedup_vs_dense']:.2f}x", f"{sig(x['context_tokens_per_gpu'] / 1e6)}M",
                   fmt_bytes(x["hbm_freed_bytes_per_gpu"]), fmt_bytes(x["warm_bytes_per_gpu"]),
-                  "" if sel is None else f"{sel:.4g}")
+                  "" if sel is None else f"{sig(sel, 4)}")
     con.print(t)
     for tier, fits in sd["fits"].items():
         for m, f in fits.items():
-            con.print(plain(f"  warm fit {tier}/{m}: t = {f['t0_s'] * 1e6:.3g} us + bytes / {f['gbps']:.3g} GB/s "
+            con.print(plain(f"  warm fit {tier}/{m}: t = {sig(f['t0_s'] * 1e6)} us + bytes / {sig(f['gbps'])} GB/s "
                             f"({fit_quality(f)}{'; ' + f['note'] if f['note'] else ''})"))
     for n in sd.get("notes") or []:
         con.print(plain(f"  note: {n}"))
@@ -210,7 +265,7 @@ def print_goodput(con, r: dict) -> None:
     if gp.get("skipped") or not gp.get("configs"):
         con.print(f"Goodput at an SLO: not evaluated ({gp.get('skipped', 'no targets')}).")
         return
-    ms = lambda s: "" if s is None else (f"{s:.3g} s" if s >= 1 else f"{s * 1e3:.3g} ms")  # noqa: E731
+    ms = lambda s: "" if s is None else seconds(s)  # noqa: E731
     target = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {ms(t['ttft_ms'] / 1e3)}",
                                       t["tpot_ms"] and f"TPOT <= {ms(t['tpot_ms'] / 1e3)}") if x)
     unit = "device" if r["device"] == "cpu" else "GPU"
@@ -225,8 +280,8 @@ def print_goodput(con, r: dict) -> None:
             f"{c['prefill_instances']}:{c['decode_instances']}" if c["prefill_instances"] is not None else "")
         pct = lambda x: "" if x is None else f"{x:.0%}"  # noqa: E731
         sp = c["speedup"]
-        gt.add_row(c["label"], split, f"{c['capacity_rps']:.4g}", f"{c['goodput_rps']:.4g}",
-                   f"{c['goodput_per_gpu']:.3g}", "" if sp != sp else ("inf" if sp == float("inf") else f"{sp:.2f}x"),
+        gt.add_row(c["label"], split, f"{sig(c['capacity_rps'], 4)}", f"{sig(c['goodput_rps'], 4)}",
+                   f"{sig(c['goodput_per_gpu'])}", "" if sp != sp else ("inf" if sp == float("inf") else f"{sp:.2f}x"),
                    ms(c["ttft_p90_s"]), ms(c["tpot_p90_s"]), pct(c["ttft_miss"]), pct(c["tpot_miss"]))
     con.print(gt)
     for c in gp["configs"].values():

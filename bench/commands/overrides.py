@@ -88,13 +88,30 @@ def variants(overrides: list[str]) -> list[list[str]]:
 
 
 def compose_checked(overrides: list[str], config_name: str = "config"):
-    """Compose ``config_name`` with ``overrides``; any composition error becomes one UserError line."""
+    """Compose ``config_name`` with ``overrides``; any composition error becomes one UserError line. A key added
+    with ``+key=`` (or ``++key=``) must be one the config declares, as a plain ``key=`` must: ``+`` cannot smuggle
+    in a key nothing reads."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        added = [o for o in overrides if o.startswith("+") and "=" in o and "/" not in key_of(o)
+                 and not key_of(o).startswith("hydra")]
+        if added:
+            keys = set(config_keys(config_name))
+            for o in added:
+                if key_of(o) not in keys:
+                    import difflib
+
+                    near = difflib.get_close_matches(key_of(o), sorted(keys), n=1, cutoff=0.6)
+                    raise UserError(f"bad override {o}: {key_of(o)!r} is not a key of the config (every key: "
+                                    f"docs/config.md)" + (f"; did you mean {near[0]}?" if near else ""))
         try:
             return compose(config_name=config_name, overrides=overrides)
         except MissingConfigException as e:
             raise _missing(e, overrides) from None
+        except OverrideParseException as e:  # text that is no override at all (a stray path, a bad bracket)
+            bad = re.search(r"parsing override '([^']*)'", str(e))
+            raise UserError(f"{bad.group(1) if bad else ' '.join(overrides)!r} is not an override: key=value "
+                            "(every key: docs/config.md)") from None
         except (ConfigCompositionException, OmegaConfBaseException) as e:
             cause = e.__cause__ or e
             msg = " ".join(str(cause).split("\n")[0].split())

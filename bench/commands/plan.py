@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
-
-def human_bytes(n: float) -> str:
-    if not n:
-        return "-"
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{int(n)} B"
+from bench.core.units import bytes_binary, seconds
 
 
-def human_s(s: float) -> str:
-    return f"{s / 60:.1f} min" if s >= 120 else f"{s:.1f} s"
+def _bytes(n: float) -> str:
+    return bytes_binary(n) if n else "-"
 
 
 def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]:
@@ -39,11 +32,27 @@ def plan_jobs(overrides: list[str]) -> list[tuple[list[str], object, list[str]]]
                 cfg = compose_checked(job + added)
             apply_cpu_overrides(cfg, keys_of(job + added))
         validate_run(cfg)  # once, as the job would run
-        out.append((job, plan_run(cfg, target), added))
+        plan = plan_run(cfg, target)
+        check_total(plan, cfg)
+        out.append((job, plan, added))
     return out
 
 
-def print_plan(overrides: list[str], as_json: bool) -> int:
+def check_total(plan, cfg) -> None:
+    """Refuse a plan longer than run.max_hours (a typo'd budget or sample count), naming its largest family."""
+    limit_s = float(cfg.run.max_hours) * 3600
+    if plan.total_s <= limit_s:
+        return
+    from bench.core.errors import UserError
+
+    name, fam = max(plan.families.items(), key=lambda kv: kv[1]["est_s"])
+    raise UserError(f"the plan takes {seconds(plan.total_s)} on {plan.target.name} ({name}: {seconds(fam['est_s'])}), "
+                    f"over run.max_hours={cfg.run.max_hours:g}; lower the sizes or budgets, or raise "
+                    f"run.max_hours={max(plan.total_s / 3600 * 1.1, 1):.0f} to run it on purpose "
+                    "(python -m bench run --plan ... shows every point)")
+
+
+def print_plan(overrides: list[str], as_json: bool, wide: bool = False) -> int:
     planned = plan_jobs(overrides)
     if as_json:
         doc = {"total_s": round(sum(p.total_s for _, p, _ in planned), 3), "jobs": [], "points": []}
@@ -59,7 +68,7 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
 
     from bench.report.console import console as make_console, plain
 
-    console = make_console()
+    console = make_console(wide=wide)
     for i, (job, plan, added) in enumerate(planned):
         t = plan.target
         title = f"plan{f' job {i}' if len(planned) > 1 else ''}: {' '.join(job + added) or '(defaults)'} on {t.name}"
@@ -70,7 +79,7 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
         for p in plan.points:
             status = "run" if p.status == "run" else f"{p.status}: {p.reason}"
             table.add_row(p.family, p.benchmark, plain(" ".join(f"{k}={v}" for k, v in p.params.items())),
-                          human_bytes(p.device_bytes), human_bytes(p.host_bytes), human_bytes(p.file_bytes), plain(status),
+                          _bytes(p.device_bytes), _bytes(p.host_bytes), _bytes(p.file_bytes), plain(status),
                           f"{p.est_s:.1f} s")
         console.print(table)
         fam = Table(title="per family")
@@ -79,16 +88,16 @@ def print_plan(overrides: list[str], as_json: bool) -> int:
             fam.add_column(col, justify="left" if col == "family" else "right")
         for name, f in plan.families.items():
             budget = f["budget_s"]
-            io = human_bytes(f["io_bytes"]) + (f" of {human_bytes(f['budget_bytes'])}" if f.get("budget_bytes")
+            io = _bytes(f["io_bytes"]) + (f" of {_bytes(f['budget_bytes'])}" if f.get("budget_bytes")
                                                else "")
             fam.add_row(name, str(f["points"]), str(f["run"]), str(f["skip"]), str(f["no_fit"]),
-                        str(f["over_budget"]), human_s(f["est_s"]), "-" if budget is None else human_s(budget),
+                        str(f["over_budget"]), seconds(f["est_s"]), "-" if budget is None else seconds(budget),
                         io if f["io_bytes"] else "-")
         console.print(fam)
-        console.print(f"planned total: {human_s(plan.total_s)} on {t.name} ({len(plan.points)} points); "
+        console.print(f"planned total: {seconds(plan.total_s)} on {t.name} ({len(plan.points)} points); "
                       f"rates: {t.source}")
         for note in t.notes:
             console.print(plain(f"note: {note}"))
     if len(planned) > 1:
-        console.print(f"all {len(planned)} jobs: {human_s(sum(p.total_s for _, p, _ in planned))}")
+        console.print(f"all {len(planned)} jobs: {seconds(sum(p.total_s for _, p, _ in planned))}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.core.errors import UserError
-from bench.core.store import check_writable_dir, fallback_dir, run_dirs
+from bench.core.store import check_writable_dir, run_dirs
 from bench.report.html import build
 
 
@@ -18,15 +18,13 @@ def cmd_report(argv: list[str]) -> int:
                    help="report runs of different model presets or dtypes together (refused by default)")
     a = p.parse_args(argv)
     out = a.out or str(Path(run_dirs(a.runs)[0]) / "report")
-    if a.out:
-        check_writable_dir(a.out, "--out")
     try:
         check_writable_dir(out, "--out")
-    except UserError:  # the run's own directory is read-only: the report goes to a fallback, said below
+    except UserError as e:  # the run's own directory is read-only: say how to write elsewhere
         if a.out:
             raise
-        out = str(fallback_dir("report"))
-        print(f"note: {Path(run_dirs(a.runs)[0])} is read-only; writing the report to {out}")
+        raise UserError(f"{e}; write the report elsewhere: python -m bench report {' '.join(a.runs)} --out DIR") \
+            from None
     from bench.benchmarks import load_families
 
     load_families()  # the families' plots (bench.core.family)

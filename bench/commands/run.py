@@ -218,12 +218,14 @@ def run(argv: list[str]) -> int:
     if "--plan" in argv:  # plan only: nothing is allocated, no run directory is made
         from bench.commands.plan import print_plan
 
-        rest = [a for a in argv if a not in ("--plan", "--json", "-m", "--multirun")]
+        rest = [a for a in argv if a not in ("--plan", "--json", "--wide", "-m", "--multirun")]
         bad = [a for a in rest if a.startswith("-")]
         if bad:
-            raise UserError(f"{bad[0]}: with --plan only --json and -m are allowed (python -m bench run --plan "
-                            "[--json] [-m] [overrides])")
-        return print_plan(rest, "--json" in argv)  # composes and validates every job once
+            raise UserError(f"{bad[0]}: with --plan only --json, --wide and -m are allowed (python -m bench run "
+                            "--plan [--json|--wide] [-m] [overrides])")
+        return print_plan(rest, "--json" in argv, "--wide" in argv)  # composes and validates every job once
+    if "--wide" in argv:
+        raise UserError("--wide: only with --plan (python -m bench run --plan --wide [overrides])")
     if "--json" in argv:
         raise UserError("--json: only with --plan (python -m bench run --plan --json [overrides])")
     flags, overrides = split_args(argv)
@@ -244,6 +246,10 @@ def run(argv: list[str]) -> int:
         overrides, sweep_dir = fix_sweep_dir(overrides)
     argv = flags + overrides
     precheck(argv)
+    if not slurm and not info_only:  # here, on this machine: a plan over run.max_hours is refused before it starts
+        from bench.commands.plan import plan_jobs
+
+        plan_jobs(overrides)
     if slurm and not info_only:
         from bench.commands.slurm import presubmit_check
 

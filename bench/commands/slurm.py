@@ -223,7 +223,10 @@ def _run_line(d: Path, man: dict, label: str) -> tuple[str, bool]:
 
 def cmd_status(argv: list[str]) -> int:
     """`python -m bench status SWEEP_DIR`: every job of a sweep, its status and records, and what to run next."""
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise UserError("bench status needs the sweep (or run) directory: python -m bench status SWEEP_DIR "
+                        "(the directory `bench run -m` printed)")
+    if argv[0] in ("-h", "--help"):
         print("usage: python -m bench status SWEEP_DIR\n\nEvery job of a sweep (results/<run-id>/job<N>): its status, "
               "record count and SLURM id, why a job wrote nothing, and the commands that merge, compare and report "
               "them. Exit 0 when every job completed, 1 otherwise.")

@@ -44,22 +44,23 @@ def print_summary(run_dir) -> None:
 
     from bench.core.store import RECORDS, load, read_records
     from bench.model.replay_check import replay_predictions
+    from bench.core.units import ppm, seconds
     from bench.report.console import console, plain
 
     recs = [r for r in read_records(Path(run_dir) / RECORDS) if r["benchmark"] == "e2e_agentic_replay"]
     pred = replay_predictions(load(run_dir), recs)
     con = console()
     t = Table(title=f"end-to-end replay vs cost model ({run_dir})")
-    for col in ("mode", "status", "prefill s", "decode s", "speedup measured", "speedup predicted",
-                "speedup error", "time error", "logits vs recompute"):
+    for col in ("mode", "status", "prefill", "decode", "speedup measured", "speedup predicted",
+                "speedup error", "time error", "logits vs recompute (rel.)"):
         t.add_column(col, justify="right")
     f = lambda m, k, fmt: fmt.format(m[k]) if m.get(k) is not None else ""  # noqa: E731
     for r in recs:
         m, p = r["metrics"], pred.get(r["params"]["mode"], {})
         t.add_row(r["params"]["mode"], plain(r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"),
-                  f(m, "prefill_s", "{:.4g}"), f(m, "decode_s", "{:.4g}"), f(m, "speedup_measured", "{:.3f}x"),
+                  seconds(m.get("prefill_s")), seconds(m.get("decode_s")), f(m, "speedup_measured", "{:.3f}x"),
                   f(p, "speedup_predicted", "{:.3f}x"), f(p, "speedup_prediction_error", "{:+.1%}"),
-                  f(p, "time_prediction_error", "{:+.1%}"), f(m, "logits_rel_error_vs_recompute", "{:.1e}"))
+                  f(p, "time_prediction_error", "{:+.1%}"), ppm(m.get("logits_rel_error_vs_recompute")))
     con.print(t)
     for mode, p in pred.items():
         if p.get("eager_decode"):

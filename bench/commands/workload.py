@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+from bench.core.units import count, seconds, sig
+
 
 EXAMPLES = """examples:
   python -m bench workload traces/                         # a folder of WEKA's Claude Code traces
@@ -84,20 +86,6 @@ def fleet(table, cfg, users: int) -> dict:
     return out
 
 
-def human(n: float, unit: str = "") -> str:
-    """A count in K/M/G (decimal) with three significant digits."""
-    for scale, s in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {s}{unit}"
-    return f"{n:.3g} {unit}".rstrip()
-
-
-def fmt_s(s) -> str:
-    if s is None or not math.isfinite(s):
-        return "n/a"
-    return f"{s:.3g} s" if s < 120 else (f"{s / 60:.3g} min" if s < 7200 else f"{s / 3600:.3g} h")
-
-
 def pct(x) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.1%}"
 
@@ -114,10 +102,10 @@ def print_summary(r: dict, table) -> None:
         f"unlimited cache per {'conversation' if r['scope'] == 'local' else 'trace'}, shared prefix {r['shared_prefix']}"
     rw = t["read_write_ratio"]
     rows = [("hit rate", pct(t["hit_rate"]), f"{r['seed']['hit_rate']:.1%}", hit_note),
-            ("reads per write", "n/a (writes not logged)" if rw is None else f"{rw:.3g}x",
+            ("reads per write", "n/a (writes not logged)" if rw is None else f"{sig(rw)}x",
              f"{r['seed']['read_write_ratio']:g}x", "cache read tokens / tokens computed and written"),
             ("input:output", f"{t['input_output_ratio']:.0f}:1", f"{r['seed']['input_output_ratio']:.0f}:1", ""),
-            ("reuse time p50/p90/p99", " / ".join(fmt_s(t["reuse_s"][k]) for k in ("p50", "p90", "p99")),
+            ("reuse time p50/p90/p99", " / ".join(seconds(t["reuse_s"][k]) for k in ("p50", "p90", "p99")),
              r["seed"]["persistence"], "since each hit block was last used")]
     print(f"  {'':24} {'this data':>28}  {'the seed':>16}")
     for name, mine, seed, how in rows:
@@ -129,12 +117,12 @@ def print_summary(r: dict, table) -> None:
     if g["mean"] is not None:
         print(f"  context growth per turn: mean {g['mean']:,.0f} tokens (p50 {g['p50']:,.0f}, p90 {g['p90']:,.0f})")
     if th["mean"] is not None:
-        print(f"  think time: p50 {fmt_s(th['p50'])}, p90 {fmt_s(th['p90'])} ({th['from']})")
+        print(f"  think time: p50 {seconds(th['p50'])}, p90 {seconds(th['p90'])} ({th['from']})")
     w = t["cache_write_tokens"]
-    print(f"  tokens: {human(t['input_tokens'])} input = {human(t['cache_read_tokens'])} read from cache + "
-          + ("writes not logged" if w is None else f"{human(w)} computed and written")
-          + (f" + {human(t['uncached_tokens'])} uncached" if t["uncached_tokens"] else "")
-          + f"; {human(t['output_tokens'])} output; sub-agents {sub['input_share']:.1%} of the input")
+    print(f"  tokens: {count(t['input_tokens'])} input = {count(t['cache_read_tokens'])} read from cache + "
+          + ("writes not logged" if w is None else f"{count(w)} computed and written")
+          + (f" + {count(t['uncached_tokens'])} uncached" if t["uncached_tokens"] else "")
+          + f"; {count(t['output_tokens'])} output; sub-agents {sub['input_share']:.1%} of the input")
     if r["simulated_hit_rate"] is not None:
         print(f"  replayed through the implied blocks, an unlimited cache hits {pct(r['simulated_hit_rate'])}")
     for note in r["notes"]:
@@ -143,17 +131,17 @@ def print_summary(r: dict, table) -> None:
     if f is None:
         print("  the fleet these sessions make: add users=N (concurrent users; model=, fleet.* as for bench model)")
         return
-    print(f"fleet: {f['users']} concurrent users of {f['model']} ({human(f['kv_bytes_per_token'], 'B')} of KV a "
+    print(f"fleet: {f['users']} concurrent users of {f['model']} ({count(f['kv_bytes_per_token'], 'B')} of KV a "
           f"token), {f['instances']} instances of {f['gpus_per_instance']} GPU(s), {f['routing']} routing, over "
-          f"{f['span_minutes'] / 60:.3g} h")
+          f"{sig(f['span_minutes'] / 60)} h")
     tr = f["tiers"]
     print(f"  hit rate at the fleet's capacities: {pct(tr['hit_rate'])} (HBM {pct(tr['hit_rate_hbm'])}, host "
           f"{pct(tr['hit_rate_host'])}, NVMe {pct(tr['hit_rate_storage'])}) of an unlimited cache's "
           f"{pct(f['unlimited_hit_rate'])}")
     for share, k in f["keep_hits"].items():
-        print(f"  to keep {share} of the hits: {human(k['bytes_per_gpu'], 'B')} of KV per GPU = HBM "
-              f"{human(k['hbm_bytes'], 'B')} + host DRAM {human(k['host_bytes'], 'B')} + NVMe "
-              f"{human(k['nvme_bytes'], 'B')}")
+        print(f"  to keep {share} of the hits: {count(k['bytes_per_gpu'], 'B')} of KV per GPU = HBM "
+              f"{count(k['hbm_bytes'], 'B')} + host DRAM {count(k['host_bytes'], 'B')} + NVMe "
+              f"{count(k['nvme_bytes'], 'B')}")
     ws = f["working_set"]
-    print(f"  KV working set (blocks used before and again after): peak {human(ws['peak_bytes'], 'B')} across the "
+    print(f"  KV working set (blocks used before and again after): peak {count(ws['peak_bytes'], 'B')} across the "
           f"fleet" + (" (HBM assumed 80 GiB per GPU: set fleet.hbm_bytes)" if f["hbm_assumed"] else ""))

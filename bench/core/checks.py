@@ -20,7 +20,14 @@ def validator(family: str) -> Callable:
 
 def check(ok: bool, key: str, value, rule: str) -> None:
     if not ok:
-        raise UserError(f"{key}={value!r} is not allowed: {rule}")
+        raise UserError(f"{key}={_typed(value)} is not allowed: {rule}")
+
+
+def _typed(value) -> str:
+    """A value as a user would type it: 1e+12 rather than 1000000000000.0, text quoted."""
+    if isinstance(value, float) and float(f"{value:g}") == value:
+        return f"{value:g}"
+    return repr(value)
 
 
 def positive_ints(key: str, values, allow_empty: bool = False) -> None:

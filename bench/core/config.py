@@ -57,6 +57,8 @@ class RunConfig:
     notes: str = ""  # free text kept in the manifest
     analyze: bool = True  # end the run with the throughput model and verdict (or say which inputs are missing)
     cpu_defaults: list = field(default_factory=list)  # presets `bench run` added for a CPU-only machine (it sets it)
+    max_hours: float = 24.0  # a run (or --plan) whose planned total exceeds this many hours is refused before it
+    # starts; raise it to run a longer plan on purpose
 
 
 @dataclass
@@ -242,6 +244,9 @@ def apply_cpu_overrides(cfg, typed=frozenset()) -> list[str]:
 
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
+MAX_SAMPLES = 1_000_000  # harness.max_samples at most: more samples than this never changes a median
+MAX_POINT_S = 3600.0  # harness.time_budget_s at most (seconds of sampling per point)
+MAX_WARMUP_S = 600.0  # harness.warmup_s at most
 
 
 def target_names() -> list[str]:
@@ -264,16 +269,19 @@ def validate(cfg, families=None) -> None:
     check(h.device in DEVICE_CHOICES, "harness.device", h.device, f"one of {', '.join(DEVICE_CHOICES)}")
     check(h.device_index >= 0, "harness.device_index", h.device_index, "an integer >= 0")
     check(h.min_samples >= 1, "harness.min_samples", h.min_samples, "an integer >= 1")
-    check(h.max_samples >= h.min_samples, "harness.max_samples", h.max_samples,
-           f"an integer >= harness.min_samples ({h.min_samples})")
+    check(h.min_samples <= MAX_SAMPLES, "harness.min_samples", h.min_samples, f"an integer from 1 to {MAX_SAMPLES:,}")
+    check(h.min_samples <= h.max_samples <= MAX_SAMPLES, "harness.max_samples", h.max_samples,
+          f"an integer from harness.min_samples ({h.min_samples}) to {MAX_SAMPLES:,}")
     check(0 < h.noise_target < 1, "harness.noise_target", h.noise_target, "a fraction between 0 and 1 (e.g. 0.02)")
-    check(h.time_budget_s > 0, "harness.time_budget_s", h.time_budget_s, "seconds > 0")
-    check(h.warmup_s >= 0, "harness.warmup_s", h.warmup_s, "seconds >= 0")
+    check(0 < h.time_budget_s <= MAX_POINT_S, "harness.time_budget_s", h.time_budget_s,
+          f"seconds > 0 and at most {MAX_POINT_S:g} (an hour of sampling per point)")
+    check(0 <= h.warmup_s <= MAX_WARMUP_S, "harness.warmup_s", h.warmup_s, f"seconds from 0 to {MAX_WARMUP_S:g}")
     check(h.cpu_max_bytes > 0, "harness.cpu_max_bytes", h.cpu_max_bytes, "bytes > 0")
     check(h.cpu_threads is None or h.cpu_threads >= 1, "harness.cpu_threads", h.cpu_threads,
           "an integer >= 1, or null for torch's default")
     check(0 < h.gpu_mem_fraction <= 1, "harness.gpu_mem_fraction", h.gpu_mem_fraction, "a fraction in (0, 1]")
     check(0 < h.host_mem_fraction <= 1, "harness.host_mem_fraction", h.host_mem_fraction, "a fraction in (0, 1]")
+    check(0 < cfg.run.max_hours <= 24 * 365, "run.max_hours", cfg.run.max_hours, "hours > 0 (at most a year)")
     check(bool(re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", str(cfg.run.id))), "run.id", cfg.run.id,
            "one directory name: letters, digits, '.', '_' and '-', not '.' or '..'")
     check_dtypes(cfg, "model.dtype")

@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Union
 import pandas as pd
 
 from bench.core.errors import UserError
+from bench.core.units import rate, sig
 
 # 2: e2e_agentic_replay records carry their turn plan (info.plan) instead of the model's prediction, which
 # bench.model.replay_check makes after the run (it reads schema 1 records' recorded prediction as they are)
@@ -227,7 +228,7 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
     """One tidy DataFrame of every record under ``paths``.
 
     Columns: run_id, benchmark, family, device, status, reason, verified, ``param.<axis>``, ``metric.<name>``,
-    ``throttled``, plus from each run's manifest ``gpu_name``, ``host``, ``run_status`` (complete, interrupted,
+    ``throttled``, ``implausible`` (why a bandwidth is above the physical peak: :func:`implausible_points`), plus from each run's manifest ``gpu_name``, ``host``, ``run_status`` (complete, interrupted,
     failed, running, no manifest), ``run_incomplete`` (None, or what the run is), ``slurm_job_id`` (``<array
     job>_<task>`` for an array task), ``slurm_array_job_id`` and ``slurm_array_task_id``. Runs that wrote a manifest
     but no record (a job that failed before its first point) have no rows: :func:`runs_without_records` names them.
@@ -239,13 +240,14 @@ def load(*paths: Union[str, Path]) -> pd.DataFrame:
         gpu = (hw.get("gpu") or {}).get("name")
         recs = read_records(d / RECORDS)
         state = run_state(man, len(recs))
+        impossible = implausible_points(recs, man)
         sl = man.get("slurm") or {}
         slurm = sl.get("id") or (hw.get("host") or {}).get("slurm_job_id")
         for r in recs:
             row = {k: r.get(k) for k in ("run_id", "benchmark", "family", "device", "status", "reason", "verified",
                                          "l2_flushed", "timestamp", "repro")}
             row["throttled"] = (r.get("throttle") or {}).get("throttled")
-            row["implausible"] = (r.get("info") or {}).get("implausible")
+            row["implausible"] = impossible.get(point_key(r))  # above the physical peak: never a result
             row["attention_kernel"] = (r.get("info") or {}).get("attention_kernel")
             row.update({f"param.{k}": v for k, v in (r.get("params") or {}).items()})
             row.update({f"metric.{k}": v for k, v in (r.get("metrics") or {}).items()})
@@ -303,20 +305,6 @@ def check_writable_file(path: Union[str, Path], what: str) -> Path:
     return p
 
 
-def fallback_dir(name: str) -> Path:
-    """Where output goes when its own place failed after the work was done: a new directory under the current
-    directory if writable, else the system temp directory (never lost, never overwriting)."""
-    import tempfile
-
-    for base in (Path.cwd(), Path(tempfile.gettempdir())):
-        if os.access(base, os.W_OK):
-            try:
-                return Path(tempfile.mkdtemp(prefix=f"tierbench-{name}-", dir=base))
-            except OSError:
-                continue
-    raise UserError(f"no writable place for {name} (current directory and temp directory are read-only)")
-
-
 # -- points a run itself shows to be off ---------------------------------------------------------------------------
 SIZE_AXES = {"size_bytes", "request_bytes", "block_tokens"}
 # how far GB/s may fall as a sweep's size grows before the point is suspect: on a GPU (L2 flushed, PCIe or HBM
@@ -324,14 +312,57 @@ SIZE_AXES = {"size_bytes", "request_bytes", "block_tokens"}
 FALL_LIMIT = {"cuda": 0.5, "cpu": 0.1}
 
 
-def suspect_points(records: list) -> dict:
-    """{point key: why} for ok points whose bandwidth is far below what the same run measured for a smaller size of
-    the same sweep (beyond FALL_LIMIT and the point's noise: a stall or a neighbour while it was timed), and points
-    timed under contention (another process busy, steal, a GPU shared)."""
+HOST_CEILING_GBPS = 2000.0  # no host memory system moves more (a 2-socket 24-channel DDR5 server: ~1 TB/s)
+
+
+def physical_ceiling(rec: dict, manifest: dict) -> tuple[Optional[float], str]:
+    """(the most GB/s a record's bandwidth can physically be, where that figure comes from): the peak the run
+    itself held the point to (its ``gbps_peak``); else, on a GPU, its HBM peak or twice its link's peak, whichever
+    is larger (every path a benchmark here takes is bounded by one of them); else what any host memory system
+    moves. The same ceiling the run holds its points to (bench.harness.point.plausibility), from the fingerprint."""
+    m = rec.get("metrics") or {}
+    if m.get("gbps_peak"):
+        return float(m["gbps_peak"]), "the peak the run held this point to"
+    gpu = ((manifest.get("hardware") or {}).get("gpu") or {})
+    if rec.get("device") == "cuda" and gpu:
+        hbm = gpu.get("hbm_peak_gbps")
+        link = (gpu.get("pcie") or {}).get("peak_gbps_per_direction")  # bench.hw.fingerprint.link_peak
+        peak = max(x for x in (hbm, 2 * link if link else None, 0.0) if x is not None)
+        if peak:
+            return peak, "the GPU's HBM or link peak in the run's fingerprint"
+    return HOST_CEILING_GBPS, "more than any host memory system moves"
+
+
+def implausible_points(records: list, manifest: dict) -> dict:
+    """{point key: why} for ok points whose bandwidth exceeds what the hardware can physically move (2% slack, as
+    the run's own check) or that the run itself flagged as above its peak: a bug or an edited record, never a
+    result, never a reference for another point."""
     out: dict = {}
-    groups: dict = {}
     for r in records:
         if r.get("status") != "ok":
+            continue
+        own = (r.get("info") or {}).get("implausible")
+        gbps = (r.get("metrics") or {}).get("gbps")
+        if own:
+            out[point_key(r)] = f"above the physical peak: {own} (flagged by the run itself)"
+        elif gbps is not None:
+            peak, where = physical_ceiling(r, manifest)
+            if peak and float(gbps) > 1.02 * peak:
+                out[point_key(r)] = (f"above the physical peak: {rate(float(gbps))} exceeds {rate(peak)} ({where}):"
+                                     " a bug or an edited record, not a result")
+    return out
+
+
+def suspect_points(records: list, manifest: Optional[dict] = None) -> dict:
+    """{point key: why} for ok points whose bandwidth is physically impossible (:func:`implausible_points`, when the
+    run's ``manifest`` is given), far below what the same run measured for a smaller size of the same sweep (beyond
+    FALL_LIMIT and the point's noise: a stall or a neighbour while it was timed; an impossible point is never the
+    size they are judged against), and points timed under contention (another process busy, steal, a GPU
+    shared)."""
+    out: dict = implausible_points(records, manifest) if manifest is not None else {}
+    groups: dict = {}
+    for r in records:
+        if r.get("status") != "ok" or point_key(r) in out:
             continue
         if (r.get("contention") or {}).get("contended"):
             out[point_key(r)] = "timed under contention: " + ", ".join(r["contention"].get("reasons") or [])
@@ -350,8 +381,8 @@ def suspect_points(records: list) -> dict:
             g, noise = float(m["gbps"]), float(m.get("noise") or 0)
             drop = FALL_LIMIT["cuda" if r.get("device") == "cuda" else "cpu"]
             if best_r is not None and g < drop * best * (1 - noise) and point_key(r) not in out:
-                out[point_key(r)] = (f"{g:.3g} GB/s at {axis}={r['params'][axis]} is under {drop:.0%} of the "
-                                     f"{best:.3g} GB/s the run measured at the smaller {axis}={best_r['params'][axis]}"
+                out[point_key(r)] = (f"{rate(g)} at {axis}={r['params'][axis]} is under {drop:.0%} of the "
+                                     f"{rate(best)} the run measured at the smaller {axis}={best_r['params'][axis]}"
                                      " (beyond noise): a stall or a neighbour while it was timed")
             if g > best:
                 best, best_r = g, r

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from bench.core.errors import Skip
+from bench.core.units import bytes_binary
 from bench.harness.timing import (Lane, LaneStats, MeasurementError, StoppingRule, Stats, check_work, clock_for,
                                   lanes_for, measure, measure_lanes)
 from bench.hw.device import Device, L2Flusher
@@ -48,12 +49,14 @@ def fit_problem(nd: Need, cuda: bool, device_budget: int, host_budget: Optional[
     each budget is."""
     if not cuda:
         total = nd.device_bytes + nd.host_bytes
-        return None if total <= device_budget else f"{nd.what} need {total} bytes > {device_budget} allowed by " \
-                                                    f"{device_what}"
+        return None if total <= device_budget else f"{nd.what} need {bytes_binary(total)} > " \
+                                                    f"{bytes_binary(device_budget)} allowed by {device_what}"
     if nd.device_bytes > device_budget:
-        return f"{nd.what} need {nd.device_bytes} bytes of GPU memory > {device_budget} allowed by {device_what}"
+        return (f"{nd.what} need {bytes_binary(nd.device_bytes)} of GPU memory > {bytes_binary(device_budget)} allowed "
+                f"by {device_what}")
     if nd.host_bytes and host_budget is not None and nd.host_bytes > host_budget:
-        return f"{nd.what} need {nd.host_bytes} bytes of host memory > {host_budget} allowed by {host_what}"
+        return (f"{nd.what} need {bytes_binary(nd.host_bytes)} of host memory > {bytes_binary(host_budget)} allowed by "
+                f"{host_what}")
     return None
 
 

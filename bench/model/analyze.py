@@ -23,7 +23,9 @@ from omegaconf import OmegaConf
 
 from bench.core.config import FleetConfig, SparseConfig
 from bench.core.errors import UserError
+from bench.core.units import sig
 from bench.core.stats import bootstrap, interval, point_noise, resample
+from bench.core.threads import in_threads
 from bench.core.store import load as load_records, read_manifest, run_dirs, run_state
 from bench.llm.shapes import ModelShape
 from bench.model import fleet as F
@@ -56,9 +58,8 @@ def load_run(path):
     return dirs[0], man, load_records(dirs[0])
 
 
-def load_exposure(df, load_cost: str, warnings: list):
-    """The measured layer-wise exposure per fleet.load_cost: auto (when the run has it), measured, bandwidth; a
-    noisy fit's warning appended to ``warnings``."""
+def load_exposure(df, load_cost: str):
+    """The measured layer-wise exposure per fleet.load_cost: auto (when the run has it), measured, bandwidth."""
     if load_cost == "bandwidth":
         return None
     exposure = fit_exposure(df)
@@ -67,10 +68,7 @@ def load_exposure(df, load_cost: str, warnings: list):
             raise UserError("fleet.load_cost=measured but the run has no layerwise_load records: run `python -m bench "
                             f"run {supply('layerwise_load')}` with the same model, or use fleet.load_cost=auto|bandwidth")
         return None
-    if exposure.rel_rms > 0.1:
-        warnings.append(f"layer-wise load fit residual {exposure.rel_rms:.0%} of the prefill-with-load time (rel. "
-                        f"RMS; ideal pipeline {exposure.ideal_rel_rms:.0%}): the measured overlap is noisy")
-    return exposure
+    return exposure  # a noisy fit (residual > 10%) is one of the verdict's caveats
 
 
 def trace_block_tokens(trace) -> Optional[int]:
@@ -120,12 +118,19 @@ def load(run_path, cfg) -> Analysis:
                         f"that model; run `python -m bench run model={cfg.model.name}` for this one")
     shape = ModelShape.from_cfg(run_model)
     device = man.get("device") or "cpu"
-    missing = missing_inputs(df, shape.name, device)
     state = run_state(man, len(df))
+    usable = df[df["implausible"].isna()] if not df.empty else df
+    missing = missing_inputs(usable, shape.name, device)
     if missing:
         raise UserError(f"{run_dir} lacks what the model needs: " + "; ".join(missing) +
                         (f" (the run is {state})" if state else ""))
-    warnings = (f"{run_dir} is an incomplete run ({state}): the model uses the points it measured",) if state else ()
+    warnings = ()
+    if not df.empty and df["implausible"].notna().any():  # above the physical peak: never priced
+        bad = df[df["implausible"].notna()]
+        warnings = (f"{len(bad)} point(s) above the physical peak left out of every fit (e.g. {bad['benchmark'].iloc[0]}:"
+                    f" {bad['implausible'].iloc[0]})",)
+        df = df[df["implausible"].isna()]
+    # an incomplete run is the verdict's first caveat (caveats): not repeated as a warning
     return Analysis(RunInputs(cfg, run_dir, man, df, shape, device, (man.get("hardware") or {}).get("gpu") or {},
                               state, warnings))
 
@@ -145,11 +150,9 @@ def fit(a: Analysis) -> Analysis:
         tiers["storage"] = st
     kern = run.cfg.get("attention_kernel")
     prefill, decode = fit_prefill(run.records, kern), fit_decode(run.records, kern)
-    exposure = load_exposure(run.records, fl.load_cost, warnings)
+    exposure = load_exposure(run.records, fl.load_cost)
     costs = Costs(prefill, decode, tiers, kvb, exposure=exposure, layers=run.shape.layers)
-    for f in (prefill, decode):
-        if f.rel_rms > 0.15:
-            warnings.append(f"{f.name} fit residual {f.rel_rms:.0%} (rel. RMS): the cost model is rough here")
+    for f in (prefill, decode):  # a residual over 10% is one of the verdict's caveats
         warnings.extend(f"{f.name}: {n}" for n in f.notes)
     return dataclasses.replace(a, fitted=Fitted(costs, tiers, kern, tuple(warnings)))
 
@@ -166,8 +169,8 @@ def workload(a: Analysis) -> Analysis:
         if bt != DEFAULT_BLOCK_TOKENS:  # fleet.block_tokens set: it must be the trace's (hashed ids cannot re-block)
             check_trace_blocks(trace, bt, cfg.trace)
         bt = table.block_tokens
-        summary = summarize(table)
-        summary.pop("sessions")  # per conversation: `bench workload --json` has them
+        summary = summarize(table, sessions=False)  # per conversation: `bench workload --json` has them
+        summary.pop("sessions")
         label = Path(cfg.trace).stem or Path(cfg.trace).name
         users = f", {cfg.users} concurrent users" if cfg.get("users") and table.source not in SERVING else ""
         source = (f"trace {cfg.trace} ({table.source}, {len(table.names)} conversations, {len(table)} requests, "
@@ -191,9 +194,8 @@ def fleet(a: Analysis) -> Analysis:
     run, fl, costs, req = a.inputs, a.fl, a.fitted.costs, a.requests
     kvb, warnings = run.shape.kv_bytes_per_token, []
     hbm = fl.hbm_bytes or run.gpu.get("memory_bytes")
-    if not hbm:
+    if not hbm:  # the verdict's caveats say so (CPU run; HBM assumed)
         hbm = CPU_ASSUMED_HBM
-        warnings.append("CPU run: costs are CPU costs and HBM is assumed 80 GiB per GPU (set fleet.hbm_bytes)")
     weights = run.shape.weight_bytes()
     g = fl.gpus_per_instance or next(k for k in (1, 2, 4, 8, 16, 32, 64) if weights <= 0.6 * k * hbm)
     if g > fl.gpus:
@@ -210,9 +212,7 @@ def fleet(a: Analysis) -> Analysis:
         V.extrapolation("prefill cached context", c, costs.prefill.ranges["n_ctx"]),
         V.extrapolation("decode batch", [batch], costs.decode.ranges["batch"]),
         V.extrapolation("decode context", I + O, costs.decode.ranges["ctx"])) if e)
-    warnings.extend(f"{e['quantity']}: workload spans {e['span'][0]:.0f}..{e['span'][1]:.0f}, measured "
-                    f"{e['measured'][0]:.0f}..{e['measured'][1]:.0f}: extrapolated; measure closer sizes for a "
-                    "firmer answer" for e in extrap if e["factor"] > 2)
+    # extrapolation beyond 1.5x is one of the verdict's caveats, and the farthest decides an undetermined outcome
     return dataclasses.replace(a, sizing=FleetSizing(hbm, weights, g, ctx_decode, batch, limit, extrap,
                                                      tuple(warnings)))
 
@@ -228,7 +228,8 @@ def simulate_caches(a: Analysis) -> Analysis:
     caps = (max(1, int(fl.hbm_cache_fraction * hbm_free // block_bytes)),
             int(sz.gpus_per_instance * fl.host_bytes_per_gpu // block_bytes) if "host" in tiers else 0,
             int(sz.gpus_per_instance * fl.storage_bytes_per_gpu // block_bytes) if "storage" in tiers else 0)
-    sims = {routing: simulate(req.trace, bt, caps, int(fl.sim_instances), routing) for routing in fl.routings}
+    sims = dict(zip(fl.routings, in_threads(lambda r: simulate(req.trace, bt, caps, int(fl.sim_instances), r),
+                                            list(fl.routings))))
     fell = [r for r, s in sims.items() if s.meta["effective_routing"] != r]
     if fell:
         warnings.append(f"routing {', '.join(fell)}: the requests carry no session ids, so session routing fell "
@@ -250,7 +251,7 @@ def simulate_caches(a: Analysis) -> Analysis:
             return full
         return simulate(req.trace, bt, cp, int(fl.sim_instances), best)
 
-    tier_sims = {k: tier_sim(cp) for k, cp in scenarios.items()}
+    tier_sims = dict(zip(scenarios, in_threads(tier_sim, list(scenarios.values()))))
     if cfg.hit_rate is not None:  # what-if: every request reuses hit_rate of its input, from the tiers it had
         tier_sims = {k: WhatIf(sim, req.input_tokens, float(cfg.hit_rate)) for k, sim in tier_sims.items()}
     pricer = pricer.with_tier_sims(tier_sims)
@@ -318,12 +319,21 @@ def price(a: Analysis) -> Analysis:
                                         "effective_routing": sim.meta["effective_routing"], **split,
                                         "capacity_blocks_per_instance": list(scen.capacity_blocks),
                                         "instances": fl.sim_instances}
-    return dataclasses.replace(a, result=result)
+    # from here on only the best routing's replay is read (capacity, persistence): the others' memory goes
+    kept = {scen.best_routing: scen.sims_by_routing[scen.best_routing]}
+    scen = dataclasses.replace(scen, sims_by_routing=kept, pricer=Pricer(req, sz, fl, kept,
+                                                                            scen.tier_sims))
+    return dataclasses.replace(a, result=result, scenario=scen)
 
 
 class Resampler:
     """One bootstrap resample of the verdict's evidence: the prefill and decode fits refitted on resampled points
-    (each jittered by its own noise), tier bandwidths jittered by theirs, the tier scenarios priced again."""
+    (each jittered by its own noise), tier bandwidths jittered by theirs, the tier scenarios priced again.
+
+    A workload of more than BOOT_REQUESTS requests is priced, in every resample, on a fixed uniform sample of that
+    many of them (the same rows of every cache simulation), each resample's figures scaled by all requests' /
+    the sample's at the fitted costs (a ratio estimator: the interval's centre is all requests', its spread the
+    sample's); ``sample_error`` says how far the sample alone was from all requests there."""
 
     def __init__(self, a: Analysis):
         run, costs = a.inputs, a.fitted.costs
@@ -332,6 +342,17 @@ class Resampler:
         kern = a.fitted.attention_kernel
         self.prefill_points = points(run.records, *PREFILL, kernel=kern)
         self.decode_points = points(run.records, *DECODE, kernel=kern)
+        self.sampled, self.correction, self.sample_error = None, {}, 0.0
+        n = len(a.requests.input_tokens)
+        if n > BOOT_REQUESTS:
+            full = self.pricer.evaluate(costs, verdict_only=True).bootstrap_values()
+            self.pricer = self.pricer.sample(BOOT_REQUESTS, int(a.cfg.verdict.seed))
+            part = self.pricer.evaluate(costs, verdict_only=True).bootstrap_values()
+            self.correction = {k: full[k] / v for k, v in part.items() if v and math.isfinite(v / full[k])}
+            self.sample_error = max((abs(v / full[k] - 1) for k, v in part.items() if k in self.correction),
+                                    default=0.0)
+            self.sampled = {"requests": BOOT_REQUESTS, "of": n, "error_at_fitted_costs": self.sample_error,
+                            "corrected": True}
 
     def __call__(self, rng, rs_prefill: bool, rs_decode: bool) -> dict:
         c, pp, dp = self.costs, self.prefill_points, self.decode_points
@@ -339,7 +360,11 @@ class Resampler:
                    fit_points(dp, *resample(dp, rng)) if rs_decode else c.decode, c.tiers, c.kv_bytes_per_token,
                    exposure=c.exposure, layers=self.shape.layers)
         scale = {k: max(0.05, 1 + s * rng.standard_normal()) for k, s in self.tier_noise.items()}
-        return self.pricer.evaluate(cs, scale, verdict_only=True).bootstrap_values()
+        values = self.pricer.evaluate(cs, scale, verdict_only=True).bootstrap_values()
+        return {k: v * self.correction.get(k, 1.0) for k, v in values.items()}
+
+
+BOOT_REQUESTS = 100_000  # requests a bootstrap resample prices (every one, up to this many: the presets all)
 
 
 def verdict(a: Analysis) -> Analysis:
@@ -359,7 +384,8 @@ def verdict(a: Analysis) -> Analysis:
         a_lo, a_hi = interval(part, lvl)
         spread[name] = float(a_hi - a_lo) if math.isfinite(a_hi - a_lo) else 0.0
     widest = max(spread, key=spread.get)
-    outcome, decide_by = V.decide(point, lo, hi, float(vc.claim), list(extrap), float(vc.max_extrapolation), widest)
+    outcome, decide_by, why = V.decide(point, lo, hi, float(vc.claim), list(extrap), float(vc.max_extrapolation),
+                                       widest, lvl)
     tier_rates = {k: {"speedup": pt.speedup_by_tier[k], **{kk: vv for kk, vv in sim.rates().items()}}
                   for k, sim in scen.tier_sims.items()}
     speedup = {"point": point, "low": lo, "high": hi}
@@ -372,7 +398,8 @@ def verdict(a: Analysis) -> Analysis:
         "routing": scen.best_routing, "tiers": tier_rates,
         "seed_case": V.seed_case(fl, pt, speedup, boot, key, float(vc.interval),
                                  tier_rates[scen.verdict_tier]["hit_rate"]),
-        "extrapolation": list(extrap), "decide_by": decide_by, "reasons": caveats(a),
+        "extrapolation": list(extrap), "decide_by": decide_by, "why": why,
+        "reasons": caveats(a) + _sample_caveat(resampled.sampled), "bootstrap_sample": resampled.sampled,
         "uncertainty_by_fit": spread,
         "scenario": (f"simulated {scen.best_routing} routing, capacity-limited tiers {tiers_named} "
                      "(per-request hits from the cache simulation)") if cfg.hit_rate is None else
@@ -383,6 +410,14 @@ def verdict(a: Analysis) -> Analysis:
     return a
 
 
+def _sample_caveat(sampled) -> list[str]:
+    """The bootstrap's request sample, when it took one (Resampler), in words with its error."""
+    if not sampled:
+        return []
+    return [f"the interval's resamples priced a {sampled['requests']:,}-request sample of the {sampled['of']:,} "
+            f"(at the fitted costs within {sampled['error_at_fitted_costs']:.2%} of all requests, scaled to them)"]
+
+
 def caveats(a: Analysis) -> list[str]:
     """Every caveat that bears on the verdict: a CPU run, extrapolation, rough fits, missing tiers, assumed HBM,
     the end-to-end replay's errors, suspect points, an incomplete run."""
@@ -390,8 +425,8 @@ def caveats(a: Analysis) -> list[str]:
     reasons = []
     if run.device == "cpu":
         reasons.append("CPU run: CPU costs of a small preset, host memcpy for the host tier, not a GPU's")
-    reasons += [f"{e['quantity']} extrapolated {e['factor']:.3g}x beyond the measured {e['measured'][0]:.0f}.."
-                f"{e['measured'][1]:.0f} (workload {e['workload'][0]:.0f}..{e['workload'][1]:.0f})"
+    reasons += [f"{e['quantity']} extrapolated {sig(e['factor'])}x beyond the measured {sig(e['measured'][0])}.."
+                f"{sig(e['measured'][1])} (workload {sig(e['workload'][0])}..{sig(e['workload'][1])})"
                 for e in a.sizing.extrapolations if e["factor"] > 1.5]
     reasons += [f"{f.name} fit residual {f.rel_rms:.0%}" for f in (costs.prefill, costs.decode) if f.rel_rms > 0.1]
     if costs.exposure is not None and costs.exposure.rel_rms > 0.1:
@@ -399,7 +434,7 @@ def caveats(a: Analysis) -> list[str]:
     if "storage" not in a.fitted.tiers:
         reasons.append("no NVMe tier measured (storage records missing)")
     if not run.gpu.get("memory_bytes") and not fl.hbm_bytes:
-        reasons.append("HBM assumed 80 GiB per GPU")
+        reasons.append("HBM assumed 80 GiB per GPU (set fleet.hbm_bytes)")
     reasons += _validation_reasons(run.records, run.run_dir)
     reasons += _suspect_reasons(run.run_dir)
     if run.incomplete:
@@ -463,12 +498,28 @@ def finish(a: Analysis) -> dict:
 STEPS = (fit, workload, fleet, simulate_caches, price, verdict, capacity, goodput, sparse)
 
 
-def analyze(run_path, cfg) -> dict:
-    """The whole analysis of the run at ``run_path`` with the analysis config ``cfg``: every step in order."""
+def analyze(run_path, cfg, progress=None) -> dict:
+    """The whole analysis of the run at ``run_path`` with the analysis config ``cfg``: every step in order
+    (``progress(step name, index, count)`` before each, for a progress bar), the freed memory of each given back to
+    the system (a 2M-request trace's steps hold gigabytes in turn)."""
     a = load(run_path, cfg)
-    for step in STEPS:
+    for i, step in enumerate(STEPS):
+        if progress is not None:
+            progress(step.__name__, i, len(STEPS))
         a = step(a)
+        trim_memory()
     return finish(a)
+
+
+def trim_memory() -> None:
+    """Give freed heap memory back to the system (glibc keeps the arrays under its mmap threshold otherwise)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        pass
 
 
 def write_model_json(result: dict, out) -> Path:
@@ -494,7 +545,7 @@ def _suspect_reasons(run_dir) -> list[str]:
     """Points the costs come from that were timed under contention or fell implausibly in their sweep."""
     from bench.core.store import RECORDS, read_records, suspect_points
 
-    sus = suspect_points(read_records(Path(run_dir) / RECORDS))
+    sus = suspect_points(read_records(Path(run_dir) / RECORDS), read_manifest(run_dir))
     used = {k: v for k, v in sus.items() if k.split(" ", 1)[0] in COST_BENCHMARKS}
     if not used:
         return []

@@ -35,6 +35,7 @@ TIERS = ("hbm", "host", "storage")
 ROUTINGS = ("round_robin", "session", "prefix")
 ROUTING_CODES = {"round_robin": 0, "session": 1, "prefix": 2}
 INF = np.iinfo(np.int64).max
+DIST_INF = np.iinfo(np.int32).max  # a stack distance of a block never seen (distances are int32: < blocks seen)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class SimResult:
 
 # -- the fixed-capacity replay ---------------------------------------------------------------------------------------
 # (one kernel, no helper calls: numba passes arrays to a non-inlined call by value-structs, 14x slower here)
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _replay(requests, n_unique, cap, instances, mode, block_tokens):
     """``requests``: (blocks, off, out_blocks, ooff, input_length, session) of a Trace."""
     blocks, off, out_blocks, ooff, input_length, session = requests
@@ -269,7 +270,7 @@ def simulate(trace: Trace, block_tokens: int, capacities: tuple[int, int, int], 
 
 
 # -- every capacity at once: stack distances --------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fen_range(tree, b0, size, lo, hi, cw, sign):
     """Add ``sign`` x w[q] at every stamp q in lo..hi (0-based) in O(hi - lo + log n): each node inside the range
     takes the part of the range it covers (``cw``: cumulative weights, cw[x] = w[lo] + ... + w[lo + x - 1]); the
@@ -286,9 +287,9 @@ def _fen_range(tree, b0, size, lo, hi, cw, sign):
         i += i & (-i)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _distances(blocks, off, out_blocks, ooff, inst, instances, n_unique):
-    """Stack distance (distinct blocks used since, 0 = most recent; INF = never seen in that instance) of every
+    """Stack distance (distinct blocks used since, 0 = most recent; DIST_INF = never seen in that instance) of every
     input block at its lookup: a Fenwick tree per instance over its touch stamps holds a 1 at each block's last
     stamp; the distance of a block last touched at stamp p is the number of ones after p.
 
@@ -306,8 +307,8 @@ def _distances(blocks, off, out_blocks, ooff, inst, instances, n_unique):
     alive = np.zeros(base[instances] + 1, np.int8)  # 1 at a stamp that is still its block's last touch
     stamp = np.zeros(instances, np.int64)
     live = np.zeros(instances, np.int64)
-    lastpos = np.full((instances, n_unique), -1, np.int64)
-    dist = np.empty(len(blocks), np.int64)
+    lastpos = np.full((instances, n_unique), -1, np.int32)  # stamps < touches of one instance (< 2**31)
+    dist = np.empty(len(blocks), np.int32)
     maxm = 1
     for i in range(n):
         maxm = max(maxm, (off[i + 1] - off[i]) + (ooff[i + 1] - ooff[i]))
@@ -320,7 +321,7 @@ def _distances(blocks, off, out_blocks, ooff, inst, instances, n_unique):
         for j in range(off[i + 1] - 1, off[i] - 1, -1):  # last position first: its stamp is the oldest
             p = lastpos[k, blocks[j]]
             if p < 0:
-                dist[j] = INF
+                dist[j] = DIST_INF
                 continue
             if p == prev_p + 1:
                 acc = prev_acc + alive[b0 + p]
@@ -382,26 +383,28 @@ def _distances(blocks, off, out_blocks, ooff, inst, instances, n_unique):
 
 @njit(cache=True)
 def _reuse_ages(blocks, off, out_blocks, ooff, inst, instances, n_unique, ts):
-    """Time since each input block was last used in its instance (ms) for the blocks that are prefix hits with an
-    unbounded cache (the reuses the workload has), -1 for the others."""
+    """Minutes since each input block was last used in its instance, for the blocks that are prefix hits with an
+    unbounded cache (the reuses the workload has), in request order: one float32 per hit, nothing for the others."""
     n = len(off) - 1
     lastts = np.full((instances, n_unique), -1.0, np.float64)
-    age = np.full(len(blocks), -1.0, np.float64)
+    age = np.empty(len(blocks), np.float32)
+    nr = 0
     for i in range(n):
         k = inst[i]
         for j in range(off[i], off[i + 1]):
             a = lastts[k, blocks[j]]
             if a < 0:
                 break
-            age[j] = ts[i] - a
+            age[nr] = (ts[i] - a) / 60e3
+            nr += 1
         for j in range(ooff[i], ooff[i + 1]):
             lastts[k, out_blocks[j]] = ts[i]
         for j in range(off[i], off[i + 1]):
             lastts[k, blocks[j]] = ts[i]
-    return age
+    return age[:nr]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _classify(dist, off, input_length, block_tokens, c1, c2, c3):
     """Per-request hit tokens by tier and miss tokens for capacities (c1, c2, c3) from stack distances."""
     n = len(off) - 1
@@ -495,14 +498,14 @@ class Curves:
     def hit_tokens(self, capacities) -> np.ndarray:
         """Hit tokens of the whole replay with one cache of each capacity (blocks per instance; HBM, host and NVMe
         are one stack, so this is every tier mix of that total), all in one pass."""
-        caps = np.asarray(capacities, np.int64)
+        caps = np.minimum(np.asarray(capacities, np.int64), DIST_INF)  # DIST_INF (never seen) stays a miss
         order = np.argsort(caps, kind="stable")
         out = np.empty(len(caps), np.int64)
         out[order] = _hits_at_capacities(self.dist, self.trace.off, self.trace.input_length, self.bt, caps[order])
         return out
 
     def at(self, capacities: tuple[int, int, int]) -> SimResult:
-        c1, c2, c3 = (int(c) for c in capacities)
+        c1, c2, c3 = _below_inf(capacities)
         hits, miss = _classify(self.dist, self.trace.off, self.trace.input_length, self.bt, c1, c2, c3)
         return SimResult(hits, miss, self.instance, self.routing,
                          {"effective_routing": self.routing, "instances": self.instances,
@@ -532,6 +535,14 @@ class Curves:
         return out
 
 
+def _below_inf(capacities) -> tuple[int, int, int]:
+    """Capacities (blocks) whose sums stay below DIST_INF, so a block never seen is never a hit."""
+    c1, c2, c3 = (int(c) for c in capacities)
+    c1 = min(c1, DIST_INF)
+    c2 = min(c2, DIST_INF - c1)
+    return c1, c2, min(c3, DIST_INF - c1 - c2)
+
+
 def reuse_times(trace: Trace, instance, instances: int, shares=(0.5, 0.9, 0.99), points: int = 200) -> dict:
     """How long KV must persist: over the hits an unbounded cache would serve (prefix hits, each block position a
     hit), the time since that block was last used in its instance; quantiles at ``shares`` in minutes ("to keep 90%
@@ -540,7 +551,9 @@ def reuse_times(trace: Trace, instance, instances: int, shares=(0.5, 0.9, 0.99),
         return {"shares": list(shares), "minutes": [None] * len(shares), "hits": 0, "cdf": {"minutes": [], "share": []}}
     age = _reuse_ages(trace.blocks, trace.off, trace.out_blocks, trace.ooff, np.asarray(instance, np.int64),
                       int(instances), int(trace.n_unique), np.asarray(trace.timestamp_ms, np.float64))
-    ages = np.sort(age[age >= 0]) / 60e3
+    ages = age.copy()  # its own memory: the slice's unused rest goes back
+    del age
+    ages.sort()
     if ages.size == 0:
         return {"shares": list(shares), "minutes": [None] * len(shares), "hits": 0, "cdf": {"minutes": [], "share": []}}
     idx = np.unique(np.linspace(0, ages.size - 1, min(points, ages.size)).astype(int))

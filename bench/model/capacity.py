@@ -4,6 +4,7 @@ after which doubling it adds less than ``fleet.knee_gain`` of throughput. Capaci
 DRAM), TB (NVMe)."""
 from __future__ import annotations
 
+from bench.core.threads import in_threads
 from bench.model.cachesim import Curves
 from bench.model.costs import Costs
 from bench.model.steps import CacheScenario, FleetSizing, Requests
@@ -35,23 +36,27 @@ def capacity_curves(req: Requests, scenario: CacheScenario, sizing: FleetSizing,
     out: dict = {"routing": routing, "per_gpu_unit": {"hbm": "GB", "host": "GiB", "storage": "TB"}, "tiers": {},
                  "exact": not cv.sampled, "instances_replayed": len(cv.kept_instances),
                  "instances": int(fl.sim_instances)}
-    for tier, grid in grids.items():
-        if tier != "hbm" and tier not in tiers:
-            continue
-        rows = []
-        for c in grid:
-            cp = (c, 0, 0) if tier == "hbm" else ((caps[0], c, 0) if tier == "host" else (caps[0], caps[1], c))
-            res = cv.at(cp)
-            r = res.rates()
-            _, rps, _ = scenario.pricer.price(costs, res)
-            row = {"blocks_per_instance": int(c), "per_gpu": c * block_bytes / g / (gib if tier == "host" else 1e12
-                                                                                   if tier == "storage" else 1e9),
-                   "hit_rate": r["hit_rate"], "hit_rate_hbm": r["hit_rate_hbm"], "hit_rate_host": r["hit_rate_host"],
-                   "hit_rate_storage": r["hit_rate_storage"], "requests_per_s": rps, "speedup": rps / base_rate}
-            if cv.sampled:
-                row["stderr"] = cv.stderr(res)
-            rows.append(row)
-        out["tiers"][tier] = {"points": rows, "knee": _knee(rows, float(fl.knee_gain), out["per_gpu_unit"][tier])}
+    todo = [(tier, c) for tier, grid in grids.items() if tier == "hbm" or tier in tiers for c in grid]
+
+    def point(item):
+        tier, c = item
+        cp = (c, 0, 0) if tier == "hbm" else ((caps[0], c, 0) if tier == "host" else (caps[0], caps[1], c))
+        res = cv.at(cp)
+        r = res.rates()
+        _, rps, _ = scenario.pricer.price(costs, res)
+        row = {"blocks_per_instance": int(c), "per_gpu": c * block_bytes / g / (gib if tier == "host" else 1e12
+                                                                               if tier == "storage" else 1e9),
+               "hit_rate": r["hit_rate"], "hit_rate_hbm": r["hit_rate_hbm"], "hit_rate_host": r["hit_rate_host"],
+               "hit_rate_storage": r["hit_rate_storage"], "requests_per_s": rps, "speedup": rps / base_rate}
+        if cv.sampled:
+            row["stderr"] = cv.stderr(res)
+        return row
+
+    rows = in_threads(point, todo)  # on every core (the replay's classification is numba without the GIL)
+    for tier in grids:
+        mine = [row for (t, _), row in zip(todo, rows) if t == tier]
+        if mine:
+            out["tiers"][tier] = {"points": mine, "knee": _knee(mine, float(fl.knee_gain), out["per_gpu_unit"][tier])}
     out["seconds"] = time.perf_counter() - t0
     return out
 

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from bench.core.units import sig
 from bench.core.errors import UserError
 from bench.core.stats import point_noise
 from bench.llm.overlap import exposed_with_interference_s, fit_interference
@@ -220,7 +221,7 @@ def storage_tier(df: pd.DataFrame, block_bytes: int, host: Tier) -> Optional[Tie
     gbps = 1.0 / (1.0 / file_gbps + 1.0 / host.gbps)
     return Tier("storage", gbps, float(best.get("metric.lat_p50_us", 0.0) or 0.0) * 1e-6,
                 f"file_read {int(best['param.request_bytes'])} B qd {int(best['param.queue_depth'])} "
-                f"({file_gbps:.3g} GB/s, before the prefill) then host hop ({host.gbps:.3g} GB/s, layer by layer)",
+                f"({sig(file_gbps)} GB/s, before the prefill) then host hop ({sig(host.gbps)} GB/s, layer by layer)",
                 serial_gbps=file_gbps)
 
 

@@ -27,6 +27,8 @@ from typing import Optional
 
 import numpy as np
 
+from bench.core.units import seconds
+
 try:
     from numba import njit
 except ImportError:  # pragma: no cover - numba is a dependency; pure Python keeps the model usable without it
@@ -477,19 +479,15 @@ def _why_unreachable(rp: Replay, rate: float, splits: list, kp: int) -> str:
     if pool.ttft_s:
         t = float(np.percentile(rp.service, q))
         if t > pool.ttft_s:
-            parts.append(f"an idle prefill alone takes {_fmt_s(t)} at p{q:.0f}, over the {_fmt_s(pool.ttft_s)} TTFT "
+            parts.append(f"an idle prefill alone takes {seconds(t)} at p{q:.0f}, over the {seconds(pool.ttft_s)} TTFT "
                          "target")
     if pool.tpot_s:
         o = rp.run(rate, kp if pool.mode != "colocated" else 0)
         t = float(np.percentile(o.tpot, q))
         if t > pool.tpot_s:
-            parts.append(f"decode takes {_fmt_s(t)} per token at p{q:.0f} even unloaded, over the "
-                         f"{_fmt_s(pool.tpot_s)} TPOT target")
+            parts.append(f"decode takes {seconds(t)} per token at p{q:.0f} even unloaded, over the "
+                         f"{seconds(pool.tpot_s)} TPOT target")
     return "; ".join(parts) or f"fewer than {pool.attainment:.0%} of requests meet both targets even unloaded"
-
-
-def _fmt_s(s: float) -> str:
-    return f"{s:.3g} s" if s >= 1 else f"{s * 1e3:.3g} ms"
 
 
 def _curve(rp: Replay, cap: float, kp: int, points: int) -> dict:

@@ -16,6 +16,7 @@ from bench.model.cachesim import TIERS
 from bench.model.costs import Costs
 from bench.model.steps import FleetSizing, Priced, Requests
 
+PRICE_CHUNK = 1 << 18  # requests priced at a time (a 2M-request replay's temporaries would hold gigabytes)
 HIT_GRID = np.round(np.concatenate([np.arange(0, 0.9, 0.05), np.arange(0.9, 1.0001, 0.01)]), 3)  # dense where agents live
 
 
@@ -80,6 +81,15 @@ class Pricer:
     def with_tier_sims(self, tier_sims: dict) -> "Pricer":
         return Pricer(self.requests, self.sizing, self.fl, self.sims_by_routing, tier_sims)
 
+    def sample(self, n: int, seed: int) -> "Pricer":
+        """This pricer on a fixed uniform sample of ``n`` requests (the same rows of the requests and of every
+        tier scenario's simulation; the routings' simulations left out): the bootstrap's resamples."""
+        rows = np.sort(np.random.default_rng(seed).choice(len(self.requests.input_tokens), n, replace=False))
+        r = self.requests
+        req = dataclasses.replace(r, input_tokens=r.input_tokens[rows], output_tokens=r.output_tokens[rows],
+                                  reused_tokens=r.reused_tokens[rows], new_tokens=r.new_tokens[rows])
+        return Pricer(req, self.sizing, self.fl, {}, {k: _rows(sim, rows) for k, sim in self.tier_sims.items()})
+
     def decode_s(self, cs: Costs) -> float:
         """Mean decode seconds per request: its output tokens at the fleet's decode batch, per sequence."""
         i, o, b = self.requests.input_tokens, self.requests.output_tokens, self.sizing.decode_batch
@@ -96,8 +106,19 @@ class Pricer:
         return sp.requests_per_s, {"prefill_gpus": sp.prefill_gpus, "decode_gpus": sp.decode_gpus}
 
     def sim_prefill_s(self, cs: Costs, sim) -> float:
-        ht, loads = sim_loads(cs, sim)
-        return mean_prefill_s(cs, sim.miss_tokens, ht.sum(axis=1), loads, self.fl.overlap_load)
+        """Mean prefill seconds per request of cache ``sim`` at costs ``cs`` (a large replay in chunks of
+        PRICE_CHUNK requests: its temporaries stay small)."""
+        n = len(sim.miss_tokens)
+        if n <= PRICE_CHUNK:
+            ht, loads = sim_loads(cs, sim)
+            return mean_prefill_s(cs, sim.miss_tokens, ht.sum(axis=1), loads, self.fl.overlap_load)
+        total = 0.0
+        for lo in range(0, n, PRICE_CHUNK):
+            part = _rows(sim, slice(lo, lo + PRICE_CHUNK))
+            ht, (over, serial) = sim_loads(cs, part)
+            total += float(np.sum(cs.prefill_with_load_s(part.miss_tokens, ht.sum(axis=1), over,
+                                                         self.fl.overlap_load, serial_s=serial)))
+        return total / n
 
     def price(self, cs: Costs, sim) -> tuple[float, float, dict]:
         """(mean prefill seconds, requests/s, split) of the requests served by cache ``sim`` at costs ``cs``."""
@@ -129,6 +150,15 @@ class Pricer:
         return Priced(baseline_prefill_s=p0, decode_s=d, baseline_rps=base_rate, amdahl_bound=F.amdahl_bound(p0, d),
                       prefill_share=F.prefill_share(p0, d), speedup_by_routing=by_routing, speedup_by_tier=by_tier,
                       baseline_split=base_split, routing_detail=detail)
+
+
+def _rows(sim, rows):
+    """A cache result (SimResult or WhatIf) restricted to ``rows`` of its requests."""
+    out = copy.copy(sim)
+    out.hit_tokens, out.miss_tokens = sim.hit_tokens[rows], sim.miss_tokens[rows]
+    if getattr(sim, "instance", None) is not None:
+        out.instance = sim.instance[rows]
+    return out
 
 
 class WhatIf:

@@ -3,24 +3,13 @@ details (by tier, the seed's case, kernels, the SLO, capacity, sparse decode, wh
 whole sentence, the one line `bench run` ends with, and the units each figure is printed in."""
 from __future__ import annotations
 
-import math
-from typing import Optional
-
+from bench.core.units import millis, seconds, sig
 from bench.model.warm import clause as sparse_clause
 
 
-def fmt_rate(gbps: Optional[float]) -> str:
-    """A bandwidth given in GB/s (1e9 B/s) in the unit that reads best: GB/s, MB/s or KB/s."""
-    if gbps is None or not math.isfinite(gbps):
-        return "n/a" if gbps is None else ("unbounded" if gbps > 0 else "n/a")
-    for scale, unit in ((1.0, "GB/s"), (1e-3, "MB/s"), (1e-6, "KB/s")):
-        if abs(gbps) >= scale or unit == "KB/s":
-            return f"{gbps / scale:.3g} {unit}"
-    return f"{gbps:.3g} GB/s"
-
-
 def headline(r: dict) -> str:
-    """The answer in one line: outcome, the speedup with its interval, against the claim, for what."""
+    """The answer in one line: outcome, the speedup with its interval, against the claim, for what, and the one
+    reason for the outcome (why it is undetermined, when it is)."""
     v, s = r["verdict"], r["verdict"]["speedup"]
     head = "CPU rehearsal, not a hardware verdict: " if r["device"] == "cpu" else ""
     outcome = {"supported": f"the {v['claim']:g}x claim is supported",
@@ -28,13 +17,14 @@ def headline(r: dict) -> str:
                "undetermined": f"whether {v['claim']:g}x holds is undetermined"}[v["outcome"]]
     what_if = f" at the what-if hit rate {v['what_if_hit_rate']:.0%}" if v.get("what_if_hit_rate") is not None \
         else ""
-    return (f"{head}{outcome[0].upper() + outcome[1:]}: KV reuse gives {s['point']:.2f}x ({s['low']:.2f}-"
+    why = f": {v['why']}" if v.get("why") else ""
+    return (f"{head}{outcome[0].upper() + outcome[1:]}{why}. KV reuse gives {s['point']:.2f}x ({s['low']:.2f}-"
             f"{s['high']:.2f}x, {v['interval']:.0%} interval) on {r['gpu']} with {r['model']} serving "
             f"{r['workload']['label']}{what_if}.")
 
-
-def details(r: dict) -> list[str]:
-    """The verdict's sentences after the headline, each built from the result's fields only."""
+def details(r: dict, with_caveats: bool = True) -> list[str]:
+    """The verdict's sentences after the headline, each built from the result's fields only (``with_caveats``:
+    the caveats as the last sentence; a console lists them apart)."""
     v, b = r["verdict"], r["baseline"]
     tiers = v["tiers"]
     gains = [f"HBM only {tiers['hbm']['speedup']:.2f}x ({tiers['hbm']['hit_rate']:.0%} hits)"]
@@ -63,7 +53,7 @@ def details(r: dict) -> list[str]:
             out.append(clause)
     if v["decide_by"]:
         out.append(f"It would be decided by {v['decide_by']}.")
-    if v["reasons"]:
+    if v["reasons"] and with_caveats:
         out.append("Caveats: " + "; ".join(v["reasons"]) + ".")
     return out
 
@@ -97,15 +87,13 @@ def kernel_clause(r: dict) -> str:
     k = r.get("kernels") or {}
     if not (k.get("prefill") or k.get("decode")):
         return ""
-    return (f"Prefill and decode are priced with the {k.get('prefill') or 'unrecorded'} and "
-            f"{k.get('decode') or 'unrecorded'} attention kernels.")
+    pre, dec = k.get("prefill") or "unrecorded", k.get("decode") or "unrecorded"
+    if pre == dec:
+        return f"Prefill and decode are both priced with the {pre} attention kernel."
+    return f"Prefill is priced with the {pre} attention kernel, decode with the {dec} one."
 
 
 TIER_NAMES = {"hbm": "HBM", "host": "host DRAM", "storage": "NVMe"}
-
-
-def fmt_ms(ms: float) -> str:
-    return f"{ms / 1e3:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
 
 
 def slo_clause(r: dict) -> str:
@@ -115,8 +103,8 @@ def slo_clause(r: dict) -> str:
     if not v or v.get("skipped"):
         return f"Not evaluated at a latency SLO: {v['skipped']}." if v else ""
     t = v["targets"]
-    targets = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {fmt_ms(t['ttft_ms'])}",
-                                       t["tpot_ms"] and f"TPOT <= {fmt_ms(t['tpot_ms'])}") if x)
+    targets = " and ".join(x for x in (t["ttft_ms"] and f"TTFT <= {millis(t['ttft_ms'])}",
+                                       t["tpot_ms"] and f"TPOT <= {millis(t['tpot_ms'])}") if x)
     unit = "device" if r["device"] == "cpu" else "GPU"
     g = r["goodput"]
     head = f"At the SLO ({targets} for {t['attainment']:.0%} of requests"
@@ -126,11 +114,11 @@ def slo_clause(r: dict) -> str:
     if v["goodput_rps"] <= 0:
         text = f"{head} no rate meets it even with every tier: {v['reason']}"
     elif v["base_goodput_rps"] <= 0:
-        text = (f"{head} no rate meets it without reuse ({v['base_reason']}), while {cfg['label']} serves {per:.3g} "
+        text = (f"{head} no rate meets it without reuse ({v['base_reason']}), while {cfg['label']} serves {sig(per)} "
                 f"requests/s per {unit} within it (unconstrained, reuse gives {v['unconstrained']:.2f}x): reuse is "
                 "what makes the SLO reachable")
     else:
-        text = (f"{head} KV reuse gives {v['speedup']:.2f}x in goodput ({per:.3g} requests/s per {unit} with "
+        text = (f"{head} KV reuse gives {v['speedup']:.2f}x in goodput ({sig(per)} requests/s per {unit} with "
                 f"{cfg['label']}, {cfg['ttft_miss']:.0%} of requests missing TTFT and {cfg['tpot_miss']:.0%} TPOT "
                 f"there)" + (f", against {v['unconstrained']:.2f}x unconstrained"
                              if abs(v['speedup'] - v['unconstrained']) > 0.005 * v['unconstrained'] else
@@ -146,10 +134,6 @@ def slo_clause(r: dict) -> str:
     return text + "."
 
 
-def fmt_minutes(m: float) -> str:
-    return f"{m * 60:.3g} s" if m < 1 else (f"{m:.3g} min" if m < 120 else f"{m / 60:.3g} h")
-
-
 def capacity_clause(r: dict) -> str:
     """Where more of each tier stops paying (the knee) and how long KV must persist, from the result's fields."""
     parts = []
@@ -159,23 +143,26 @@ def capacity_clause(r: dict) -> str:
             parts.append(f"{names[tier]} does not pay at its measured bandwidth ({k['speedup']:.2f}x with it, "
                          f"{k['without']:.2f}x with the least of it)")
         elif k.get("per_gpu"):
-            parts.append(f"{names[tier]} pays up to ~{k['per_gpu']:.3g} {k['unit']} per GPU ({k['speedup']:.2f}x, "
+            parts.append(f"{names[tier]} pays up to ~{sig(k['per_gpu'])} {k['unit']} per GPU ({k['speedup']:.2f}x, "
                          f"{k['hit_rate']:.0%} hits; each doubling beyond adds under {r['fleet']['knee_gain']:.0%})")
         elif k.get("note"):
             parts.append(f"{names[tier]} {k['note']}")
     p = r.get("verdict", {}).get("persistence_minutes") or {}
     if p.get("p90") is not None:
-        parts.append(f"to keep 90% of the hits a block must stay {fmt_minutes(p['p90'])} (50%: "
-                     f"{fmt_minutes(p['p50'])}, 99%: {fmt_minutes(p['p99'])})")
+        parts.append(f"to keep 90% of the hits a block must stay {seconds(60 * (p['p90']))} (50%: "
+                     f"{seconds(60 * (p['p50']))}, 99%: {seconds(60 * (p['p99']))})")
     return ("Capacity: " + "; ".join(parts) + ".") if parts else ""
 
 
 def short(r: dict) -> str:
-    """One line for the end of `bench run`."""
+    """The answer in one line for a console's last line (the end of `bench run` and `bench model`): the outcome, the
+    speedup with its interval against the claim, for what, and the one reason for the outcome."""
     v = r["verdict"]
     s = v["speedup"]
-    head = "CPU rehearsal: " if r["device"] == "cpu" else ""
+    head = " (CPU rehearsal)" if r["device"] == "cpu" else ""
     what_if = f" at hit rate {v['what_if_hit_rate']:.0%} (what-if)" if v.get("what_if_hit_rate") is not None else ""
-    return (f"{head}{v['outcome'].replace('_', ' ')}: {s['point']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x) vs the "
-            f"{v['claim']:g}x claim for {r['model']} / {r['workload']['label']}{what_if} (Amdahl bound "
-            f"{r['baseline']['amdahl_bound']:.2f}x; {len(v['reasons'])} caveat(s))")
+    why = f": {v['why']}" if v.get("why") else ""
+    n = len(v["reasons"])
+    return (f"{v['outcome'].replace('_', ' ').upper()}{head}: {s['point']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x, "
+            f"{v['interval']:.0%} interval) vs the {v['claim']:g}x claim for {r['model']} / {r['workload']['label']}"
+            f"{what_if}{why} ({n} caveat{'s' if n != 1 else ''})")

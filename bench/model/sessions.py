@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from numba import njit
@@ -74,9 +75,7 @@ def dense_ids(t: RequestTable) -> tuple[np.ndarray, int]:
     per scope (bench.model.traces.table.dense_blocks)."""
     if t.scope == "local" and len(t.blocks) and int(t.blocks.min()) >= 0 and int(t.blocks.max()) < (1 << 26):
         return t.blocks, int(t.blocks.max()) + 1
-    from bench.model.traces.table import dense_blocks
-
-    return dense_blocks(t)
+    return t.dense()
 
 
 @dataclass(frozen=True)
@@ -91,12 +90,13 @@ class Decomposition:
     output: np.ndarray
     simulated_hit_tokens: np.ndarray
     reuse_s: np.ndarray
-    reuse_conversation: np.ndarray  # the conversation of each reuse time
+    reuse_conversation: Optional[np.ndarray]  # the conversation of each reuse time (None: not asked for)
     logged: bool
 
 
-def decompose(t: RequestTable, shared_prefix: str = "cold") -> Decomposition:
-    """Each request's cache reads, writes and uncached input, and the reuse times of its hits (module docstring)."""
+def decompose(t: RequestTable, shared_prefix: str = "cold", tags: bool = True) -> Decomposition:
+    """Each request's cache reads, writes and uncached input, and the reuse times of its hits (module docstring);
+    ``tags``: each reuse time's conversation too (per-conversation reuse figures)."""
     ids, width = dense_ids(t)
     local = t.scope == "local"
     order = np.lexsort((np.arange(len(t)), t.time_s, t.conversation)) if local else \
@@ -107,10 +107,10 @@ def decompose(t: RequestTable, shared_prefix: str = "cold") -> Decomposition:
     hit, reuse = _hits(ids, t.off, order, t.conversation, t.time_s.astype(np.float64), t.block_tokens, local, warm,
                        width)
     sim = np.minimum(hit * t.block_tokens, t.input_tokens)
-    tags = np.repeat(t.conversation[order].astype(np.int32), hit[order])  # reuse times come in processing order
+    conv = np.repeat(t.conversation[order].astype(np.int32), hit[order]) if tags else None  # in processing order
     if t.cache_read is not None:  # a usage log: its own split
-        return Decomposition(t.cache_read, t.cache_write, t.uncached, t.output_tokens, sim, reuse, tags, True)
-    return Decomposition(sim, t.input_tokens - sim, np.zeros(len(t), np.int64), t.output_tokens, sim, reuse, tags,
+        return Decomposition(t.cache_read, t.cache_write, t.uncached, t.output_tokens, sim, reuse, conv, True)
+    return Decomposition(sim, t.input_tokens - sim, np.zeros(len(t), np.int64), t.output_tokens, sim, reuse, conv,
                          False)
 
 
@@ -131,11 +131,13 @@ def figures(t: RequestTable, d: Decomposition, rows: np.ndarray) -> dict:
             "input_output_ratio": _ratio(inp, out)}
 
 
-def quantiles(x: np.ndarray, qs=(50, 90, 99)) -> dict:
-    x = x if x.dtype.kind == "i" or np.isfinite(x).all() else x[np.isfinite(x)]
+def quantiles(x: np.ndarray, qs=(50, 90, 99), scratch: bool = False) -> dict:
+    """{p50: ..} of ``x``'s finite values (None without any); ``scratch``: ``x`` may be reordered in place."""
+    if not (x.dtype.kind == "i" or np.isfinite(x).all()):
+        x, scratch = x[np.isfinite(x)], True
     if not x.size:
         return {f"p{q}": None for q in qs}
-    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(x, qs))}
+    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(x, qs, overwrite_input=scratch))}
 
 
 def threads(t: RequestTable) -> np.ndarray:
@@ -167,28 +169,66 @@ def per_turn(t: RequestTable) -> dict:
                           "input_share": float(t.input_tokens[sub].sum() / max(1, t.input_tokens.sum()))}}
 
 
-def summarize(t: RequestTable, shared_prefix: str = "cold") -> dict:
-    """Everything ``bench workload`` prints and writes: the total, each conversation, the spread, reuse times, turns,
-    and the seed's figures beside them."""
-    d = decompose(t, shared_prefix)
-    total = figures(t, d, np.arange(len(t)))
-    finite = d.reuse_s[np.isfinite(d.reuse_s)]  # (a warm shared prefix's hits have no reuse time)
-    total["reuse_s"] = quantiles(finite)
-    sessions = {}
+def group_quantiles(values: np.ndarray, groups: np.ndarray, n_groups: int, qs=(50, 90, 99)) -> np.ndarray:
+    """[n_groups, len(qs)] percentiles of ``values`` within each group (numpy's linear interpolation, as
+    :func:`quantiles`), non-finite values left out; nan for a group without values. One sort for every group."""
+    ok = np.isfinite(values)
+    v, g = values[ok].astype(np.float64), groups[ok].astype(np.int64)
+    order = np.lexsort((v, g))
+    v, g = v[order], g[order]
+    start = np.searchsorted(g, np.arange(n_groups))
+    count = np.searchsorted(g, np.arange(n_groups), side="right") - start
+    out = np.full((n_groups, len(qs)), np.nan)
+    has = count > 0
+    for k, q in enumerate(qs):
+        pos = (count[has] - 1) * (q / 100.0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, count[has] - 1)
+        frac = pos - lo
+        a, b = v[start[has] + lo], v[start[has] + hi]
+        out[has, k] = a + (b - a) * frac
+    return out
+
+
+def per_conversation(t: RequestTable, d: Decomposition, reuse: bool = True) -> dict:
+    """Each conversation's figures as arrays (index: conversation): requests and token sums (write -1 where no
+    request of it tells), and (``reuse``) its reuse times' p50/p90/p99 (seconds)."""
+    n = len(t.names)
     conv = t.conversation
-    idx = np.argsort(conv, kind="stable")
-    bounds = np.searchsorted(conv[idx], np.arange(len(t.names) + 1))
-    contiguous = bool(np.all(np.diff(d.reuse_conversation) >= 0))  # local scopes: each conversation's run
-    r_idx = None if contiguous else np.argsort(d.reuse_conversation, kind="stable")
-    tags = d.reuse_conversation if contiguous else d.reuse_conversation[r_idx]
-    r_bounds = np.searchsorted(tags, np.arange(len(t.names) + 1))
-    for c, name in enumerate(t.names):
-        rows = idx[bounds[c]:bounds[c + 1]]
-        if rows.size:
-            sessions[name] = figures(t, d, rows)
-            sl = slice(r_bounds[c], r_bounds[c + 1])
-            sessions[name]["reuse_s"] = quantiles(d.reuse_s[sl] if contiguous else d.reuse_s[r_idx[sl]])
-    rates = np.asarray([s["hit_rate"] for s in sessions.values()], float)
+    keep = conv >= 0
+    c = conv[keep]
+    total = lambda x: np.bincount(c, weights=x[keep].astype(np.float64), minlength=n)  # noqa: E731
+    writes = d.write[keep]
+    told = np.bincount(c, weights=(writes >= 0).astype(np.float64), minlength=n)
+    write = np.where(told > 0, np.bincount(c, weights=np.maximum(writes, 0).astype(np.float64), minlength=n), -1)
+    return {"requests": np.bincount(c, minlength=n), "input": total(t.input_tokens), "read": total(d.read),
+            "write": write, "output": total(d.output), "uncached": total(d.uncached),
+            "reuse": group_quantiles(d.reuse_s, d.reuse_conversation, n) if reuse else None}
+
+
+def _session(pc: dict, c: int) -> dict:
+    """One conversation's figures (the keys of :func:`figures`) from :func:`per_conversation`'s arrays."""
+    inp, read, out, write = (int(pc[k][c]) for k in ("input", "read", "output", "write"))
+    nan_none = lambda x: None if math.isnan(x) else float(x)  # noqa: E731
+    return {"requests": int(pc["requests"][c]), "input_tokens": inp, "output_tokens": out, "cache_read_tokens": read,
+            "cache_write_tokens": write if write >= 0 else None, "uncached_tokens": int(pc["uncached"][c]),
+            "hit_rate": _ratio(read, inp), "read_write_ratio": _ratio(read, write) if write >= 0 else None,
+            "input_output_ratio": _ratio(inp, out),
+            "reuse_s": {f"p{q}": nan_none(x) for q, x in zip((50, 90, 99), pc["reuse"][c])}}
+
+
+def summarize(t: RequestTable, shared_prefix: str = "cold", sessions: bool = True) -> dict:
+    """Everything ``bench workload`` prints and writes: the total, each conversation (``sessions``: their figures
+    one by one, else only their hit rates), the spread, reuse times, turns, and the seed's figures beside them."""
+    d = decompose(t, shared_prefix, tags=sessions)
+    total = figures(t, d, np.arange(len(t)))
+    finite = d.reuse_s[np.isfinite(d.reuse_s)]  # (a warm shared prefix's hits have no reuse time): our own copy
+    total["reuse_s"] = quantiles(finite, scratch=True)
+    pc = per_conversation(t, d, reuse=sessions)
+    present = np.flatnonzero(pc["requests"] > 0)
+    rates_all = np.divide(pc["read"], pc["input"], out=np.full(len(pc["read"]), np.nan), where=pc["input"] > 0)
+    rates = rates_all[present]
+    sessions = {t.names[c]: _session(pc, c) for c in present} if sessions else {}
     spread = {k: float(v) for k, v in zip(("min", "p25", "median", "p75", "max"),
                                           np.percentile(rates, [0, 25, 50, 75, 100]))} if rates.size else {}
     big = int(np.bincount(t.conversation[t.conversation >= 0]).argmax()) if (t.conversation >= 0).any() else -1
@@ -198,9 +238,9 @@ def summarize(t: RequestTable, shared_prefix: str = "cold") -> dict:
                "write": np.maximum(d.write[rows], 0).tolist(), "uncached": d.uncached[rows].tolist(),
                "output": d.output[rows].tolist(), "subagent": (t.agent[rows] >= 0).tolist()}
     shares = np.linspace(0.01, 0.99, 99)
-    cdf = {"share": shares.tolist(), "seconds": np.quantile(finite, shares).tolist() if finite.size else []}
+    cdf = {"share": shares.tolist(), "seconds": np.quantile(finite, shares, overwrite_input=True).tolist() if finite.size else []}
     return {"format": t.source, "block_tokens": t.block_tokens, "scope": t.scope, "shared_prefix": shared_prefix,
-            "implied_blocks": t.implied, "notes": list(t.notes), "conversations": len(sessions),
+            "implied_blocks": t.implied, "notes": list(t.notes), "conversations": int(present.size),
             "total": total, "simulated_hit_rate": _ratio(int(d.simulated_hit_tokens.sum()),
                                                         int(t.input_tokens.sum())) if d.logged else None,
             "hit_rate_across_sessions": spread, **per_turn(t), "seed": SEED, "example_session": example,

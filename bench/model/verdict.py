@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from bench.core.stats import interval
+from bench.core.units import sig
 from bench.model import fleet as F
 
 
@@ -48,21 +49,26 @@ MEASURE = {
 
 
 def decide(point: float, low: float, high: float, claim: float, extrap: list[dict], max_factor: float,
-           widest: str) -> tuple[str, str]:
-    """(outcome, what would decide it) from the interval and the extrapolation factors."""
+           widest: str, level: float = 0.9) -> tuple[str, str, str]:
+    """(outcome, what would decide it, why: the one reason for the outcome, in words) from the interval and the
+    extrapolation factors."""
     far = [e for e in extrap if e["factor"] > max_factor]
+    where = ("above" if low >= claim else "below" if high < claim else "") if math.isfinite(low + high) else ""
     if far:
         worst = max(far, key=lambda e: e["factor"])
-        return "undetermined", MEASURE[worst["quantity"]].format(hi=worst["workload"][1])
+        why = (f"the workload's {worst['quantity']} reaches {sig(worst['workload'][1])}, {sig(worst['factor'])}x "
+               f"beyond the measured {sig(worst['measured'][0])}..{sig(worst['measured'][1])} (the verdict trusts "
+               f"up to {sig(max_factor)}x)" + (f", though the interval lies {where} {claim:g}x" if where else ""))
+        return "undetermined", MEASURE[worst["quantity"]].format(hi=worst["workload"][1]), why
     if not (math.isfinite(low) and math.isfinite(high)):
-        return "undetermined", "fits that can be resampled: more measured points per fit"
+        return "undetermined", "fits that can be resampled: more measured points per fit", \
+            "the fits could not be resampled, so there is no interval"
     if low >= claim:
-        return "supported", ""
+        return "supported", "", f"the whole {level:.0%} interval lies above {claim:g}x"
     if high < claim:
-        return "not_supported", ""
+        return "not_supported", "", f"the whole {level:.0%} interval lies below {claim:g}x"
     return "undetermined", (f"a narrower interval: more points and samples for {widest} (it moves the speedup "
-                            f"most)")
-
+                            f"most)"), f"the {level:.0%} interval spans {claim:g}x ({widest} moves it most)"
 
 def seed_case(fl, priced, speedup: dict, boot: dict, key: str, level: float, hit_rate: float) -> dict:
     """The seed's case, labelled: its arithmetic as written (64 GPUs balanced 50:50, prefill removed: 2x, Amdahl

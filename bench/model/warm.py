@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from bench.core.units import bytes_binary, sig
 from bench.model import fleet as F
 from bench.model.costs import ok_records
 
@@ -184,13 +185,6 @@ def sparse_decode(df, costs, shape, fl, sp, sizing) -> dict:
             "notes": fitted["notes"]}
 
 
-def fmt_bytes(n: float) -> str:
-    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n / 2 ** 10:.3g} KiB"
-
-
 def fit_quality(f: dict) -> str:
     """How firm a warm fit is: its residual, or that two points determine it exactly (no residual to show)."""
     if f["points"] <= 2:
@@ -212,16 +206,16 @@ def clause(sd: dict | None, unit: str = "GPU") -> str:
         best = max(rows, key=lambda r: r["tokens_per_s_per_gpu"])
         f = fits[best["method"]]
         parts.append(
-            f"from {names[tier]} at top-{best['k']} ({best['method']}: {f['t0_s'] * 1e6:.3g} us + bytes / "
-            f"{f['gbps']:.3g} GB/s, {fit_quality(f)}) decode gives {best['tokens_per_s_per_gpu']:.4g} "
+            f"from {names[tier]} at top-{best['k']} ({best['method']}: {sig(f['t0_s'] * 1e6)} us + bytes / "
+            f"{sig(f['gbps'])} GB/s, {fit_quality(f)}) decode gives {sig(best['tokens_per_s_per_gpu'], 4)} "
             f"tokens/s per {unit} ({best['speedup_vs_dense']:.2f}x dense, batch {best['batch']} by "
-            f"{best['batch_limit']}), holds {best['context_tokens_per_gpu'] / 1e6:.3g}M tokens of context per {unit} "
-            f"(dense {sd['dense']['context_tokens_per_gpu'] / 1e6:.3g}M), frees {fmt_bytes(best['hbm_freed_bytes_per_gpu'])} "
-            f"of HBM per {unit} at the dense batch and needs {fmt_bytes(best['warm_bytes_per_gpu'])} of warm tier per "
-            f"{unit}" + (f"; selecting in place ({sd['search']['method']}, {sd['search']['keys_per_s']:.3g} keys/s) "
-                         f"brings it to {best['tokens_per_s_per_gpu_with_selection']:.4g}"
+            f"{best['batch_limit']}), holds {sig(best['context_tokens_per_gpu'] / 1e6)}M tokens of context per {unit} "
+            f"(dense {sig(sd['dense']['context_tokens_per_gpu'] / 1e6)}M), frees {bytes_binary(best['hbm_freed_bytes_per_gpu'])} "
+            f"of HBM per {unit} at the dense batch and needs {bytes_binary(best['warm_bytes_per_gpu'])} of warm tier per "
+            f"{unit}" + (f"; selecting in place ({sd['search']['method']}, {sig(sd['search']['keys_per_s'])} keys/s) "
+                         f"brings it to {sig(best['tokens_per_s_per_gpu_with_selection'], 4)}"
                          if "tokens_per_s_per_gpu_with_selection" in best else "")
-            + (f" (fetch extrapolated {best['extrapolation']:.3g}x beyond the measured rows)"
+            + (f" (fetch extrapolated {sig(best['extrapolation'])}x beyond the measured rows)"
                if best["extrapolation"] > 1.5 else ""))
     if not parts:
         return ""

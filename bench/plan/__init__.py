@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from bench.core.errors import Skip
+from bench.core.units import bytes_binary
 from bench.harness.cost import Ctx, Timed
 from bench.plan.targets import Target
 
@@ -110,7 +111,7 @@ def fits(nd, cfg, target: Target) -> Optional[str]:
     from bench.harness import fit_problem
 
     return fit_problem(nd, target.is_cuda, gpu_budget_bytes(cfg, target), host_budget_bytes(cfg, target),
-                       f"{target.name}: {target.memory_bytes} less 1 GiB x harness.gpu_mem_fraction"
+                       f"{target.name}: {bytes_binary(target.memory_bytes)} less 1 GiB x harness.gpu_mem_fraction"
                        if target.is_cuda else "harness.cpu_max_bytes", "the target's host memory x "
                        "harness.host_mem_fraction")
 
@@ -262,8 +263,8 @@ class Budgets:
         io = self.used_io.get(family, 0)
         if bb is not None and est.io_bytes and io + est.io_bytes > bb:
             self.skipped[family] = self.skipped.get(family, 0) + 1
-            return (f"{family} bytes budget: {family}.budget_bytes={bb}, {io} bytes read + written so far, this point "
-                    f"would move ~{est.io_bytes}")
+            return (f"{family} bytes budget: {family}.budget_bytes={bb} ({bytes_binary(bb)}), {bytes_binary(io)} read "
+                    f"+ written so far, this point would move ~{bytes_binary(est.io_bytes)}")
         return None
 
     def spend(self, family: str, seconds: float, io_bytes: int = 0) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bench.core.units import sig
 from bench.core.errors import UserError
 from bench.core.stats import SE_MEDIAN, robust_sd
 from bench.core.store import (RECORDS, check_numbers, point_key, read_manifest, read_records,
@@ -159,7 +160,7 @@ def match_points(sides: list, tables: list, contended: str) -> tuple[list, list,
     timed under contention is excluded, or with ``contended='widen'`` compared with a band widened by it."""
     from bench.core.store import suspect_points
 
-    suspects = [suspect_points(recs) for _, _, recs in sides]
+    suspects = [suspect_points(recs, man) for _, man, recs in sides]  # each held to its own hardware's physics
     base = tables[0]
     points, one_sided, both_skipped = [], [], 0
     for key in dict.fromkeys(k for t in tables for k in t):
@@ -312,9 +313,9 @@ def print_compare(res: dict, show_all: bool = False) -> None:
         con.print(f"[bold yellow]incomplete run:[/bold yellow] {run} is {state}: its points are what it holds")
     shown = [p for p in res["points"] if show_all or p.get("label") == "STATUS" or
              any(lab not in ("SAME", "EXCLUDED") for lab in p.get("labels", []))]
-    if shown:
-        from rich.markup import escape
+    from rich.markup import escape
 
+    if shown:
         t = Table(title=escape(f"points{'' if show_all else ' that differ (--all for every point)'} (ratio = other / "
                                f"{names[0]}; SAME while the [min, p90] ranges overlap within the run-to-run "
                                f"tolerance; regression threshold {res['threshold']:.0%}; * band widened by "
@@ -338,16 +339,16 @@ def print_compare(res: dict, show_all: bool = False) -> None:
             cells = []
             for i, (v, r, lab) in enumerate(zip(p["values"][1:], p["ratios"], p["labels"]), 1):
                 star = "*" if (p.get("widened") or {}).get(i) is not None else ""
-                cells += [f"{v:.4g}", f"{r:.3f}", f"[{colors[lab]}]{lab}{star}[/]"]
-            t.add_row(p["benchmark"], _params(p), p["metric"], f"{p['values'][0]:.4g}", *cells)
+                cells += [f"{sig(v, 4)}", sig(r, 4), f"[{colors[lab]}]{lab}{star}[/]"]
+            t.add_row(p["benchmark"], _params(p), p["metric"], f"{sig(p['values'][0], 4)}", *cells)
         con.print(t)
     why = {}
     for p in res["points"]:
         for w in (p.get("excluded") or []):
             if w:
-                why.setdefault(w.split(":")[0], []).append(f"{p['benchmark']} {_params(p)}")
+                why.setdefault(w.split(":")[0], []).append(f"{p['benchmark']} {_params(p)} ({w})")
     for w, pts in why.items():
-        con.print(f"[magenta]excluded[/magenta] {len(pts)} point(s), {w}: e.g. {pts[0]}" +
+        con.print(f"[magenta]excluded[/magenta] {len(pts)} point(s), {w}: e.g. {escape(pts[0])}" +
                   ("" if w != "timed under contention" or res.get("contended_mode") == "widen"
                    else " (--contended widen compares them with a band widened by that contention)"))
     for sh in res["shifts"]:

@@ -7,6 +7,7 @@ import base64
 import html
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.family import families
@@ -37,6 +38,8 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
         check_numbers(recs, f"report {d}")
         n_records.append(len(recs))
     df = load(*dirs)
+    impossible = df[df["implausible"].notna()] if not df.empty else df
+    df = df[df["implausible"].isna()] if not df.empty else df  # an impossible figure is never drawn
     out = Path(out_dir)
     img = out / "img"
     made = []
@@ -44,6 +47,7 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
         path = fn(df, img / f"{name}.png")
         if path:
             made.append((name, title, path))
+    n_family = len(made)  # the verdict's own pictures go first: the answer, then the measurements behind it
     from bench.report import model_plots as mplots
 
     for i, r in enumerate(model_results(dirs)):  # one picture per run and variant: runs never share a file
@@ -66,72 +70,156 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
                 pic = fn(r["trace"], img / f"trace_{key}_{name}.png")
                 if pic:
                     made.append((f"trace_{key}_{i}", f"The trace's sessions: {key.replace('_', ' ')} ({what})", pic))
+    made = made[n_family:] + made[:n_family]
     mans = [read_manifest(d) for d in dirs]
     fp = [(k, ["-" if v is None else str(v) for v in vals]) for k, vals in
           ((k, [f(m) for m in mans]) for k, f in FINGERPRINT_KEYS.items()) if any(v is not None for v in vals)]
     counts = df.groupby("status").size().to_dict() if not df.empty else {}
-    verdicts = [(f"{Path(r['run']).name}: {r['model']}", r["workload"].get("label", r["workload"]["name"]),
-                 r["verdict"]["sentence"] if isinstance(r["verdict"], dict) else r["verdict"],
-                 (r["verdict"].get("reasons") if isinstance(r["verdict"], dict) else None) or [],
-                 r.get("warnings") or [], r.get("gpu", ""))
-                for r in model_results(dirs)]
+    answers = [answer_of(r) for r in model_results(dirs)]
+    have = {str(Path(r["run"]).resolve()) for r in model_results(dirs)}
+    advice = [advice_for(d, m) for d, m in zip(dirs, mans) if str(Path(d).resolve()) not in have]
     missing = [title for name, title, _ in plots() if name not in {m[0] for m in made}]
     incomplete = [f"incomplete run: {Path(d).name} is {run_state(m, n)}: its points are what its records hold"
                   for d, m, n in zip(dirs, mans, n_records) if run_state(m, n)]
     incomplete += [f"different configurations, reported together (--allow-mismatch): {m}" for m in mismatches]
-    write_html(out / "report.html", dirs, fp, made, counts, verdicts, missing, incomplete)
-    write_md(out / "report.md", dirs, fp, made, counts, verdicts, missing, incomplete)
+    incomplete += [f"{r['benchmark']} in {Path(r['run_dir']).name} left out of every plot: {r['implausible']}"
+                   for _, r in impossible.iterrows()]
+    page = Page(dirs, _fp_rows(dirs, fp), made, counts, answers, advice, missing, incomplete)
+    write_html(out / "report.html", page)
+    write_md(out / "report.md", page)
     return {"html": str(out / "report.html"), "markdown": str(out / "report.md"),
             "images": [p for _, _, p in made], "missing": missing, "incomplete": incomplete}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One run's verdict as the report shows it: the answer first (outcome, number with its interval, the one
+    reason), then its details and caveats."""
+
+    title: str  # run: model / workload on gpu
+    outcome: str  # SUPPORTED, NOT SUPPORTED, UNDETERMINED (+ CPU rehearsal)
+    number: str  # 14.18x
+    interval: str  # (11.94-16.07x, 90% interval) vs the 2x claim
+    why: str  # the one reason for the outcome
+    details: tuple  # the verdict's sentences after the headline
+    caveats: tuple
+    warnings: tuple
+
+
+def answer_of(r: dict) -> Answer:
+    from bench.model.prose import details
+
+    v = r["verdict"]
+    s = v["speedup"]
+    outcome = v["outcome"].replace("_", " ").upper() + (" (CPU rehearsal, not a hardware verdict)"
+                                                         if r.get("device") == "cpu" else "")
+    what_if = f" at the what-if hit rate {v['what_if_hit_rate']:.0%}" if v.get("what_if_hit_rate") is not None \
+        else ""
+    return Answer(f"{Path(r['run']).name}: {r['model']} / {r['workload'].get('label', r['workload']['name'])} on "
+                  f"{r.get('gpu', '?')}{what_if}", outcome, f"{s['point']:.2f}x",
+                  f"({s['low']:.2f}-{s['high']:.2f}x, {v['interval']:.0%} interval) vs the {v['claim']:g}x claim",
+                  v.get("why") or "", tuple(details(r, with_caveats=False)), tuple(v.get("reasons") or ()),
+                  tuple(r.get("warnings") or ()))
+
+
+def advice_for(run_dir: Path, manifest: dict) -> str:
+    """What a run without a verdict needs, as a command that works when followed: `bench model` on this run when
+    it holds what the model needs, else what it lacks and the run that would supply it."""
+    from bench.model.inputs import missing_inputs
+
+    df = load(run_dir)
+    cfg = manifest.get("config") or {}
+    model = (cfg.get("model") or {}).get("name", "tiny")
+    lacking = missing_inputs(df, model, manifest.get("device") or "cpu")
+    if not lacking:
+        return f"{Path(run_dir).name}: no verdict yet: python -m bench model {run_dir}"
+    return (f"{Path(run_dir).name}: no verdict possible from this run ({run_state(manifest, len(df)) or 'complete'})"
+            f": it lacks {'; '.join(lacking)}")
+
+
+@dataclass(frozen=True)
+class Page:
+    """What the report shows, in its order: the answers (or what a run lacks for one), warnings, plots, the
+    verdicts' details and caveats, then the tables."""
+
+    dirs: list
+    fingerprint: list  # rows: ["", run names...], [key, values...]
+    made: list  # [(name, title, png path)]
+    counts: dict  # status -> points
+    answers: list  # [Answer]
+    advice: list  # one line per run without a verdict
+    missing: list  # plot titles with no data
+    incomplete: list  # warnings about the runs
 
 
 def _fp_rows(dirs, fp):
     return [["", *[Path(d).name for d in dirs]]] + [[k, *v] for k, v in fp]
 
 
-def write_html(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> None:
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;
+font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}figure{margin:1.5em 0}
+img{max-width:100%;border:1px solid #eee}figcaption{font-weight:bold;margin-bottom:.4em}
+.warn{background:#fff3cd;border:1px solid #e0b800;padding:.5em}
+.answer{border:2px solid #333;border-radius:6px;padding:.8em 1.2em;margin:1em 0}
+.answer .what{color:#555}.answer .outcome{font-size:1.6em;font-weight:bold;margin:.2em 0}
+.answer .number{font-size:2.6em;font-weight:bold}.answer .interval{font-size:1.2em;color:#333}
+.answer .why{font-size:1.15em;margin-top:.4em}.SUPPORTED{color:#1a7f37}.NOT{color:#b42318}.UNDETERMINED{color:#9a6700}"""
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"
+
+
+def write_html(path, page: Page) -> None:
     esc = html.escape
-    rows = _fp_rows(dirs, fp)
+    rows = page.fingerprint
     table = "<table>" + "".join(
         "<tr>" + "".join(f"<{'th' if i == 0 or j == 0 else 'td'}>{esc(str(c))}</{'th' if i == 0 or j == 0 else 'td'}>"
                          for j, c in enumerate(r)) + "</tr>" for i, r in enumerate(rows)) + "</table>"
     figs = []
-    for name, title, p in made:
+    for name, title, p in page.made:
         data = base64.b64encode(Path(p).read_bytes()).decode()
         figs.append(f'<figure id="{esc(name)}"><figcaption>{esc(title)}</figcaption>'
                     f'<img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>')
-    verdict_html = "".join(
-        f"<p><b>{esc(m)} / {esc(w)} on {esc(str(g))}:</b> {esc(v)}</p>"
-        + (f"<p>Caveats:</p><ul>{''.join(f'<li>{esc(x)}</li>' for x in rs)}</ul>" if rs else "")
-        + (f"<p>Warnings:</p><ul>{''.join(f'<li>{esc(x)}</li>' for x in ws)}</ul>" if ws else "")
-        for m, w, v, rs, ws, g in verdicts) or \
-        "<p>No throughput-model result yet: run <code>python -m bench model RUN</code> to add the verdict.</p>"
-    miss = "".join(f"<li>{esc(t)}: no data in these runs</li>" for t in missing)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tierbench report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
-font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{margin:1.5em 0}}
-img{{max-width:100%;border:1px solid #eee}}figcaption{{font-weight:bold;margin-bottom:.4em}}
-.warn{{background:#fff3cd;border:1px solid #e0b800;padding:.5em}}</style></head><body>
-<h1>tierbench report</h1>{''.join(f'<p class="warn">Warning: {esc(x)}</p>' for x in incomplete)}
-<p>Runs: {esc(', '.join(str(d) for d in dirs))}. Points: {esc(json.dumps(counts))}.</p>
-<h2>Hardware fingerprint</h2>{table}<h2>Verdict</h2>{verdict_html}<h2>Plots</h2>{''.join(figs)}
+    answers = "".join(
+        f'<div class="answer"><div class="what">{esc(a.title)}</div>'
+        f'<div class="outcome {esc(a.outcome.split()[0])}">{esc(a.outcome)}</div>'
+        f'<div><span class="number">{esc(a.number)}</span> <span class="interval">{esc(a.interval)}</span></div>'
+        f'<div class="why">{esc(a.why[0].upper() + a.why[1:]) if a.why else ""}</div></div>' for a in page.answers)
+    answers += "".join(f'<p class="warn">{esc(x)}</p>' for x in page.advice)
+    details = "".join(
+        f"<h3>{esc(a.title)}</h3>" + "".join(f"<p>{esc(d)}</p>" for d in a.details)
+        + (f"<p><b>Caveats ({len(a.caveats)}):</b></p><ul>{''.join(f'<li>{esc(x)}</li>' for x in a.caveats)}</ul>"
+           if a.caveats else "")
+        + (f"<p><b>Warnings:</b></p><ul>{''.join(f'<li>{esc(x)}</li>' for x in a.warnings)}</ul>"
+           if a.warnings else "") for a in page.answers)
+    miss = "".join(f"<li>{esc(t)}: no data in these runs</li>" for t in page.missing)
+    text = f"""<!doctype html><html><head><meta charset="utf-8"><title>tierbench report</title>
+<style>{CSS}</style></head><body>
+<h1>tierbench report</h1>{answers}{''.join(f'<p class="warn">Warning: {esc(x)}</p>' for x in page.incomplete)}
+<h2>Plots</h2>{''.join(figs)}
+{f'<h2>Verdict in detail</h2>{details}' if details else ''}
+<h2>Runs</h2><p>{esc(', '.join(str(d) for d in page.dirs))}: points {esc(_counts(page.counts))}.</p>
+<h2>Hardware fingerprint</h2>{table}
 {f'<h2>Not shown</h2><ul>{miss}</ul>' if miss else ''}</body></html>"""
-    Path(path).write_text(page)
+    Path(path).write_text(text)
 
 
-def write_md(path, dirs, fp, made, counts, verdicts, missing, incomplete=()) -> None:
-    rows = _fp_rows(dirs, fp)
-    lines = ["# tierbench report", ""] + [f"> **Warning:** {x}" for x in incomplete] + \
-        ["", f"Runs: {', '.join(str(d) for d in dirs)}. Points: {json.dumps(counts)}.", "",
-             "## Hardware fingerprint", "", "| " + " | ".join(rows[0]) + " |",
-             "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    body = []
-    for m, w, v, rs, ws, g in verdicts:
-        body += [f"**{m} / {w} on {g}:** {v}", ""] + [f"- caveat: {x}" for x in rs] + \
-            [f"- warning: {x}" for x in ws] + [""]
-    lines += ["", "## Verdict", ""] + (body or ["No throughput-model result yet: run `python -m bench model RUN`."])
-    lines += ["", "## Plots", ""]
-    for _, title, p in made:
+def write_md(path, page: Page) -> None:
+    lines = ["# tierbench report", ""]
+    for a in page.answers:
+        lines += [f"## {a.outcome}: **{a.number}** {a.interval}", "", f"{a.title}: {a.why}.", ""]
+    lines += [f"> {x}" for x in page.advice] + [f"> **Warning:** {x}" for x in page.incomplete] + ["", "## Plots", ""]
+    for _, title, p in page.made:
         lines += [f"### {title}", "", f"![{title}]({Path(p).relative_to(Path(path).parent)})", ""]
-    lines += [f"- not shown: {t} (no data)" for t in missing]
+    if page.answers:
+        lines += ["## Verdict in detail", ""]
+    for a in page.answers:
+        lines += [f"### {a.title}", ""] + [*a.details, ""] + [f"- caveat: {x}" for x in a.caveats] + \
+            [f"- warning: {x}" for x in a.warnings] + [""]
+    rows = page.fingerprint
+    lines += ["## Runs", "", f"{', '.join(str(d) for d in page.dirs)}: points {_counts(page.counts)}.", "",
+              "## Hardware fingerprint", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + \
+        ["| " + " | ".join(r) + " |" for r in rows[1:]] + [""]
+    lines += [f"- not shown: {t} (no data)" for t in page.missing]
     Path(path).write_text("\n".join(lines) + "\n")

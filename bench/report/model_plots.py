@@ -1,6 +1,7 @@
 """Pictures of a model result: speedup vs hit rate per tier with the Amdahl bound, GPU split, break-even."""
 from __future__ import annotations
 
+from bench.core.units import sig
 from bench.report.plotkit import finish, plt, save
 
 
@@ -52,7 +53,7 @@ def gpu_split(r: dict, path) -> str:
     for i, (label, v) in enumerate(rows):
         ax.barh(i, v["prefill_gpus"], color="tab:red")
         ax.barh(i, v["decode_gpus"], left=v["prefill_gpus"], color="tab:blue")
-        ax.text(r["fleet"]["gpus"] + 0.5, i, f"{v['requests_per_s']:.3g} req/s", va="center", fontsize=8)
+        ax.text(r["fleet"]["gpus"] + 0.5, i, f"{sig(v['requests_per_s'])} req/s", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [k for k, _ in rows])
     ax.set_xlabel(f"GPUs (red: prefill, blue: decode) of {r['fleet']['gpus']}")
     ax.set_xlim(0, r["fleet"]["gpus"] * 1.3)
@@ -105,10 +106,10 @@ def capacity(r: dict, path):
         k = t["knee"]
         if k.get("per_gpu"):
             ax.axvline(k["per_gpu"], color="tab:red", ls=":", lw=1)
-            ax.text(k["per_gpu"], 0.03, f" knee {k['per_gpu']:.3g} {unit}" if k.get("pays", True) else " does not pay",
+            ax.text(k["per_gpu"], 0.03, f" knee {sig(k['per_gpu'])} {unit}" if k.get("pays", True) else " does not pay",
                     color="tab:red", fontsize=8)
         ticks = xs
-        ax.set_xticks(ticks, [("none" if (zero and i == 0) else f"{v:.3g}") for i, v in enumerate(x)], fontsize=7,
+        ax.set_xticks(ticks, [("none" if (zero and i == 0) else sig(v)) for i, v in enumerate(x)], fontsize=7,
                       rotation=45)
         ax.set_title(f"{TIER_NAMES[tier]} per GPU ({unit})")
         ax.set_xlabel(f"{TIER_NAMES[tier]} capacity per GPU ({unit})")
@@ -166,7 +167,7 @@ def goodput(r: dict, path):
         ax.plot(x, cv["ttft_ok"], ls=":", color=colors.get(name), lw=1, label=f"{label}: TTFT only")
         if c["goodput_rps"] > 0:
             ax.axvline(c["goodput_per_gpu"], color=colors.get(name), ls="--", lw=0.8)
-            ax.text(c["goodput_per_gpu"], 0.02, f" {c['goodput_per_gpu']:.3g}", color=colors.get(name), fontsize=7,
+            ax.text(c["goodput_per_gpu"], 0.02, f" {sig(c['goodput_per_gpu'])}", color=colors.get(name), fontsize=7,
                     rotation=90, va="bottom")
     ax.axhline(t["attainment"], color="grey", ls="-.", lw=1, label=f"attainment target {t['attainment']:.0%}")
     ax.set_ylim(0, 1.03)

@@ -109,7 +109,7 @@ def test_incomplete_runs_are_flagged_and_the_gate_refuses_them(runs, tmp_path):
     assert "killed" in run_cli("compare", str(a), str(b)).stdout
 
 
-# -- 6: bad output locations, checked before the work; after it, a fallback said aloud -------------------------
+# -- 6: bad output locations, checked before the work, each one line saying how to write elsewhere ----------------
 def test_bad_output_locations_fail_before_the_work(runs, tmp_path, readonly):
     a, b = runs
     afile = tmp_path / "afile"
@@ -129,7 +129,7 @@ def test_bad_output_locations_fail_before_the_work(runs, tmp_path, readonly):
     assert tree_digest(readonly) == before and afile.read_text() == "x"
 
 
-def test_model_into_a_read_only_run_dir_saves_elsewhere_and_says_where(tmp_path, readonly):
+def test_model_of_a_read_only_run_dir_is_refused_with_the_way_out_which_works(tmp_path, readonly):
     run = readonly / "run"
     subprocess.run(["umount", str(readonly)], capture_output=True) if os.geteuid() == 0 else readonly.chmod(0o755)
     shutil.copytree(RUNS / "cpu_a", run)
@@ -139,11 +139,18 @@ def test_model_into_a_read_only_run_dir_saves_elsewhere_and_says_where(tmp_path,
     else:
         readonly.chmod(0o555)
         run.chmod(0o555)
-    r = run_cli("model", str(run), "plots=false", "fleet.sessions=40", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "cannot write to" in r.stdout and "writing to" in r.stdout
-    out = [p for p in tmp_path.glob("tierbench-model-*") if (p / "model.json").exists()]
-    assert out, r.stdout
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = run_cli("model", str(run), "plots=false", "fleet.sessions=40", cwd=cwd)
+    one_line_error(r, "not writable", "out=DIR")
+    assert not list(cwd.iterdir()) and "wrote" not in r.stdout  # nothing announced, nothing in the current directory
+    advice = r.stderr.split("python -m bench model ", 1)[1].split()
+    assert advice == [str(run), "out=DIR"]
+    r = run_cli("model", str(run), "plots=false", "fleet.sessions=40", f"out={tmp_path / 'analysis'}", cwd=cwd)
+    assert r.returncode == 0 and (tmp_path / "analysis" / "model.json").exists(), r.stderr[-2000:]
+    assert not list(cwd.iterdir())
+    one_line_error(run_cli("report", str(run), cwd=cwd), "not writable", "--out DIR")
+    one_line_error(run_cli("status"), "needs the sweep")
 
 
 # -- 7: a full results filesystem ----------------------------------------------------------------------------------

@@ -132,8 +132,16 @@ def test_model_command_end_to_end(model_run, tmp_path):
     out = tmp_path / "o"
     r = run_cli("model", str(model_run), "fleet.sessions=100", f"out={out}")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Verdict (" in r.stdout and "Amdahl bound" in r.stdout
+    assert "Verdict, in detail:" in r.stdout and "Amdahl bound" in r.stdout
     res = json.loads((out / "model.json").read_text())
+    v = res["verdict"]
+    word = v["outcome"].replace("_", " ").upper()
+    last = " ".join(r.stdout[r.stdout.rindex(word):].split())  # the answer last: outcome, number, interval, why
+    assert "wrote" in r.stdout[:r.stdout.rindex(word)] and "wrote" not in last
+    assert f"{v['speedup']['point']:.2f}x" in last and f"{v['speedup']['low']:.2f}" in last and v["why"][:20] in last
+    flat = " ".join(r.stdout.replace("│", " ").split())
+    assert flat.count(" ".join(v["reasons"][0].split())) == 1  # each caveat once
+    assert "e+0" not in r.stdout  # units per value, no e-notation
     b = res["baseline"]
     assert b["amdahl_bound"] == pytest.approx(1 / (1 - b["prefill_share"]))
     for tier, v in res["reuse"].items():
@@ -203,13 +211,16 @@ def test_outcome_follows_the_interval_and_extrapolation():
 
     far = [extrapolation("prefill new tokens", [100, 130_000], [32, 128])]
     assert far[0]["factor"] == pytest.approx(130_000 / 128)
-    outcome, how = decide(3.0, 2.5, 3.5, 2.0, far, 4.0, "layer_prefill")
+    outcome, how, why = decide(3.0, 2.5, 3.5, 2.0, far, 4.0, "layer_prefill")
     assert outcome == "undetermined" and "layers.prefill_new" in how  # extrapolated too far: never "supported"
+    assert why == ("the workload's prefill new tokens reaches 130000, 1016x beyond the measured 32..128 (the verdict "
+                   "trusts up to 4x), though the interval lies above 2x")  # the one reason, in words
     near = [extrapolation("prefill new tokens", [64, 200], [32, 128])]
     assert decide(3.0, 2.5, 3.5, 2.0, near, 4.0, "layer_prefill")[0] == "supported"
     assert decide(1.5, 1.2, 1.8, 2.0, near, 4.0, "layer_prefill")[0] == "not_supported"
-    outcome, how = decide(2.1, 1.7, 2.6, 2.0, near, 4.0, "layer_decode")
+    outcome, how, why = decide(2.1, 1.7, 2.6, 2.0, near, 4.0, "layer_decode")
     assert outcome == "undetermined" and "layer_decode" in how  # straddles the claim
+    assert why == "the 90% interval spans 2x (layer_decode moves it most)"
 
 
 def test_trace_block_size_mismatch_and_variant_folders(model_run, tmp_path):

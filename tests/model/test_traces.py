@@ -171,7 +171,8 @@ def test_codex_openai_qwen_and_mooncake_files_are_read_and_detected(tmp_path):
 @pytest.mark.parametrize("content, expect", [
     ('{"timestamp": 0, "input_length": 100, "output_length": 1, "hash_ids": ["31"]}', "hash id '31' is not an integer"),
     ('{"timestamp": 0, "input_length": 100, "output_length": 1, "hash_ids": [1180591620717411303424]}',
-     "does not fit 64 bits"),
+     "hash id 1180591620717411303424 does not fit 64 bits"),
+    ('{"timestamp": 0, "input_length": NaN, "output_length": 1, "hash_ids": [1]}', "input_length=nan is not an integer"),
     ('{"timestamp": 0, "input_length": 100, "output_length": 1, "hash_ids": [1, 2, 3]}', "do not match the lengths"),
     ('{"timestamp": 0, "input_length": 0, "output_length": 1, "hash_ids": []}', "at least one input token"),
     ('{"timestamp": 0, "input_length": 100, "output_length": 1, "hash_ids": [1]}\n{"timestamp": 1, "input_len',
@@ -194,6 +195,10 @@ def test_ids_of_64_bits_unsigned_keep_their_identity(tmp_path):
     t = read_requests([p])
     assert len(np.unique(t.blocks)) == 2  # two ids, never truncated or merged
     assert summarize(t)["total"]["cache_read_tokens"] == 1024
+    p.write_text("\n".join(json.dumps({"timestamp": i, "input_length": 1024, "output_length": 1,
+                                       "hash_ids": [big, 7]}) for i in range(2)) + "\n")  # numpy alone: float64
+    t = read_requests([p])
+    assert len(np.unique(t.blocks)) == 2 and summarize(t)["total"]["cache_read_tokens"] == 1024
 
 
 def test_an_empty_directory_and_a_missing_path_are_one_line(tmp_path):

@@ -183,7 +183,11 @@ def test_report_produces_the_expected_images(runs, tmp_path):
     assert "Hardware fingerprint" in html and "cpu" in html
     table = html[html.index("<table>"):html.index("</table>")]
     assert "None" not in table and "CPU cores" in table  # a CPU run shows what it has, no rows of None
-    assert "cpu_a: tiny" in html and "cpu_b: tiny" in html and "Caveats:" in html  # each run's verdict, reasons
+    assert "cpu_a: tiny" in html and "cpu_b: tiny" in html and "Caveats (" in html  # each run's verdict, reasons
+    top = html[:html.index("<h2>Plots</h2>")]  # the answer before anything else: outcome, number, interval, why
+    assert top.count('class="answer"') == 2 and 'class="number"' in top and "interval) vs the 2x claim" in top
+    assert html.index("<h2>Plots</h2>") < html.index("Hardware fingerprint") and "Points: {" not in html
+    assert html.count("Caveats (") == 2  # once per verdict, never repeated as warnings
     md = (out / "report.md").read_text()
     assert "![" in md and "Verdict" in md and "- caveat:" in md
 
@@ -282,3 +286,31 @@ def test_runs_from_different_nodes_never_share_a_directory_and_merge(tmp_path, m
     import pandas as pd
     df = pd.read_csv(tmp_path / "all.csv")
     assert df["run_dir"].nunique() == 2 and len(df) == 2 * len(read_records(RUNS / "cpu_a" / "records.jsonl"))
+
+
+def test_a_figure_above_the_physical_peak_is_flagged_and_never_judges_its_neighbours(runs, tmp_path):
+    """An edited record (gbps=1e30) is above what any memory system moves: compare excludes it, naming the peak,
+    and its sound neighbours are judged as before (never 'under 10% of 1e30'); the model and the report leave it
+    out."""
+    a, b = runs
+    shutil.rmtree(b)
+    shutil.copytree(a, b)
+    recs = read_records(b / "records.jsonl")
+    sweep = sorted((r for r in recs if r["benchmark"] == "h2d_pinned" and r["status"] == "ok"),
+                   key=lambda r: r["params"]["size_bytes"])
+    sweep[0]["metrics"]["gbps"] = 1e30  # the smallest size: every larger one would fall "under 10%" of it
+    (b / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = compare([a, b])
+    byp = {p["point"]: p for p in res["points"] if p.get("labels")}
+    from bench.core.store import point_key
+
+    bad, after = byp[point_key(sweep[0])], byp[point_key(sweep[1])]
+    assert bad["labels"] == ["EXCLUDED"] and "above the physical peak" in bad["excluded"][0]
+    assert "2 TB/s" in bad["excluded"][0] and "FASTER" not in bad["labels"]
+    assert after["labels"] == ["SAME"] and not after["excluded"][0]  # its neighbour: judged, not excluded
+    r = run_cli("compare", str(a), str(b))
+    assert r.returncode == 0 and "above the physical peak" in r.stdout and "e+29" not in r.stdout
+    r = run_cli("model", str(b), "plots=false", "fleet.sessions=40", "verdict.bootstrap=20", f"out={tmp_path / 'm'}")
+    assert r.returncode == 0, r.stderr[-1500:]
+    res = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert any("above the physical peak left out of every fit" in w for w in res["warnings"])

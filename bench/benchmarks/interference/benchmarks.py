@@ -34,6 +34,7 @@ from bench.harness import need
 from bench.llm.shapes import ModelShape
 from bench.harness.timing import Handoff, Lane, lanes_for
 from bench.core.checks import validator
+from bench.core.units import bytes_binary
 
 DIRECTIONS = ("onload", "offload")
 COMPUTES = ("prefill", "decode")
@@ -435,7 +436,7 @@ def all_gpus_host(state):
         free, _ = torch.cuda.mem_get_info(g)
         held = 2 * n * len(dirs)
         if held > free * float(state.cfg.harness.gpu_mem_fraction):
-            state.skip(f"GPU {g}: {held} bytes of buffers exceed its free memory budget")
+            state.skip(f"GPU {g}: {bytes_binary(held)} of buffers exceed its free memory budget")
         numa = gpu_numa_node(g) if state.cfg.transfer.numa_pin else None
         mine = []
         for d in dirs:

@@ -21,6 +21,7 @@ import torch
 
 from bench.core.checks import check, positive_ints
 from bench.core.errors import UserError
+from bench.core.units import bytes_binary
 from bench.hw.fileio import (IOPass, StorageFault, create_pattern_file, direct_alignment, drop_cache, expected_bytes,
                           first_bad_page, offsets, open_file, pass_bounds, pass_requests, pattern_tile)
 from bench.benchmarks.storage import cost as C
@@ -638,9 +639,10 @@ def check_file_fits(root: str, key: str, file_bytes: int) -> None:
     from bench.hw.fileio import FILE_MARGIN, free_bytes
 
     free = free_bytes(root)
-    check(file_bytes + FILE_MARGIN <= free, key, file_bytes,
-          f"at most the free space of storage.path={root} less a 64 MiB margin: {free - FILE_MARGIN} bytes "
-          f"({(free - FILE_MARGIN) / 2**30:.1f} GiB) here")
+    if file_bytes + FILE_MARGIN > free:
+        raise UserError(f"{key}={file_bytes} ({bytes_binary(file_bytes)}) does not fit storage.path={root}: "
+                        f"{bytes_binary(free)} free, {bytes_binary(file_bytes + FILE_MARGIN)} needed (the file and a "
+                        "64 MiB margin); lower it, free space or pick another storage.path")
 
 
 @validator("storage")

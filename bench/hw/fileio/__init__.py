@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from bench.core.errors import Skip
+from bench.core.units import bytes_binary
 
 PAGE = mmap.PAGESIZE
 PATTERN_PERIOD = 1 << 20  # the seeded random tile repeats every 1 MiB; each page is stamped with its index
@@ -172,8 +173,9 @@ def create_pattern_file(path: str, nbytes: int, seed: int, direct: str, chunk: i
     need = nbytes + FILE_MARGIN
     have = free_bytes(os.path.dirname(path) or ".")
     if have < need:
-        raise StorageFault(f"not enough free space at {os.path.dirname(path)}: need {need} bytes "
-                           f"(file {nbytes} + 64 MiB margin), {have} free; lower storage.file_bytes")
+        raise StorageFault(f"not enough free space at {os.path.dirname(path)}: {bytes_binary(have)} free, "
+                           f"{bytes_binary(need)} needed (the {bytes_binary(nbytes)} file and a 64 MiB margin); "
+                           "lower storage.file_bytes")
     tile = pattern_tile(seed)
     fd, mode = open_file(path, True, direct)
     buf = aligned_buffer(chunk)
@@ -187,7 +189,7 @@ def create_pattern_file(path: str, nbytes: int, seed: int, direct: str, chunk: i
         os.close(fd)
         Path(path).unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            raise StorageFault(f"no space left on device while writing {path} ({nbytes} bytes planned)") from None
+            raise StorageFault(f"no space left on device while writing {path} ({bytes_binary(nbytes)} planned)") from None
         raise
     os.close(fd)
     return mode

@@ -44,30 +44,54 @@ def block_tokens_of(inp: np.ndarray, n_ids: np.ndarray, default: int) -> int:
 
 
 def _columns(path: Path, fields: tuple, extra: tuple):
-    """{field: numpy column} and the ids' (flat, offsets), by pyarrow; None when the file needs the strict reader."""
+    """{field: numpy column} and the ids' (flat, offsets), by pyarrow, batch by batch (the file's JSON is never
+    held whole: a 2M-request trace reads in a few seconds within the size of its columns); None when the file
+    needs the strict reader."""
     try:
         import pyarrow as pa
         import pyarrow.json as pj
 
-        tbl = pj.read_json(path)
-        if any(c not in tbl.column_names or tbl[c].null_count for c in fields):
+        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=READ_BLOCK))
+        names = reader.schema.names
+        if any(c not in names for c in fields):
             return None
-        ids = tbl["hash_ids"].combine_chunks()
-        if not pa.types.is_list(ids.type) or not pa.types.is_integer(ids.type.value_type):
+        parts = {c: [] for c in fields if c != "hash_ids"}
+        more = {c: [] for c in extra if c in names}
+        flats, offs, shift = [], [], 0
+        for batch in reader:
+            if any(batch.column(c).null_count for c in fields):
+                return None
+            ids = batch.column("hash_ids")
+            if not pa.types.is_list(ids.type) or not pa.types.is_integer(ids.type.value_type):
+                return None
+            for c, got in parts.items():
+                got.append(batch.column(c).to_numpy())
+            for c, got in more.items():
+                got.append(batch.column(c))
+            off = ids.offsets.to_numpy().astype(np.int64)
+            vals = ids.values.to_numpy()[off[0]:off[-1]]
+            vals = vals.view(np.int64) if vals.dtype.kind == "u" else vals
+            small = vals.size == 0 or (int(vals.min()) >= -(1 << 31) and int(vals.max()) < (1 << 31))
+            flats.append(vals.astype(np.int32 if small else np.int64))  # a copy: the batch's memory goes
+            offs.append(off[:-1] - off[0] + shift)
+            shift += int(off[-1] - off[0])
+        if not offs:
             return None
-        cols = {c: tbl[c].to_numpy() for c in fields if c != "hash_ids"}
-        for c in extra:
-            if c in tbl.column_names:
-                cols[c] = tbl[c].combine_chunks()
+        cols = {c: np.concatenate(v) for c, v in parts.items()}
         for c in ("input_length", "output_length"):
             if cols[c].dtype.kind not in "iu":
                 return None
-        off = ids.offsets.to_numpy().astype(np.int64)
-        vals = ids.values.to_numpy()
-        flat = (vals.view(np.int64) if vals.dtype.kind == "u" else vals.astype(np.int64))[off[0]:off[-1]]
-        return cols, flat, off - off[0]
+        for c, got in more.items():
+            cols[c] = pa.concat_arrays(got)
+        flat, off = np.concatenate(flats), np.concatenate(offs + [np.asarray([shift], np.int64)])
+        del flats, offs, reader
+        pa.default_memory_pool().release_unused()  # the parsed batches' memory back to the system, not kept
+        return cols, flat, off
     except Exception:  # bad UTF-8, a malformed line, mixed types: the strict reader names it
         return None
+
+
+READ_BLOCK = 16 << 20  # bytes of JSON pyarrow parses at a time
 
 
 def _strict(path: Path, loads, fields: tuple, what: str):
@@ -98,7 +122,7 @@ def _strict(path: Path, loads, fields: tuple, what: str):
                 elif type(v) is not int:
                     raise UserError(f"{path}: line {no}: {k}={v!r} is not an integer")
             rows.append([d[k] for k in fields if k != "hash_ids"])
-            ids.append(ids_array(d["hash_ids"], f"{path}: line {no}"))
+            ids.append(ids_array(d["hash_ids"], f"{path}: line {no}", raw))
             extra.append(d)
     if not rows:
         raise UserError(f"{path}: empty: no requests")

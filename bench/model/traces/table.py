@@ -10,6 +10,7 @@ the prefix structure the logged reads imply (``implied``), so the simulator can 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -55,6 +56,15 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self.input_tokens)
 
+    def dense(self) -> tuple[np.ndarray, int]:
+        """:func:`dense_blocks` of this table, computed once (the decomposition and the simulator's trace both
+        need it; a 2M-request trace's ids take seconds to number)."""
+        got = self.__dict__.get("_dense")
+        if got is None:
+            got = dense_blocks(self)
+            object.__setattr__(self, "_dense", got)
+        return got
+
     @property
     def n_blocks(self) -> np.ndarray:
         return np.diff(self.off)
@@ -76,21 +86,25 @@ def int_ids(values, where: str) -> np.ndarray:
     return out
 
 
-def ids_array(ids: list, where: str) -> np.ndarray:
+def ids_array(ids: list, where: str, raw: bytes = b"") -> np.ndarray:
     """A parsed JSON list of block ids as int64, fast (numpy's own conversion) when every id is an integer that
-    fits; anything else goes through :func:`int_ids` (folded, or one line naming the bad id)."""
+    fits; anything else goes through :func:`int_ids` (folded, or one line naming the bad id). ``raw``: the line
+    the list came from, so an id beyond 64 bits (a float once parsed) is named as it was written."""
     arr = np.array(ids) if ids else np.zeros(0, np.int64)
     if arr.dtype.kind == "i":
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind == "u":
         return arr.view(np.int64)
-    if arr.dtype.kind == "f":  # a JSON integer beyond 64 bits reaches us as a float from the parser
-        big = np.flatnonzero(np.abs(arr) >= 2.0 ** 63)
+    if arr.dtype.kind == "f" and not all(type(v) is int for v in ids):  # all ints: 2**64 - 1 beside small ids
+        big = np.flatnonzero(np.abs(arr) >= 2.0 ** 63)  # a JSON integer beyond 64 bits: a float from the parser
         if big.size and float(arr[big[0]]).is_integer():
-            raise UserError(f"{where}: hash id {arr[big[0]]:.6g} does not fit 64 bits (ids up to 2**64 - 1 are "
-                            "accepted)")
+            typed = next((m.decode() for m in _LONG_INT.findall(raw) if not -(1 << 63) <= int(m) < UINT64),
+                         f"{arr[big[0]]:.0f}")
+            raise UserError(f"{where}: hash id {typed} does not fit 64 bits (ids up to 2**64 - 1 are accepted)")
     return int_ids(ids, where)
 
+
+_LONG_INT = re.compile(rb"(?<![\w.])-?\d{19,}(?![\w.])")  # an integer literal that may lie beyond 64 bits
 
 def check(t: RequestTable, where: str) -> RequestTable:
     """The table's values as data (once, for every reader): finite times, token counts >= 0 with input >= 1, ids
@@ -173,7 +187,7 @@ def dense_blocks(t: RequestTable) -> tuple[np.ndarray, int]:
         codes, _ = pd.MultiIndex.from_arrays([conv, ids]).factorize()
         return codes.astype(np.int64), int(codes.max()) + 1 if len(codes) else 0
     codes, uniq = pd.factorize(ids)
-    return codes.astype(np.int64), len(uniq)
+    return codes.astype(np.int32 if len(uniq) < (1 << 31) else np.int64), len(uniq)
 
 
 SERVING = ("mooncake", "qwen")  # serving traces: their timeline is a fleet's already
@@ -218,7 +232,7 @@ def to_trace(t: RequestTable, users: Optional[int] = None):
     timeline (conversations of local ids end to end), or as ``users`` people run them at once."""
     from bench.model.cachesim import Trace
 
-    dense, n = dense_blocks(t)
+    dense, n = t.dense()
     ts = fleet_timeline_s(t, users) * 1e3 if users else timeline_ms(t)
     order = np.argsort(ts, kind="stable")
     out, ooff = (t.out_blocks, t.ooff) if t.out_blocks is not None else (np.zeros(0, np.int64),
@@ -228,6 +242,8 @@ def to_trace(t: RequestTable, users: Optional[int] = None):
 
         codes, uniq = pd.factorize(np.concatenate([t.blocks, out]))
         dense, out, n = codes[:len(t.blocks)].astype(np.int64), codes[len(t.blocks):].astype(np.int64), len(uniq)
+    if n < (1 << 31):  # half the memory of the largest array (a 2M-request trace: 48M ids)
+        dense, out = dense.astype(np.int32, copy=False), out.astype(np.int32, copy=False)
     tr = Trace(dense, t.off.copy(), out, ooff.copy(), t.input_tokens.astype(np.int64),
                t.output_tokens.astype(np.int64), t.conversation.astype(np.int64), n, ts)
     return tr.take(order) if np.any(order != np.arange(len(order))) else tr
