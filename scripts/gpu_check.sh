@@ -39,8 +39,9 @@ py=${PYTHON:-python3}
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 step=${1:-}
 [ $# -gt 0 ] && shift
-# the verdict step's overrides: the default suite with its slowest families trimmed to <= 270 s planned on an H200
-VERDICT_OVERRIDES=(storage.budget_s=60 'storage.request_bytes=[4096,1048576]' 'storage.kv_block_tokens=[]'
+# the verdict step's overrides: the default suite with its slowest families trimmed to <= 270 s planned on an H200;
+# the handoff family (NIXL, a peer process) is its own device command: python -m bench run benchmark=handoff
+VERDICT_OVERRIDES=('benchmark=[attention,transfer,ceilings,layers,interference,validate,storage,warm]' storage.budget_s=60 'storage.request_bytes=[4096,1048576]' 'storage.kv_block_tokens=[]'
   validate.budget_s=45 validate.repeats=1 interference.budget_s=40 warm.budget_s=40
   'warm.row_bytes=[64,4096,65536,model]' 'warm.search_tokens=[1048576]'
   'transfer.sizes=[4096,65536,1048576,16777216,1073741824]' 'transfer.block_tokens=[16,256]'

@@ -13,7 +13,8 @@ from bench.core.store import load, read_records
 def test_quick_suite_writes_loadable_run_with_manifest(quick_run):
     df = load(quick_run)
     assert len(df) > 0 and (df["device"] == "cpu").all()
-    timed = df[(df.status == "ok") & df["benchmark"].ne("e2e_agentic_replay")]  # the replay times whole sessions
+    # the replay times whole sessions; handoff_fit is derived from other points (nothing timed)
+    timed = df[(df.status == "ok") & ~df["benchmark"].isin(["e2e_agentic_replay", "handoff_fit"])]
     assert len(timed) > 50 and (timed["metric.median_s"] > 0).all()
     # a point that did not run says why in the benchmark's own words (Skip); a Python exception there is a bug
     raw = read_records(quick_run / "records.jsonl")
@@ -100,3 +101,20 @@ def test_cold_reads_beside_decode_measure_both_lanes(warm_records):
     assert m["decode_step_us_under"] > 0 and m["decode_slowdown"] > -1 and m["read_bw_retained"] > 0
     assert m["decode_slowdown"] == pytest.approx(m["decode_step_us_under"] / m["decode_step_us_alone"] - 1)
     assert "stand_in" in r["info"]
+
+
+def test_quick_suite_hands_kv_off_between_two_processes(quick_run):
+    """Where NIXL is installed: ok points between two processes for every block size (>= 4), verified, with p50/p99
+    latency, layer by layer, and the per-descriptor fit of each op; without it every point says how to install it."""
+    recs = [r for r in read_records(quick_run / "records.jsonl") if r["family"] == "handoff"]
+    assert recs
+    if all(r["status"] == "skipped" for r in recs):
+        assert all("NIXL not installed" in r["reason"] or "no fit" in r["reason"] for r in recs), recs[0]["reason"]
+        pytest.skip(recs[0]["reason"])
+    req = _of(recs, "handoff_request")
+    assert all(r["status"] == "ok" and r["verified"] for r in req), [r["reason"] for r in req if r["status"] != "ok"]
+    assert len({r["params"]["block_tokens"] for r in req}) >= 4 and {r["params"]["op"] for r in req} == {"read", "write"}
+    assert all(0 < r["metrics"]["latency_ms_p50"] <= r["metrics"]["latency_ms_p99"] for r in req)
+    assert all(r["status"] == "ok" and r["metrics"]["exposed_ms"] >= 0 for r in _of(recs, "handoff_layerwise"))
+    fits = _of(recs, "handoff_fit")
+    assert len(fits) == 2 and all(r["status"] == "ok" and r["metrics"]["us_per_descriptor"] > 0 for r in fits)

@@ -70,6 +70,8 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "workload": ("bench.commands.workload:cmd_workload", "real agent traces and usage logs: the seed's figures, the fleet they make"),
     "docs": ("bench.commands.docs:cmd_docs", "regenerate the reference docs (docs/) from the code; --check: stale?"),
     "status": ("bench.commands.slurm:cmd_status", "every job of a sweep (SLURM or local): status, records, what to run next"),
+    "handoff-peer": ("bench.commands.handoff:cmd_peer", "the peer process of benchmark=handoff (a run starts it; or a "
+                     "second SLURM task: scripts/handoff_srun.sh)"),
 }
 
 
@@ -79,7 +81,8 @@ def register(name: str, fn: Callable[[list[str]], int], summary: str) -> None:
 
 def usage() -> str:
     lines = ["usage: python -m bench <command> [args]   (python -m bench <command> --help)", "", "commands:"]
-    lines += [f"  {n:<9} {s}" for n, (_, s) in COMMANDS.items()]
+    width = max(9, *(len(n) for n in COMMANDS))
+    lines += [f"  {n:<{width}} {s}" for n, (_, s) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -69,6 +69,8 @@ class RunContext:
         self.resources: dict = {}
         self.cleanups: list = []
         self.records_path = records_path  # this run's records so far (benchmarks that build on earlier points)
+        self.helpers: set = set()  # processes a benchmark started for its measurement (pids on this node): their
+        # CPU and GPU use is the run's own, not contention (bench.hw.contention)
 
     def close(self) -> None:
         while self.cleanups:

@@ -47,8 +47,20 @@ def _self_ticks() -> Optional[int]:
     return sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
 
 
-def gpu_processes(device_index: int = 0) -> Optional[list]:
-    """PIDs (and memory) of compute processes on the GPU other than this one (NVML), or None without NVML."""
+def _pid_ticks(pid: int) -> int:
+    """utime + stime of process ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def gpu_processes(device_index: int = 0, helpers=()) -> Optional[list]:
+    """PIDs (and memory) of compute processes on the GPU other than this one and its ``helpers`` (NVML), or None
+    without NVML."""
     try:
         from bench.hw.nvml import handle_for, nvml
 
@@ -60,17 +72,22 @@ def gpu_processes(device_index: int = 0) -> Optional[list]:
     except Exception:
         return None
     return [{"pid": int(p.pid), "memory_bytes": int(getattr(p, "usedGpuMemory", 0) or 0)}
-            for p in procs if int(p.pid) != os.getpid()]
+            for p in procs if int(p.pid) != os.getpid() and int(p.pid) not in set(helpers)]
 
 
-def snapshot(cuda_index: Optional[int] = None) -> Snapshot:
-    """Two small /proc reads (and one NVML call on a GPU): cheap enough around every point."""
+def snapshot(cuda_index: Optional[int] = None, helpers=()) -> Snapshot:
+    """Two small /proc reads (and one NVML call on a GPU): cheap enough around every point. ``helpers``: processes
+    the run started for its own measurement (the handoff family's peer): their CPU counts as this process's and they
+    are not other processes on the GPU."""
     try:
         la = os.getloadavg()
     except OSError:
         la = None
-    return Snapshot(time.monotonic(), la, _proc_stat(), _self_ticks(),
-                    gpu_processes(cuda_index) if cuda_index is not None else None)
+    mine = _self_ticks()
+    if mine is not None:
+        mine += sum(_pid_ticks(p) for p in helpers)
+    return Snapshot(time.monotonic(), la, _proc_stat(), mine,
+                    gpu_processes(cuda_index, helpers) if cuda_index is not None else None)
 
 
 def between(a: Snapshot, b: Snapshot) -> dict:

@@ -65,10 +65,10 @@ def run_suite(benches, cfg, device: Device, store, repro_prefix: str = "python -
                 body = {"status": "skipped", "reason": over, "metrics": {}, "verified": None, "info": {},
                         "wall_s": 0.0}
             else:
-                before = snapshot(gpu)
+                before = snapshot(gpu, ctx.helpers)
                 body = run_point(bench, params, cfg, device, rule, float(h.warmup_s), l2,
                                  memory_budget(device, h), sampler, hardware, ctx)
-                body["contention"] = between(before, snapshot(gpu))
+                body["contention"] = between(before, snapshot(gpu, ctx.helpers))
                 budgets.contend(bench.family, body["contention"])
             body["planned_s"] = None if est is None else round(est.total_s, 4)
             budgets.spend(bench.family, body["wall_s"], io_bytes(body, est))

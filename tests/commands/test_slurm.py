@@ -180,6 +180,35 @@ def test_sbatch_array_runs_exclusive_and_scancel_stops_cleanly(cluster, tmp_path
     assert f"(SLURM {arr}_1): complete" in st.stdout
 
 
+def test_handoff_pair_runs_as_two_srun_tasks(cluster, tmp_path):
+    """benchmark=handoff as two SLURM tasks (scripts/handoff_srun.sh under srun --ntasks=2: two nodes on a cluster,
+    one here): task 0 runs, times and records, task 1 is the peer; they meet through a file in a shared directory,
+    which is gone after the run."""
+    from bench.benchmarks.handoff.wire import nixl_api
+
+    try:
+        nixl_api()
+    except ImportError as e:
+        pytest.skip(str(e))
+    env = dict(cluster, TIERBENCH_RENDEZVOUS=str(tmp_path), TIERBENCH_ROOT=str(tmp_path / "res"),
+               TIERBENCH_SRC=str(ROOT))
+    p = subprocess.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=1G", "--time=5", "--wait=30",
+                        str(ROOT / "scripts" / "handoff_srun.sh"), "harness.device=cpu", "model=tiny", "suite=quick",
+                        "only=[handoff_request,handoff_fit]", "handoff.ops=[read]", "handoff.block_tokens=[16,64,256]",
+                        "handoff.context_tokens=[1024,4096]", "harness.time_budget_s=0.05", "run.analyze=false"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (run,) = (tmp_path / "res").iterdir()
+    assert re.search(r"-j\d+-t0$", run.name) and _man(run)["slurm"]["job_id"]
+    recs = _records(run)
+    assert [r["benchmark"] for r in recs] == ["handoff_request"] * 6 + ["handoff_fit"]
+    assert all(r["status"] == "ok" and r["verified"] is not False for r in recs), [r["reason"] for r in recs]
+    for r in recs[:6]:
+        assert r["info"]["peer"].startswith("rendezvous ") and r["info"]["peer_host"] == r["info"]["local_host"]
+    assert recs[-1]["metrics"]["us_per_descriptor"] > 0
+    assert not list(tmp_path.glob(".tierbench-handoff-*"))
+
+
 # -- no cluster needed ------------------------------------------------------------------------------------------
 def test_sinfo_parsing_and_request_check():
     from bench.core.errors import UserError

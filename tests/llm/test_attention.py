@@ -96,9 +96,10 @@ def test_plan_h200_plans_auto_points_fits_every_cudnn_decode_and_keeps_the_budge
                                                                                  "ctx": 32768})
     kv = 256 * 32768 * 2 * 8 * 128 * 2
     assert big.status == "run" and big.device_bytes < 1.01 * kv + (2 << 20)
-    # issue 27's 5.5 minutes are the suite it was written against, without the warm family (issue 29, its own budget)
-    warm_s = plan.families["warm"]["est_s"]
-    assert plan.total_s - warm_s <= 5.5 * 60
+    # issue 27's 5.5 minutes are the suite it was written against, without the warm family (issue 29) and the handoff
+    # family (issue 38), each with its own budget
+    later_s = plan.families["warm"]["est_s"] + plan.families["handoff"]["est_s"]
+    assert plan.total_s - later_s <= 5.5 * 60
     for name, fam in plan.families.items():
         assert fam["over_budget"] == 0 and (fam["budget_s"] is None or fam["est_s"] <= fam["budget_s"]), name
 
