@@ -123,7 +123,8 @@ def write_result(result: dict, out=None, plots: bool = True) -> Path:
                        "break_even": P.break_even(result, out / "break_even.png"),
                        "capacity": P.capacity(result, out / "capacity.png"),
                        "persistence": P.persistence(result, out / "persistence.png"),
-                       "goodput": P.goodput(result, out / "goodput.png")}
+                       "goodput": P.goodput(result, out / "goodput.png"),
+                       "disaggregation": P.disaggregation(result, out / "disaggregation.png")}
     if result.get("trace"):  # real sessions: their pictures too (bench workload --plots draws the same)
         from bench.report import workload_plots as W
 
@@ -192,6 +193,7 @@ def print_table(r: dict, out: Path) -> None:
                 ct.add_row(tier if i == 0 else "", f"{sig(p['per_gpu'])} {unit}{mark}", f"{p['hit_rate']:.1%}",
                            f"{p['speedup']:.2f}x")
         con.print(ct)
+    print_handoff(con, r)
     print_goodput(con, r)
     print_sparse(con, r)
     pers = r.get("persistence") or {}
@@ -213,6 +215,48 @@ def print_table(r: dict, out: Path) -> None:
     con.print(f"wrote {out}/model.json" + (" and plots" if r.get("plots") else " (plots=false: no plots)"))
     con.print(f"[bold]{esc(short(r))}[/bold]")  # the answer, last: where a terminal leaves the eye
 
+
+
+def print_handoff(con, r: dict) -> None:
+    """The disaggregated handoff per configuration: the part of TTFT it takes, the link's load, the splits allowed."""
+    from rich.table import Table
+
+    from bench.core.units import bytes_decimal, percent, rate as fmt_rate
+    from bench.model.handoff import ranges_text
+    from bench.report.console import plain
+
+    h = r.get("handoff")
+    if not h:
+        return
+    mv, cost = h["moved"], h["cost"]
+    t = Table(title=f"handoff prefill -> decode (fleet.handoff={h['mode']}{', layer by layer' if h['layerwise'] else ''}"
+                    f"; {'measured' if cost['measured'] else 'ESTIMATE'}): {bytes_decimal(mv['bytes_mean'])} per request "
+                    f"({mv['share_of_input']:.0%} of its input), {seconds(h['request_s']['mean'])} in one list; link "
+                    f"{fmt_rate(h['link_capacity_gbps'])} per GPU" + ("" if h["applies"] else
+                                                                      " (colocated fleet: for the comparison only)"))
+    for col in ("configuration", "exposed mean", "exposed p90", "hidden", "share of TTFT", "split P:D", "req/s",
+                "link per GPU", "link use", "splits the link allows"):
+        t.add_column(col, justify="left" if col in ("configuration", "splits the link allows") else "right")
+    for c in h["configs"].values():
+        t.add_row(c["label"], seconds(c["exposed_s_mean"]), seconds(c["exposed_s_p90"]), percent(c['hidden_fraction']),
+                  percent(c['ttft_share']), f"{c['prefill_gpus']}:{c['decode_gpus']}", sig(c["requests_per_s"], 4),
+                  fmt_rate(c["link_gbps_per_gpu"]), percent(c['link_utilization']) + (" (bound)" if c["link_bound"]
+                                                                                       else ""),
+                  f"P in {ranges_text(c['splits']['allowed_prefill_gpus'])} of {r['fleet']['gpus']}")
+    con.print(t)
+    con.print(plain(f"  handoff cost: {cost['source']}"))
+    for c in h["configs"].values():
+        if c["refused"]:
+            con.print(plain(f"  {c['label']}: {c['refused']}"))
+    v = r["verdict"].get("disaggregation") or {}
+    if v:
+        x = v["ratio"]
+        con.print(plain(f"  disaggregated / colocated requests/s ({v['config']}): {x['point']:.2f}x "
+                        f"({x['low']:.2f}-{x['high']:.2f}x); the measured costs favour {v['favours']}"))
+    for p in h.get("layerwise_check") or []:
+        con.print(plain(f"  layer-wise check {p['op']}/{p['memory']} {p['context_tokens']} tokens in "
+                        f"{p['block_tokens']}-token blocks: exposed {seconds(p['measured_exposed_s'])} measured, "
+                        f"{seconds(p['predicted_exposed_s'])} predicted"))
 
 
 def print_sparse(con, r: dict) -> None:
@@ -257,8 +301,13 @@ def print_sparse(con, r: dict) -> None:
 
 
 def print_goodput(con, r: dict) -> None:
-    """Goodput per configuration at the SLO (bench.model.goodput)."""
+    """Goodput per configuration at the SLO (bench.model.goodput), and the verdict's configuration in the other mode
+    (disaggregated against colocated)."""
     from rich.table import Table
+
+    from bench.core.units import percent
+    from bench.model.slo import CONFIG_NAMES as CONFIG_LABEL
+    from bench.report.console import plain
 
     gp = r.get("goodput") or {}
     t = gp.get("targets") or {}
@@ -273,7 +322,7 @@ def print_goodput(con, r: dict) -> None:
                      f"{gp['decode_batch']} limited by {gp['decode_batch_limited_by']}; {gp['requests_replayed']} "
                      f"requests per rate, {gp['arrivals']})")
     for col in ("configuration", "split P:D", "capacity req/s", "goodput req/s", f"per {unit}", "speedup",
-                "TTFT p90", "TPOT p90", "miss TTFT", "miss TPOT"):
+                "TTFT p90", "handoff in TTFT", "TPOT p90", "miss TTFT", "miss TPOT"):
         gt.add_column(col, justify="left" if col == "configuration" else "right")
     for c in gp["configs"].values():
         split = "colocated" if gp["mode"] == "colocated" else (
@@ -282,8 +331,16 @@ def print_goodput(con, r: dict) -> None:
         sp = c["speedup"]
         gt.add_row(c["label"], split, f"{sig(c['capacity_rps'], 4)}", f"{sig(c['goodput_rps'], 4)}",
                    f"{sig(c['goodput_per_gpu'])}", "" if sp != sp else ("inf" if sp == float("inf") else f"{sp:.2f}x"),
-                   ms(c["ttft_p90_s"]), ms(c["tpot_p90_s"]), pct(c["ttft_miss"]), pct(c["tpot_miss"]))
+                   ms(c["ttft_p90_s"]), percent(c.get("handoff_ttft_share")), ms(c["tpot_p90_s"]), pct(c["ttft_miss"]),
+                   pct(c["tpot_miss"]))
     con.print(gt)
+    md = gp.get("modes")
+    if md:
+        ratio = md["ratio"]
+        con.print(plain(f"  {CONFIG_LABEL.get(md['config'], md['config'])} at the SLO: disaggregated "
+                        f"{sig(md['disaggregated']['goodput_rps'], 4)} req/s, colocated "
+                        f"{sig(md['colocated']['goodput_rps'], 4)} req/s ("
+                        + ("n/a" if ratio != ratio else "inf" if ratio == float("inf") else f"{ratio:.2f}x") + ")"))
     for c in gp["configs"].values():
         if c["reason"]:
             con.print(f"  {c['label']}: no goodput: {c['reason']}")

@@ -150,6 +150,15 @@ class FleetConfig:
     overlap_load: bool = True  # KV loads overlap prefill compute layer by layer (else they add)
     load_cost: str = "auto"  # auto | measured (layerwise_load records) | bandwidth (bytes / GB/s)
     colocated_interference: float = 0.0  # colocated mode: slowdown of decode while a prefill shares the GPU (fraction)
+    # disaggregated: the KV each request moves from prefill to decode (bench.model.handoff): full (all of it; decode
+    # keeps nothing between turns) | new (only the tokens not reused; decode keeps every session) | sim (what the
+    # decode pool's own prefix cache misses, simulated)
+    handoff: str = "full"
+    handoff_layerwise: bool = True  # each layer's KV sent when its prefill ends (else the whole request after it)
+    # tokens per KV block of the handoff; null: the largest block the run's handoff records measured (16 for an estimate)
+    handoff_block_tokens: Optional[int] = None
+    # each GPU's prefill <-> decode link (GB/s); null: the rate the run's handoff measured, else 50 (an estimate)
+    link_gbps: Optional[float] = None
     hbm_cache_fraction: float = 0.3  # share of free HBM per instance kept as prefix cache
     host_bytes_per_gpu: int = 137438953472  # 128 GiB of host DRAM per GPU for the host tier
     storage_bytes_per_gpu: int = 2000000000000  # 2 TB of NVMe per GPU for the storage tier

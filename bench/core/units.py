@@ -84,3 +84,13 @@ def ppm(x: Optional[float]) -> str:
     if x is None or not math.isfinite(x):
         return "n/a" if x is None else "inf"
     return "0" if x == 0 else f"{sig(x * 1e6)} ppm"
+
+
+def percent(x: Optional[float]) -> str:
+    """A fraction as a percentage with two significant figures below 10%: 0.46%, 3.2%, 18%, 100%."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    v = 100 * x
+    if v == 0 or abs(v) >= 10:
+        return f"{v:.0f}%"
+    return f"{sig(v, 2)}%"

@@ -28,6 +28,7 @@ from bench.core.stats import bootstrap, interval, point_noise, resample
 from bench.core.threads import in_threads
 from bench.core.store import load as load_records, read_manifest, run_dirs, run_state
 from bench.llm.shapes import ModelShape
+from bench.model import disaggregation as D
 from bench.model import fleet as F
 from bench.model import prose
 from bench.model import verdict as V
@@ -35,8 +36,9 @@ from bench.model.cachesim import reuse_times, simulate
 from bench.model.capacity import capacity_curves
 from bench.model.costs import DECODE, PREFILL, Costs, Tier, fit_decode, fit_exposure, fit_points, fit_prefill, \
     host_tier, points, storage_tier
+from bench.model.handoff import decode_cache_fraction, handoff_cost, link_load, moved_tokens
 from bench.model.inputs import COST_BENCHMARKS, missing_inputs, supply
-from bench.model.pricing import HIT_GRID, Pricer, WhatIf, break_even_gbps, mean_prefill_s, request_prefill_s
+from bench.model.pricing import HIT_GRID, Pricer, WhatIf, break_even_gbps, mean_prefill_s
 from bench.model.slo import goodput_at_slo, slo_targets, slo_verdict
 from bench.model.steps import Analysis, CacheScenario, FleetSizing, Fitted, Requests, RunInputs
 from bench.model.sessions import summarize
@@ -154,7 +156,10 @@ def fit(a: Analysis) -> Analysis:
     costs = Costs(prefill, decode, tiers, kvb, exposure=exposure, layers=run.shape.layers)
     for f in (prefill, decode):  # a residual over 10% is one of the verdict's caveats
         warnings.extend(f"{f.name}: {n}" for n in f.notes)
-    return dataclasses.replace(a, fitted=Fitted(costs, tiers, kern, tuple(warnings)))
+    handoff, hw = handoff_cost(run.records, run.shape, fl)
+    if fl.mode == "disaggregated":
+        warnings.extend(hw)
+    return dataclasses.replace(a, fitted=Fitted(costs, tiers, kern, tuple(warnings), handoff))
 
 
 def workload(a: Analysis) -> Analysis:
@@ -204,7 +209,7 @@ def fleet(a: Analysis) -> Analysis:
     ctx_decode = float(np.mean(I + O / 2))
     step = lambda b: float(costs.decode_step_s(b, ctx_decode))  # noqa: E731
     batch, limit = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, None, step,
-                                  int(fl.max_batch), g)
+                                  int(fl.max_batch), g, decode_cache_fraction(fl))
     if batch < 1:
         raise UserError(f"no decode batch fits: {limit} (fleet.gpus_per_instance={g}, HBM {hbm / 2**30:.0f} GiB)")
     extrap = tuple(e for e in (
@@ -254,11 +259,13 @@ def simulate_caches(a: Analysis) -> Analysis:
     tier_sims = dict(zip(scenarios, in_threads(tier_sim, list(scenarios.values()))))
     if cfg.hit_rate is not None:  # what-if: every request reuses hit_rate of its input, from the tiers it had
         tier_sims = {k: WhatIf(sim, req.input_tokens, float(cfg.hit_rate)) for k, sim in tier_sims.items()}
-    pricer = pricer.with_tier_sims(tier_sims)
+    moved = moved_tokens(fl.handoff, req, tier_sims)  # disaggregated: the KV each request hands to decode
+    link = link_load(a.fitted.handoff, moved, a.inputs.shape.kv_bytes_per_token)
+    pricer = pricer.with_tier_sims(tier_sims).with_link(link)
     verdict_tier = next(t for t in ("storage", "host", "hbm") if t in scenarios)  # every tier the run measured
     return dataclasses.replace(a, scenario=CacheScenario(block_bytes, caps, sims, best, scenarios, tier_sims,
                                                          verdict_tier, pricer, pricer.evaluate(a.fitted.costs),
-                                                         tuple(warnings)))
+                                                         tuple(warnings), moved, link))
 
 
 def price(a: Analysis) -> Analysis:
@@ -321,8 +328,8 @@ def price(a: Analysis) -> Analysis:
                                         "instances": fl.sim_instances}
     # from here on only the best routing's replay is read (capacity, persistence): the others' memory goes
     kept = {scen.best_routing: scen.sims_by_routing[scen.best_routing]}
-    scen = dataclasses.replace(scen, sims_by_routing=kept, pricer=Pricer(req, sz, fl, kept,
-                                                                            scen.tier_sims))
+    scen = dataclasses.replace(scen, sims_by_routing=kept, pricer=Pricer(req, sz, fl, kept, scen.tier_sims,
+                                                                            scen.link))
     return dataclasses.replace(a, result=result, scenario=scen)
 
 
@@ -339,6 +346,8 @@ class Resampler:
         run, costs = a.inputs, a.fitted.costs
         self.costs, self.pricer, self.shape = costs, a.scenario.pricer, run.shape
         self.tier_noise = {k: _tier_noise(run.records, t) for k, t in a.fitted.tiers.items()}
+        if a.fitted.handoff.measured:  # the handoff's link rate, by its fit's residual
+            self.tier_noise["handoff"] = a.fitted.handoff.rel_noise
         kern = a.fitted.attention_kernel
         self.prefill_points = points(run.records, *PREFILL, kernel=kern)
         self.decode_points = points(run.records, *DECODE, kernel=kern)
@@ -365,6 +374,17 @@ class Resampler:
 
 
 BOOT_REQUESTS = 100_000  # requests a bootstrap resample prices (every one, up to this many: the presets all)
+
+
+def handoff(a: Analysis) -> Analysis:
+    """The disaggregated handoff's figures (bench.model.disaggregation): what moves, its cost, the part exposed in
+    TTFT per configuration, the link's load and the splits it allows, the seed's 50:50 case with its handoff."""
+    h = D.figures(a, D.prefill_by_config(a))
+    a.result["handoff"] = h
+    c = h["configs"][a.scenario.verdict_tier]
+    if h["applies"] and c["refused"]:
+        a.result["warnings"].append(f"handoff: {c['refused']}")
+    return a
 
 
 def verdict(a: Analysis) -> Analysis:
@@ -399,6 +419,7 @@ def verdict(a: Analysis) -> Analysis:
         "seed_case": V.seed_case(fl, pt, speedup, boot, key, float(vc.interval),
                                  tier_rates[scen.verdict_tier]["hit_rate"]),
         "extrapolation": list(extrap), "decide_by": decide_by, "why": why,
+        "disaggregation": D.comparison(pt, boot, scen.verdict_tier, lvl),
         "reasons": caveats(a) + _sample_caveat(resampled.sampled), "bootstrap_sample": resampled.sampled,
         "uncertainty_by_fit": spread,
         "scenario": (f"simulated {scen.best_routing} routing, capacity-limited tiers {tiers_named} "
@@ -435,6 +456,7 @@ def caveats(a: Analysis) -> list[str]:
         reasons.append("no NVMe tier measured (storage records missing)")
     if not run.gpu.get("memory_bytes") and not fl.hbm_bytes:
         reasons.append("HBM assumed 80 GiB per GPU (set fleet.hbm_bytes)")
+    reasons += D.caveats(a)
     reasons += _validation_reasons(run.records, run.run_dir)
     reasons += _suspect_reasons(run.run_dir)
     if run.incomplete:
@@ -460,14 +482,15 @@ def goodput(a: Analysis) -> Analysis:
     cfg, fl, costs, result, req, scen = a.cfg, a.fl, a.fitted.costs, a.result, a.requests, a.scenario
     slo = slo_targets(cfg)
     if slo["ttft_ms"] or slo["tpot_ms"]:
-        prefill_by_config = {"none": costs.prefill_s(req.input_tokens, 0),
-                             **{k: request_prefill_s(costs, sim, fl.overlap_load)
-                                for k, sim in scen.tier_sims.items()}}
-        result["goodput"], warnings = goodput_at_slo(req, a.sizing, costs, fl, slo, prefill_by_config,
+        prefill = D.prefill_by_config(a)
+        result["goodput"], warnings = goodput_at_slo(req, a.sizing, costs, fl, slo, prefill,
                                                      a.inputs.shape.kv_bytes_per_token,
-                                                     req.trace.timestamp_ms if cfg.trace else None)
+                                                     req.trace.timestamp_ms if cfg.trace else None,
+                                                     D.exposed_by_config(a, prefill),
+                                                     scen.link.requests_per_s_per_gpu, scen.verdict_tier)
         result["warnings"].extend(warnings)
         result["verdict"]["slo"] = slo_verdict(result["goodput"], scen.priced, scen.verdict_tier)
+        result["verdict"]["disaggregation"]["goodput"] = result["goodput"].get("modes")
     else:
         result["goodput"] = {"targets": slo, "skipped": "no TTFT or TPOT target (fleet.ttft_ms / fleet.tpot_ms)"}
     return a
@@ -495,7 +518,7 @@ def finish(a: Analysis) -> dict:
     return result
 
 
-STEPS = (fit, workload, fleet, simulate_caches, price, verdict, capacity, goodput, sparse)
+STEPS = (fit, workload, fleet, simulate_caches, price, handoff, verdict, capacity, goodput, sparse)
 
 
 def analyze(run_path, cfg, progress=None) -> dict:

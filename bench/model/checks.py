@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from bench.core.config import check
 from bench.model.cachesim import ROUTINGS
+from bench.model.handoff import MODES
 
 LOAD_COSTS = ("auto", "measured", "bandwidth")
 
@@ -35,6 +36,13 @@ def validate_analysis(cfg) -> None:
               "an integer >= 100 (requests replayed per rate), or null for all")
     if f.gpus_per_instance is not None:
         check(f.gpus_per_instance >= 1, "fleet.gpus_per_instance", f.gpus_per_instance, "an integer >= 1 or null")
+    check(f.handoff in MODES, "fleet.handoff", f.handoff, f"one of {', '.join(MODES)}")
+    if f.handoff_block_tokens is not None:
+        check(isinstance(f.handoff_block_tokens, int) and f.handoff_block_tokens >= 1, "fleet.handoff_block_tokens",
+              f.handoff_block_tokens, "tokens per block: an integer >= 1, or null for the run's largest measured")
+    if f.link_gbps is not None:
+        check(0 < f.link_gbps < 1e5 and f.link_gbps == f.link_gbps, "fleet.link_gbps", f.link_gbps,
+              "GB/s per GPU in (0, 100000), or null for the handoff's measured rate")
     check(f.load_cost in LOAD_COSTS, "fleet.load_cost", f.load_cost, f"one of {', '.join(LOAD_COSTS)}")
     check(len(f.routings) > 0, "fleet.routings", list(f.routings), f"at least one of {', '.join(ROUTINGS)}")
     for r in f.routings:

@@ -4,8 +4,9 @@ replay of the requests over the fleet's prefill and decode instances.
 
 Per request (seconds; costs are one GPU's, an instance of g GPUs runs them in 1/g the time, ideal tensor parallel):
 - TTFT = waiting for a prefill instance + prefill of its new tokens after the cached ones + the exposed part of
-  its tier load (the run's measured layer-wise overlap where it has one, bench.model.costs). The prefill makes the
-  first token.
+  its tier load (the run's measured layer-wise overlap where it has one, bench.model.costs) + (disaggregated) the
+  part of its KV handoff to the decode instance the prefill did not hide (bench.model.handoff). The first token
+  comes when its KV is on the decode instance.
 - TPOT = (time of its last token - time of its first) / (output tokens - 1): waiting for a decode slot, then one
   decode step per token at the batch its instance runs, t_d(b, sum of the batch's contexts) / g.
 Disaggregated: each prefill instance serves one request at a time, first come first served on the first free one;
@@ -13,7 +14,8 @@ finished prefills join one FIFO that decode instances admit from at every step b
 each (continuous batching). Colocated: one FIFO of arrivals; an instance at a step boundary runs the next waiting
 prefill whenever it has a free decode slot (prefill first, vLLM's default without chunked prefill), else a decode
 step; ``interference`` stretches both.
-Not modelled: the KV transfer from a prefill to a decode instance, chunked prefill, preemption, routing imbalance
+The handoff's link: a split whose handoff would load each GPU's link beyond its capacity has the link's rate as its
+capacity (queueing on the link itself is not replayed). Not modelled: chunked prefill, preemption, routing imbalance
 (the FIFOs are global: the best a router can do).
 
 A rate above the fleet's capacity (the fluid rate of bench.model.fleet for that split) is never goodput, however
@@ -313,6 +315,7 @@ class Pool:
     attainment: float
     prefill_fraction: Optional[float] = None
     interference: float = 0.0
+    link_rps_per_gpu: float = math.inf  # disaggregated: requests/s one GPU's link carries (the handoff)
 
     @property
     def instances(self) -> int:
@@ -360,10 +363,12 @@ class Replay:
     """Replays one configuration's requests (its per-request prefill seconds on one GPU) at any rate and split;
     what does not depend on the rate (service times, the sorted order) is computed once."""
 
-    def __init__(self, reqs: Requests, prefill_gpu_s, pool: Pool):
+    def __init__(self, reqs: Requests, prefill_gpu_s, pool: Pool, handoff_s=None):
         self.r, self.pool = reqs, pool
         g = pool.gpus_per_instance
         self.service = np.asarray(prefill_gpu_s, float) / g
+        # disaggregated: each request's exposed handoff (seconds on its instance, after its prefill)
+        self.handoff = np.zeros_like(self.service) if handoff_s is None else np.asarray(handoff_s, float)
         self.coef = tuple(float(c) / g for c in pool.step_coef)
         self._prefill_cache: dict = {}
 
@@ -386,6 +391,7 @@ class Replay:
             ttft = first - arr
         else:
             arr, first = self._ttft(rate, kp)
+            first = first + self.handoff
             ttft = first - arr
             if need_tpot:
                 last = decode_pool(first, o, self.r.ctx0, p.instances - kp, p.batch, *self.coef)
@@ -404,7 +410,8 @@ def capacity(pool: Pool, p_gpu_s: float, d_gpu_s: float, kp: int) -> float:
     if pool.mode == "colocated":
         return pool.instances * g * (1 - pool.interference) / (p_gpu_s + d_gpu_s)
     pre = kp * g / p_gpu_s if p_gpu_s > 0 else math.inf
-    return min(pre, (pool.instances - kp) * g / d_gpu_s)
+    link = pool.link_rps_per_gpu * min(kp, pool.instances - kp) * g if kp > 0 else math.inf
+    return min(pre, (pool.instances - kp) * g / d_gpu_s, link)
 
 
 def search(name: str, rp: Replay, p_gpu_s: float, d_gpu_s: float, rel_tol: float = 0.005,

@@ -74,12 +74,16 @@ class Pricer:
     capacities; ``tier_sims``: the verdict's tier scenarios (empty while the best routing is being chosen)."""
 
     def __init__(self, requests: Requests, sizing: FleetSizing, fleet_cfg, sims_by_routing: dict,
-                 tier_sims: Optional[dict] = None):
+                 tier_sims: Optional[dict] = None, link=None):
         self.requests, self.sizing, self.fl = requests, sizing, fleet_cfg
         self.sims_by_routing, self.tier_sims = sims_by_routing, dict(tier_sims or {})
+        self.link = link  # bench.model.handoff.Link: the handoff's load on a disaggregated fleet (None: none)
 
     def with_tier_sims(self, tier_sims: dict) -> "Pricer":
-        return Pricer(self.requests, self.sizing, self.fl, self.sims_by_routing, tier_sims)
+        return Pricer(self.requests, self.sizing, self.fl, self.sims_by_routing, tier_sims, self.link)
+
+    def with_link(self, link) -> "Pricer":
+        return Pricer(self.requests, self.sizing, self.fl, self.sims_by_routing, self.tier_sims, link)
 
     def sample(self, n: int, seed: int) -> "Pricer":
         """This pricer on a fixed uniform sample of ``n`` requests (the same rows of the requests and of every
@@ -88,22 +92,27 @@ class Pricer:
         r = self.requests
         req = dataclasses.replace(r, input_tokens=r.input_tokens[rows], output_tokens=r.output_tokens[rows],
                                   reused_tokens=r.reused_tokens[rows], new_tokens=r.new_tokens[rows])
-        return Pricer(req, self.sizing, self.fl, {}, {k: _rows(sim, rows) for k, sim in self.tier_sims.items()})
+        return Pricer(req, self.sizing, self.fl, {}, {k: _rows(sim, rows) for k, sim in self.tier_sims.items()},
+                      self.link)
 
     def decode_s(self, cs: Costs) -> float:
         """Mean decode seconds per request: its output tokens at the fleet's decode batch, per sequence."""
         i, o, b = self.requests.input_tokens, self.requests.output_tokens, self.sizing.decode_batch
         return float(np.mean(o * cs.decode_step_s(b, i + o / 2) / b))
 
-    def rate(self, prefill_s: float, decode_s: float) -> tuple[float, dict]:
-        """(requests/s of the fleet, its split) for these per-request seconds."""
+    def rate(self, prefill_s: float, decode_s: float, mode: Optional[str] = None,
+             link_scale: float = 1.0) -> tuple[float, dict]:
+        """(requests/s of the fleet, its split) for these per-request seconds, in ``mode`` (default the fleet's);
+        a disaggregated split is held to the handoff's link (its capacity x ``link_scale``)."""
         fl = self.fl
-        if fl.mode == "colocated":
+        if (mode or fl.mode) == "colocated":
             return F.colocated_rate(fl.gpus, prefill_s, decode_s, fl.colocated_interference), \
                 {"mode": "colocated", "gpus": fl.gpus}
-        sp = F.best_split(fl.gpus, prefill_s, decode_s) if fl.prefill_fraction is None else \
-            F.fixed_split(fl.gpus, fl.prefill_fraction, prefill_s, decode_s)
-        return sp.requests_per_s, {"prefill_gpus": sp.prefill_gpus, "decode_gpus": sp.decode_gpus}
+        link = math.inf if self.link is None else self.link.requests_per_s_per_gpu * link_scale
+        sp = F.best_split(fl.gpus, prefill_s, decode_s, link) if fl.prefill_fraction is None else \
+            F.fixed_split(fl.gpus, fl.prefill_fraction, prefill_s, decode_s, link)
+        return sp.requests_per_s, {"prefill_gpus": sp.prefill_gpus, "decode_gpus": sp.decode_gpus,
+                                   "link_bound": sp.link_bound}
 
     def sim_prefill_s(self, cs: Costs, sim) -> float:
         """Mean prefill seconds per request of cache ``sim`` at costs ``cs`` (a large replay in chunks of
@@ -128,17 +137,18 @@ class Pricer:
     def evaluate(self, cs: Costs, tier_scale: Optional[dict] = None, verdict_only: bool = False) -> Priced:
         """Every speedup of the model for costs ``cs`` (tier bandwidths x ``tier_scale``); ``verdict_only``: the
         tier scenarios, not every routing (the bootstrap's resamples)."""
+        link_scale = (tier_scale or {}).get("handoff", 1.0)
         if tier_scale:
             cs = scaled_tiers(cs, tier_scale)
         d = self.decode_s(cs)
         p0 = float(np.mean(cs.prefill_s(self.requests.input_tokens, 0)))
-        base_rate, base_split = self.rate(p0, d)
+        base_rate, base_split = self.rate(p0, d, link_scale=link_scale)
         done: dict = {}  # id(sim) -> (prefill s, rate, split): a simulation shared by scenarios is priced once
 
         def priced(sim):
             if id(sim) not in done:
                 ps = self.sim_prefill_s(cs, sim)
-                done[id(sim)] = (ps, *self.rate(ps, d))
+                done[id(sim)] = (ps, *self.rate(ps, d, link_scale=link_scale))
             return done[id(sim)]
 
         by_routing, detail = {}, {}
@@ -147,9 +157,14 @@ class Pricer:
             by_routing[routing] = r / base_rate
             detail[routing] = (ps, split)
         by_tier = {key: priced(sim)[1] / base_rate for key, sim in self.tier_sims.items()}
+        dvc = {}  # disaggregated (with its handoff) over colocated, same costs and requests
+        for key, sim in {"none": None, **self.tier_sims}.items():
+            ps = p0 if sim is None else priced(sim)[0]
+            dis = self.rate(ps, d, "disaggregated", link_scale)[0]
+            dvc[key] = dis / self.rate(ps, d, "colocated")[0]
         return Priced(baseline_prefill_s=p0, decode_s=d, baseline_rps=base_rate, amdahl_bound=F.amdahl_bound(p0, d),
                       prefill_share=F.prefill_share(p0, d), speedup_by_routing=by_routing, speedup_by_tier=by_tier,
-                      baseline_split=base_split, routing_detail=detail)
+                      baseline_split=base_split, routing_detail=detail, disagg_vs_colocated=dvc)
 
 
 def _rows(sim, rows):

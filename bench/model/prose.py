@@ -3,7 +3,7 @@ details (by tier, the seed's case, kernels, the SLO, capacity, sparse decode, wh
 whole sentence, the one line `bench run` ends with, and the units each figure is printed in."""
 from __future__ import annotations
 
-from bench.core.units import millis, seconds, sig
+from bench.core.units import bytes_decimal, millis, percent, rate, seconds, sig
 from bench.model.warm import clause as sparse_clause
 
 
@@ -47,7 +47,7 @@ def details(r: dict, with_caveats: bool = True) -> list[str]:
     k = kernel_clause(r)
     if k:
         out.append(k)
-    for clause in (slo_clause(r), capacity_clause(r), sparse_clause(r.get("sparse_decode"),
+    for clause in (handoff_clause(r), slo_clause(r), capacity_clause(r), sparse_clause(r.get("sparse_decode"),
                                                                     "CPU" if r["device"] == "cpu" else "GPU")):
         if clause:
             out.append(clause)
@@ -80,6 +80,40 @@ def seed_clause(r: dict) -> str:
             f"splits {bs['prefill_gpus']}:{bs['decode_gpus']}, its Amdahl bound is {iv(m['amdahl_bound'], x2)}, and "
             f"the workload's {m['hit_rate']:.0%} hits reach {iv(m['speedup'], x2)}, "
             f"{iv(m['share_of_bound_gain'], pct)} of the bound's gain.")
+
+
+def handoff_clause(r: dict) -> str:
+    """The disaggregated handoff (what moves, its cost, the part in TTFT, the link's load, the seed's 50:50 with it)
+    and which mode the measured costs favour, colocated or disaggregated, by how much, with the interval."""
+    h, cmp = r.get("handoff"), (r.get("verdict") or {}).get("disaggregation")
+    if not h or not cmp:
+        return ""
+    c = h["configs"][h["verdict_config"]]
+    how = "measured" if h["cost"]["measured"] else "an estimate"
+    out = (f"The handoff ({h['mode']}, {how}) moves {bytes_decimal(h['moved']['bytes_mean'])} of KV per request "
+           f"({percent(h['moved']['share_of_input'])} of its input) from prefill to decode in {seconds(h['request_s']['mean'])} "
+           f"on average; {seconds(c['exposed_s_mean'])} of it is left in TTFT ({percent(c['ttft_share'])} of an unloaded "
+           f"TTFT, {percent(c['hidden_fraction'])} hidden behind the prefill) and the fleet's rate loads each GPU's link "
+           f"at {percent(c['link_utilization'])} of {rate(h['link_capacity_gbps'])}"
+           + (" (the link bounds the rate)" if c["link_bound"] else "") + ".")
+    s50 = h.get("seed_50_50") or {}
+    if s50:
+        out += (f" The seed's {s50['prefill_gpus']}:{s50['decode_gpus']} split with its handoff gives "
+                f"{s50['speedup']:.2f}x ({s50['speedup_without_handoff']:.2f}x without it"
+                + ("; link-bound" if s50["link_bound"] else "") + ").")
+    x = cmp["ratio"]
+    iv = f"{x['point']:.2f}x ({x['low']:.2f}-{x['high']:.2f}x)"
+    words = {"disaggregated": f"favour disaggregation by {percent(x['point'] - 1)}",
+             "colocated": f"favour colocation by {percent(1 / x['point'] - 1)}" if x["point"] > 0 else "favour colocation",
+             "neither": "favour neither clearly (the interval spans 1x)"}[cmp["favours"]]
+    out += f" Disaggregated over colocated, same GPUs: {iv} of the requests/s: the measured costs {words}"
+    gp = cmp.get("goodput")
+    if gp:
+        ratio = gp["ratio"]
+        ratio = "n/a" if ratio != ratio else ("inf" if ratio == float("inf") else f"{ratio:.2f}x")
+        out += (f"; goodput at the SLO {sig(gp['disaggregated']['goodput_rps'])} vs "
+                f"{sig(gp['colocated']['goodput_rps'])} req/s ({ratio})")
+    return out + "."
 
 
 def kernel_clause(r: dict) -> str:

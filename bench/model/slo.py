@@ -3,13 +3,16 @@ the highest request rate whose replay meets the targets for the SLO's share of r
 Times in ms where named so, else seconds; rates in requests/s."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+from typing import Optional
 
 import numpy as np
 
 from bench.model import fleet as F
 from bench.model.costs import Costs
+from bench.model.handoff import decode_cache_fraction
 from bench.model.pricing import HIT_GRID
 from bench.model.steps import FleetSizing, Priced, Requests
 
@@ -31,12 +34,15 @@ CONFIG_NAMES = {"none": "no reuse", "hbm": "HBM-only reuse", "host": "HBM + host
 
 
 def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: dict, prefill_by_config: dict,
-                   kv_bytes_per_token: int, timestamps_ms=None) -> tuple[dict, list]:
+                   kv_bytes_per_token: int, timestamps_ms=None, handoff_by_config: Optional[dict] = None,
+                   link_rps_per_gpu: float = math.inf, compare_config: Optional[str] = None) -> tuple[dict, list]:
     """Goodput per configuration (no reuse, HBM only, + host, + NVMe) at the SLO, from a discrete-event replay
     (bench.model.goodput) of a uniform sample of the requests (fleet.slo_requests), arriving at a trace's
     timestamps (``timestamps_ms``, rescaled per rate) or as a Poisson process (generated sessions). The decode
-    batch is the largest HBM allows whose step meets the TPOT target at the mean decode context. Returns the
-    figures and the warnings they raise."""
+    batch is the largest HBM allows whose step meets the TPOT target at the mean decode context. Disaggregated,
+    each request's TTFT carries its exposed handoff (``handoff_by_config``: seconds per request) and a split's
+    capacity its link (``link_rps_per_gpu``); ``compare_config``: that configuration replayed in the other mode too
+    (``modes``: disaggregated against colocated). Returns the figures and the warnings they raise."""
     import time
 
     from bench.model import goodput as G
@@ -48,7 +54,7 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
     tpot_s = slo["tpot_ms"] / 1e3 if slo["tpot_ms"] else None
     step = lambda b: float(costs.decode_step_s(b, ctx_decode))  # noqa: E731
     b_slo, b_why = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, tpot_s, step,
-                                  int(fl.max_batch), g)
+                                  int(fl.max_batch), g, decode_cache_fraction(fl))
     n = len(I)
     rng = np.random.default_rng(int(fl.seed) + 7)
     keep = np.arange(n) if not fl.slo_requests or n <= int(fl.slo_requests) else \
@@ -63,7 +69,7 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
         return out, warnings
     pool = G.Pool(int(fl.gpus), g, fl.mode, int(b_slo), tuple(costs.decode.coef), slo["ttft_ms"] and
                   slo["ttft_ms"] / 1e3, tpot_s, float(fl.slo_attainment), fl.prefill_fraction,
-                  float(fl.colocated_interference))
+                  float(fl.colocated_interference), link_rps_per_gpu)
     if pool.instances < (1 if fl.mode == "colocated" else 2):
         out["skipped"] = (f"{fl.gpus} GPUs make {pool.instances} instance(s) of {g}: disaggregated serving needs a "
                           "prefill and a decode instance")
@@ -71,12 +77,34 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
     o_keep = O[keep]
     d_gpu_s = float(np.mean(o_keep * costs.decode_step_s(b_slo, I[keep] + o_keep / 2) / b_slo))
     done: dict = {}  # configurations with the same per-request prefill (a tier that served no hit) share a search
-    for name, pf in prefill_by_config.items():
-        pf = np.asarray(pf, float)[keep]
-        key = hashlib.sha1(pf.tobytes()).hexdigest()
+    handoff_by_config = handoff_by_config or {}
+
+    def replay(name, p):
+        pf = np.asarray(prefill_by_config[name], float)[keep]
+        hs = handoff_by_config.get(name)
+        hs = None if hs is None or p.mode != "disaggregated" else np.asarray(hs, float)[keep]
+        key = hashlib.sha1(pf.tobytes() + (b"" if hs is None else hs.tobytes()) + p.mode.encode()).hexdigest()
         if key not in done:
-            done[key] = G.search(name, G.Replay(reqs, pf, pool), float(np.mean(pf)), d_gpu_s).as_dict(int(fl.gpus))
-        out["configs"][name] = {**done[key], "config": name, "label": CONFIG_NAMES[name]}
+            res = G.search(name, G.Replay(reqs, pf, p, hs), float(np.mean(pf)), d_gpu_s)
+            o = res.at_goodput
+            share = (float(np.mean(hs) / np.mean(o.ttft)) if hs is not None and o is not None and np.mean(o.ttft) > 0
+                     else 0.0)
+            done[key] = {**res.as_dict(int(fl.gpus)), "handoff_ttft_share": share,
+                         "handoff_exposed_s_mean": 0.0 if hs is None else float(np.mean(hs))}
+        return done[key]
+
+    for name in prefill_by_config:
+        out["configs"][name] = {**replay(name, pool), "config": name, "label": CONFIG_NAMES[name]}
+    if compare_config in prefill_by_config:
+        other = "colocated" if pool.mode == "disaggregated" else "disaggregated"
+        alt = dataclasses.replace(pool, mode=other)
+        if alt.instances >= (1 if other == "colocated" else 2):
+            both = {pool.mode: out["configs"][compare_config], other: replay(compare_config, alt)}
+            keys = ("goodput_rps", "capacity_rps", "ttft_p90_s", "tpot_p90_s", "prefill_instances",
+                    "decode_instances", "reason", "handoff_ttft_share")
+            dis, col = both["disaggregated"]["goodput_rps"], both["colocated"]["goodput_rps"]
+            out["modes"] = {"config": compare_config, **{m: {k: v[k] for k in keys} for m, v in both.items()},
+                            "ratio": dis / col if col > 0 else (math.inf if dis > 0 else math.nan)}
     base = out["configs"]["none"]["goodput_rps"]
     for c in out["configs"].values():
         c["speedup"] = c["goodput_rps"] / base if base > 0 else (math.inf if c["goodput_rps"] > 0 else math.nan)

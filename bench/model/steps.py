@@ -41,6 +41,7 @@ class Fitted:
     tiers: dict  # name -> bench.model.costs.Tier ("host", and "storage" when measured)
     attention_kernel: Optional[str]
     warnings: tuple = ()
+    handoff: Any = None  # bench.model.handoff.HandoffCost: moving a request's KV prefill -> decode
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class Priced:
     speedup_by_tier: dict = field(default_factory=dict)
     baseline_split: dict = field(default_factory=dict)
     routing_detail: dict = field(default_factory=dict)  # routing -> (prefill seconds, split)
+    # configuration (none, and each tier) -> requests/s disaggregated (with its handoff) / colocated, same costs
+    disagg_vs_colocated: dict = field(default_factory=dict)
 
     def bootstrap_values(self) -> dict:
         """The figures a bootstrap resample keeps (the ones the verdict's intervals are taken of)."""
@@ -98,6 +101,7 @@ class Priced:
         out.update({f"sim:{r}": v for r, v in self.speedup_by_routing.items()})
         out.update({f"tiers:{t}": v for t, v in self.speedup_by_tier.items()})
         out["prefill_share"] = self.prefill_share
+        out.update({f"dvc:{t}": v for t, v in self.disagg_vs_colocated.items()})
         return out
 
 
@@ -117,6 +121,8 @@ class CacheScenario:
     pricer: Any  # bench.model.pricing.Pricer
     priced: Priced
     warnings: tuple = ()
+    moved_tokens: Any = None  # tokens each request's handoff moves (fleet.handoff), np.ndarray
+    link: Any = None  # bench.model.handoff.Link: the handoff's load (None: colocated, no handoff)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ def build(paths, out_dir, allow_mismatch: bool = False) -> dict:
                      mplots.speedup_vs_hit_rate(r, img / f"speedup_vs_hit_rate_{name}.png")))
         for key, title, fn in (("capacity", "Capacity curves: hit rate and throughput vs tier size", mplots.capacity),
                                ("persistence", "How long KV must persist", mplots.persistence),
-                               ("goodput", "Goodput at the SLO: attainment vs rate", mplots.goodput)):
+                               ("goodput", "Goodput at the SLO: attainment vs rate", mplots.goodput),
+                               ("disaggregation", "Colocated vs disaggregated, and the handoff's share of TTFT",
+                                mplots.disaggregation)):
             pic = fn(r, img / f"{key}_{name}.png")
             if pic:
                 made.append((f"{key}_{i}", f"{title} ({what})", pic))

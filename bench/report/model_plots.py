@@ -1,7 +1,7 @@
 """Pictures of a model result: speedup vs hit rate per tier with the Amdahl bound, GPU split, break-even."""
 from __future__ import annotations
 
-from bench.core.units import sig
+from bench.core.units import percent, sig
 from bench.report.plotkit import finish, plt, save
 
 
@@ -59,6 +59,49 @@ def gpu_split(r: dict, path) -> str:
     ax.set_xlim(0, r["fleet"]["gpus"] * 1.3)
     ax.set_title(f"Best prefill:decode split: {_where(r)}", fontsize=9)
     return save(fig, path)
+
+
+def disaggregation(r: dict, path):
+    """Left: requests/s of the fleet colocated and disaggregated (its best split with the handoff's link) per
+    configuration, the ratio of the verdict's with its interval. Right: an unloaded TTFT's mean made of the prefill
+    on its instance and the handoff left after it."""
+    h, cmp = r.get("handoff"), (r.get("verdict") or {}).get("disaggregation")
+    if not h or not cmp:
+        return None
+    import numpy as np
+
+    names = list(h["configs"])
+    cfg = h["configs"]
+    g = r["fleet"]["gpus_per_instance"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(names))
+    dis = [cfg[n]["requests_per_s"] for n in names]
+    col = [d / max(cmp_n, 1e-300) for d, cmp_n in zip(dis, [_dvc(r, n) for n in names])]
+    ax.bar(x - 0.2, col, 0.4, label="colocated", color="tab:gray")
+    ax.bar(x + 0.2, dis, 0.4, label=f"disaggregated (handoff {h['mode']})", color="tab:blue")
+    for i, n in enumerate(names):
+        if cfg[n]["link_bound"]:
+            ax.text(i + 0.2, dis[i], "link-bound", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(x), [cfg[n]["label"] for n in names], fontsize=7, rotation=15)
+    rr = cmp["ratio"]
+    finish(ax, "", "requests/s (fleet)", f"{cfg[cmp['config']]['label']}: disaggregated / colocated {rr['point']:.2f}x "
+                                         f"({rr['low']:.2f}-{rr['high']:.2f}x)", legend_size=8)
+    ax.title.set_fontsize(9)
+    pre = [cfg[n]["prefill_s_mean"] * 1e3 for n in names]
+    exp = [cfg[n]["exposed_s_mean"] * 1e3 for n in names]
+    bx.bar(x, pre, 0.6, label="prefill (on its instance)", color="tab:red")
+    bx.bar(x, exp, 0.6, bottom=pre, label="handoff left after it", color="tab:orange")
+    for i, n in enumerate(names):
+        bx.text(i, pre[i] + exp[i], percent(cfg[n]["ttft_share"]), ha="center", va="bottom", fontsize=7)
+    bx.set_xticks(list(x), [cfg[n]["label"] for n in names], fontsize=7, rotation=15)
+    finish(bx, "", "ms (mean, unloaded)", f"TTFT: the handoff's share ({g} GPU(s) per instance)", legend_size=8)
+    bx.title.set_fontsize(9)
+    return save(fig, path)
+
+
+def _dvc(r: dict, name: str) -> float:
+    """disaggregated / colocated requests/s of configuration ``name`` (model.json's verdict.disaggregation)."""
+    return (r["verdict"]["disaggregation"].get("by_config") or {}).get(name, 1.0)
 
 
 def break_even(r: dict, path) -> str:

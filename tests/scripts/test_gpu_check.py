@@ -74,8 +74,10 @@ def test_a_landed_run_is_filed_under_its_gpus_target(gpu, device, target):
     assert G.target_of({"device": device, "hardware": {"gpu": {"name": gpu} if gpu else None}}) == target
 
 
-def test_the_verdict_step_plans_within_270_s_on_an_h200():
-    """Issue 33's bound: the verdict step's points, KvikIO's included (installed there, not here), <= 270 s."""
+def test_the_verdict_step_plans_within_310_s_on_an_h200():
+    """Issue 33's bound, 270 s, plus issue 38's handoff points (40 s budget): the verdict step's points, KvikIO's
+    and NIXL's included (installed there from carried wheels, not here), <= 310 s; with start-up and packing the
+    command stays near 6 minutes, leaving a retry within the session's 15."""
     sh = (ROOT / "scripts" / "gpu_check.sh").read_text()
     block = sh.split("VERDICT_OVERRIDES=(", 1)[1].split(")\n", 1)[0]
     overrides = [w.strip("'") for w in block.split()]
@@ -83,6 +85,8 @@ def test_the_verdict_step_plans_within_270_s_on_an_h200():
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     plan = json.loads(r.stdout)
-    assert plan["total_s"] <= 270, plan["total_s"]
-    kvikio = [p for p in plan["points"] if p["benchmark"] == "gpu_file_read_kvikio"]
-    assert kvikio and all(p["status"] == "run" for p in kvikio)  # planned as the GPU machine will run them
+    assert plan["total_s"] <= 310, plan["total_s"]
+    for bench in ("gpu_file_read_kvikio", "handoff_request"):  # planned as the GPU machine will run them
+        pts = [p for p in plan["points"] if p["benchmark"] == bench]
+        assert pts and all(p["status"] == "run" for p in pts), bench
+    assert all("memory=vram" in p["params"] for p in plan["points"] if p["benchmark"] == "handoff_request")
