@@ -104,7 +104,7 @@ def handoff_cost(df, shape, fl) -> tuple[HandoffCost, list]:
     """The handoff's cost from the run's handoff_request records (VRAM over DRAM, READ over WRITE, the backend with
     the most points), refitted here as the handoff_fit record fits it; without records an estimate at
     fleet.link_gbps (or ESTIMATE_LINK_GBPS). Returns the cost and its warnings."""
-    from bench.benchmarks.handoff.fit import fit_descriptor_cost
+    from bench.core.descriptor_fit import fit_descriptor_cost
 
     regions, layers = shape.layers * shape.kv_components, shape.layers
     link = None if fl.link_gbps is None else float(fl.link_gbps)

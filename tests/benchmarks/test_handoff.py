@@ -10,7 +10,7 @@ import pytest
 from bench.benchmarks import validate_run
 from bench.benchmarks.handoff import pair as P
 from bench.benchmarks.handoff import wire
-from bench.benchmarks.handoff.fit import fit_descriptor_cost
+from bench.core.descriptor_fit import fit_descriptor_cost
 from bench.commands.overrides import compose_checked
 from bench.core.errors import UserError
 from tests.helpers import run_benchmarks, run_main

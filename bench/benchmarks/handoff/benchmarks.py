@@ -7,14 +7,14 @@ handoff_request    one request's KV in one descriptor list, this process initiat
 handoff_layerwise  the same request layer by layer, each layer's list posted when its prefill would end; timed: the
                    request from its start to the last layer's completion; exposed = that - layers x layer time.
 handoff_fit        t = t0 + n_desc x c + bytes / BW over this run's handoff_request points
-                   (bench.benchmarks.handoff.fit): a derived record, nothing timed.
+                   (bench.core.descriptor_fit): a derived record, nothing timed.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from bench.benchmarks.handoff import cost as C
-from bench.benchmarks.handoff.fit import fit_descriptor_cost
+from bench.core.descriptor_fit import fit_descriptor_cost
 from bench.benchmarks.handoff.pair import Handoff
 from bench.benchmarks.handoff.sizes import fixed_layer_s, geometry, host_need_bytes, layer_flops
 from bench.benchmarks.handoff.wire import nixl_api

@@ -6,7 +6,7 @@ from typing import Optional
 
 import pandas as pd
 
-from bench.benchmarks.handoff.fit import DescriptorFit, fit_descriptor_cost
+from bench.core.descriptor_fit import DescriptorFit, fit_descriptor_cost
 from bench.report.plotkit import RUN_STYLES, colors, device_label, finish, ok_records, plt, save, series_key
 
 SERIES = ["param.op", "param.memory", "param.backend"]
@@ -14,7 +14,7 @@ SERIES = ["param.op", "param.memory", "param.backend"]
 
 def _series_fit(d: pd.DataFrame, fits: pd.DataFrame, key: tuple) -> Optional[DescriptorFit]:
     """The series' fit: its handoff_fit record of the run, else fitted here from the series' points (the same rule,
-    bench.benchmarks.handoff.fit); None where no fit holds."""
+    bench.core.descriptor_fit); None where no fit holds."""
     if not fits.empty:
         m = fits[(fits[SERIES].astype(str) == [str(k) for k in key[:3]]).all(axis=1) & (fits["run"] == key[3])]
         if len(m):

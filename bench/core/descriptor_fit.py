@@ -1,5 +1,5 @@
-"""The cost of a handoff request fitted across measured points (light: numpy only; the handoff_fit record, the
-family's plot and the throughput model use it):
+"""The cost of a handoff request fitted across measured points (light: numpy only; the handoff family's
+handoff_fit record and plot and the throughput model's bench.model.handoff use it):
 
     t = t0 + n_desc x c + bytes / BW
 
