@@ -83,6 +83,7 @@ def disaggregation(r: dict, path):
         if cfg[n]["link_bound"]:
             ax.text(i + 0.2, dis[i], "link-bound", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(list(x), [cfg[n]["label"] for n in names], fontsize=7, rotation=15)
+    ax.set_ylim(0, 1.3 * max(col + dis))  # room for the legend above the bars
     rr = cmp["ratio"]
     finish(ax, "", "requests/s (fleet)", f"{cfg[cmp['config']]['label']}: disaggregated / colocated {rr['point']:.2f}x "
                                          f"({rr['low']:.2f}-{rr['high']:.2f}x)", legend_size=8)
@@ -94,6 +95,7 @@ def disaggregation(r: dict, path):
     for i, n in enumerate(names):
         bx.text(i, pre[i] + exp[i], percent(cfg[n]["ttft_share"]), ha="center", va="bottom", fontsize=7)
     bx.set_xticks(list(x), [cfg[n]["label"] for n in names], fontsize=7, rotation=15)
+    bx.set_ylim(0, 1.3 * max(p + e for p, e in zip(pre, exp)))
     finish(bx, "", "ms (mean, unloaded)", f"TTFT: the handoff's share ({g} GPU(s) per instance)", legend_size=8)
     bx.title.set_fontsize(9)
     return save(fig, path)
