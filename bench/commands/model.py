@@ -251,8 +251,8 @@ def print_handoff(con, r: dict) -> None:
     v = r["verdict"].get("disaggregation") or {}
     if v:
         x = v["ratio"]
-        con.print(plain(f"  disaggregated / colocated requests/s ({v['config']}): {x['point']:.2f}x "
-                        f"({x['low']:.2f}-{x['high']:.2f}x); the measured costs favour {v['favours']}"))
+        con.print(plain(f"  disaggregated / colocated requests/s ({v['config']}): {sig(x['point'])}x "
+                        f"({sig(x['low'])}-{sig(x['high'])}x); the measured costs favour {v['favours']}"))
     for p in h.get("layerwise_check") or []:
         con.print(plain(f"  layer-wise check {p['op']}/{p['memory']} {p['context_tokens']} tokens in "
                         f"{p['block_tokens']}-token blocks: exposed {seconds(p['measured_exposed_s'])} measured, "
@@ -340,7 +340,7 @@ def print_goodput(con, r: dict) -> None:
         con.print(plain(f"  {CONFIG_LABEL.get(md['config'], md['config'])} at the SLO: disaggregated "
                         f"{sig(md['disaggregated']['goodput_rps'], 4)} req/s, colocated "
                         f"{sig(md['colocated']['goodput_rps'], 4)} req/s ("
-                        + ("n/a" if ratio != ratio else "inf" if ratio == float("inf") else f"{ratio:.2f}x") + ")"))
+                        + ("n/a" if ratio != ratio else "inf" if ratio == float("inf") else f"{sig(ratio)}x") + ")"))
     for c in gp["configs"].values():
         if c["reason"]:
             con.print(f"  {c['label']}: no goodput: {c['reason']}")

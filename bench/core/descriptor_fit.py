@@ -27,6 +27,7 @@ class DescriptorFit:
     descriptors: tuple  # (min, max) measured
     bytes: tuple  # (min, max) measured
     note: str = ""  # why BW is not fitted, where it is not
+    gbps_rel_se: Optional[float] = None  # relative standard error of BW (from the fit's covariance), None: not fitted
 
     def predict_s(self, descriptors, nbytes):
         bw = 0.0 if self.gbps is None else np.asarray(nbytes, float) / (self.gbps * 1e9)
@@ -41,6 +42,8 @@ class DescriptorFit:
                "bytes_min": int(self.bytes[0]), "bytes_max": int(self.bytes[1])}
         if self.gbps is not None:
             out["fit_gbps"] = self.gbps
+        if self.gbps_rel_se is not None:
+            out["fit_gbps_rel_se"] = self.gbps_rel_se
         return out
 
 
@@ -76,8 +79,20 @@ def fit_descriptor_cost(descriptors, nbytes, seconds) -> DescriptorFit:
     coef = _nnls(X * w[:, None], t * w)
     rel = float(np.sqrt(np.mean(((X @ coef - t) / t) ** 2)))
     gbps = 1.0 / coef[2] / 1e9 if (separable and coef[2] > 0) else None
+    se = _rel_se(X * w[:, None], (X @ coef - t) * w, coef, 2) if gbps is not None else None
     note = "" if gbps is not None else ("one request size measured: t0 includes bytes / BW at that size (measure "
                                         "two or more context lengths)" if not separable else
                                         "the time does not grow with the bytes over the measured range: no BW")
     return DescriptorFit(float(coef[0]), float(coef[1]), gbps, rel, len(t), (n.min(), n.max()), (b.min(), b.max()),
-                         note)
+                         note, se)
+
+
+def _rel_se(Xw: np.ndarray, resid_w: np.ndarray, coef: np.ndarray, k: int) -> Optional[float]:
+    """Relative standard error of coefficient ``k`` of a weighted least-squares fit: s^2 (Xw' Xw)^-1 with s^2 the
+    residuals' variance over the degrees of freedom (a coefficient clamped at 0 has none: None). The relative error
+    of BW = 1 / coef[k] is the same as coef[k]'s."""
+    dof = len(resid_w) - Xw.shape[1]
+    if dof < 1 or coef[k] <= 0:
+        return None
+    cov = float(np.sum(resid_w ** 2)) / dof * np.linalg.pinv(Xw.T @ Xw)
+    return float(np.sqrt(max(cov[k, k], 0.0)) / coef[k])

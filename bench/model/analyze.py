@@ -36,7 +36,7 @@ from bench.model.cachesim import reuse_times, simulate
 from bench.model.capacity import capacity_curves
 from bench.model.costs import DECODE, PREFILL, Costs, Tier, fit_decode, fit_exposure, fit_points, fit_prefill, \
     host_tier, points, storage_tier
-from bench.model.handoff import decode_cache_fraction, handoff_cost, link_load, moved_tokens
+from bench.model.handoff import decode_cache_fraction, decode_kept_tokens, handoff_cost, link_load, moved_tokens
 from bench.model.inputs import COST_BENCHMARKS, missing_inputs, supply
 from bench.model.pricing import HIT_GRID, Pricer, WhatIf, break_even_gbps, mean_prefill_s
 from bench.model.slo import goodput_at_slo, slo_targets, slo_verdict
@@ -208,8 +208,10 @@ def fleet(a: Analysis) -> Analysis:
     I, O, c, n = req.input_tokens, req.output_tokens, req.reused_tokens, req.new_tokens
     ctx_decode = float(np.mean(I + O / 2))
     step = lambda b: float(costs.decode_step_s(b, ctx_decode))  # noqa: E731
-    batch, limit = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, None, step,
-                                  int(fl.max_batch), g, decode_cache_fraction(fl))
+    by_mode = {m: F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, None, step,
+                                 int(fl.max_batch), g, decode_cache_fraction(fl, m))
+               for m in ("disaggregated", "colocated")}
+    batch, limit = by_mode[fl.mode]
     if batch < 1:
         raise UserError(f"no decode batch fits: {limit} (fleet.gpus_per_instance={g}, HBM {hbm / 2**30:.0f} GiB)")
     extrap = tuple(e for e in (
@@ -219,7 +221,7 @@ def fleet(a: Analysis) -> Analysis:
         V.extrapolation("decode context", I + O, costs.decode.ranges["ctx"])) if e)
     # extrapolation beyond 1.5x is one of the verdict's caveats, and the farthest decides an undetermined outcome
     return dataclasses.replace(a, sizing=FleetSizing(hbm, weights, g, ctx_decode, batch, limit, extrap,
-                                                     tuple(warnings)))
+                                                     tuple(warnings), {m: b for m, (b, _) in by_mode.items()}))
 
 
 def simulate_caches(a: Analysis) -> Analysis:
@@ -257,15 +259,16 @@ def simulate_caches(a: Analysis) -> Analysis:
         return simulate(req.trace, bt, cp, int(fl.sim_instances), best)
 
     tier_sims = dict(zip(scenarios, in_threads(tier_sim, list(scenarios.values()))))
+    kept = decode_kept_tokens(tier_sims["hbm"])  # the decode pool's own cache (fleet.handoff=sim), before a what-if
     if cfg.hit_rate is not None:  # what-if: every request reuses hit_rate of its input, from the tiers it had
         tier_sims = {k: WhatIf(sim, req.input_tokens, float(cfg.hit_rate)) for k, sim in tier_sims.items()}
-    moved = moved_tokens(fl.handoff, req, tier_sims)  # disaggregated: the KV each request hands to decode
+    moved = moved_tokens(fl.handoff, req, kept)  # disaggregated: the KV each request hands to decode
     link = link_load(a.fitted.handoff, moved, a.inputs.shape.kv_bytes_per_token)
     pricer = pricer.with_tier_sims(tier_sims).with_link(link)
     verdict_tier = next(t for t in ("storage", "host", "hbm") if t in scenarios)  # every tier the run measured
     return dataclasses.replace(a, scenario=CacheScenario(block_bytes, caps, sims, best, scenarios, tier_sims,
                                                          verdict_tier, pricer, pricer.evaluate(a.fitted.costs),
-                                                         tuple(warnings), moved, link))
+                                                         tuple(warnings), moved, link, kept))
 
 
 def price(a: Analysis) -> Analysis:

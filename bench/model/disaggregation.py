@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from bench.core.units import sig
+from bench.core.units import percent, sig
 from bench.model import fleet as F
 from bench.model.costs import ok_records
 from bench.model.handoff import refusal, splits
@@ -45,7 +45,8 @@ def figures(a, prefill: dict) -> dict:
     kvb, g = a.inputs.shape.kv_bytes_per_token, sz.gpus_per_instance
     moved = scen.moved_tokens
     whole = cost.request_s(moved, kvb, g)
-    d = scen.priced.decode_s
+    d = pricer.decode_s(a.fitted.costs, "disaggregated")  # the disaggregated fleet's own decode batch
+    fixed = None if fl.prefill_fraction is None else int(round(int(fl.gpus) * float(fl.prefill_fraction)))
     exposed = exposed_by_config(a, prefill)
     out = {"mode": fl.handoff, "applies": fl.mode == "disaggregated", "layerwise": bool(fl.handoff_layerwise),
            "cost": cost.as_dict(),
@@ -60,15 +61,16 @@ def figures(a, prefill: dict) -> dict:
         ps = float(np.mean(pf))
         r, split = pricer.rate(ps, d, "disaggregated")
         pg, dg = split["prefill_gpus"], split["decode_gpus"]
-        load = r * link.bytes_per_request / max(min(pg, dg), 1) / 1e9
-        allowed = splits(int(fl.gpus), ps, d, link)
+        load = r * link.bytes_per_request / min(pg, dg) / 1e9 if min(pg, dg) > 0 else 0.0
+        allowed = splits(int(fl.gpus), ps, d, link, fixed)
         out["configs"][name] = {
             "label": CONFIG_NAMES[name], "exposed_s_mean": float(np.mean(ex)), "exposed_s_p50": _pct(ex, 50),
             "exposed_s_p90": _pct(ex, 90),
             "hidden_fraction": 1.0 - float(np.sum(ex) / np.sum(whole)) if np.sum(whole) > 0 else 1.0,
             "ttft_share": float(np.mean(ex) / np.mean(ttft0)) if np.mean(ttft0) > 0 else 0.0,
-            "prefill_s_mean": float(np.mean(pf)) / g, "unloaded_ttft_p90_s": _pct(ttft0, 90), "requests_per_s": r, "prefill_gpus": pg, "decode_gpus": dg,
-            "link_gbps_per_gpu": load, "link_utilization": load / link.capacity_gbps if link.capacity_gbps else math.inf,
+            "prefill_s_mean": float(np.mean(pf)) / g, "unloaded_ttft_p90_s": _pct(ttft0, 90), "requests_per_s": r,
+            "prefill_gpus": pg, "decode_gpus": dg, "link_gbps_per_gpu": load,
+            "link_utilization": load / link.capacity_gbps if link.capacity_gbps else math.inf,
             "link_bound": bool(split["link_bound"]), "splits": allowed,
             "refused": refusal(allowed, link, int(fl.gpus))}
     out["seed_50_50"] = seed_50_50(a, prefill)
@@ -81,7 +83,7 @@ def seed_50_50(a, prefill: dict) -> dict:
     """The seed's split (half the fleet on prefill) on these costs, with and without its handoff's link: the
     speedup of the verdict's configuration over no reuse, and whether the link bounds either."""
     fl, scen = a.fl, a.scenario
-    d, link = scen.priced.decode_s, scen.link.requests_per_s_per_gpu
+    d, link = scen.pricer.decode_s(a.fitted.costs, "disaggregated"), scen.link.requests_per_s_per_gpu
     p0, px = float(np.mean(prefill["none"])), float(np.mean(prefill[scen.verdict_tier]))
     base, reuse = (F.fixed_split(int(fl.gpus), 0.5, p, d, link) for p in (p0, px))
     base_free, reuse_free = (F.fixed_split(int(fl.gpus), 0.5, p, d) for p in (p0, px))
@@ -97,9 +99,11 @@ def decode_side(a) -> dict:
     sim simulates it): with `new`, the simulated share beside it says how optimistic that is."""
     req, scen = a.requests, a.scenario
     reusable = float(np.sum(req.reused_tokens))
-    held_sim = float(np.sum(np.asarray(scen.tier_sims["hbm"].hit_tokens, float)[:, 0]))
+    held_sim = float(np.sum(scen.decode_kept_tokens))
+    # held / what `new` assumes held (the reusable tokens; under a what-if hit rate, its share): below 1, `new` is
+    # optimistic by that much; above 1 (a what-if below the cache's own hits), the simulated cache holds more
     return {"reusable_tokens": reusable, "held_by_simulated_cache": held_sim,
-            "simulated_share_of_reusable": held_sim / reusable if reusable else 1.0,
+            "simulated_share_of_reusable": held_sim / reusable if reusable else None,
             "cache_fraction_of_free_hbm": float(a.fl.hbm_cache_fraction) if a.fl.handoff in ("new", "sim") else 0.0}
 
 
@@ -112,11 +116,8 @@ def layerwise_check(a) -> list:
         return []
     out = []
     for _, row in d.iterrows():
-        n, b = float(row["metric.descriptors"]), float(row["metric.request_bytes"])
-        L = cost.layers
-        tau = cost.t0_s + n / L * cost.s_per_descriptor + b / L / (cost.gbps * 1e9)
-        kappa = float(row["metric.layer_compute_ms"]) / 1e3
-        pred = max(tau, L * tau - (L - 1) * kappa)
+        pred = cost.layer_exposed_s(float(row["metric.descriptors"]), float(row["metric.request_bytes"]),
+                                    float(row["metric.layer_compute_ms"]) / 1e3, cost.layers)
         meas = float(row["metric.exposed_ms"]) / 1e3
         out.append({"context_tokens": int(row["param.context_tokens"]), "block_tokens": int(row["param.block_tokens"]),
                     "op": str(row["param.op"]), "memory": str(row["param.memory"]), "measured_exposed_s": meas,
@@ -157,11 +158,10 @@ def caveats(a) -> list[str]:
     elif a.inputs.device == "cpu" or "/dram/" in cost.source:
         out.append("handoff measured DRAM to DRAM between two processes on one node (NIXL), not the fleet's "
                    "prefill-to-decode fabric (set fleet.link_gbps to hold the load to yours)")
-    if fl.handoff == "new":
-        ds = h["decode_side"]
+    share = h["decode_side"]["simulated_share_of_reusable"]
+    if fl.handoff == "new" and share is not None and share < 0.995:
         out.append(f"fleet.handoff=new assumes the decode pool keeps every session's KV; a decode cache of "
-                   f"{fl.hbm_cache_fraction:.0%} of free HBM holds {ds['simulated_share_of_reusable']:.0%} of it "
-                   "(fleet.handoff=sim)")
+                   f"{fl.hbm_cache_fraction:.0%} of free HBM holds {percent(share)} of it (fleet.handoff=sim)")
     if cost.fit:
         most = float(np.max(cost.descriptors(a.scenario.moved_tokens))) if len(a.scenario.moved_tokens) else 0.0
         factor = most / max(float(cost.fit["descriptors_max"]), 1.0)

@@ -20,9 +20,10 @@ class Split:
 
 
 def split_rate(pg: int, dg: int, p: float, d: float, link: float = math.inf) -> tuple[float, bool]:
-    """(requests/s of ``pg`` prefill and ``dg`` decode GPUs, whether the link bounds it)."""
+    """(requests/s of ``pg`` prefill and ``dg`` decode GPUs, whether the link bounds it). With a handoff (a finite
+    ``link``) every request's KV leaves a prefill GPU, so a split without one carries nothing."""
     work = min(pg / p if p > 0 else math.inf, dg / d if dg else 0.0)
-    if pg == 0 or dg == 0 or not math.isfinite(link):
+    if not math.isfinite(link) or work == 0:
         return work, False
     carried = link * min(pg, dg)
     return (carried, True) if carried < work else (work, False)

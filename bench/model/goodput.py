@@ -410,7 +410,9 @@ def capacity(pool: Pool, p_gpu_s: float, d_gpu_s: float, kp: int) -> float:
     if pool.mode == "colocated":
         return pool.instances * g * (1 - pool.interference) / (p_gpu_s + d_gpu_s)
     pre = kp * g / p_gpu_s if p_gpu_s > 0 else math.inf
-    link = pool.link_rps_per_gpu * min(kp, pool.instances - kp) * g if kp > 0 else math.inf
+    # with a handoff every request's KV leaves a prefill instance: none carries nothing (bench.model.fleet)
+    link = pool.link_rps_per_gpu * min(kp, pool.instances - kp) * g if math.isfinite(pool.link_rps_per_gpu) \
+        else math.inf
     return min(pre, (pool.instances - kp) * g / d_gpu_s, link)
 
 
@@ -484,10 +486,13 @@ def _why_unreachable(rp: Replay, rate: float, splits: list, kp: int) -> str:
     q = 100 * pool.attainment
     parts = []
     if pool.ttft_s:
-        t = float(np.percentile(rp.service, q))
+        handoff = rp.handoff if pool.mode == "disaggregated" else np.zeros_like(rp.service)
+        t = float(np.percentile(rp.service + handoff, q))
         if t > pool.ttft_s:
-            parts.append(f"an idle prefill alone takes {seconds(t)} at p{q:.0f}, over the {seconds(pool.ttft_s)} TTFT "
-                         "target")
+            what = "an idle prefill alone takes" if not handoff.any() else \
+                (f"an idle prefill and its KV handoff (the handoff {seconds(float(np.percentile(handoff, q)))} at "
+                 f"p{q:.0f}) take")
+            parts.append(f"{what} {seconds(t)} at p{q:.0f}, over the {seconds(pool.ttft_s)} TTFT target")
     if pool.tpot_s:
         o = rp.run(rate, kp if pool.mode != "colocated" else 0)
         t = float(np.percentile(o.tpot, q))

@@ -50,8 +50,11 @@ class HandoffCost:
     layers: int
     measured: bool
     source: str
-    rel_noise: float = 0.0  # relative uncertainty of a request's time (the fit's residual): the bootstrap's jitter
+    # relative standard error of the link's rate when it is the measured one (the fit's covariance), the bootstrap's
+    # jitter; 0 when the capacity is given (fleet.link_gbps) or estimated
+    rel_noise: float = 0.0
     fit: Optional[dict] = None  # the fit's figures and measured ranges (None: an estimate)
+    measured_gbps: Optional[float] = None  # the rate the records gave (gbps may be the link's, when lower)
 
     def descriptors(self, tokens) -> np.ndarray:
         t = np.asarray(tokens, float)
@@ -73,21 +76,32 @@ class HandoffCost:
     def exposed_s(self, tokens, kv_bytes_per_token: int, gpus_per_instance: int, prefill_s,
                   layerwise: bool) -> np.ndarray:
         """Seconds of each request's handoff left after its prefill (in TTFT): layer by layer, each layer's list
-        posted when its prefill ends (``prefill_s``: one GPU's prefill seconds), else the whole list after it."""
+        posted when its prefill ends (``prefill_s``: one GPU's prefill seconds), else the whole list after it.
+        Layer by layer pays t0 per layer: where the prefill is too short to hide that, the whole list after it is
+        sooner, and a stack that can do both sends the request that way (the smaller of the two per request)."""
         t = np.asarray(tokens, float)
+        whole = self.request_s(t, kv_bytes_per_token, gpus_per_instance)
         if not layerwise:
-            return self.request_s(t, kv_bytes_per_token, gpus_per_instance)
+            return whole
         L = max(1, self.layers)
         tau = (self.t0_s + self.descriptors(t) / L * self.s_per_descriptor
                + self.nbytes(t, kv_bytes_per_token) / L / gpus_per_instance / (self.gbps * 1e9))
         kappa = np.asarray(prefill_s, float) / gpus_per_instance / L
-        return np.where(t > 0, np.maximum(tau, L * tau - (L - 1) * kappa), 0.0)
+        return np.where(t > 0, np.minimum(np.maximum(tau, L * tau - (L - 1) * kappa), whole), 0.0)
+
+    def layer_exposed_s(self, descriptors: float, nbytes: float, layer_s: float, layers: int) -> float:
+        """A measured handoff_layerwise point's exposed seconds as the formula predicts them at the records' own
+        rate (not a lower link's): one list per layer, each posted ``layer_s`` after the previous."""
+        L = max(1, layers)
+        gbps = self.measured_gbps or self.gbps
+        tau = self.t0_s + descriptors / L * self.s_per_descriptor + nbytes / L / (gbps * 1e9)
+        return max(tau, L * tau - (L - 1) * layer_s)
 
     def as_dict(self) -> dict:
         return {"measured": self.measured, "source": self.source, "t0_us": self.t0_s * 1e6,
                 "us_per_descriptor": self.s_per_descriptor * 1e6, "gbps": self.gbps, "link_gbps": self.link_gbps,
                 "block_tokens": self.block_tokens, "descriptors_per_block": self.regions,
-                "rel_noise": self.rel_noise, "fit": self.fit}
+                "rel_noise": self.rel_noise, "measured_gbps": self.measured_gbps, "fit": self.fit}
 
 
 def _pick(d, key: str):
@@ -138,6 +152,7 @@ def handoff_cost(df, shape, fl) -> tuple[HandoffCost, list]:
             gbps = float(np.median(b / np.maximum(t - n * c, 1e-12))) / 1e9
     warnings = []
     cap = link if link is not None else gbps
+    se = None if f is None else f.gbps_rel_se
     if link is not None and link < gbps:
         warnings.append(f"fleet.link_gbps={link:g} is below the {sig(gbps)} GB/s the handoff measured: the link's "
                         "rate is used")
@@ -146,18 +161,26 @@ def handoff_cost(df, shape, fl) -> tuple[HandoffCost, list]:
     src = (f"{where}: t = {sig(t0 * 1e6)} us + {sig(c * 1e6)} us x descriptors + bytes / {sig(gbps)} GB/s"
            + (f" ({note})" if note else "") + f"; {block}-token blocks")
     return HandoffCost(t0, c, min(gbps, cap), cap, block, regions, layers, True, src,
-                       rel_noise=0.0 if f is None else float(f.rel_rms), fit=fit), warnings
+                       rel_noise=float(se) if (se is not None and link is None) else 0.0, fit=fit,
+                       measured_gbps=gbps), warnings
 
 
-def moved_tokens(mode: str, requests, tier_sims: dict) -> np.ndarray:
-    """Tokens of KV each request moves from prefill to decode under ``fleet.handoff`` = ``mode``."""
+def decode_kept_tokens(hbm_only_sim) -> np.ndarray:
+    """Tokens of each request the decode pool's own prefix cache holds: the HBM-only simulation's HBM hits (each
+    decode instance keeps fleet.hbm_cache_fraction of its free HBM as the prefill side does; a what-if hit rate
+    does not change what that cache holds)."""
+    return np.asarray(hbm_only_sim.hit_tokens, float)[:, 0]
+
+
+def moved_tokens(mode: str, requests, decode_kept) -> np.ndarray:
+    """Tokens of KV each request moves from prefill to decode under ``fleet.handoff`` = ``mode`` (``decode_kept``:
+    what the decode pool's simulated cache holds, used by ``sim``)."""
     I = np.asarray(requests.input_tokens, float)
     if mode == "full":
         return I
     if mode == "new":
         return np.asarray(requests.new_tokens, float)
-    kept = np.asarray(tier_sims["hbm"].hit_tokens, float)[:, 0]  # the decode pool's HBM cache: the HBM-only sim
-    return np.maximum(I - kept, 0.0)
+    return np.maximum(I - np.asarray(decode_kept, float), 0.0)
 
 
 @dataclass(frozen=True)
@@ -176,22 +199,25 @@ def link_load(cost: HandoffCost, tokens, kv_bytes_per_token: int) -> Link:
     return Link(float(np.mean(cost.nbytes(tokens, kv_bytes_per_token))), cost.link_gbps)
 
 
-def splits(n_gpus: int, p: float, d: float, link: Link) -> dict:
+def splits(n_gpus: int, p: float, d: float, link: Link, fixed: Optional[int] = None) -> dict:
     """Which prefill:decode splits the link allows at their unconstrained rate min(P/p, D/d): the allowed prefill
-    GPU counts (as ranges) and, for the best unconstrained split, what it would need if refused."""
-    allowed, best = [], None
+    GPU counts (as ranges) and the split judged, with what it would need: ``fixed`` prefill GPUs (a fixed
+    fleet.prefill_fraction), else the best split without the link."""
+    allowed, best, judged = [], None, None
     for pg in range(1, n_gpus):
         dg = n_gpus - pg
         r = min(pg / p if p > 0 else math.inf, dg / d)
         need = r * link.bytes_per_request / min(pg, dg) / 1e9
-        if best is None or r > best[0]:
-            best = (r, pg, dg, need)
-        if need <= link.capacity_gbps * (1 + 1e-12):
+        row = {"prefill_gpus": pg, "decode_gpus": dg, "requests_per_s": r, "link_gbps_per_gpu": need,
+               "allowed": need <= link.capacity_gbps * (1 + 1e-12)}
+        if best is None or r > best["requests_per_s"]:
+            best = row
+        if pg == fixed:
+            judged = row
+        if row["allowed"]:
             allowed.append(pg)
-    r, pg, dg, need = best
     return {"allowed_prefill_gpus": _ranges(allowed), "allowed_count": len(allowed), "of": n_gpus - 1,
-            "unconstrained_best": {"prefill_gpus": pg, "decode_gpus": dg, "requests_per_s": r,
-                                   "link_gbps_per_gpu": need, "allowed": need <= link.capacity_gbps * (1 + 1e-12)}}
+            "judged": {**(judged or best), "why": "fleet.prefill_fraction" if judged else "the best without the link"}}
 
 
 def _ranges(v: list) -> list:
@@ -210,17 +236,19 @@ def ranges_text(rs: list) -> str:
 
 
 def refusal(split: dict, link: Link, gpus: int) -> str:
-    """Why the best split without the link is refused, in words ('' when it is allowed)."""
-    u = split["unconstrained_best"]
+    """Why the split judged (the fixed one, else the best without the link) is refused, in words ('' when the link
+    carries it)."""
+    u = split["judged"]
     if u["allowed"]:
         return ""
-    return (f"the {u['prefill_gpus']}:{u['decode_gpus']} split (the best without the link) would move "
+    return (f"the {u['prefill_gpus']}:{u['decode_gpus']} split ({u['why']}) would move "
             f"{fmt_rate(u['link_gbps_per_gpu'])} per GPU of its smaller side, over the link's "
             f"{fmt_rate(link.capacity_gbps)}; the link allows prefill GPUs {ranges_text(split['allowed_prefill_gpus'])} "
             f"of {gpus}")
 
 
-def decode_cache_fraction(fl) -> float:
-    """Share of a decode instance's free HBM its own prefix cache keeps (fleet.handoff new or sim, disaggregated):
-    the decode batch has the rest."""
-    return float(fl.hbm_cache_fraction) if fl.mode == "disaggregated" and fl.handoff in ("new", "sim") else 0.0
+def decode_cache_fraction(fl, mode: Optional[str] = None) -> float:
+    """Share of a decode instance's free HBM its own prefix cache keeps (fleet.handoff new or sim, disaggregated;
+    ``mode``: the mode priced, default the fleet's): the decode batch has the rest."""
+    m = mode or fl.mode
+    return float(fl.hbm_cache_fraction) if m == "disaggregated" and fl.handoff in ("new", "sim") else 0.0

@@ -95,9 +95,13 @@ class Pricer:
         return Pricer(req, self.sizing, self.fl, {}, {k: _rows(sim, rows) for k, sim in self.tier_sims.items()},
                       self.link)
 
-    def decode_s(self, cs: Costs) -> float:
-        """Mean decode seconds per request: its output tokens at the fleet's decode batch, per sequence."""
-        i, o, b = self.requests.input_tokens, self.requests.output_tokens, self.sizing.decode_batch
+    def decode_s(self, cs: Costs, mode: Optional[str] = None) -> float:
+        """Mean decode seconds per request: its output tokens at the decode batch of ``mode`` (default the fleet's),
+        per sequence."""
+        i, o = self.requests.input_tokens, self.requests.output_tokens
+        b = (self.sizing.decode_batch_by_mode or {}).get(mode or self.fl.mode, self.sizing.decode_batch)
+        if b < 1:
+            return math.inf
         return float(np.mean(o * cs.decode_step_s(b, i + o / 2) / b))
 
     def rate(self, prefill_s: float, decode_s: float, mode: Optional[str] = None,
@@ -157,11 +161,13 @@ class Pricer:
             by_routing[routing] = r / base_rate
             detail[routing] = (ps, split)
         by_tier = {key: priced(sim)[1] / base_rate for key, sim in self.tier_sims.items()}
-        dvc = {}  # disaggregated (with its handoff) over colocated, same costs and requests
+        dvc = {}  # disaggregated (with its handoff) over colocated, same costs and requests, each its own batch
+        d_mode = {m: d if m == self.fl.mode else self.decode_s(cs, m) for m in ("disaggregated", "colocated")}
         for key, sim in {"none": None, **self.tier_sims}.items():
             ps = p0 if sim is None else priced(sim)[0]
-            dis = self.rate(ps, d, "disaggregated", link_scale)[0]
-            dvc[key] = dis / self.rate(ps, d, "colocated")[0]
+            dis = self.rate(ps, d_mode["disaggregated"], "disaggregated", link_scale)[0]
+            col = self.rate(ps, d_mode["colocated"], "colocated")[0]
+            dvc[key] = dis / col if col > 0 else math.nan
         return Priced(baseline_prefill_s=p0, decode_s=d, baseline_rps=base_rate, amdahl_bound=F.amdahl_bound(p0, d),
                       prefill_share=F.prefill_share(p0, d), speedup_by_routing=by_routing, speedup_by_tier=by_tier,
                       baseline_split=base_split, routing_detail=detail, disagg_vs_colocated=dvc)

@@ -102,15 +102,16 @@ def handoff_clause(r: dict) -> str:
                 f"{s50['speedup']:.2f}x ({s50['speedup_without_handoff']:.2f}x without it"
                 + ("; link-bound" if s50["link_bound"] else "") + ").")
     x = cmp["ratio"]
-    iv = f"{x['point']:.2f}x ({x['low']:.2f}-{x['high']:.2f}x)"
-    words = {"disaggregated": f"favour disaggregation by {percent(x['point'] - 1)}",
-             "colocated": f"favour colocation by {percent(1 / x['point'] - 1)}" if x["point"] > 0 else "favour colocation",
+    iv = f"{sig(x['point'])}x ({sig(x['low'])}-{sig(x['high'])}x)"
+    by = lambda f: f"{sig(f)}x" if f >= 2 else percent(f - 1)  # noqa: E731  (a factor, or a share when small)
+    words = {"disaggregated": f"favour disaggregation by {by(x['point'])}",
+             "colocated": f"favour colocation by {by(1 / x['point'])}" if x["point"] > 0 else "favour colocation",
              "neither": "favour neither clearly (the interval spans 1x)"}[cmp["favours"]]
     out += f" Disaggregated over colocated, same GPUs: {iv} of the requests/s: the measured costs {words}"
     gp = cmp.get("goodput")
     if gp:
         ratio = gp["ratio"]
-        ratio = "n/a" if ratio != ratio else ("inf" if ratio == float("inf") else f"{ratio:.2f}x")
+        ratio = "n/a" if ratio != ratio else ("inf" if ratio == float("inf") else f"{sig(ratio)}x")
         out += (f"; goodput at the SLO {sig(gp['disaggregated']['goodput_rps'])} vs "
                 f"{sig(gp['colocated']['goodput_rps'])} req/s ({ratio})")
     return out + "."

@@ -76,6 +76,7 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
         return out, warnings
     o_keep = O[keep]
     d_gpu_s = float(np.mean(o_keep * costs.decode_step_s(b_slo, I[keep] + o_keep / 2) / b_slo))
+    d_by_mode = {fl.mode: d_gpu_s}
     done: dict = {}  # configurations with the same per-request prefill (a tier that served no hit) share a search
     handoff_by_config = handoff_by_config or {}
 
@@ -85,11 +86,13 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
         hs = None if hs is None or p.mode != "disaggregated" else np.asarray(hs, float)[keep]
         key = hashlib.sha1(pf.tobytes() + (b"" if hs is None else hs.tobytes()) + p.mode.encode()).hexdigest()
         if key not in done:
-            res = G.search(name, G.Replay(reqs, pf, p, hs), float(np.mean(pf)), d_gpu_s)
+            res = G.search(name, G.Replay(reqs, pf, p, hs), float(np.mean(pf)), d_by_mode[p.mode])
             o = res.at_goodput
-            share = (float(np.mean(hs) / np.mean(o.ttft)) if hs is not None and o is not None and np.mean(o.ttft) > 0
-                     else 0.0)
+            # the handoff's share of TTFT at the goodput rate, else (no rate meets the SLO) of an unloaded TTFT
+            ttft = o.ttft if o is not None else pf / g + (0.0 if hs is None else hs)
+            share = float(np.mean(hs) / np.mean(ttft)) if hs is not None and np.mean(ttft) > 0 else 0.0
             done[key] = {**res.as_dict(int(fl.gpus)), "handoff_ttft_share": share,
+                         "handoff_ttft_share_at": "goodput" if o is not None else "unloaded",
                          "handoff_exposed_s_mean": 0.0 if hs is None else float(np.mean(hs))}
         return done[key]
 
@@ -97,8 +100,12 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
         out["configs"][name] = {**replay(name, pool), "config": name, "label": CONFIG_NAMES[name]}
     if compare_config in prefill_by_config:
         other = "colocated" if pool.mode == "disaggregated" else "disaggregated"
-        alt = dataclasses.replace(pool, mode=other)
-        if alt.instances >= (1 if other == "colocated" else 2):
+        b_alt, _ = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, tpot_s, step,
+                                  int(fl.max_batch), g, decode_cache_fraction(fl, other))
+        alt = dataclasses.replace(pool, mode=other, batch=int(b_alt))
+        if b_alt >= 1:
+            d_by_mode[other] = float(np.mean(o_keep * costs.decode_step_s(b_alt, I[keep] + o_keep / 2) / b_alt))
+        if b_alt >= 1 and alt.instances >= (1 if other == "colocated" else 2):
             both = {pool.mode: out["configs"][compare_config], other: replay(compare_config, alt)}
             keys = ("goodput_rps", "capacity_rps", "ttft_p90_s", "tpot_p90_s", "prefill_instances",
                     "decode_instances", "reason", "handoff_ttft_share")

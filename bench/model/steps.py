@@ -74,6 +74,9 @@ class FleetSizing:
     decode_batch_limited_by: str
     extrapolations: tuple = ()  # bench.model.verdict.extrapolation dicts
     warnings: tuple = ()
+    # mode -> decode batch (disaggregated with fleet.handoff new or sim keeps a prefix cache beside the batch): the
+    # comparison of the two modes prices each with its own
+    decode_batch_by_mode: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class CacheScenario:
     warnings: tuple = ()
     moved_tokens: Any = None  # tokens each request's handoff moves (fleet.handoff), np.ndarray
     link: Any = None  # bench.model.handoff.Link: the handoff's load (None: colocated, no handoff)
+    decode_kept_tokens: Any = None  # tokens of each request the decode pool's own simulated cache holds
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,8 @@ def disaggregation(r: dict, path):
     ax.set_xticks(list(x), [cfg[n]["label"] for n in names], fontsize=7, rotation=15)
     ax.set_ylim(0, 1.3 * max(col + dis))  # room for the legend above the bars
     rr = cmp["ratio"]
-    finish(ax, "", "requests/s (fleet)", f"{cfg[cmp['config']]['label']}: disaggregated / colocated {rr['point']:.2f}x "
-                                         f"({rr['low']:.2f}-{rr['high']:.2f}x)", legend_size=8)
+    finish(ax, "", "requests/s (fleet)", f"{cfg[cmp['config']]['label']}: disaggregated / colocated {sig(rr['point'])}x "
+                                         f"({sig(rr['low'])}-{sig(rr['high'])}x)", legend_size=8)
     ax.title.set_fontsize(9)
     pre = [cfg[n]["prefill_s_mean"] * 1e3 for n in names]
     exp = [cfg[n]["exposed_s_mean"] * 1e3 for n in names]
