@@ -4,7 +4,9 @@ Amdahl bound, break-even bandwidths, simulated tiered-cache hit rates per routin
 The analysis is a sequence of named steps (:data:`STEPS`), each taking the frozen results of earlier ones and
 returning its own (bench.model.steps): ``load`` (the run: RunInputs), ``fit`` (costs: Fitted), ``workload``
 (Requests), ``fleet`` (FleetSizing), ``simulate_caches`` (CacheScenario, with the pricing at the measured costs);
-then the model.json body: ``price`` creates it, ``verdict`` (bootstrap interval, outcome, caveats, seed case),
+then the model.json body: ``price`` creates it, ``handoff`` (each request's prefill and exposed handoff seconds per
+configuration: Latencies; the disaggregated handoff's figures), ``verdict`` (bootstrap interval, outcome, caveats,
+seed case, disaggregated vs colocated),
 ``capacity`` (curves, knees, persistence), ``goodput`` (at the SLO) and ``sparse`` (the warm tier's sparse decode)
 add to it, and ``finish`` words it (bench.model.prose).
 """
@@ -40,7 +42,7 @@ from bench.model.handoff import decode_cache_fraction, decode_kept_tokens, hando
 from bench.model.inputs import COST_BENCHMARKS, missing_inputs, supply
 from bench.model.pricing import HIT_GRID, Pricer, WhatIf, break_even_gbps, mean_prefill_s
 from bench.model.slo import goodput_at_slo, slo_targets, slo_verdict
-from bench.model.steps import Analysis, CacheScenario, FleetSizing, Fitted, Requests, RunInputs
+from bench.model.steps import Analysis, CacheScenario, FleetSizing, Fitted, Latencies, Requests, RunInputs
 from bench.model.sessions import summarize
 from bench.model.traces import read_requests
 from bench.model.traces.table import SERVING, to_trace
@@ -380,9 +382,12 @@ BOOT_REQUESTS = 100_000  # requests a bootstrap resample prices (every one, up t
 
 
 def handoff(a: Analysis) -> Analysis:
-    """The disaggregated handoff's figures (bench.model.disaggregation): what moves, its cost, the part exposed in
-    TTFT per configuration, the link's load and the splits it allows, the seed's 50:50 case with its handoff."""
-    h = D.figures(a, D.prefill_by_config(a))
+    """Each request's prefill seconds and exposed handoff seconds per configuration (Latencies: goodput replays the
+    same), then the disaggregated handoff's figures (bench.model.disaggregation): what moves, its cost, the part
+    exposed in TTFT per configuration, the link's load and the splits it allows, the seed's 50:50 with its handoff."""
+    prefill = D.prefill_by_config(a)
+    a = dataclasses.replace(a, latencies=Latencies(prefill, D.exposed_by_config(a, prefill)))
+    h = D.figures(a)
     a.result["handoff"] = h
     c = h["configs"][a.scenario.verdict_tier]
     if h["applies"] and c["refused"]:
@@ -485,12 +490,12 @@ def goodput(a: Analysis) -> Analysis:
     cfg, fl, costs, result, req, scen = a.cfg, a.fl, a.fitted.costs, a.result, a.requests, a.scenario
     slo = slo_targets(cfg)
     if slo["ttft_ms"] or slo["tpot_ms"]:
-        prefill = D.prefill_by_config(a)
-        result["goodput"], warnings = goodput_at_slo(req, a.sizing, costs, fl, slo, prefill,
+        lat = a.latencies
+        result["goodput"], warnings = goodput_at_slo(req, a.sizing, costs, fl, slo, lat.prefill_s,
                                                      a.inputs.shape.kv_bytes_per_token,
                                                      req.trace.timestamp_ms if cfg.trace else None,
-                                                     D.exposed_by_config(a, prefill),
-                                                     scen.link.requests_per_s_per_gpu, scen.verdict_tier)
+                                                     lat.handoff_exposed_s, scen.link.requests_per_s_per_gpu,
+                                                     scen.verdict_tier)
         result["warnings"].extend(warnings)
         result["verdict"]["slo"] = slo_verdict(result["goodput"], scen.priced, scen.verdict_tier)
         result["verdict"]["disaggregation"]["goodput"] = result["goodput"].get("modes")

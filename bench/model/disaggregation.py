@@ -37,7 +37,7 @@ def _pct(x, q) -> float:
     return float(np.percentile(x, q)) if len(x) else 0.0
 
 
-def figures(a, prefill: dict) -> dict:
+def figures(a) -> dict:
     """model.json's ``handoff``: the cost, what moves, per configuration the exposed seconds, TTFT share, link load
     and allowed splits, the seed's 50:50 case with its handoff, the layer-wise check."""
     fl, req, sz, scen = a.fl, a.requests, a.sizing, a.scenario
@@ -46,8 +46,7 @@ def figures(a, prefill: dict) -> dict:
     moved = scen.moved_tokens
     whole = cost.request_s(moved, kvb, g)
     d = pricer.decode_s(a.fitted.costs, "disaggregated")  # the disaggregated fleet's own decode batch
-    fixed = None if fl.prefill_fraction is None else int(round(int(fl.gpus) * float(fl.prefill_fraction)))
-    exposed = exposed_by_config(a, prefill)
+    prefill, exposed = a.latencies.prefill_s, a.latencies.handoff_exposed_s
     out = {"mode": fl.handoff, "applies": fl.mode == "disaggregated", "layerwise": bool(fl.handoff_layerwise),
            "cost": cost.as_dict(),
            "moved": {"tokens_mean": float(np.mean(moved)), "bytes_mean": link.bytes_per_request,
@@ -62,7 +61,7 @@ def figures(a, prefill: dict) -> dict:
         r, split = pricer.rate(ps, d, "disaggregated")
         pg, dg = split["prefill_gpus"], split["decode_gpus"]
         load = r * link.bytes_per_request / min(pg, dg) / 1e9 if min(pg, dg) > 0 else 0.0
-        allowed = splits(int(fl.gpus), ps, d, link, fixed)
+        allowed = splits(int(fl.gpus), ps, d, link, None if fl.prefill_fraction is None else pg)  # the split used
         out["configs"][name] = {
             "label": CONFIG_NAMES[name], "exposed_s_mean": float(np.mean(ex)), "exposed_s_p50": _pct(ex, 50),
             "exposed_s_p90": _pct(ex, 90),
@@ -73,16 +72,16 @@ def figures(a, prefill: dict) -> dict:
             "link_utilization": load / link.capacity_gbps if link.capacity_gbps else math.inf,
             "link_bound": bool(split["link_bound"]), "splits": allowed,
             "refused": refusal(allowed, link, int(fl.gpus))}
-    out["seed_50_50"] = seed_50_50(a, prefill)
+    out["seed_50_50"] = seed_50_50(a)
     out["decode_side"] = decode_side(a)
     out["layerwise_check"] = layerwise_check(a)
     return out
 
 
-def seed_50_50(a, prefill: dict) -> dict:
+def seed_50_50(a) -> dict:
     """The seed's split (half the fleet on prefill) on these costs, with and without its handoff's link: the
     speedup of the verdict's configuration over no reuse, and whether the link bounds either."""
-    fl, scen = a.fl, a.scenario
+    fl, scen, prefill = a.fl, a.scenario, a.latencies.prefill_s
     d, link = scen.pricer.decode_s(a.fitted.costs, "disaggregated"), scen.link.requests_per_s_per_gpu
     p0, px = float(np.mean(prefill["none"])), float(np.mean(prefill[scen.verdict_tier]))
     base, reuse = (F.fixed_split(int(fl.gpus), 0.5, p, d, link) for p in (p0, px))

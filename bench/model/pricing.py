@@ -27,6 +27,13 @@ def mean_prefill_s(costs: Costs, new, cached, loads, overlap: bool) -> float:
     return float(np.mean(costs.prefill_with_load_s(new, cached, load_s, overlap, serial_s=serial_s)))
 
 
+def mean_decode_s(costs: Costs, input_tokens, output_tokens, batch: int) -> float:
+    """Mean decode seconds per request: its output tokens at decode batch ``batch`` (each step's time shared by the
+    batch), at its mean context while decoding (input + output / 2)."""
+    i, o = np.asarray(input_tokens, float), np.asarray(output_tokens, float)
+    return float(np.mean(o * costs.decode_step_s(batch, i + o / 2) / batch))
+
+
 def tier_loads(costs: Costs, tokens_by_tier: dict):
     """(overlappable, serial) load seconds per request of the hit tokens of each tier ({tier: tokens})."""
     over, serial = 0.0, 0.0
@@ -98,11 +105,8 @@ class Pricer:
     def decode_s(self, cs: Costs, mode: Optional[str] = None) -> float:
         """Mean decode seconds per request: its output tokens at the decode batch of ``mode`` (default the fleet's),
         per sequence."""
-        i, o = self.requests.input_tokens, self.requests.output_tokens
         b = (self.sizing.decode_batch_by_mode or {}).get(mode or self.fl.mode, self.sizing.decode_batch)
-        if b < 1:
-            return math.inf
-        return float(np.mean(o * cs.decode_step_s(b, i + o / 2) / b))
+        return mean_decode_s(cs, self.requests.input_tokens, self.requests.output_tokens, b) if b >= 1 else math.inf
 
     def rate(self, prefill_s: float, decode_s: float, mode: Optional[str] = None,
              link_scale: float = 1.0) -> tuple[float, dict]:

@@ -13,7 +13,7 @@ import numpy as np
 from bench.model import fleet as F
 from bench.model.costs import Costs
 from bench.model.handoff import decode_cache_fraction
-from bench.model.pricing import HIT_GRID
+from bench.model.pricing import HIT_GRID, mean_decode_s
 from bench.model.steps import FleetSizing, Priced, Requests
 
 
@@ -53,8 +53,9 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
     kvb = kv_bytes_per_token
     tpot_s = slo["tpot_ms"] / 1e3 if slo["tpot_ms"] else None
     step = lambda b: float(costs.decode_step_s(b, ctx_decode))  # noqa: E731
-    b_slo, b_why = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, tpot_s, step,
-                                  int(fl.max_batch), g, decode_cache_fraction(fl))
+    batch_of = lambda mode: F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction,  # noqa: E731
+                                           tpot_s, step, int(fl.max_batch), g, decode_cache_fraction(fl, mode))
+    b_slo, b_why = batch_of(fl.mode)
     n = len(I)
     rng = np.random.default_rng(int(fl.seed) + 7)
     keep = np.arange(n) if not fl.slo_requests or n <= int(fl.slo_requests) else \
@@ -75,7 +76,7 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
                           "prefill and a decode instance")
         return out, warnings
     o_keep = O[keep]
-    d_gpu_s = float(np.mean(o_keep * costs.decode_step_s(b_slo, I[keep] + o_keep / 2) / b_slo))
+    d_gpu_s = mean_decode_s(costs, I[keep], o_keep, b_slo)
     d_by_mode = {fl.mode: d_gpu_s}
     done: dict = {}  # configurations with the same per-request prefill (a tier that served no hit) share a search
     handoff_by_config = handoff_by_config or {}
@@ -100,11 +101,10 @@ def goodput_at_slo(req: Requests, sizing: FleetSizing, costs: Costs, fl, slo: di
         out["configs"][name] = {**replay(name, pool), "config": name, "label": CONFIG_NAMES[name]}
     if compare_config in prefill_by_config:
         other = "colocated" if pool.mode == "disaggregated" else "disaggregated"
-        b_alt, _ = F.decode_batch(g * hbm, weights, ctx_decode * kvb, fl.reserve_fraction, tpot_s, step,
-                                  int(fl.max_batch), g, decode_cache_fraction(fl, other))
+        b_alt, _ = batch_of(other)
         alt = dataclasses.replace(pool, mode=other, batch=int(b_alt))
         if b_alt >= 1:
-            d_by_mode[other] = float(np.mean(o_keep * costs.decode_step_s(b_alt, I[keep] + o_keep / 2) / b_alt))
+            d_by_mode[other] = mean_decode_s(costs, I[keep], o_keep, b_alt)
         if b_alt >= 1 and alt.instances >= (1 if other == "colocated" else 2):
             both = {pool.mode: out["configs"][compare_config], other: replay(compare_config, alt)}
             keys = ("goodput_rps", "capacity_rps", "ttft_p90_s", "tpot_p90_s", "prefill_instances",

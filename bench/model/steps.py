@@ -130,6 +130,16 @@ class CacheScenario:
 
 
 @dataclass(frozen=True)
+class Latencies:
+    """``handoff``: per configuration (none, then each tier scenario), each request's prefill seconds on one GPU and
+    the seconds of its handoff left after that prefill on its instance (what a disaggregated TTFT adds); the
+    handoff's figures and the goodput replay both read them."""
+
+    prefill_s: dict
+    handoff_exposed_s: dict
+
+
+@dataclass(frozen=True)
 class Analysis:
     """The analysis so far: each step's part (None until its step ran) and the model.json body the result steps
     fill (``price`` creates it; verdict, capacity, goodput and sparse add to it)."""
@@ -139,6 +149,7 @@ class Analysis:
     requests: Optional[Requests] = None
     sizing: Optional[FleetSizing] = None
     scenario: Optional[CacheScenario] = None
+    latencies: Optional[Latencies] = None
     result: Optional[dict] = None
 
     @property

@@ -49,6 +49,11 @@ def test_each_step_sets_what_it_owns(cfg):
         assert sim.hit_tokens.sum() <= r.reused_tokens.sum() + 1e-9
 
     a = AN.price(a)
+    a = AN.handoff(a)
+    lat = a.latencies
+    assert set(lat.prefill_s) == set(lat.handoff_exposed_s) == {"none", *sc.tier_sims}
+    assert all(len(v) == len(r.input_tokens) and (v >= 0).all() for v in lat.handoff_exposed_s.values())
+    assert a.result["handoff"]["mode"] == "full" and not a.result["handoff"]["cost"]["measured"]  # no records: estimate
     a = AN.verdict(a)
     v = a.result["verdict"]
     assert v["outcome"] in ("supported", "not_supported", "undetermined")

@@ -113,7 +113,8 @@ def check_numerics(state, backend: str, shape: ModelShape, decode: bool, dtype) 
 
 
 def _prologue(state, decode: bool):
-    """Skip what cannot run here; the model's attention geometry, dtype and element size for this point."""
+    """Skip what cannot run here; the point's backend and the backends it times (``best``: those it chooses
+    among), the model's attention geometry, dtype and element size."""
     backend = state.params["backend"]
     if backend == "flashinfer" and not decode:
         state.skip("flashinfer is measured for paged decode only (attn_decode)")
@@ -122,7 +123,13 @@ def _prologue(state, decode: bool):
         state.skip(reason)
     shape = ModelShape.from_cfg(state.cfg.model)
     dtype = dtype_of(state)
-    return backend, shape, dtype, shape.attn_dims(decode), torch.finfo(dtype).bits // 8
+    backends = best_of(state, decode) if backend == "best" else [backend]
+    return backend, backends, shape, dtype, shape.attn_dims(decode), torch.finfo(dtype).bits // 8
+
+
+def _prefill_bytes(n_new: int, n_k: int, hq: int, hkv: int, qk: int, vd: int, elt: int) -> int:
+    """The prefill's Q and O (the new tokens, every query head) and K and V (the whole context, the KV heads)."""
+    return (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
 
 
 def best_of(state, decode: bool) -> list[str]:
@@ -200,10 +207,9 @@ def _extra(state, backend, facts, decode, b, hq, hkv, n_q, n_k, qk, vd, elt) -> 
 def prefill_need(state):
     """Q, K, V, O of the prefill and the most any of its backends allocates beside them."""
     n_new, n_ctx = int(state.params["n_new"]), int(state.params["n_ctx"])
-    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
+    backend, backends, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
     n_k = n_ctx + n_new
-    nbytes = (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
-    backends = best_of(state, False) if backend == "best" else [backend]
+    nbytes = _prefill_bytes(n_new, n_k, hq, hkv, qk, vd, elt)
     facts = sdpa_facts(state, (hq, hkv, qk, vd), dtype)
     extra = max([_extra(state, b, facts, False, 1, hq, hkv, n_new, n_k, qk, vd, elt) for b in backends] or [0])
     return need(nbytes * 2 + extra, "Q, K, V, O and the backend's mask/expanded K/V/partials")
@@ -211,10 +217,9 @@ def prefill_need(state):
 
 def attn_prefill_point(state):
     n_new, n_ctx = int(state.params["n_new"]), int(state.params["n_ctx"])
-    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
+    backend, backends, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=False)
     n_k = n_ctx + n_new
-    nbytes = (n_new * hq * (qk + vd) + n_k * hkv * (qk + vd)) * elt
-    backends = best_of(state, False) if backend == "best" else [backend]
+    nbytes = _prefill_bytes(n_new, n_k, hq, hkv, qk, vd, elt)
     make = lambda: make_qkv(1, hq, hkv, n_new, n_k, qk, vd, dtype, state.device.torch, 1)  # noqa: E731
     used = _one_or_best(state, backend, backends, shape, dtype, make, n_ctx, False, (n_new, n_ctx))
     flops = 2.0 * hq * (qk + vd) * causal_pairs(n_new, n_ctx)  # the causal pairs, whatever the kernel computed
@@ -232,8 +237,7 @@ def _kv_bytes(state, shape, batch: int, ctx: int, elt: int) -> int:
 def decode_need(state):
     """The KV cache, queries and outputs of the decode step and the most any of its backends allocates beside them."""
     batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
-    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
-    backends = best_of(state, True) if backend == "best" else [backend]
+    backend, backends, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
     facts = sdpa_facts(state, (hq, hkv, qk, vd), dtype)
     extra = max([_extra(state, b, facts, True, batch, hq, hkv, 1, ctx, qk, vd, elt) for b in backends] or [0])
     return need(_kv_bytes(state, shape, batch, ctx, elt) + 2 * batch * hq * (qk + vd) * elt + extra,
@@ -242,9 +246,8 @@ def decode_need(state):
 
 def attn_decode_point(state):
     batch, ctx = int(state.params["batch"]), int(state.params["ctx"])
-    backend, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
+    backend, backends, shape, dtype, (hq, hkv, qk, vd), elt = _prologue(state, decode=True)
     kv_bytes = _kv_bytes(state, shape, batch, ctx, elt)
-    backends = best_of(state, True) if backend == "best" else [backend]
     make = lambda: make_qkv(batch, hq, hkv, 1, ctx, qk, vd, dtype, state.device.torch, 2,  # noqa: E731
                             shared_v=shape.is_mla)
     used = _one_or_best(state, backend, backends, shape, dtype, make, 0, True, (batch, ctx))
